@@ -1,0 +1,192 @@
+"""Runtime values and the `Store` protocol.
+
+Layer 1.  These are what the engine reads and writes: a `Lead` and its
+`EventRecord`s, the `AuditEntry` chain, the `Blocker` that says why a move is
+refused.  `Store`/`Transaction` is the contract `store.py` implements with
+SQLAlchemy; the engine only ever talks to the protocol, so the engine never
+learns SQL and the store never learns flow semantics.
+
+All times are timezone-aware UTC `datetime`s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from .errors import NO_SPAN, Span
+
+MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import"]
+MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import")
+
+FieldValue = int | float | str | bool | None
+
+
+@dataclass(slots=True)
+class Lead:
+    """One lead as stored.  `revision` is the optimistic-lock counter."""
+
+    id: str
+    flow: str
+    version: int
+    stage: str
+    fields: dict[str, FieldValue]
+    cycle: int
+    entered_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    score: float = 0
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """Something that happened to a lead; `count` > 1 records a batch at once."""
+
+    name: str
+    at: datetime
+    channel: str | None = None
+    content: str | None = None
+    count: int = 1
+    cycle: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """Why a move is refused: a code, a human sentence, where in the flow,
+    and the values that were read."""
+
+    code: str
+    message: str
+    span: Span = field(default=NO_SPAN, compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change of stage.  `hash` chains it to the lead's previous entry."""
+
+    lead_id: str
+    seq: int
+    from_stage: str | None
+    to_stage: str
+    kind: str
+    actor: str
+    reason: str | None
+    at: datetime
+    flow: str
+    version: int
+    cycle: int
+    values: Mapping[str, Any]
+    prev_hash: str
+    hash: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        """The hashed content: everything but the hash itself."""
+        return {
+            "lead_id": self.lead_id,
+            "seq": self.seq,
+            "from": self.from_stage,
+            "to": self.to_stage,
+            "kind": self.kind,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+            "flow": self.flow,
+            "version": self.version,
+            "cycle": self.cycle,
+            "values": dict(self.values),
+            "prev_hash": self.prev_hash,
+        }
+
+    def compute_hash(self) -> str:
+        text = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class SlaBreach:
+    lead_id: str
+    flow: str
+    stage: str
+    cycle: int
+    entered_at: datetime
+    due_at: datetime
+    detected_at: datetime
+
+
+class Transaction(Protocol):
+    """One database transaction.  Leaving the `with` block commits; an
+    exception rolls back.  On SQLite the transaction is `BEGIN IMMEDIATE`;
+    on PostgreSQL `lock_lead` is `SELECT … FOR UPDATE`."""
+
+    def lock_lead(self, lead_id: str) -> Lead | None: ...
+    def insert_lead(self, lead: Lead) -> None: ...
+    def update_lead(self, lead: Lead) -> Lead:
+        """Write `lead` if its stored revision is still `lead.revision`;
+        returns it with the revision bumped; raises `Conflict` otherwise."""
+        ...
+
+    def events(self, lead_id: str, cycle: int) -> list[EventRecord]: ...
+    def insert_event(self, lead_id: str, event: EventRecord) -> None: ...
+    def last_audit(self, lead_id: str) -> AuditEntry | None: ...
+    def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Store `entry` (its seq, prev_hash and hash already computed)."""
+        ...
+
+    def lock_stage(self, flow: str, stage: str) -> None:
+        """Serialise capacity decisions for one stage (advisory lock on PG)."""
+        ...
+
+    def count_in_stage(self, flow: str, stage: str) -> int: ...
+    def add_waiting(self, lead_id: str, flow: str, stage: str, score: float, at: datetime) -> None: ...
+    def remove_waiting(self, lead_id: str) -> None: ...
+    def waiting(self, flow: str, stage: str, limit: int) -> list[str]:
+        """Lead ids waiting for room in `stage`, highest score first."""
+        ...
+
+    def record_breach(self, breach: SlaBreach) -> bool:
+        """Store a breach once per (lead, stage, cycle, entry); True if new."""
+        ...
+
+
+class Store(Protocol):
+    url: str
+
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def deploy_flow(self, name: str, declared_version: int, content_hash: str, source: str, path: str) -> tuple[int, bool]:
+        """Register a flow's source; returns (version, created).  Idempotent by
+        content hash; changed content gets the next free version."""
+        ...
+
+    def flow_source(self, name: str, version: int | None = None) -> tuple[int, str, str]:
+        """(version, source, path) of a deployed flow; latest when version is None."""
+        ...
+
+    def flow_names(self) -> list[str]: ...
+    def get_lead(self, lead_id: str) -> Lead | None: ...
+    def iter_leads(
+        self,
+        *,
+        flow: str | None = None,
+        stages: Sequence[str] | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[list[Lead]]:
+        """Leads in id order, a chunk (list) at a time: memory stays flat."""
+        ...
+
+    def history(self, lead_id: str) -> list[AuditEntry]: ...
+    def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
+        """Every audit entry ordered by (lead_id, seq), in chunks."""
+        ...
+
+    def events_of(self, lead_id: str) -> list[EventRecord]: ...
+    def close(self) -> None: ...
