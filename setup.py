@@ -5,8 +5,8 @@ ops and reviewers read), but an installed package must find it without the
 source tree; `saleflow.parse.grammar_path()` looks for the packaged copy first.
 """
 
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field as attr
 from typing import Literal as TypingLiteral
-from typing import Union
 
 from .errors import NO_SPAN, Span
 
@@ -29,7 +28,7 @@ COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=")
 # Names every flow knows without declaring them.
 BUILTINS = ("score", "days_in_stage", "days_since_created")
 
-Value = Union[int, float, str, bool]
+Value = int | float | str | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +120,7 @@ class AtLeast:
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
-Expr = Union[Literal, Ref, Window, DaysSince, Compare, InList, IsSet, Not, And, Or, AtLeast]
+Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:

@@ -185,7 +185,7 @@ class _Builder(Transformer[Token, Any]):
         operand, _not_in, items = children
         return m.InList(operand, items, True, self._span(meta))
 
-    def list(self, children: list[Any]) -> tuple[m.Expr, ...]:
+    def value_list(self, children: list[Any]) -> tuple[m.Expr, ...]:
         return tuple(child for child in children if child is not None)
 
     @v_args(meta=True)
@@ -482,7 +482,7 @@ _EXAMPLES: dict[str, list[str]] = {
         "flow f score { +5 e }",
         "flow f score { +5 when x }",
     ],
-    "a gate needs a condition after \"when\"": ["flow f stage a when", "flow f stage a when stage b"],
+    'a gate needs a condition after "when"': ["flow f stage a when", "flow f stage a when stage b"],
     'a target reads "target conversion A -> B >= P%" or "target time in S <= N days"': [
         "flow f team t { target conversion a b >= 5% }",
         "flow f team t { target conversion a -> b >= 5 }",
@@ -528,7 +528,8 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     line = getattr(err, "line", 0) or 0
     column = getattr(err, "column", 0) or 0
     if isinstance(err, UnexpectedCharacters):
-        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        pos = err.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
         span = Span(path, line, column, line, column + 1)
         hint = None
         if char.isalpha() and char.isupper():

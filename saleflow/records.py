@@ -113,6 +113,61 @@ GENESIS_HASH = "0" * 64
 
 
 @dataclass(frozen=True, slots=True)
+class MoveVerdict:
+    """A move defined from the lead's stage and whether it can be made now."""
+
+    kind: str
+    to: str
+    allowed: bool
+    blockers: tuple[Blocker, ...] = ()
+    automatic: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "to": self.to,
+            "kind": self.kind,
+            "allowed": self.allowed,
+            "failing": [b.message for b in self.blockers],
+            "automatic": self.automatic,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LeadView:
+    """What `Engine.lead()` returns: the stored lead plus what is derived
+    from its flow (team, score, current-cycle event counts, next moves)."""
+
+    id: str
+    flow: str
+    version: int
+    stage: str
+    team: str | None
+    score: float
+    fields: Mapping[str, FieldValue]
+    events: Mapping[str, int]
+    cycle: int
+    entered_at: datetime
+    created_at: datetime
+    next: tuple[MoveVerdict, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flow": self.flow,
+            "version": self.version,
+            "stage": self.stage,
+            "team": self.team,
+            "score": self.score,
+            "fields": dict(self.fields),
+            "events": dict(self.events),
+            "cycle": self.cycle,
+            "entered_at": self.entered_at.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "next": [v.to_json() for v in self.next],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class SlaBreach:
     lead_id: str
     flow: str
@@ -162,7 +217,9 @@ class Store(Protocol):
     url: str
 
     def transaction(self) -> AbstractContextManager[Transaction]: ...
-    def deploy_flow(self, name: str, declared_version: int, content_hash: str, source: str, path: str) -> tuple[int, bool]:
+    def deploy_flow(
+        self, name: str, declared_version: int, content_hash: str, source: str, path: str
+    ) -> tuple[int, bool]:
         """Register a flow's source; returns (version, created).  Idempotent by
         content hash; changed content gets the next free version."""
         ...

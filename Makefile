@@ -1,0 +1,45 @@
+# saleflow developer tasks.  `make demo` and `make test` are all a newcomer needs.
+#
+# The virtualenv is (re)built only when pyproject.toml (or setup.py, which
+# packs the grammar) changes: the stamp file records the last install.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+LINTED := saleflow tests bench
+
+.PHONY: venv demo test lint bench clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard setup.py)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+# pytest exits 5 when it collected no test at all: that is a broken suite
+# here, never a pass, so say so before failing.
+test: venv
+	@$(BIN)/pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
+	@$(MAKE) --no-print-directory lint
+
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1244 @@
+"""Static checks of a parsed flow (SPEC §2, "Static checks").
+
+Layer 2.  The parser builds a `Flow` without judging it; this module judges
+it.  Every rule is one small function registered in `RULES`; `check` runs them
+all and returns every diagnostic, sorted by position, so that one run of
+`saleflow check` reports every problem (sqlglot style: collect, then raise
+once, in the caller).  No rule raises on a bad flow: a rule that cannot judge
+something because another rule already reported it stays silent, so one
+mistake gives one diagnostic.
+
+Codes are stable (docs/diagnostics.md lists them with an example each):
+SF1xx names and types, SF2xx structure, SF3xx warnings.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import difflib
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+
+from .errors import Diagnostic, Span, did_you_mean
+from .model import (
+    BUILTINS,
+    NUMERIC_KINDS,
+    And,
+    AtLeast,
+    Compare,
+    DaysSince,
+    Expr,
+    FieldDef,
+    Flow,
+    InList,
+    IsSet,
+    Literal,
+    Not,
+    Or,
+    Ref,
+    Stage,
+    Window,
+    walk,
+)
+from .unparse import literal_text, shorten, unparse
+
+ORDERING_OPS = ("<", "<=", ">", ">=")
+
+
+def check(flow: Flow) -> list[Diagnostic]:
+    """Every diagnostic of every rule for `flow`, sorted by position."""
+    ctx = _Context(flow)
+    found: dict[tuple[object, ...], Diagnostic] = {}
+    for rule in RULES:
+        for diagnostic in rule(ctx):
+            key = (diagnostic.code, diagnostic.span, diagnostic.message)
+            found.setdefault(key, diagnostic)
+    return sorted(found.values(), key=_position)
+
+
+def _position(d: Diagnostic) -> tuple[str, int, int, int, str]:
+    return (d.span.file, d.span.line, d.span.column, 0 if d.is_error else 1, d.code)
+
+
+# --------------------------------------------------------------------------
+# Context: the flow, its name tables, and spans of names inside declarations
+# --------------------------------------------------------------------------
+
+_WORD = "[a-z0-9_]"
+
+
+class _Locator:
+    """Finds a word inside a declaration's span in the source text, so that a
+    diagnostic about a skip's target points at the target, not the skip."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.starts = [0]
+        for index, char in enumerate(source):
+            if char == "\n":
+                self.starts.append(index + 1)
+
+    def _offset(self, line: int, column: int) -> int | None:
+        if not self.source or line < 1 or line > len(self.starts):
+            return None
+        return self.starts[line - 1] + max(column, 1) - 1
+
+    def _span(self, file: str, start: int, end: int) -> Span:
+        line = bisect.bisect_right(self.starts, start)
+        end_line = bisect.bisect_right(self.starts, end)
+        return Span(
+            file,
+            line,
+            start - self.starts[line - 1] + 1,
+            end_line,
+            end - self.starts[end_line - 1] + 1,
+        )
+
+    def find(self, span: Span, pattern: str, *, after: str | None = None, nth: int = 0) -> Span:
+        """The span of the `nth` match of `pattern` (a regex whose group 1, if
+        any, is the part to point at) inside `span`, searching from the end of
+        the first match of `after`; `span` itself when not found."""
+        start = self._offset(span.line, span.column)
+        end = self._offset(span.end_line, span.end_column)
+        if start is None or end is None or end <= start:
+            return span
+        text = self.source[start:end]
+        position = 0
+        if after is not None:
+            anchor = re.search(after, text)
+            if anchor is None:
+                return span
+            position = anchor.end()
+        matches = list(re.compile(pattern).finditer(text, position))
+        if len(matches) <= nth:
+            return span
+        match = matches[nth]
+        group = 1 if match.re.groups else 0
+        return self._span(span.file, start + match.start(group), start + match.end(group))
+
+    def until(self, span: Span, stop: str) -> Span:
+        """From the start of `span` to the first match of `stop` after its
+        end (or the end of the source)."""
+        start = self._offset(span.line, span.column)
+        end = self._offset(span.end_line, span.end_column)
+        if start is None or end is None:
+            return span
+        match = re.compile(stop).search(self.source, end)
+        return self._span(span.file, start, match.start() if match else len(self.source))
+
+    def word(self, span: Span, word: str, *, after: str | None = None, nth: int = 0) -> Span:
+        return self.find(span, rf"(?<!{_WORD}){re.escape(word)}(?!{_WORD})", after=after, nth=nth)
+
+
+def _keyword(word: str) -> str:
+    return rf"(?<!{_WORD}){word}(?!{_WORD})"
+
+
+# Where a stage's declaration ends at the latest.
+_NEXT_DECLARATION = (
+    _keyword("(?:stage|target|field|event|condition|team|skip|recycle|flow)")
+    + r"|\}|#|"
+    + _keyword("score")
+    + r"\s*\{"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Type:
+    """The static type of an expression: number, text, bool, date, or an
+    enum (`field` is the enum field it comes from)."""
+
+    kind: str
+    field: FieldDef | None = None
+
+    def describe(self) -> str:
+        if self.kind == "enum" and self.field is not None:
+            return str(self.field.type)
+        return {"number": "a number", "text": "text", "bool": "true or false", "date": "a date"}[self.kind]
+
+
+NUMBER = _Type("number")
+TEXT = _Type("text")
+BOOL = _Type("bool")
+DATE = _Type("date")
+
+
+class _Context:
+    """What the rules share: the flow, a locator and name lookups."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.locate = _Locator(flow.source)
+        self.facts = _fact_declarations(flow)
+        kinds = {name: "builtin" for name in BUILTINS}
+        for kind, name, _ in self.facts:
+            kinds.setdefault(name, kind)  # on a clash (reported), the first declaration wins
+        self.kinds = kinds
+        self.names = set(kinds)
+
+    # diagnostics ----------------------------------------------------------
+    @staticmethod
+    def error(code: str, span: Span, message: str, hint: str | None = None) -> Diagnostic:
+        return Diagnostic(code, "error", span, message, hint)
+
+    @staticmethod
+    def warning(code: str, span: Span, message: str, hint: str | None = None) -> Diagnostic:
+        return Diagnostic(code, "warning", span, message, hint)
+
+    # spans of names -------------------------------------------------------
+    def name_span(self, span: Span, name: str, keyword: str) -> Span:
+        """Where `name` is written after `keyword` in a declaration."""
+        return self.locate.word(span, name, after=_keyword(keyword))
+
+    def stage_name_span(self, stage: Stage) -> Span:
+        return self.locate.word(stage.span, stage.name)
+
+    def stage_option(self, stage: Stage, pattern: str) -> Span:
+        """Where `pattern` (e.g. the word "final") is written in the
+        declaration of `stage`, whose span may cover only its name."""
+        declaration = self.locate.until(self.stage_name_span(stage), _NEXT_DECLARATION)
+        found = self.locate.find(declaration, pattern)
+        return self.stage_name_span(stage) if found == declaration else found
+
+    # name lookups ---------------------------------------------------------
+    def kind_of(self, name: str) -> str | None:
+        """What `name` is: "field", "condition", "event", "builtin" or None."""
+        return self.kinds.get(name)
+
+    def enum_field(self, expr: Expr) -> FieldDef | None:
+        if isinstance(expr, Ref) and self.kind_of(expr.name) == "field":
+            definition = self.flow.field(expr.name)
+            if definition is not None and definition.type.kind == "enum":
+                return definition
+        return None
+
+    def expressions(self) -> Iterator[tuple[Expr, bool]]:
+        """Every top-level expression of the flow, with whether it stands in
+        a boolean position (a gate, a condition, a score rule's `if`)."""
+        flow = self.flow
+        for condition in flow.conditions:
+            yield condition.expr, True
+        for rule in flow.score_rules:
+            if rule.condition is not None:
+                yield rule.condition, True
+            if rule.each is not None:
+                yield rule.each, False
+        for stage in flow.stages:
+            if stage.when is not None:
+                yield stage.when, True
+        for skip in flow.skips:
+            if skip.when is not None:
+                yield skip.when, True
+        for recycle in flow.recycles:
+            if recycle.when is not None:
+                yield recycle.when, True
+
+
+def _by_position(span: Span) -> tuple[int, int]:
+    return (span.line, span.column)
+
+
+def _fact_declarations(flow: Flow) -> list[tuple[str, str, Span]]:
+    """(kind, name, span) of every field, condition and event, in source order."""
+    declared = [
+        *(("field", f.name, f.span) for f in flow.fields),
+        *(("condition", c.name, c.span) for c in flow.conditions),
+        *(("event", e.name, e.span) for e in flow.events),
+    ]
+    return sorted(declared, key=lambda d: _by_position(d[2]))
+
+
+Rule = Callable[[_Context], Iterable[Diagnostic]]
+RULES: list[Rule] = []
+
+
+def rule(function: Rule) -> Rule:
+    RULES.append(function)
+    return function
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+# --------------------------------------------------------------------------
+# SF1xx: names
+# --------------------------------------------------------------------------
+
+
+@rule
+def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF101 a name declared twice; SF102 a field, condition and event share
+    one name; SF103 a name that shadows a builtin."""
+    flow = ctx.flow
+    declared = sorted(
+        [
+            *ctx.facts,
+            *(("stage", s.name, s.span) for s in flow.stages),
+            *(("team", t.name, t.span) for t in flow.teams),
+        ],
+        key=lambda d: _by_position(d[2]),
+    )
+    first: dict[tuple[str, str], Span] = {}
+    facts: dict[str, tuple[str, Span]] = {}  # fields, conditions, events share one namespace
+    for kind, name, span in declared:
+        where = ctx.name_span(span, name, kind)
+        if (kind, name) in first:
+            yield ctx.error(
+                "SF101",
+                where,
+                f'{kind} "{name}" is declared twice',
+                f"the first declaration is on line {first[kind, name].line}",
+            )
+            continue
+        first[kind, name] = span
+        if kind in ("stage", "team"):
+            continue
+        if name in BUILTINS:
+            yield ctx.error(
+                "SF103",
+                where,
+                f'{kind} "{name}" has the name of the builtin "{name}"',
+                "choose another name",
+            )
+        elif name in facts:
+            other, other_span = facts[name]
+            yield ctx.error(
+                "SF102",
+                where,
+                f'{kind} "{name}" has the same name as the {other} on line {other_span.line}',
+                "fields, conditions and events share one set of names; rename one of them",
+            )
+        else:
+            facts[name] = (kind, span)
+
+
+@rule
+def enum_values(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF101 a value listed twice in `one of [..]`."""
+    for definition in ctx.flow.fields:
+        choices = definition.type.choices
+        for index, choice in enumerate(choices):
+            earlier = choices[:index].count(choice)
+            if earlier:
+                where = ctx.locate.word(definition.span, choice, after=r"\[", nth=earlier)
+                message = f'value "{choice}" is listed twice in field "{definition.name}"'
+                yield ctx.error("SF101", where, message)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _default_fits(definition: FieldDef) -> bool:
+    value = definition.default
+    kind = definition.type.kind
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in NUMERIC_KINDS:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "date":
+        return isinstance(value, str) and _is_date(value)
+    return isinstance(value, str) and value in definition.type.choices
+
+
+@rule
+def field_defaults(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF107 a default that is not a value of the field's type."""
+    for definition in ctx.flow.fields:
+        if definition.default is None or _default_fits(definition):
+            continue
+        where = ctx.locate.find(definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=_keyword("default"))
+        value = definition.default
+        shown = literal_text(value)
+        if definition.type.kind == "enum":
+            hint = did_you_mean(str(value), definition.type.choices)
+            yield ctx.error(
+                "SF107",
+                where,
+                f'default {shown} is not one of field "{definition.name}"\'s values '
+                f"[{', '.join(definition.type.choices)}]",
+                hint,
+            )
+            continue
+        kind = definition.type.kind
+        wanted = {
+            "int": "a whole number",
+            "number": "a number",
+            "money": "a number",
+            "bool": "true or false",
+            "text": 'a "string"',
+            "date": 'a date like "2024-01-31"',
+        }[kind]
+        yield ctx.error(
+            "SF107",
+            where,
+            f'default {shown} does not fit field "{definition.name}" of type {kind}',
+            f"write {wanted}",
+        )
+
+
+# --------------------------------------------------------------------------
+# SF1xx: expressions (names and types)
+# --------------------------------------------------------------------------
+
+
+class _Expressions:
+    """Infers the type of every expression and reports what does not fit."""
+
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.flow = ctx.flow
+        self.found: list[Diagnostic] = []
+
+    def report(self, diagnostic: Diagnostic) -> None:
+        self.found.append(diagnostic)
+
+    # boolean positions -----------------------------------------------------
+    def boolean(self, expr: Expr) -> None:
+        """`expr` stands where true or false is needed (a gate, `and`, …)."""
+        kind = self.infer(expr)
+        if kind is None or kind == BOOL:
+            return
+        self.report(
+            self.ctx.error(
+                "SF113",
+                expr.span,
+                f"{self.describe(expr)} is {self.counted_kind(expr, kind)}, not true or false",
+                self.bool_hint(expr, kind),
+            )
+        )
+
+    def describe(self, expr: Expr) -> str:
+        if isinstance(expr, Ref):
+            kind = self.ctx.kind_of(expr.name)
+            return f'{kind} "{expr.name}"' if kind in ("field", "event", "condition") else f'"{expr.name}"'
+        if isinstance(expr, Literal):
+            return literal_text(expr.value)
+        return f'"{shorten(unparse(expr))}"'
+
+    def counted_kind(self, expr: Expr, kind: _Type) -> str:
+        if isinstance(expr, Window) or (isinstance(expr, Ref) and self.ctx.kind_of(expr.name) == "event"):
+            return "a count"
+        return kind.describe()
+
+    def bool_hint(self, expr: Expr, kind: _Type) -> str:
+        text = shorten(unparse(expr))
+        if isinstance(expr, Window) or (isinstance(expr, Ref) and self.ctx.kind_of(expr.name) == "event"):
+            return f'write "{text} >= 1" to require that it happened'
+        if isinstance(expr, Literal):
+            return "write true or false"
+        if kind == NUMBER:
+            return f'compare it, e.g. "{text} > 0"'
+        if isinstance(expr, Ref) and self.ctx.kind_of(expr.name) == "field":
+            return f'write "{text} is set" to require a value'
+        return "compare it with a value"
+
+    # inference -------------------------------------------------------------
+    def infer(self, expr: Expr) -> _Type | None:
+        """The type of `expr`, reporting problems inside it; None when it
+        cannot be known (already reported)."""
+        if isinstance(expr, Literal):
+            value = expr.value
+            if isinstance(value, bool):
+                return BOOL
+            return TEXT if isinstance(value, str) else NUMBER
+        if isinstance(expr, Ref):
+            return self.ref(expr)
+        if isinstance(expr, (Window, DaysSince)):
+            self.counted(expr)
+            return NUMBER
+        if isinstance(expr, Compare):
+            self.compare(expr)
+        elif isinstance(expr, InList):
+            self.in_list(expr)
+        elif isinstance(expr, IsSet):
+            self.is_set(expr)
+        elif isinstance(expr, AtLeast):
+            self.at_least(expr)
+        elif isinstance(expr, (Not, And, Or)):
+            for item in (expr.operand,) if isinstance(expr, Not) else expr.items:
+                self.boolean(item)
+        return BOOL
+
+    def ref(self, expr: Ref) -> _Type | None:
+        kind = self.ctx.kind_of(expr.name)
+        if kind == "field":
+            definition = self.flow.field(expr.name)
+            assert definition is not None
+            return _field_type(definition)
+        if kind == "condition":
+            return BOOL
+        if kind in ("event", "builtin"):
+            return NUMBER
+        self.unknown(expr)
+        return None
+
+    def unknown(self, expr: Ref) -> None:
+        hint = did_you_mean(expr.name, sorted(self.ctx.names))
+        if hint is None:
+            owners = [f.name for f in self.flow.fields if expr.name in f.type.choices]
+            if owners:
+                hint = f'"{expr.name}" is a value of field "{owners[0]}"; compare the field with it'
+        self.report(self.ctx.error("SF104", expr.span, f'unknown name "{expr.name}"', hint))
+
+    def counted(self, expr: Window | DaysSince) -> None:
+        """SF105 `EVENT in last N days` / `days_since EVENT` / `each EVENT`
+        must name an event; SF116 a window must be at least one day."""
+        if isinstance(expr, DaysSince):
+            where = self.ctx.locate.word(expr.span, expr.event, after=_keyword("days_since"))
+        else:
+            where = self.ctx.locate.word(expr.span, expr.event)
+        self.event_name(expr.event, where)
+        if isinstance(expr, Window) and expr.days < 1:
+            days = self.ctx.locate.find(expr.span, r"(\S+)\s+days", after=_keyword("last"))
+            self.report(self.ctx.error("SF116", days, f"a window of {expr.days} days never holds any event"))
+
+    def event_name(self, name: str, where: Span) -> None:
+        if self.flow.event(name) is not None:
+            return
+        kind = self.ctx.kind_of(name)
+        if kind is not None:
+            self.report(self.ctx.error("SF105", where, f'"{name}" is a {kind}, not an event'))
+            return
+        hint = did_you_mean(name, [e.name for e in self.flow.events])
+        self.report(self.ctx.error("SF105", where, f'unknown event "{name}"', hint))
+
+    def each(self, expr: Ref | Window) -> None:
+        if isinstance(expr, Ref):
+            self.event_name(expr.name, expr.span)
+        else:
+            self.counted(expr)
+
+    # comparisons -------------------------------------------------------------
+    def enum_value_candidate(self, expr: Expr, enum: FieldDef) -> bool:
+        """Whether `expr` stands for a value of `enum`: a string, or a bare
+        name that is not a known name.  A known name means what it names,
+        even when it is also one of the values (SF305), as in `guards.py`."""
+        if isinstance(expr, Literal):
+            return isinstance(expr.value, str)
+        if isinstance(expr, Ref):
+            if self.ctx.kind_of(expr.name) is None:
+                return True
+            if expr.name in enum.type.choices:
+                self.shadowed_value(enum, expr)
+        return False
+
+    def shadowed_value(self, enum: FieldDef, expr: Ref) -> None:
+        """SF305 a bare name that is a value of `enum` and also a declared name."""
+        kind = self.ctx.kind_of(expr.name)
+        self.report(
+            self.ctx.warning(
+                "SF305",
+                expr.span,
+                f'"{expr.name}" here is the {kind} "{expr.name}", not the value "{expr.name}" '
+                f'of field "{enum.name}"',
+                f'write "{expr.name}" in quotes to mean the value, or rename the {kind}',
+            )
+        )
+
+    def enum_value(self, enum: FieldDef, expr: Literal | Ref) -> None:
+        """SF112 a value not in the enum's list."""
+        value = expr.name if isinstance(expr, Ref) else str(expr.value)
+        choices = enum.type.choices
+        if value not in choices:
+            self.report(
+                self.ctx.error(
+                    "SF112",
+                    expr.span,
+                    f'"{value}" is not one of field "{enum.name}"\'s values [{", ".join(choices)}]',
+                    did_you_mean(value, choices),
+                )
+            )
+
+    def compare(self, expr: Compare) -> None:
+        left, right = expr.left, expr.right
+        for enum, other in ((self.ctx.enum_field(left), right), (self.ctx.enum_field(right), left)):
+            if enum is not None and self.enum_value_candidate(other, enum):
+                assert isinstance(other, (Literal, Ref))
+                if expr.op in ORDERING_OPS:
+                    self.ordering(expr, _field_type(enum))
+                else:
+                    self.enum_value(enum, other)
+                return
+        left_type, right_type = self.infer(left), self.infer(right)
+        if left_type is None or right_type is None:
+            return
+        if expr.op in ORDERING_OPS:
+            if _orderable(left, left_type, right, right_type):
+                return
+            if {left_type.kind, right_type.kind} & {"number", "date"}:
+                self.mismatch(expr, left_type, right_type)
+            else:
+                self.ordering(expr, left_type)
+        elif not _equatable(left, left_type, right, right_type):
+            self.mismatch(expr, left_type, right_type)
+
+    def ordering(self, expr: Compare, kind: _Type) -> None:
+        self.report(
+            self.ctx.error(
+                "SF111",
+                expr.span,
+                f'"{expr.op}" compares numbers or dates, but {self.describe(expr.left)} is {kind.describe()}',
+                'use "==", "!=" or "in [..]"' if kind.kind in ("enum", "text", "bool") else None,
+            )
+        )
+
+    def mismatch(self, expr: Compare, left: _Type, right: _Type) -> None:
+        at = expr.right if isinstance(expr.right, Literal) else expr
+        at = expr.left if isinstance(expr.left, Literal) and at is expr else at
+        self.report(
+            self.ctx.error(
+                "SF110",
+                at.span,
+                f"type mismatch: {self.describe(expr.left)} is {left.describe()} "
+                f"but {self.describe(expr.right)} is {right.describe()}",
+            )
+        )
+
+    def in_list(self, expr: InList) -> None:
+        enum = self.ctx.enum_field(expr.operand)
+        if enum is not None:
+            for item in expr.items:
+                if self.enum_value_candidate(item, enum):
+                    assert isinstance(item, (Literal, Ref))
+                    self.enum_value(enum, item)
+                    continue
+                kind = self.infer(item)
+                if kind is not None and not _equatable(expr.operand, _field_type(enum), item, kind):
+                    self.item_mismatch(expr, item, _field_type(enum), kind)
+            return
+        operand = self.infer(expr.operand)
+        for item in expr.items:
+            if operand is None and isinstance(item, Ref) and self.ctx.kind_of(item.name) is None:
+                continue  # `foo in [a, b]`: "foo" is the mistake, not a and b
+            kind = self.infer(item)
+            if operand is not None and kind is not None and not _equatable(expr.operand, operand, item, kind):
+                self.item_mismatch(expr, item, operand, kind)
+
+    def item_mismatch(self, expr: InList, item: Expr, operand: _Type, kind: _Type) -> None:
+        self.report(
+            self.ctx.error(
+                "SF110",
+                item.span,
+                f"type mismatch: {self.describe(expr.operand)} is {operand.describe()} "
+                f"but {self.describe(item)} is {kind.describe()}",
+            )
+        )
+
+    def is_set(self, expr: IsSet) -> None:
+        operand = expr.operand
+        if isinstance(operand, Ref):
+            kind = self.ctx.kind_of(operand.name)
+            if kind is None:
+                self.unknown(operand)
+            elif kind != "field":
+                what = "builtin" if kind == "builtin" else kind
+                self.report(
+                    self.ctx.error(
+                        "SF114",
+                        operand.span,
+                        f'{what} "{operand.name}" always has a value; only fields can be unset',
+                        self.is_set_hint(operand.name, kind),
+                    )
+                )
+            return
+        self.infer(operand)
+
+    def is_set_hint(self, name: str, kind: str) -> str | None:
+        if kind == "event":
+            return f'write "{name} >= 1" to require that it happened, or "days_since {name} is set"'
+        if kind == "condition":
+            return f'write "{name}" on its own'
+        return None
+
+    def at_least(self, expr: AtLeast) -> None:
+        if expr.count < 1:
+            where = self.ctx.locate.find(expr.span, r"(\S+)", after=_keyword("least"))
+            self.report(
+                self.ctx.error(
+                    "SF115",
+                    where,
+                    f"at least {expr.count} of {{..}} is always true",
+                    "the count must be 1 or more",
+                )
+            )
+        for item in expr.items:
+            self.boolean(item)
+
+
+def _field_type(definition: FieldDef) -> _Type:
+    kind = definition.type.kind
+    if kind in NUMERIC_KINDS:
+        return NUMBER
+    if kind == "enum":
+        return _Type("enum", definition)
+    return {"text": TEXT, "bool": BOOL, "date": DATE}.get(kind, TEXT)
+
+
+def _date_literal(expr: Expr) -> bool:
+    return isinstance(expr, Literal) and isinstance(expr.value, str) and _is_date(expr.value)
+
+
+def _orderable(left: Expr, left_type: _Type, right: Expr, right_type: _Type) -> bool:
+    """Whether `<`, `<=`, `>`, `>=` may compare the two sides."""
+    if left_type == NUMBER and right_type == NUMBER:
+        return True
+    return _dates(left, left_type, right, right_type)
+
+
+def _dates(left: Expr, left_type: _Type, right: Expr, right_type: _Type) -> bool:
+    """A date against a date, or against a "YYYY-MM-DD" string."""
+    sides = ((left, left_type), (right, right_type))
+    return any(kind == DATE for _, kind in sides) and all(
+        kind == DATE or _date_literal(expr) for expr, kind in sides
+    )
+
+
+def _equatable(left: Expr, left_type: _Type, right: Expr, right_type: _Type) -> bool:
+    """Whether `==`, `!=`, `in` may compare the two sides."""
+    kinds = {left_type.kind, right_type.kind}
+    if left_type.kind == right_type.kind == "enum":
+        assert left_type.field is not None and right_type.field is not None
+        return bool(set(left_type.field.type.choices) & set(right_type.field.type.choices))
+    if "enum" in kinds:
+        return kinds == {"enum", "text"}
+    if "date" in kinds:
+        return _dates(left, left_type, right, right_type)
+    return left_type == right_type
+
+
+@rule
+def expression_types(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF104 unknown names, SF105 events, SF110 to SF116 types, SF305."""
+    checker = _Expressions(ctx)
+    for expr, boolean in ctx.expressions():
+        if boolean:
+            checker.boolean(expr)
+        else:
+            assert isinstance(expr, (Ref, Window))
+            checker.each(expr)
+    yield from checker.found
+
+
+@rule
+def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF117 a condition that depends on itself."""
+    flow = ctx.flow
+    order = [c.name for c in flow.conditions if flow.condition(c.name) is c]
+    uses: dict[str, list[Ref]] = {}
+    for name in order:
+        definition = flow.condition(name)
+        assert definition is not None
+        uses[name] = [
+            node for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name)
+        ]
+    for component in _cycles(order, {name: [r.name for r in refs] for name, refs in uses.items()}):
+        head = min(component, key=order.index)
+        path = _path_back(head, component, {n: [r.name for r in uses[n]] for n in component})
+        ref = next(r for r in uses[head] if r.name == path[1])
+        yield ctx.error(
+            "SF117",
+            ref.span,
+            f'condition "{head}" depends on itself: {" -> ".join(path)}',
+            "a condition may use other conditions, but not in a cycle",
+        )
+
+
+def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[set[str]]:
+    """Strongly connected components that contain a cycle (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges.get(node, []):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component: set[str] = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in edges.get(node, []):
+                found.append(component)
+
+    for node in order:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _path_back(head: str, component: set[str], edges: dict[str, list[str]]) -> list[str]:
+    """The shortest path head -> … -> head inside `component`."""
+    previous: dict[str, str] = {}
+    queue = deque([head])
+    while queue:
+        node = queue.popleft()
+        for nxt in edges[node]:
+            if nxt == head:
+                path = [node]
+                while path[-1] != head:
+                    path.append(previous[path[-1]])
+                return [*reversed(path), head]
+            if nxt in component and nxt not in previous:
+                previous[nxt] = node
+                queue.append(nxt)
+    return [head, head]
+
+
+# --------------------------------------------------------------------------
+# SF106: stage and team names
+# --------------------------------------------------------------------------
+
+
+def _unknown_stage(ctx: _Context, name: str, where: Span, role: str) -> Diagnostic:
+    return ctx.error(
+        "SF106",
+        where,
+        f'unknown stage "{name}" in {role}',
+        did_you_mean(name, ctx.flow.stage_names),
+    )
+
+
+@rule
+def unknown_stages(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF106 a skip, recycle, target or team that names no declared stage."""
+    flow = ctx.flow
+    for skip in flow.skips:
+        for name, keyword in ((skip.source, "skip"), (skip.target, "->")):
+            if flow.stage(name) is None:
+                yield _unknown_stage(ctx, name, ctx.name_span(skip.span, name, keyword), "a skip")
+    for recycle in flow.recycles:
+        for name in recycle.sources:
+            if flow.stage(name) is None:
+                yield _unknown_stage(ctx, name, ctx.name_span(recycle.span, name, "recycle"), "a recycle")
+        if flow.stage(recycle.target) is None:
+            where = ctx.locate.word(recycle.span, recycle.target, after="->")
+            yield _unknown_stage(ctx, recycle.target, where, "a recycle")
+    for team in flow.teams:
+        for name in team.stages:
+            if flow.stage(name) is None:
+                yield _unknown_stage(ctx, name, ctx.name_span(team.span, name, "team"), f'team "{team.name}"')
+        for target in team.targets:
+            keyword = "conversion" if target.kind == "conversion" else "in"
+            if flow.stage(target.stage) is None:
+                where = ctx.name_span(target.span, target.stage, keyword)
+                yield _unknown_stage(ctx, target.stage, where, "a target")
+            if target.to is not None and flow.stage(target.to) is None:
+                where = ctx.locate.word(target.span, target.to, after="->")
+                yield _unknown_stage(ctx, target.to, where, "a target")
+    teams = [team.name for team in flow.teams]
+    for stage in flow.stages:
+        if stage.team is not None and flow.team(stage.team) is None:
+            yield ctx.error(
+                "SF106",
+                ctx.stage_name_span(stage),
+                f'stage "{stage.name}" belongs to unknown team "{stage.team}"',
+                did_you_mean(stage.team, teams),
+            )
+
+
+# --------------------------------------------------------------------------
+# SF2xx: structure
+# --------------------------------------------------------------------------
+
+
+@rule
+def initial_stage(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF201 no initial stage; SF202 more than one; SF203 an initial side
+    stage; SF204 a gate on the initial stage."""
+    flow = ctx.flow
+    initials = [stage for stage in flow.stages if stage.initial]
+    if not initials:
+        hint = "declare a team with its stages, the first one marked initial"
+        if flow.main_line:
+            hint = f'mark the first stage of the main line "initial": stage {flow.main_line[0]} initial'
+        yield ctx.error(
+            "SF201",
+            ctx.name_span(flow.span, flow.name, "flow"),
+            f'flow "{flow.name}" has no initial stage',
+            hint,
+        )
+        return
+    first = initials[0]
+    for stage in initials[1:]:
+        yield ctx.error(
+            "SF202",
+            ctx.stage_option(stage, _keyword("initial")),
+            f'stage "{stage.name}" is marked initial, but "{first.name}" already is',
+            "a flow has exactly one initial stage, where every lead starts",
+        )
+    for stage in initials:
+        if stage.team is None:
+            yield ctx.error(
+                "SF203",
+                ctx.stage_name_span(stage),
+                f'initial stage "{stage.name}" is a side stage',
+                "declare it as the first stage of a team, on the main line",
+            )
+        if stage.when is not None:
+            yield ctx.error(
+                "SF204",
+                stage.when.span,
+                f'initial stage "{stage.name}" cannot have a gate: leads start there, no move enters it',
+                'remove the "when"',
+            )
+
+
+@rule
+def final_in_main_line(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF205 a final stage inside the main line that is not its last stage."""
+    flow = ctx.flow
+    main = flow.main_line
+    for stage in flow.stages:
+        index = flow.position(stage.name)
+        if not stage.final or stage.team is None or index is None or index == len(main) - 1:
+            continue
+        if flow.stage(stage.name) is not stage:
+            continue  # a duplicate, reported as such
+        after = main[index + 1 :]
+        more = ", …" if len(after) > 2 else ""
+        yield ctx.error(
+            "SF205",
+            ctx.stage_option(stage, _keyword("final")),
+            f'final stage "{stage.name}" is not the last stage of the main line',
+            f"no lead can advance past it to {_quoted(after[:2])}{more}; "
+            "declare it outside the teams to make it a side stage",
+        )
+
+
+@rule
+def skips(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF207 a skip to or from a side stage; SF206 a skip that does not go
+    forward along the main line."""
+    flow = ctx.flow
+    for skip in flow.skips:
+        source, target = flow.stage(skip.source), flow.stage(skip.target)
+        if source is None or target is None:
+            continue
+        source_at = ctx.name_span(skip.span, skip.source, "skip")
+        target_at = ctx.locate.word(skip.span, skip.target, after="->")
+        side = False
+        for stage, where, role in ((source, source_at, "from"), (target, target_at, "to")):
+            if flow.position(stage.name) is None:
+                side = True
+                hint = "a skip jumps forward along the main line"
+                if role == "to" and stage.final:
+                    hint = f'leads leave for final side stage "{stage.name}" by exit, from any stage'
+                yield ctx.error("SF207", where, f'skip {role} side stage "{stage.name}"', hint)
+        if side:
+            continue
+        source_index, target_index = flow.position(skip.source), flow.position(skip.target)
+        assert source_index is not None and target_index is not None
+        if target_index == source_index:
+            yield ctx.error("SF206", target_at, f'skip from "{skip.source}" to itself goes nowhere')
+        elif target_index < source_index:
+            yield ctx.error(
+                "SF206",
+                target_at,
+                f'skip from "{skip.source}" goes backwards: "{skip.target}" comes before it on the main line',
+                "use recycle to move leads back",
+            )
+
+
+@rule
+def recycles(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF209 a recycle to or from a side or final stage; SF208 a recycle
+    that does not go back along the main line."""
+    flow = ctx.flow
+    for recycle in flow.recycles:
+        target = flow.stage(recycle.target)
+        target_at = ctx.locate.word(recycle.span, recycle.target, after="->")
+        if target is not None:
+            problem = _recycle_stage_problem(flow, target)
+            if problem:
+                yield ctx.error(
+                    "SF209",
+                    target_at,
+                    f'recycle to {problem} "{target.name}"',
+                    "a recycle moves leads back to an earlier stage of the main line",
+                )
+                target = None
+        for nth, name in enumerate(recycle.sources):
+            source = flow.stage(name)
+            if source is None:
+                continue
+            earlier = recycle.sources[:nth].count(name)
+            where = ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier)
+            problem = _recycle_stage_problem(flow, source)
+            if problem:
+                hint = "a recycle moves leads back from a later stage of the main line"
+                if source.final:
+                    hint = "a final stage ends the lead's way; recycle it before it gets there"
+                yield ctx.error("SF209", where, f'recycle from {problem} "{name}"', hint)
+                continue
+            if target is None:
+                continue
+            source_index, target_index = flow.position(name), flow.position(target.name)
+            assert source_index is not None and target_index is not None
+            if source_index == target_index:
+                yield ctx.error("SF208", where, f'recycle from "{name}" to itself goes nowhere')
+            elif source_index < target_index:
+                yield ctx.error(
+                    "SF208",
+                    where,
+                    f'recycle from "{name}" goes forwards: "{target.name}" comes after it on the main line',
+                    "use skip to jump forward",
+                )
+
+
+def _recycle_stage_problem(flow: Flow, stage: Stage) -> str | None:
+    if flow.position(stage.name) is None:
+        return "final side stage" if stage.final else "side stage"
+    return "final stage" if stage.final else None
+
+
+@rule
+def targets(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF210 a target value out of range; SF211 a conversion target that
+    goes backwards along the main line."""
+    flow = ctx.flow
+    for team in flow.teams:
+        for target in team.targets:
+            if target.kind == "conversion":
+                if not 0 <= target.value <= 100:
+                    yield ctx.error(
+                        "SF210",
+                        ctx.locate.find(target.span, r"(-?[0-9.]+)\s*%"),
+                        f"conversion target {target.value:g}% is not a percentage between 0 and 100",
+                    )
+                start = flow.position(target.stage)
+                end = flow.position(target.to) if target.to is not None else None
+                if start is not None and end is not None and end <= start:
+                    yield ctx.error(
+                        "SF211",
+                        ctx.locate.word(target.span, target.to or "", after="->"),
+                        f'conversion target from "{target.stage}" to "{target.to}" does not go forward '
+                        "along the main line",
+                        "a conversion counts leads that reach a later stage",
+                    )
+            elif target.value < 0:
+                yield ctx.error(
+                    "SF210",
+                    ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
+                    f"time target of {target.value:g} days is negative",
+                )
+
+
+@rule
+def stage_limits(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF212 an `sla` or a `capacity` that is not positive."""
+    for stage in ctx.flow.stages:
+        if stage.sla_days is not None and stage.sla_days <= 0:
+            yield ctx.error(
+                "SF212",
+                ctx.stage_option(stage, _keyword("sla") + r"\s*(-?[0-9.]+)"),
+                f'sla of stage "{stage.name}" must be more than 0 days',
+            )
+        if stage.capacity is not None and stage.capacity < 1:
+            yield ctx.error(
+                "SF212",
+                ctx.stage_option(stage, _keyword("capacity") + r"\s*(-?[0-9.]+)"),
+                f'capacity of stage "{stage.name}" must be at least 1 lead',
+            )
+
+
+# --------------------------------------------------------------------------
+# SF3xx: warnings
+# --------------------------------------------------------------------------
+
+
+def _moves(flow: Flow) -> dict[str, set[str]]:
+    """Every stage and the stages a lead can move to from it without force:
+    advance, skip, recycle, exit."""
+    names = set(flow.stage_names)
+    main = flow.main_line
+    exits = {s.name for s in flow.stages if s.final and flow.position(s.name) is None}
+    moves: dict[str, set[str]] = {name: set() for name in names}
+
+    def ends(name: str) -> bool:
+        # A final stage in the middle of the main line is an error of its
+        # own (SF205); judge the rest as if it were not final.
+        stage = flow.stage(name)
+        return stage is not None and stage.final and (flow.position(name) is None or name == main[-1])
+
+    for name in names:
+        if not ends(name):
+            moves[name] |= exits
+    for name, nxt in pairwise(main):  # duplicates (SF101) included
+        if not ends(name) and nxt != name:
+            moves[name].add(nxt)
+    for skip in flow.skips:
+        if skip.source in names and skip.target in names:
+            moves[skip.source].add(skip.target)
+    for recycle in flow.recycles:
+        for source in recycle.sources:
+            if source in names and recycle.target in names:
+                moves[source].add(recycle.target)
+    return moves
+
+
+def _reachable(flow: Flow) -> set[str] | None:
+    """The stages a lead can get to from the initial stage without force;
+    None when there is no initial stage on the main line to start from."""
+    initial = flow.initial
+    if initial is None or flow.position(initial.name) is None:
+        return None
+    moves = _moves(flow)
+    seen = {initial.name}
+    todo = [initial.name]
+    while todo:
+        for nxt in moves[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@rule
+def unreachable_stages(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF301 a stage no move leads to from the initial stage."""
+    flow = ctx.flow
+    reachable = _reachable(flow)
+    if reachable is None or flow.initial is None:
+        return
+    for stage in flow.stages:
+        if stage.name in reachable or flow.stage(stage.name) is not stage:
+            continue
+        if flow.position(stage.name) is None:
+            hint = 'only a final side stage is entered by exit; mark it "final" or move it into a team'
+        else:
+            hint = "no advance, skip or recycle leads here"
+        yield ctx.warning(
+            "SF301",
+            ctx.stage_name_span(stage),
+            f'stage "{stage.name}" can never be reached from initial stage "{flow.initial.name}"',
+            hint,
+        )
+
+
+@rule
+def dead_ends(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF302 a stage that is not final and has no way out (only reported
+    for stages a lead can reach)."""
+    flow = ctx.flow
+    moves = _moves(flow)
+    reachable = _reachable(flow)
+    for stage in flow.stages:
+        if stage.final or flow.stage(stage.name) is not stage or moves[stage.name] - {stage.name}:
+            continue
+        if reachable is not None and stage.name not in reachable:
+            continue
+        yield ctx.warning(
+            "SF302",
+            ctx.stage_name_span(stage),
+            f'stage "{stage.name}" is not final and has no way out',
+            'mark it "final", or declare a final side stage (e.g. "stage lost final") for leads to exit to',
+        )
+
+
+def _static(flow: Flow, expr: Expr, seen: frozenset[str] = frozenset()) -> bool | None:
+    """The value of `expr` when it is the same for every lead, else None."""
+    if isinstance(expr, Literal):
+        return expr.value if isinstance(expr.value, bool) else None
+    if isinstance(expr, Not):
+        inner = _static(flow, expr.operand, seen)
+        return None if inner is None else not inner
+    if isinstance(expr, Ref):
+        condition = flow.condition(expr.name)
+        if condition is None or expr.name in seen:
+            return None
+        return _static(flow, condition.expr, seen | {expr.name})
+    if isinstance(expr, (And, Or, AtLeast)):
+        values = [_static(flow, item, seen) for item in expr.items]
+        need = len(values) if isinstance(expr, And) else 1 if isinstance(expr, Or) else expr.count
+        if values.count(True) >= need:
+            return True
+        if len(values) - values.count(False) < need:
+            return False
+        return None
+    if isinstance(expr, Compare) and isinstance(expr.left, Literal) and isinstance(expr.right, Literal):
+        left, right = expr.left.value, expr.right.value
+        if type(left) is not type(right) and not {type(left), type(right)} <= {int, float}:
+            return None
+        if expr.op == "==":
+            return left == right
+        if expr.op == "!=":
+            return left != right
+        if isinstance(left, bool) or isinstance(right, bool) or isinstance(left, str):
+            return None
+        assert isinstance(right, (int, float))
+        return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[expr.op]
+    return None
+
+
+@rule
+def impossible_at_least(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF303 `at least N of {..}` with fewer than N items that can be true."""
+    flow = ctx.flow
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            if not isinstance(node, AtLeast) or node.count < 1:
+                continue
+            possible = [item for item in node.items if _static(flow, item) is not False]
+            if node.count <= len(possible):
+                continue
+            where = ctx.locate.find(node.span, r"(\S+)", after=_keyword("least"))
+            size = len(node.items)
+            if size < node.count:
+                message = f"at least {node.count} of {size} items can never be true"
+            else:
+                message = (
+                    f"at least {node.count} of {{..}} can never be true: "
+                    f"only {len(possible)} of its {size} items can ever be true"
+                )
+            yield ctx.warning("SF303", where, message, f"lower the count to {len(possible)} or fewer")
+
+
+@rule
+def unused_events(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF304 an event no expression or score rule uses (a misspelt use,
+    reported as unknown, counts as a use of the event it is close to)."""
+    used: set[str] = set()
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            if isinstance(node, Ref):
+                used.add(node.name)
+            elif isinstance(node, (Window, DaysSince)):
+                used.add(node.event)
+    events = [event.name for event in ctx.flow.events]
+    for name in used - ctx.names:
+        used.update(difflib.get_close_matches(name, events, n=1, cutoff=0.6))
+    for event in ctx.flow.events:
+        if event.name in used or ctx.flow.event(event.name) is not event:
+            continue
+        yield ctx.warning(
+            "SF304",
+            ctx.name_span(event.span, event.name, "event"),
+            f'event "{event.name}" is declared but never used',
+            "use it in a gate, a condition or a score rule, or remove it",
+        )

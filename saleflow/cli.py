@@ -1,0 +1,545 @@
+"""The `saleflow` command line.
+
+Layer 5.  Each command is a thin wrapper over the Python API: it turns
+arguments into calls and results into text or JSON, nothing more.  Failures
+are `SaleflowError`s raised below; `SaleflowGroup.invoke` catches them and
+`report_error` turns them into an `error: …` sentence on stderr and the exit
+code of SPEC §4, so no command catches errors for itself and no expected failure
+ever shows a traceback.
+
+Sections: plumbing (settings, error mapping, reading flow files), then one
+section per command group.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .check import check
+from .coerce import parse_time
+from .diagram import to_dot, to_mermaid
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_REJECTED,
+    BadInput,
+    Diagnostic,
+    FlowInvalid,
+    SaleflowError,
+)
+from .model import Flow
+from .parse import parse_flow, read_source
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .records import Lead
+
+DEFAULT_DB = "sqlite:///saleflow.db"
+
+# --------------------------------------------------------------------------
+# Plumbing: settings, errors, flow files
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The global options, on the click context for every command
+    (`pass_settings`)."""
+
+    db: str
+    now: datetime | None
+    actor: str
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def default_actor() -> str:
+    """The OS user, or "unknown" where the system cannot say."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class TimeParam(click.ParamType):
+    """An ISO 8601 date or date-time option (`--now`, `--at`): an aware UTC
+    `datetime`; a time without an offset is UTC."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except BadInput as err:
+            self.fail(err.message, param, ctx)
+
+
+TIME = TimeParam()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+Failure = SaleflowError | OSError | UnicodeDecodeError
+FAILURES = (SaleflowError, OSError, UnicodeDecodeError)
+
+
+def report_error(err: Failure) -> int:
+    """The one mapping from an expected failure to what the user sees: an
+    `error: …` sentence on stderr (after the diagnostics of an invalid flow).
+    Returns the exit code."""
+    if isinstance(err, FlowInvalid):
+        errors = [d for d in err.diagnostics if d.is_error]
+        for diagnostic in errors:
+            click.echo(diagnostic.render(err.source), err=True)
+        message = f"{err.path} is not a valid flow ({_plural(len(errors), 'error')})"
+        code = err.exit_code
+    elif isinstance(err, SaleflowError):
+        message, code = err.message, err.exit_code
+    elif isinstance(err, UnicodeDecodeError):
+        message, code = f"the input is not UTF-8 text (bad byte at offset {err.start})", EXIT_BAD_INPUT
+    else:
+        where = f" {err.filename}" if err.filename else ""
+        message, code = f"cannot use{where}: {err.strerror or err}", EXIT_BAD_INPUT
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
+class SaleflowGroup(click.Group):
+    """A click group whose commands' expected failures become exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FAILURES as err:
+            ctx.exit(report_error(err))
+
+
+def read_flow_text(path: str) -> str:
+    """A flow file's text; every reason it cannot be used is a `BadInput`."""
+    text = read_source(path)
+    if not text.strip():
+        raise BadInput(f'{path} is empty; a flow file starts with "flow NAME"')
+    return text
+
+
+def diagnose(text: str, path: str) -> list[Diagnostic]:
+    """Every diagnostic for a flow's text: syntax errors, else `check`'s findings."""
+    try:
+        flow = parse_flow(text, path)
+    except FlowInvalid as err:
+        return list(err.diagnostics)
+    return check(flow)
+
+
+def load_checked_flow(path: str) -> Flow:
+    """Read, parse and check a flow file; `FlowInvalid` when it has errors
+    (warnings are `check`'s business, not a reason to refuse)."""
+    text = read_flow_text(path)
+    flow = parse_flow(text, path)
+    diagnostics = check(flow)
+    if any(d.is_error for d in diagnostics):
+        raise FlowInvalid(path, diagnostics, text)
+    return flow
+
+
+def write_output(text: str, output: str | None) -> None:
+    """`text` to the file `output`, or to stdout when there is none."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise BadInput(f"cannot write {output}: {err.strerror or err}") from None
+
+
+# --------------------------------------------------------------------------
+# The group and its global options
+# --------------------------------------------------------------------------
+
+
+@click.group(cls=SaleflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="SALEFLOW_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    show_envvar=True,
+    metavar="URL",
+    help="Database: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB.",
+)
+@click.option(
+    "--now",
+    envvar="SALEFLOW_NOW",
+    type=TIME,
+    default=None,
+    show_envvar=True,
+    help="Fix the clock (ISO 8601, UTC when no offset is given).",
+)
+@click.option("--actor", default=None, metavar="NAME", help="Who acts, for the audit log [default: OS user].")
+@click.version_option(package_name="saleflow", prog_name="saleflow")
+@click.pass_context
+def main(ctx: click.Context, db: str, now: datetime | None, actor: str | None) -> None:
+    """saleflow: a declarative workflow engine for B2B sales processes."""
+    ctx.obj = Settings(db=db, now=now, actor=actor or default_actor())
+
+
+# --------------------------------------------------------------------------
+# Flow files: check, graph
+# --------------------------------------------------------------------------
+
+
+@main.command("check")
+@click.argument("flows", nargs=-1, required=True, metavar="FLOW...")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as a JSON list.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.pass_context
+def check_command(ctx: click.Context, flows: tuple[str, ...], as_json: bool, strict: bool) -> None:
+    """Check flow files: syntax, names, types and structure.
+
+    Exit 0 when clean, 1 on errors (or warnings with --strict), 2 when a
+    file cannot be read.
+    """
+    unreadable = False
+    found: list[tuple[str, str, list[Diagnostic]]] = []
+    for path in flows:
+        try:
+            text = read_flow_text(path)
+        except BadInput as err:
+            # Go on with the other files; the exit code still says 2.
+            report_error(err)
+            unreadable = True
+            continue
+        found.append((path, text, diagnose(text, path)))
+
+    everything = [d for _, _, diagnostics in found for d in diagnostics]
+    errors = sum(d.is_error for d in everything)
+    warnings = len(everything) - errors
+    if as_json:
+        click.echo(json.dumps([d.to_json() for d in everything], indent=2, ensure_ascii=False))
+    else:
+        for path, text, diagnostics in found:
+            if not diagnostics:
+                click.echo(f"ok: {path}")
+            for diagnostic in diagnostics:
+                click.echo(diagnostic.render(text))
+        if everything:
+            click.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}")
+
+    if unreadable:
+        ctx.exit(EXIT_BAD_INPUT)
+    if errors or (strict and warnings):
+        ctx.exit(EXIT_REJECTED)
+    ctx.exit(EXIT_OK)
+
+
+@main.command("graph")
+@click.argument("flow_path", metavar="FLOW")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid flowchart or Graphviz DOT.",
+)
+@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@click.option("--exits/--no-exits", default=False, show_default=True, help="Draw exits to final side stages.")
+def graph_command(flow_path: str, fmt: str, output: str | None, exits: bool) -> None:
+    """Draw a flow: teams, the main line, skips, recycles."""
+    flow = load_checked_flow(flow_path)
+    render = to_dot if fmt == "dot" else to_mermaid
+    write_output(render(flow, exits=exits), output)
+
+
+# --------------------------------------------------------------------------
+# Leads: deploy, lead add/set, event, advance, tick, show, history, leads
+# --------------------------------------------------------------------------
+#
+# The engine (and with it SQLAlchemy) is imported inside the commands, so
+# that `check` and `graph` start without paying for the database layer.
+
+
+def open_engine(settings: Settings) -> Engine:
+    from .engine import Engine
+    from .store import open_store
+
+    return Engine(open_store(settings.db), actor=settings.actor, now=settings.now)
+
+
+def resolve_flow(engine: Engine, flow: str | None) -> str | None:
+    """`--flow` takes a deployed flow's name, or a flow file (deployed first)."""
+    if flow is not None and flow.endswith(".flow"):
+        return engine.deploy(load_checked_flow(flow)).name
+    return flow
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    from .coerce import parse_assignment
+
+    return dict(parse_assignment(pair) for pair in pairs)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _moved(before: str | None, lead: Lead) -> str:
+    return f'lead "{lead.id}" is in "{lead.stage}"' + (
+        f' (was "{before}")' if before and before != lead.stage else ""
+    )
+
+
+@main.command("deploy")
+@click.argument("flow_path", metavar="FLOW")
+@pass_settings
+def deploy_command(settings: Settings, flow_path: str) -> None:
+    """Register a flow version (idempotent by content)."""
+    with open_engine(settings) as engine:
+        deployment = engine.deploy(load_checked_flow(flow_path))
+    state = "deployed" if deployment.created else "already deployed, unchanged:"
+    click.echo(f"{state} {deployment.name} version {deployment.version}")
+
+
+@main.group("lead")
+def lead_group() -> None:
+    """Create leads and set their fields."""
+
+
+@lead_group.command("add")
+@click.argument("lead_id", metavar="ID")
+@click.option("--flow", default=None, metavar="NAME", help="A deployed flow's name, or a .flow file.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Set a field (repeatable).")
+@click.option("--at", type=TIME, default=None, help="When the lead was created (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True, help="Print the lead as JSON (as `show --json`).")
+@pass_settings
+def lead_add_command(
+    settings: Settings,
+    lead_id: str,
+    flow: str | None,
+    assignments: tuple[str, ...],
+    at: datetime | None,
+    as_json: bool,
+) -> None:
+    """Create a lead in its flow's initial stage; it then moves as far as its gates allow."""
+    values = parse_assignments(assignments)
+    with open_engine(settings) as engine:
+        lead = engine.add_lead(lead_id, flow=resolve_flow(engine, flow), at=at, fields=values)
+        if as_json:
+            echo_json(engine.lead(lead_id).to_json())
+        else:
+            click.echo(
+                f'created lead "{lead.id}" in flow {lead.flow} version {lead.version}; it is in "{lead.stage}"'
+            )
+
+
+@lead_group.command("set")
+@click.argument("lead_id", metavar="ID")
+@click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
+@click.option("--at", type=TIME, default=None, help="When the facts became true (ISO 8601).")
+@pass_settings
+def lead_set_command(
+    settings: Settings, lead_id: str, assignments: tuple[str, ...], at: datetime | None
+) -> None:
+    """Set fields of a lead (an empty VALUE unsets the field)."""
+    values = parse_assignments(assignments)
+    with open_engine(settings) as engine:
+        before = engine.store.get_lead(lead_id)
+        lead = engine.set(lead_id, values, at=at)
+    click.echo(_moved(before.stage if before else None, lead))
+
+
+@main.command("event")
+@click.argument("lead_id", metavar="ID")
+@click.argument("event")
+@click.option("--at", type=TIME, default=None, help="When it happened (ISO 8601).")
+@click.option("--channel", default=None, help="Channel, if not the event's own.")
+@click.option("--content", default=None, help="What it was about (a page, a seminar, a mail).")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="How many at once.")
+@pass_settings
+def event_command(
+    settings: Settings,
+    lead_id: str,
+    event: str,
+    at: datetime | None,
+    channel: str | None,
+    content: str | None,
+    count: int,
+) -> None:
+    """Record an event on a lead; it then moves as far as its gates allow."""
+    with open_engine(settings) as engine:
+        before = engine.store.get_lead(lead_id)
+        lead = engine.record(lead_id, event, at=at, channel=channel, content=content, count=count)
+    click.echo(_moved(before.stage if before else None, lead))
+
+
+@main.command("advance")
+@click.argument("lead_id", metavar="ID", required=False)
+@click.option(
+    "--to", "to", default=None, metavar="STAGE", help="Target stage (default: the next on the main line)."
+)
+@click.option("--force", is_flag=True, help="Move regardless of gates (needs --reason).")
+@click.option("--reason", default=None, help="Why; recorded in the audit log.")
+@click.option("--all", "all_leads", is_flag=True, help="Every lead, as far as its gates allow.")
+@click.option("--flow", default=None, metavar="NAME", help="With --all: only this flow's leads.")
+@pass_settings
+def advance_command(
+    settings: Settings,
+    lead_id: str | None,
+    to: str | None,
+    force: bool,
+    reason: str | None,
+    all_leads: bool,
+    flow: str | None,
+) -> None:
+    """Move a lead on request, or (--all) every lead as far as gates allow."""
+    if all_leads == (lead_id is not None):
+        raise BadInput("give either a lead ID or --all")
+    if all_leads and (to or force):
+        raise BadInput("--to and --force move one lead; they do not go with --all")
+    with open_engine(settings) as engine:
+        if all_leads:
+            moves = engine.advance_all(flow=flow)
+            click.echo(f"{_plural(moves, 'move')} made")
+            return
+        assert lead_id is not None
+        before = engine.store.get_lead(lead_id)
+        lead = engine.advance(lead_id, to=to, force=force, reason=reason)
+    click.echo(_moved(before.stage if before else None, lead))
+
+
+@main.command("tick")
+@click.option("--flow", default=None, metavar="NAME", help="Only this flow's leads.")
+@pass_settings
+def tick_command(settings: Settings, flow: str | None) -> None:
+    """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
+    with open_engine(settings) as engine:
+        moves = engine.tick(flow=flow)
+    click.echo(f"{_plural(moves, 'move')} made")
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@main.command("show")
+@click.argument("lead_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
+    """A lead's stage, facts, score, and every next move with its gate's verdict."""
+    with open_engine(settings) as engine:
+        view = engine.lead(lead_id)
+    if as_json:
+        echo_json(view.to_json())
+        return
+    team = f" ({view.team})" if view.team else ""
+    click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
+    click.echo(f"  stage   {view.stage}{team}, cycle {view.cycle}, since {view.entered_at.isoformat()}")
+    click.echo(f"  score   {_value(view.score)}")
+    click.echo("  fields  " + ", ".join(f"{k}={_value(v)}" for k, v in view.fields.items()))
+    click.echo(
+        "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")
+    )
+    click.echo("  next")
+    width = max((len(f"{v.kind} -> {v.to}") for v in view.next), default=0)
+    for verdict in view.next:
+        label = f"{verdict.kind} -> {verdict.to}".ljust(width)
+        if verdict.allowed:
+            click.echo(f"    {label}  allowed" + ("" if verdict.automatic else " (on request)"))
+        else:
+            click.echo(f"    {label}  blocked: " + "; ".join(b.message for b in verdict.blockers))
+
+
+@main.command("history")
+@click.argument("lead_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
+    """A lead's audit entries, oldest first."""
+    with open_engine(settings) as engine:
+        entries = engine.history(lead_id)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "seq": e.seq,
+                    "from": e.from_stage,
+                    "to": e.to_stage,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "reason": e.reason,
+                    "at": e.at.isoformat(),
+                    "cycle": e.cycle,
+                    "flow": e.flow,
+                    "version": e.version,
+                    "values": dict(e.values),
+                }
+                for e in entries
+            ]
+        )
+        return
+    for e in entries:
+        reason = f"  ({e.reason})" if e.reason else ""
+        click.echo(
+            f"{e.seq:>4}  {e.at.isoformat()}  {_value(e.from_stage):>14} -> {e.to_stage:<14} {e.kind:<8} {e.actor}{reason}"
+        )
+
+
+@main.command("leads")
+@click.option("--flow", default=None, metavar="NAME")
+@click.option("--stage", default=None)
+@click.option("--team", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@pass_settings
+def leads_command(
+    settings: Settings, flow: str | None, stage: str | None, team: str | None, as_json: bool
+) -> None:
+    """List leads, by flow, stage or team."""
+    with open_engine(settings) as engine:
+        leads = engine.leads(flow=flow, stage=stage, team=team)
+        if as_json:
+            echo_json([{"id": x.id, "flow": x.flow, "stage": x.stage, "score": x.score} for x in leads])
+            return
+        count = 0
+        for lead in leads:
+            click.echo(f"{lead.id:<40} {lead.flow:<16} {lead.stage:<16} {_value(lead.score):>6}")
+            count += 1
+        click.echo(f"{_plural(count, 'lead')}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The audit log."""
+
+
+@audit_group.command("verify")
+@click.pass_context
+def audit_verify_command(ctx: click.Context) -> None:
+    """Recompute every hash chain and replay every lead's history."""
+    with open_engine(ctx.find_object(Settings) or ctx.ensure_object(Settings)) as engine:
+        problems = engine.verify()
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        leads = len({p.lead_id for p in problems})
+        click.echo(f"audit verify: {_plural(leads, 'lead')} with problems", err=True)
+        ctx.exit(EXIT_REJECTED)
+    click.echo("audit verify: every chain and replay agrees")

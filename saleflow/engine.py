@@ -1,0 +1,464 @@
+"""The runtime API: leads move through a flow, every change audited.
+
+Layer 4.  `Engine` is what programs embed and what the CLI wraps.  Each
+public operation is one store transaction holding the lead (retried on
+conflict, `Conflict` only if it persists); the semantics of a single lead
+inside that transaction live in `progress.py`.  Callbacks registered with
+`on_enter` run after the commit, never inside it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from . import audit as audit_mod
+from .check import check
+from .coerce import as_utc, coerce, parse_time
+from .compile import CompiledFlow, compile_flow
+from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you_mean
+from .model import Flow
+from .parse import load_flow, parse_flow
+from .progress import Step, Work
+from .records import AuditEntry, EventRecord, FieldValue, Lead, LeadView, MoveVerdict, Store, Transaction
+from .store import open_store
+
+T = TypeVar("T")
+
+ATTEMPTS = 8
+Callback = Callable[[AuditEntry], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    version: int
+    created: bool
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return os.environ.get("USER", "unknown")
+
+
+def content_hash(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Engine:
+    """A saleflow engine over one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        actor: str | None = None,
+        now: datetime | str | None = None,
+        default_flow: str | None = None,
+    ) -> None:
+        self.store = store
+        self.actor = actor or default_actor()
+        self._fixed_now = parse_time(now, "--now") if isinstance(now, str) else (as_utc(now) if now else None)
+        self.default_flow = default_flow
+        self._compiled: dict[tuple[str, int], CompiledFlow] = {}
+        self._latest: dict[str, int] = {}
+        self._callbacks: dict[str, list[Callback]] = defaultdict(list)
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def open(
+        cls,
+        flow: str | os.PathLike[str] | Flow | None = None,
+        db: str = "sqlite:///saleflow.db",
+        *,
+        actor: str | None = None,
+        now: datetime | str | None = None,
+    ) -> Engine:
+        """Open the store at `db`; deploy `flow` (a path or a parsed Flow)
+        when given and make it the default for new leads."""
+        engine = cls(open_store(db), actor=actor, now=now)
+        if flow is not None:
+            deployment = engine.deploy(flow)
+            engine.default_flow = deployment.name
+        return engine
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return self._fixed_now or datetime.now(UTC)
+
+    def _at(self, at: datetime | str | None) -> datetime:
+        if at is None:
+            return self.now()
+        return parse_time(at, "--at") if isinstance(at, str) else as_utc(at)
+
+    def deploy(self, flow: str | os.PathLike[str] | Flow) -> Deployment:
+        """Check `flow` and register it; idempotent by content."""
+        parsed = flow if isinstance(flow, Flow) else load_flow(flow)
+        diagnostics = check(parsed)
+        if any(d.is_error for d in diagnostics):
+            raise FlowInvalid(parsed.path, diagnostics, parsed.source)
+        version, created = self.store.deploy_flow(
+            parsed.name, parsed.version, content_hash(parsed.source), parsed.source, parsed.path
+        )
+        self._compiled[(parsed.name, version)] = compile_flow(parsed, version)
+        self._latest[parsed.name] = version
+        return Deployment(parsed.name, version, created)
+
+    def compiled(self, name: str, version: int | None = None) -> CompiledFlow:
+        """The compiled flow `name` at `version` (latest deployed if None)."""
+        if version is None:
+            if name not in self._latest:
+                self._latest[name] = self.store.flow_source(name)[0]
+            version = self._latest[name]
+        key = (name, version)
+        if key not in self._compiled:
+            stored_version, source, path = self.store.flow_source(name, version)
+            self._compiled[key] = compile_flow(parse_flow(source, path), stored_version)
+        return self._compiled[key]
+
+    def _flow_for_new_lead(self, flow: str | None) -> CompiledFlow:
+        name = flow or self.default_flow
+        if name is None:
+            names = self.store.flow_names()
+            if len(names) == 1:
+                name = names[0]
+            elif not names:
+                raise NotFound("no flow is deployed; run `saleflow deploy FLOW` first")
+            else:
+                raise BadInput(f"several flows are deployed ({', '.join(names)}); say which with --flow")
+        return self.compiled(name)
+
+    def on_enter(self, stage: str, callback: Callback) -> None:
+        """Call `callback(audit_entry)` after a commit in which a lead entered `stage`."""
+        self._callbacks[stage].append(callback)
+
+    # ------------------------------------------------------- transactions
+    def _run(self, body: Callable[[Transaction], T], entries: list[AuditEntry]) -> T:
+        """Run `body` in one transaction, retrying conflicts; then callbacks."""
+        for attempt in range(ATTEMPTS):
+            entries.clear()
+            try:
+                with self.store.transaction() as tx:
+                    result = body(tx)
+                break
+            except Conflict:
+                if attempt == ATTEMPTS - 1:
+                    raise Conflict(
+                        f"the operation kept conflicting with concurrent updates after {ATTEMPTS} attempts"
+                    ) from None
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        for entry in entries:
+            for callback in self._callbacks.get(entry.to_stage, ()):
+                callback(entry)
+        return result
+
+    def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[AuditEntry]) -> Work:
+        return Work(tx, self.compiled, at, actor or self.actor, entries)
+
+    def _locked(self, tx: Transaction, lead_id: str) -> Lead:
+        lead = tx.lock_lead(lead_id)
+        if lead is None:
+            raise NotFound(f'lead "{lead_id}" does not exist')
+        return lead
+
+    # ---------------------------------------------------------- operations
+    def add_lead(
+        self,
+        lead_id: str,
+        /,
+        *,
+        flow: str | None = None,
+        at: datetime | str | None = None,
+        actor: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        **more_fields: Any,
+    ) -> Lead:
+        """Create a lead in its flow's initial stage, then let it progress."""
+        if not lead_id or not str(lead_id).strip():
+            raise BadInput("a lead id must not be empty")
+        cf = self._flow_for_new_lead(flow)
+        when = self._at(at)
+        values = self._coerce(cf, {**(fields or {}), **more_fields}, lead_id)
+        entries: list[AuditEntry] = []
+
+        def body(tx: Transaction) -> Lead:
+            if tx.lock_lead(lead_id) is not None:
+                raise BadInput(f'lead "{lead_id}" already exists')
+            return self._work(tx, when, actor, entries).create(lead_id, cf, values)
+
+        return self._run(body, entries)
+
+    def add_leads(
+        self,
+        rows: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        flow: str | None = None,
+        at: datetime | str | None = None,
+        actor: str | None = None,
+        chunk: int = 1000,
+    ) -> int:
+        """Create many leads, `chunk` per transaction; returns how many.
+        A lead that exists already stops the batch (earlier chunks stay)."""
+        cf = self._flow_for_new_lead(flow)
+        when = self._at(at)
+        created = 0
+        for batch in _chunks(rows, chunk):
+            typed = [(lead_id, self._coerce(cf, values, lead_id)) for lead_id, values in batch]
+            entries: list[AuditEntry] = []
+
+            def body(
+                tx: Transaction,
+                typed: list[tuple[str, dict[str, FieldValue]]] = typed,
+                entries: list[AuditEntry] = entries,
+            ) -> None:
+                work = self._work(tx, when, actor, entries)
+                for lead_id, values in typed:
+                    if tx.lock_lead(lead_id) is not None:
+                        raise BadInput(f'lead "{lead_id}" already exists')
+                    work.create(lead_id, cf, values)
+
+            self._run(body, entries)
+            created += len(typed)
+        return created
+
+    def set(
+        self,
+        lead_id: str,
+        values: Mapping[str, Any] | None = None,
+        /,
+        *,
+        at: datetime | str | None = None,
+        actor: str | None = None,
+        **more: Any,
+    ) -> Lead:
+        """Set (or, with None, unset) fields of a lead, then let it progress."""
+        when = self._at(at)
+        raw = {**(values or {}), **more}
+        entries: list[AuditEntry] = []
+
+        def body(tx: Transaction) -> Lead:
+            lead = self._locked(tx, lead_id)
+            cf = self._lead_flow(lead)
+            typed = self._coerce(cf, raw, lead_id)
+            return self._work(tx, when, actor, entries).set_fields(lead, typed)
+
+        return self._run(body, entries)
+
+    def record(
+        self,
+        lead_id: str,
+        event: str,
+        /,
+        *,
+        at: datetime | str | None = None,
+        channel: str | None = None,
+        content: str | None = None,
+        count: int = 1,
+        actor: str | None = None,
+    ) -> Lead:
+        """Record an event on a lead, then let it progress."""
+        when = self._at(at)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise BadInput(f"an event's count must be a whole number of at least 1, not {count!r}")
+        entries: list[AuditEntry] = []
+
+        def body(tx: Transaction) -> Lead:
+            lead = self._locked(tx, lead_id)
+            cf = self._lead_flow(lead)
+            definition = cf.flow.event(event)
+            if definition is None:
+                hint = did_you_mean(event, [e.name for e in cf.flow.events])
+                raise NotFound(f'flow "{cf.name}" has no event "{event}"' + (f"; {hint}" if hint else ""))
+            record = EventRecord(event, when, channel or definition.channel, content, count, lead.cycle)
+            return self._work(tx, when, actor, entries).record_event(lead, record)
+
+        return self._run(body, entries)
+
+    def advance(
+        self,
+        lead_id: str,
+        /,
+        *,
+        to: str | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        actor: str | None = None,
+        at: datetime | str | None = None,
+    ) -> Lead:
+        """Move a lead on request: to the next main-line stage, or `to` a
+        stage by its defined move (advance, skip, exit, recycle).  `force`
+        makes any move, gates ignored, and needs a reason.  Raises
+        `Rejected` with the blockers when a gate fails."""
+        if force and not (reason and reason.strip()):
+            raise BadInput("a forced move needs a reason (--reason)")
+        when = self._at(at)
+        entries: list[AuditEntry] = []
+
+        def body(tx: Transaction) -> Lead:
+            lead = self._locked(tx, lead_id)
+            cf = self._lead_flow(lead)
+            if to is not None and not cf.has_stage(to):
+                hint = did_you_mean(to, cf.flow.stage_names)
+                raise NotFound(
+                    f'flow "{cf.name}" version {cf.version} has no stage "{to}"'
+                    + (f"; {hint}" if hint else "")
+                )
+            return self._work(tx, when, actor, entries).request(lead, to, force=force, reason=reason)
+
+        return self._run(body, entries)
+
+    def advance_all(self, *, flow: str | None = None, actor: str | None = None, chunk: int = 500) -> int:
+        """Every lead, as far as its gates allow; returns the number of moves."""
+        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=False)
+
+    def tick(self, *, flow: str | None = None, actor: str | None = None, chunk: int = 500) -> int:
+        """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
+        for every lead; returns the number of moves."""
+        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True)
+
+    def _batch(self, *, flow: str | None, actor: str | None, chunk: int, sla: bool) -> int:
+        if flow is not None:
+            self.compiled(flow)  # NotFound for an unknown flow
+        when = self.now()
+        moves = 0
+        for leads in self.store.iter_leads(flow=flow, chunk=chunk):
+            ids = [lead.id for lead in leads]
+            entries: list[AuditEntry] = []
+
+            def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> None:
+                work = self._work(tx, when, actor, entries)
+                for lead_id in ids:
+                    lead = tx.lock_lead(lead_id)
+                    if lead is not None:
+                        work.reevaluate(lead, sla=sla)
+
+            self._run(body, entries)
+            moves += len(entries)
+        return moves
+
+    # ---------------------------------------------------------------- reads
+    def _lead_flow(self, lead: Lead) -> CompiledFlow:
+        try:
+            cf = self.compiled(lead.flow, lead.version)
+        except NotFound:
+            raise NotFound(
+                f'lead "{lead.id}" belongs to flow "{lead.flow}" version {lead.version}, which is not deployed'
+            ) from None
+        if not cf.has_stage(lead.stage):
+            raise BadInput(
+                f'lead "{lead.id}" is in stage "{lead.stage}", which flow "{lead.flow}" version '
+                f"{lead.version} does not have; force it to a stage of that version"
+            )
+        return cf
+
+    def _coerce(self, cf: CompiledFlow, raw: Mapping[str, Any], lead_id: str) -> dict[str, FieldValue]:
+        typed: dict[str, FieldValue] = {}
+        for name, value in raw.items():
+            definition = cf.flow.field(name)
+            if definition is None:
+                hint = did_you_mean(name, [f.name for f in cf.flow.fields])
+                raise NotFound(
+                    f'flow "{cf.name}" has no field "{name}" (lead "{lead_id}")'
+                    + (f"; {hint}" if hint else "")
+                )
+            typed[name] = coerce(definition, value)
+        return typed
+
+    def lead(self, lead_id: str) -> LeadView:
+        """The lead with its team, score, event counts and next moves."""
+        lead = self.store.get_lead(lead_id)
+        if lead is None:
+            raise NotFound(f'lead "{lead_id}" does not exist')
+        cf = self._lead_flow(lead)
+        events = [e for e in self.store.events_of(lead_id) if e.cycle == lead.cycle]
+        step = Step(cf, lead, events, self.now())
+        verdicts = tuple(step.verdicts(self.store))
+        stage = cf.flow.stage(lead.stage)
+        counts: dict[str, int] = {e.name: 0 for e in cf.flow.events}
+        for event in events:
+            counts[event.name] = counts.get(event.name, 0) + event.count
+        return LeadView(
+            id=lead.id,
+            flow=lead.flow,
+            version=lead.version,
+            stage=lead.stage,
+            team=stage.team if stage else None,
+            score=step.score(),
+            fields=step.fields(),
+            events=counts,
+            cycle=lead.cycle,
+            entered_at=lead.entered_at,
+            created_at=lead.created_at,
+            next=verdicts,
+        )
+
+    def allowed(self, lead_id: str) -> list[MoveVerdict]:
+        """Every move defined from the lead's stage, with its verdict."""
+        return list(self.lead(lead_id).next)
+
+    def enabled(self, lead_id: str) -> list[MoveVerdict]:
+        """The moves that can be made now."""
+        return [v for v in self.lead(lead_id).next if v.allowed]
+
+    def blockers(self, lead_id: str, to: str) -> list[Any]:
+        """Why the lead cannot move to `to` now ([] when it can)."""
+        for verdict in self.lead(lead_id).next:
+            if verdict.to == to:
+                return list(verdict.blockers)
+        raise Rejected(f'lead "{lead_id}" has no move to "{to}"', lead_id=lead_id, stage=to)
+
+    def leads(
+        self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
+    ) -> Iterator[Lead]:
+        """Stored leads, streamed, optionally by flow, stage or team."""
+        stages: list[str] | None = [stage] if stage else None
+        if team is not None:
+            names = self.store.flow_names() if flow is None else [flow]
+            team_stages: set[str] = set()
+            for name in names:
+                found = self.compiled(name).flow.team(team)
+                if found is not None:
+                    team_stages.update(found.stages)
+            if not team_stages:
+                raise NotFound(f'no deployed flow has a team "{team}"')
+            stages = [s for s in (stages or team_stages) if s in team_stages]
+        for chunk in self.store.iter_leads(flow=flow, stages=stages):
+            yield from chunk
+
+    def history(self, lead_id: str) -> list[AuditEntry]:
+        if self.store.get_lead(lead_id) is None:
+            raise NotFound(f'lead "{lead_id}" does not exist')
+        return self.store.history(lead_id)
+
+    def verify(self) -> list[audit_mod.Problem]:
+        """Recompute every hash chain and replay every lead's history."""
+        return audit_mod.verify(self.store, self.compiled)

@@ -1,0 +1,387 @@
+"""What happens to one lead inside one transaction: SPEC §3 in code.
+
+Layer 4, below `engine.py`.  `Step` is a read-only look at a lead at one
+moment (its facts, score, and the verdict on each move); `Work` changes leads
+inside an open `Transaction`: it applies moves (each with its own hash-chained
+audit entry), runs automatic progress (furthest enabled move first, manual
+stages never entered automatically, auto recycles), keeps the capacity
+waiting line, and lets waiting leads in, best score first, when room frees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .compile import CompiledFlow, Move
+from .errors import Rejected
+from .guards import Facts
+from .records import (
+    GENESIS_HASH,
+    AuditEntry,
+    Blocker,
+    EventRecord,
+    FieldValue,
+    Lead,
+    MoveVerdict,
+    SlaBreach,
+    Transaction,
+)
+
+CountInStage = Callable[[str, str], int]
+FlowLookup = Callable[[str, int], CompiledFlow]
+
+
+class Step:
+    """A lead at one moment: facts for the gates, and verdicts on moves."""
+
+    def __init__(self, cf: CompiledFlow, lead: Lead, events: list[EventRecord], now: datetime) -> None:
+        self.cf = cf
+        self.lead = lead
+        self.facts = Facts(
+            fields=lead.fields,
+            events=events,
+            now=now,
+            entered_at=lead.entered_at,
+            created_at=lead.created_at,
+        )
+
+    def score(self) -> float:
+        return self.cf.evaluator.score(self.facts)
+
+    def fields(self) -> dict[str, FieldValue]:
+        """Every declared field, defaults filled in."""
+        return {f.name: self.lead.fields.get(f.name, f.default) for f in self.cf.flow.fields}
+
+    def reads(self, move: Move) -> dict[str, Any]:
+        """The values the move's gates read, for its audit entry."""
+        values: dict[str, Any] = {}
+        for gate in move.gates:
+            values.update(self.cf.evaluator.reads(gate.expr, self.facts))
+        return values
+
+    def blockers(self, move: Move, count: CountInStage | None) -> list[Blocker]:
+        """Why `move` cannot be made now; [] when it can."""
+        evaluator = self.cf.evaluator
+        found: list[Blocker] = []
+        for gate in move.gates:
+            if evaluator.test(gate.expr, self.facts):
+                continue
+            prefix = "" if gate.label.startswith("gate of") else f"{gate.label}: "
+            values = evaluator.reads(gate.expr, self.facts)
+            for line in evaluator.explain(gate.expr, self.facts) or ["the condition is false"]:
+                found.append(Blocker("gate", prefix + line, gate.span, values))
+        target = self.cf.flow.stage(move.target)
+        if count is not None and target is not None and target.capacity and move.kind != "recycle":
+            held = count(self.cf.name, target.name)
+            if held >= target.capacity:
+                found.append(
+                    Blocker(
+                        "capacity",
+                        f'stage "{target.name}" is at capacity ({held} of {target.capacity} leads)',
+                        target.span,
+                        {"capacity": target.capacity, "held": held},
+                    )
+                )
+        return found
+
+    def verdicts(self, store: Any) -> list[MoveVerdict]:
+        """A verdict on every move defined from the lead's stage."""
+        count = getattr(store, "count_in_stage", None)
+        out = []
+        for move in self.cf.moves_from(self.lead.stage):
+            blockers = tuple(self.blockers(move, count))
+            out.append(MoveVerdict(move.kind, move.target, not blockers, blockers, move.automatic))
+        return out
+
+
+class Work:
+    """Changes made inside one transaction; collects the audit entries."""
+
+    def __init__(
+        self,
+        tx: Transaction,
+        flows: FlowLookup,
+        at: datetime,
+        actor: str,
+        entries: list[AuditEntry],
+    ) -> None:
+        self.tx = tx
+        self.flows = flows
+        self.at = at
+        self.actor = actor
+        self.entries = entries
+        self._last: dict[str, AuditEntry | None] = {}
+        self._freed: set[tuple[str, int, str]] = set()
+
+    # -- the operations ----------------------------------------------------
+    def create(self, lead_id: str, cf: CompiledFlow, values: dict[str, FieldValue]) -> Lead:
+        initial = cf.flow.initial
+        assert initial is not None, "a checked flow has an initial stage"
+        fields: dict[str, FieldValue] = {k: v for k, v in values.items() if v is not None}
+        lead = Lead(lead_id, cf.name, cf.version, initial.name, fields, 1, self.at, self.at, self.at)
+        self.tx.insert_lead(lead)
+        self._last[lead_id] = None
+        self._audit(lead, None, "create", None, {})
+        lead = self._save(lead, [])
+        lead = self._progress(lead, cf, [])
+        self._fill()
+        return lead
+
+    def set_fields(self, lead: Lead, values: dict[str, FieldValue]) -> Lead:
+        cf = self.flows(lead.flow, lead.version)
+        fields = dict(lead.fields)
+        for name, value in values.items():
+            if value is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = value
+        lead.fields = fields
+        events = self.tx.events(lead.id, lead.cycle)
+        lead = self._progress(lead, cf, events, force_save=True)
+        self._fill()
+        return lead
+
+    def record_event(self, lead: Lead, event: EventRecord) -> Lead:
+        cf = self.flows(lead.flow, lead.version)
+        self.tx.insert_event(lead.id, event)
+        events = self.tx.events(lead.id, lead.cycle)
+        lead = self._progress(lead, cf, events, force_save=True)
+        self._fill()
+        return lead
+
+    def request(self, lead: Lead, to: str | None, *, force: bool, reason: str | None) -> Lead:
+        """An explicit move asked for by a person or a program."""
+        cf = self.flows(lead.flow, lead.version)
+        flow = cf.flow
+        current = flow.stage(lead.stage)
+        target = to if to is not None else flow.next_on_main_line(lead.stage)
+        if target is None:
+            where = "a final stage" if current and current.final else "the last stage of the main line"
+            raise Rejected(
+                f'lead "{lead.id}" is in {where} ("{lead.stage}"); say where to with --to',
+                lead_id=lead.id,
+                stage=lead.stage,
+            )
+        if target == lead.stage and not force:
+            raise Rejected(f'lead "{lead.id}" is already in "{target}"', lead_id=lead.id, stage=target)
+        events = self.tx.events(lead.id, lead.cycle)
+        if force:
+            lead, events = self._apply(lead, "force", target, reason, {}, events)
+        else:
+            move = cf.move_to(lead.stage, target)
+            if move is None:
+                raise Rejected(
+                    f'lead "{lead.id}" cannot move from "{lead.stage}" to "{target}": flow "{cf.name}" '
+                    "defines no such move (use --force with --reason to move it anyway)",
+                    lead_id=lead.id,
+                    stage=target,
+                )
+            step = Step(cf, lead, events, self.at)
+            blockers = step.blockers(move, self._count)
+            if blockers or not cf.fire(move, step.facts):
+                raise Rejected(
+                    f'lead "{lead.id}" cannot enter "{target}": ' + "; ".join(b.message for b in blockers),
+                    lead_id=lead.id,
+                    stage=target,
+                    blockers=blockers,
+                )
+            lead, events = self._apply(lead, move.kind, target, reason, step.reads(move), events)
+        lead = self._progress(lead, cf, events)
+        self._fill()
+        return lead
+
+    def reevaluate(self, lead: Lead, *, sla: bool) -> None:
+        """Batch work: progress as far as gates allow; with `sla`, record breaches."""
+        cf = self.flows(lead.flow, lead.version)
+        if not cf.has_stage(lead.stage):
+            return  # reported by `show` and `audit verify`; a batch must go on
+        events = self.tx.events(lead.id, lead.cycle)
+        lead = self._progress(lead, cf, events)
+        if sla:
+            self._check_sla(lead, cf)
+        self._fill()
+
+    def place(self, lead: Lead, target: str, kind: str, reason: str | None) -> Lead:
+        """Put a lead in `target` without gates (import); then progress."""
+        cf = self.flows(lead.flow, lead.version)
+        events = self.tx.events(lead.id, lead.cycle)
+        if target != lead.stage:
+            lead, events = self._apply(lead, kind, target, reason, {}, events)
+        lead = self._progress(lead, cf, events)
+        self._fill()
+        return lead
+
+    # -- mechanics -----------------------------------------------------------
+    def _count(self, flow: str, stage: str) -> int:
+        self.tx.lock_stage(flow, stage)
+        return self.tx.count_in_stage(flow, stage)
+
+    def _full(self, cf: CompiledFlow, target: str) -> bool:
+        stage = cf.flow.stage(target)
+        if stage is None or not stage.capacity:
+            return False
+        self.tx.lock_stage(cf.name, target)
+        return self.tx.count_in_stage(cf.name, target) >= stage.capacity
+
+    def _save(self, lead: Lead, events: list[EventRecord]) -> Lead:
+        cf = self.flows(lead.flow, lead.version)
+        lead.score = Step(cf, lead, events, self.at).score()
+        lead.updated_at = self.at
+        return self.tx.update_lead(lead)
+
+    def _audit(
+        self, lead: Lead, source: str | None, kind: str, reason: str | None, values: dict[str, Any]
+    ) -> None:
+        if lead.id not in self._last:
+            self._last[lead.id] = self.tx.last_audit(lead.id)
+        last = self._last[lead.id]
+        entry = AuditEntry(
+            lead_id=lead.id,
+            seq=(last.seq + 1) if last else 1,
+            from_stage=source,
+            to_stage=lead.stage,
+            kind=kind,
+            actor=self.actor,
+            reason=reason,
+            at=self.at,
+            flow=lead.flow,
+            version=lead.version,
+            cycle=lead.cycle,
+            values=values,
+            prev_hash=last.hash if last else GENESIS_HASH,
+        )
+        entry = replace(entry, hash=entry.compute_hash())
+        self.tx.append_audit(entry)
+        self._last[lead.id] = entry
+        self.entries.append(entry)
+
+    def _apply(
+        self,
+        lead: Lead,
+        kind: str,
+        target: str,
+        reason: str | None,
+        values: dict[str, Any],
+        events: list[EventRecord],
+    ) -> tuple[Lead, list[EventRecord]]:
+        """Change the lead's stage, audit it, and write it at once (so that
+        capacity counts in this transaction see it)."""
+        cf = self.flows(lead.flow, lead.version)
+        source = lead.stage
+        if kind == "recycle":
+            lead.cycle += 1
+            events = []
+        lead.stage = target
+        lead.entered_at = self.at
+        self._audit(lead, source, kind, reason, values)
+        self.tx.remove_waiting(lead.id)
+        left = cf.flow.stage(source)
+        if left is not None and left.capacity:
+            self._freed.add((lead.flow, lead.version, source))
+        return self._save(lead, events), events
+
+    def _progress(
+        self, lead: Lead, cf: CompiledFlow, events: list[EventRecord], *, force_save: bool = False
+    ) -> Lead:
+        """Automatic progress: furthest enabled advance/skip first, then an
+        enabled auto recycle; never into a manual stage, never twice into
+        the same stage in one run; stops at a final stage."""
+        flow = cf.flow
+        visited = {lead.stage}
+        moved = False
+        for _ in range(len(flow.stages) + 1):
+            stage = flow.stage(lead.stage)
+            if stage is None or stage.final:
+                break
+            step = Step(cf, lead, events, self.at)
+            forward = sorted(
+                (
+                    mv
+                    for mv in cf.moves_from(lead.stage)
+                    if mv.kind in ("advance", "skip") and mv.automatic and mv.target not in visited
+                ),
+                key=lambda mv: -(flow.position(mv.target) or 0),
+            )
+            chosen: Move | None = None
+            wanted: Move | None = None
+            for move in forward:
+                if not cf.fire(move, step.facts):
+                    continue
+                if self._full(cf, move.target):
+                    wanted = wanted or move
+                    continue
+                chosen = move
+                break
+            if chosen is None:
+                chosen = next(
+                    (
+                        mv
+                        for mv in cf.moves_from(lead.stage)
+                        if mv.kind == "recycle"
+                        and mv.automatic
+                        and mv.target not in visited
+                        and cf.fire(mv, step.facts)
+                    ),
+                    None,
+                )
+            if chosen is None:
+                if wanted is not None:
+                    self.tx.add_waiting(lead.id, lead.flow, wanted.target, step.score(), self.at)
+                break
+            lead, events = self._apply(lead, chosen.kind, chosen.target, None, step.reads(chosen), events)
+            moved = True
+            visited.add(lead.stage)
+        if force_save and not moved:
+            lead = self._save(lead, events)
+        elif not moved:
+            score = Step(cf, lead, events, self.at).score()
+            if score != lead.score:
+                lead = self._save(lead, events)
+        return lead
+
+    def _fill(self) -> None:
+        """Let waiting leads into stages where room freed, best score first."""
+        while self._freed:
+            flow_name, version, stage_name = self._freed.pop()
+            cf = self.flows(flow_name, version)
+            stage = cf.flow.stage(stage_name)
+            if stage is None or not stage.capacity:
+                continue
+            self.tx.lock_stage(flow_name, stage_name)
+            room = stage.capacity - self.tx.count_in_stage(flow_name, stage_name)
+            if room <= 0:
+                continue
+            for lead_id in self.tx.waiting(flow_name, stage_name, room * 4 + 8):
+                if room <= 0:
+                    break
+                if self._admit(lead_id, stage_name):
+                    room -= 1
+
+    def _admit(self, lead_id: str, stage_name: str) -> bool:
+        lead = self.tx.lock_lead(lead_id)
+        if lead is None:
+            self.tx.remove_waiting(lead_id)
+            return False
+        cf = self.flows(lead.flow, lead.version)
+        move = cf.move_to(lead.stage, stage_name) if cf.has_stage(lead.stage) else None
+        events = self.tx.events(lead.id, lead.cycle)
+        step = Step(cf, lead, events, self.at)
+        if move is None or move.kind not in ("advance", "skip") or not cf.fire(move, step.facts):
+            self.tx.remove_waiting(lead_id)
+            return False
+        lead, events = self._apply(lead, move.kind, stage_name, "room freed", step.reads(move), events)
+        self._progress(lead, cf, events)
+        return True
+
+    def _check_sla(self, lead: Lead, cf: CompiledFlow) -> None:
+        stage = cf.flow.stage(lead.stage)
+        if stage is None or stage.sla_days is None or stage.final:
+            return
+        due = lead.entered_at + timedelta(days=stage.sla_days)
+        if self.at > due:
+            self.tx.record_breach(
+                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, self.at)
+            )

@@ -1,0 +1,14 @@
+"""The only place that knows SQLAlchemy: tables, transactions, locking.
+
+`open_store(url)` returns a `SqlStore`, which implements the `Store`
+protocol of `saleflow.records` on SQLite (the embedded default) or
+PostgreSQL, creating or migrating the schema (Alembic, shipped in
+`saleflow.migrations`) on first use.
+"""
+
+from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
+from .sql import SqlStore, SqlTransaction, open_store
+
+DEFAULT_URL = "sqlite:///saleflow.db"
+
+__all__ = ["DEFAULT_URL", "KNOWN_REVISIONS", "SCHEMA_HEAD", "SqlStore", "SqlTransaction", "open_store"]

@@ -1,0 +1,196 @@
+"""The tables, as SQLAlchemy Core metadata, and the column types they need.
+
+This is the live description the store's statements are built from.  The
+database itself is created and changed only by the Alembic migrations in
+``saleflow/migrations/versions``; a test checks that the migrated schema and
+this metadata agree on both backends.
+
+Times are timezone-aware UTC everywhere.  PostgreSQL stores them as
+``timestamptz``; SQLite has no time type, so they are stored as fixed-width
+ISO 8601 text (``2024-05-01T09:30:00.000000+00:00``), which sorts in time
+order, compares correctly against bound values, and is understood by SQLite's
+own date functions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+# The newest migration this code knows, and every one it can upgrade from.
+# Kept here (not read from the migration scripts) so that opening a store
+# never has to import Alembic; `tests/test_store.py` checks they agree.
+SCHEMA_HEAD = "0001"
+KNOWN_REVISIONS: frozenset[str] = frozenset({"0001"})
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, sortable ISO text
+    on SQLite.  Naive values are taken to be UTC already."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.isoformat(timespec="microseconds")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+class JsonDoc(TypeDecorator[Any]):
+    """JSON; ``jsonb`` on PostgreSQL so reports can index and group by a field.
+    The PostgreSQL type is imported only when a PostgreSQL database is used."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+# Identifiers compare byte-wise on both backends, so "id order" (and keyset
+# pagination) is the same on SQLite and PostgreSQL whatever the server locale.
+def _key() -> TypeEngine[str]:
+    return Text().with_variant(Text(collation="C"), "postgresql")
+
+
+_Serial = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid on SQLite
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("name", _key(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("deployed_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+    UniqueConstraint("name", "content_hash"),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", _key(), primary_key=True),
+    Column("flow", _key(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("fields", JsonDoc, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("entered_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Index(None, "flow", "stage"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _Serial, primary_key=True, autoincrement=True),
+    Column("lead_id", _key(), ForeignKey("leads.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("channel", Text),
+    Column("content", Text),
+    Column("count", Integer, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Index(None, "lead_id", "cycle"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("lead_id", _key(), ForeignKey("leads.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("from_stage", Text),
+    Column("to_stage", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text),
+    Column("at", UtcDateTime, nullable=False),
+    Column("flow", _key(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("values", JSON, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    PrimaryKeyConstraint("lead_id", "seq"),
+    Index(None, "flow", "to_stage", "at"),
+)
+
+waiting = Table(
+    "waiting",
+    metadata,
+    Column("lead_id", _key(), ForeignKey("leads.id"), primary_key=True),
+    Column("flow", _key(), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("since", UtcDateTime, nullable=False),
+    Index(None, "flow", "stage", "score"),
+)
+
+sla_breaches = Table(
+    "sla_breaches",
+    metadata,
+    Column("lead_id", _key(), ForeignKey("leads.id"), nullable=False),
+    Column("flow", _key(), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("entered_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("detected_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("lead_id", "stage", "cycle", "entered_at"),
+    Index(None, "flow", "stage", "detected_at"),
+)

@@ -1,0 +1,489 @@
+"""`SqlStore` and `SqlTransaction`: the `Store` protocol on SQLAlchemy.
+
+A transaction is one pooled connection: ``BEGIN IMMEDIATE`` on SQLite (the
+write lock is taken before anything is read, so writers queue on the busy
+timeout instead of failing on a lock upgrade), row locks (``SELECT … FOR
+UPDATE``) and advisory locks on PostgreSQL; the revision check in
+`update_lead` guards both.  Reads outside a transaction (`get_lead`,
+`history`, `iter_leads`, reports through `read`) use short plain transactions
+that never block a writer; batch reads page by key, one chunk per
+transaction, so memory stays flat and no long snapshot is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import Conflict, NotFound
+from ..records import AuditEntry, EventRecord, Lead, SlaBreach
+from .connect import (
+    READ_OPTION,
+    advisory_key,
+    check_sqlite_file,
+    db_errors,
+    describe,
+    ensure_schema,
+    make_engine,
+    parse_url,
+    sqlite_file,
+    translate,
+)
+from .schema import flows, leads
+from .statements import LEAD_UPDATED, Statements, statements
+
+_UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
+
+
+class SqlTransaction:
+    """One database transaction (the `Transaction` protocol of records.py).
+
+    A method that raises `Conflict` has lost a race and the transaction is
+    dead (PostgreSQL aborts it): leave the ``with`` block, which rolls back,
+    and retry the whole operation."""
+
+    __slots__ = ("_cur", "_sql", "_where", "connection")
+
+    def __init__(self, conn: Connection, sql: Statements, where: str) -> None:
+        self.connection = conn  # the SQLAlchemy connection, for queries the protocol lacks
+        self._cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._sql = sql
+        self._where = where
+
+    def _fail(self, exc: BaseException, conflict: str | None = None) -> NoReturn:
+        raise translate(exc, self._where, conflict) from exc
+
+    def lock_lead(self, lead_id: str) -> Lead | None:
+        try:
+            row = self._sql.lock_lead.first(self._cur, {"id": lead_id})
+        except self._sql.error as exc:
+            self._fail(exc, f'lead "{lead_id}" is held by another process')
+        return None if row is None else Lead(*row)
+
+    def insert_lead(self, lead: Lead) -> None:
+        try:
+            self._sql.insert_lead.execute(self._cur, _lead_params(lead))
+        except self._sql.error as exc:
+            self._fail(exc, f'lead "{lead.id}" was created at the same time by another process')
+
+    def update_lead(self, lead: Lead) -> Lead:
+        params = {key: getattr(lead, name) for key, name in _UPDATE_KEYS}
+        params["b_id"] = lead.id
+        params["b_revision"] = lead.revision
+        stale = f'lead "{lead.id}" was changed by another process (revision {lead.revision} is stale)'
+        try:
+            cur = self._sql.update_lead.execute(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc, stale)
+        if cur.rowcount != 1:
+            raise Conflict(stale)
+        return Lead(
+            lead.id,
+            lead.flow,
+            lead.version,
+            lead.stage,
+            lead.fields,
+            lead.cycle,
+            lead.entered_at,
+            lead.created_at,
+            lead.updated_at,
+            lead.score,
+            lead.revision + 1,
+        )
+
+    def events(self, lead_id: str, cycle: int) -> list[EventRecord]:
+        try:
+            rows = self._sql.events.all(self._cur, {"lead_id": lead_id, "cycle": cycle})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return [EventRecord(*row) for row in rows]
+
+    def insert_event(self, lead_id: str, event: EventRecord) -> None:
+        params = {
+            "lead_id": lead_id,
+            "name": event.name,
+            "at": event.at,
+            "channel": event.channel,
+            "content": event.content,
+            "count": event.count,
+            "cycle": event.cycle,
+        }
+        try:
+            self._sql.insert_event.execute(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc)
+
+    def last_audit(self, lead_id: str) -> AuditEntry | None:
+        try:
+            row = self._sql.last_audit.first(self._cur, {"lead_id": lead_id})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return None if row is None else AuditEntry(*row)
+
+    def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        params = {
+            "lead_id": entry.lead_id,
+            "seq": entry.seq,
+            "from_stage": entry.from_stage,
+            "to_stage": entry.to_stage,
+            "kind": entry.kind,
+            "actor": entry.actor,
+            "reason": entry.reason,
+            "at": entry.at,
+            "flow": entry.flow,
+            "version": entry.version,
+            "cycle": entry.cycle,
+            "values": dict(entry.values),
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash,
+        }
+        try:
+            self._sql.insert_audit.execute(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc, f'audit entry {entry.seq} of lead "{entry.lead_id}" was written concurrently')
+        return entry
+
+    def lock_stage(self, flow: str, stage: str) -> None:
+        lock = self._sql.advisory_lock
+        if lock is None:
+            return  # SQLite: BEGIN IMMEDIATE already serialises every writer
+        try:
+            lock.execute(self._cur, {"key": advisory_key("stage", flow, stage)})
+        except self._sql.error as exc:
+            self._fail(exc, f'stage "{stage}" of flow "{flow}" is held by another process')
+
+    def count_in_stage(self, flow: str, stage: str) -> int:
+        try:
+            row = self._sql.count_in_stage.first(self._cur, {"flow": flow, "stage": stage})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return int(row[0]) if row else 0
+
+    def add_waiting(self, lead_id: str, flow: str, stage: str, score: float, at: datetime) -> None:
+        """Queue a lead for room in `stage`; a lead already waiting for the
+        same stage keeps its place in time and takes the new score."""
+        params = {"lead_id": lead_id, "flow": flow, "stage": stage, "score": score, "since": at}
+        try:
+            self._sql.add_waiting.execute(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc)
+
+    def remove_waiting(self, lead_id: str) -> None:
+        try:
+            self._sql.remove_waiting.execute(self._cur, {"lead_id": lead_id})
+        except self._sql.error as exc:
+            self._fail(exc)
+
+    def waiting(self, flow: str, stage: str, limit: int) -> list[str]:
+        """Highest score first; equal scores in the order they started waiting."""
+        try:
+            rows = self._sql.waiting.all(self._cur, {"flow": flow, "stage": stage, "limit": limit})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return [row[0] for row in rows]
+
+    def record_breach(self, breach: SlaBreach) -> bool:
+        params = {
+            "lead_id": breach.lead_id,
+            "flow": breach.flow,
+            "stage": breach.stage,
+            "cycle": breach.cycle,
+            "entered_at": breach.entered_at,
+            "due_at": breach.due_at,
+            "detected_at": breach.detected_at,
+        }
+        try:
+            cur = self._sql.record_breach.execute(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc)
+        return bool(cur.rowcount == 1)
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self._cur.close()
+
+
+class SqlStore:
+    """A saleflow database (the `Store` protocol of records.py); see `open_store`."""
+
+    def __init__(self, url: str, engine: Engine, where: str) -> None:
+        self.url = url
+        self._engine = engine
+        self._where = where
+        self._sql = statements(engine.dialect)
+        self._errors = db_errors(engine)
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for read-only views (reports)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    def _begin(self, read: bool) -> Connection:
+        try:
+            conn = self._engine.connect()
+        except self._errors as exc:
+            raise translate(exc, self._where) from exc
+        try:
+            if read:
+                conn.execution_options(**{READ_OPTION: True})
+            conn.begin()  # on SQLite the "begin" event emits BEGIN / BEGIN IMMEDIATE
+        except self._errors as exc:
+            conn.close()
+            raise translate(exc, self._where) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _session(self, read: bool) -> Iterator[Connection]:
+        conn = self._begin(read)
+        try:
+            yield conn
+            conn.commit()
+        except self._errors as exc:
+            _abandon(conn)
+            raise translate(exc, self._where) from exc
+        except BaseException:
+            _abandon(conn)
+            raise
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _cursor(self, read: bool) -> Iterator[Any]:
+        with self._session(read) as conn:
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        """One write transaction: commits when the block ends, rolls back when
+        it raises.  Database failures surface as `Conflict` (retry) or
+        `StoreError`."""
+        with self._session(read=False) as conn:
+            tx = SqlTransaction(conn, self._sql, self._where)
+            try:
+                yield tx
+            finally:
+                tx.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction for queries the protocol does not cover
+        (reports): a plain ``BEGIN`` that never blocks writers."""
+        with self._session(read=True) as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._where})"
+
+    # -- flows ----------------------------------------------------------------
+
+    def deploy_flow(
+        self,
+        name: str,
+        declared_version: int,
+        content_hash: str,
+        source: str,
+        path: str,
+        at: datetime | None = None,
+    ) -> tuple[int, bool]:
+        """Register a flow's source; returns (version, created).
+
+        Content already deployed returns the version it has.  New content gets
+        its declared version when that is above every deployed one, otherwise
+        the latest version + 1."""
+        with self._cursor(read=False) as cur:
+            lock = self._sql.advisory_lock
+            if lock is not None:
+                lock.execute(cur, {"key": advisory_key("deploy", name)})
+            existing = self._sql.flow_versions.all(cur, {"name": name})
+            for version, known_hash in existing:
+                if known_hash == content_hash:
+                    return int(version), False
+            latest = max((int(version) for version, _ in existing), default=0)
+            version = declared_version if declared_version > latest else latest + 1
+            row = {
+                "name": name,
+                "version": version,
+                "content_hash": content_hash,
+                "source": source,
+                "path": path,
+                "deployed_at": at or datetime.now(UTC),
+            }
+            self._sql.insert_flow.execute(cur, row)
+            return version, True
+
+    def flow_source(self, name: str, version: int | None = None) -> tuple[int, str, str]:
+        """(version, source, path) of a deployed flow; the latest when version is None."""
+        F = flows.c
+        stmt = select(F.version, F.source, F.path).where(F.name == name)
+        if version is None:
+            stmt = stmt.order_by(F.version.desc()).limit(1)
+        else:
+            stmt = stmt.where(F.version == version)
+        with self.read() as conn:
+            row = conn.execute(stmt).first()
+            known = [] if row is not None else conn.execute(select(F.version).where(F.name == name)).all()
+        if row is None:
+            if not known:
+                raise NotFound(f'flow "{name}" is not deployed')
+            listed = ", ".join(str(v) for (v,) in sorted(known))
+            raise NotFound(f'flow "{name}" has no version {version} (deployed versions: {listed})')
+        return int(row[0]), row[1], row[2]
+
+    def flow_names(self) -> list[str]:
+        with self.read() as conn:
+            return list(conn.execute(select(flows.c.name).distinct().order_by(flows.c.name)).scalars())
+
+    # -- leads ----------------------------------------------------------------
+
+    def get_lead(self, lead_id: str) -> Lead | None:
+        with self._cursor(read=True) as cur:
+            row = self._sql.get_lead.first(cur, {"id": lead_id})
+        return None if row is None else Lead(*row)
+
+    def iter_leads(
+        self,
+        *,
+        flow: str | None = None,
+        stages: Sequence[str] | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[list[Lead]]:
+        """Leads in id order, a chunk at a time.  Each chunk is read in its own
+        short transaction (keyset pagination), so the caller may write between
+        chunks and memory stays flat."""
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        if stages is not None and not stages:
+            return
+        params: dict[str, Any] = {"chunk": chunk}
+        if flow is not None:
+            params["flow"] = flow
+        if stages is not None:
+            params["stages"] = list(stages)
+        first = True
+        while True:
+            stmt = self._sql.lead_page(first, flow is not None, stages is not None)
+            with self.read() as conn:
+                page = [Lead(*row) for row in conn.execute(stmt, params)]
+            if page:
+                yield page
+            if len(page) < chunk:
+                return
+            first = False
+            params["after"] = page[-1].id
+
+    def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
+        """How many leads (of a flow, in a stage): an index-only count."""
+        stmt = select(func.count()).select_from(leads)
+        if flow is not None:
+            stmt = stmt.where(leads.c.flow == flow)
+        if stage is not None:
+            stmt = stmt.where(leads.c.stage == stage)
+        with self.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def events_of(self, lead_id: str) -> list[EventRecord]:
+        """Every event of a lead, all cycles, oldest first."""
+        with self._cursor(read=True) as cur:
+            return [EventRecord(*row) for row in self._sql.events_of.all(cur, {"lead_id": lead_id})]
+
+    # -- audit ----------------------------------------------------------------
+
+    def history(self, lead_id: str) -> list[AuditEntry]:
+        with self._cursor(read=True) as cur:
+            return [AuditEntry(*row) for row in self._sql.history.all(cur, {"lead_id": lead_id})]
+
+    def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
+        """Every audit entry ordered by (lead_id, seq), a chunk at a time."""
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        params: dict[str, Any] = {"chunk": chunk}
+        stmt = self._sql.audit_first
+        while True:
+            with self._cursor(read=True) as cur:
+                page = [AuditEntry(*row) for row in stmt.all(cur, params)]
+            if page:
+                yield page
+            if len(page) < chunk:
+                return
+            stmt = self._sql.audit_next
+            params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].seq
+
+
+def _lead_params(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "flow": lead.flow,
+        "version": lead.version,
+        "stage": lead.stage,
+        "fields": lead.fields,
+        "cycle": lead.cycle,
+        "score": lead.score,
+        "entered_at": lead.entered_at,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+        "revision": lead.revision,
+    }
+
+
+def _abandon(conn: Connection) -> None:
+    """Roll back; drop the connection from the pool if the driver says it is broken."""
+    with suppress(Exception):
+        conn.rollback()
+    raw = conn.connection.dbapi_connection if not conn.closed and not conn.invalidated else None
+    if raw is not None and (getattr(raw, "broken", False) or getattr(raw, "closed", False) is True):
+        with suppress(Exception):
+            conn.invalidate()
+
+
+def open_store(url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0) -> SqlStore:
+    """Open the saleflow database at `url`, creating or migrating its schema
+    on first use.
+
+    `lock_timeout` is how many seconds a writer waits for another one (SQLite
+    busy timeout, PostgreSQL ``lock_timeout``) before its transaction fails
+    with `Conflict`.  Raises `StoreError`, one sentence, when the database
+    cannot be used: a bad URL, an unreachable server, a read-only or
+    non-database file, a schema written by a newer saleflow."""
+    parsed = parse_url(url)
+    where = describe(parsed)
+    path = sqlite_file(parsed)
+    if path is not None:
+        check_sqlite_file(path)
+    engine = make_engine(parsed, busy_timeout_ms=max(1, round(lock_timeout * 1000)))
+    try:
+        ensure_schema(engine, where)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlStore(url, engine, where)
+
+
+__all__ = ["SqlStore", "SqlTransaction", "open_store"]

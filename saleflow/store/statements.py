@@ -1,0 +1,316 @@
+"""Every fixed statement of the store, written in SQLAlchemy Core and
+compiled once per dialect.
+
+The hot path (the statements of one engine operation) runs each `Compiled`
+statement straight on the DBAPI cursor of the SQLAlchemy-managed connection,
+with exactly the bind and result processing SQLAlchemy itself would apply
+(the types' own processors, looked up once).  That skips SQLAlchemy's
+per-execution bookkeeping (cache-key lookup, parameter construction, result
+metadata), which otherwise costs several times what SQLite spends on the
+statement; the SQL, the types and the transaction stay SQLAlchemy's.
+Statements whose shape varies (``IN`` lists, optional filters) go through
+`Connection.execute` as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case, func, select, tuple_
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement, Select
+
+from .schema import audit, events, flows, leads, sla_breaches, waiting
+
+L, E, A, W, F = leads.c, events.c, audit.c, waiting.c, flows.c
+
+# Column orders match the dataclasses, so a row becomes `Lead(*row)` etc.
+LEAD_COLUMNS: tuple[Column[Any], ...] = (
+    *(L.id, L.flow, L.version, L.stage, L.fields, L.cycle),
+    *(L.entered_at, L.created_at, L.updated_at, L.score, L.revision),
+)
+EVENT_COLUMNS: tuple[Column[Any], ...] = (E.name, E.at, E.channel, E.content, E.count, E.cycle)
+AUDIT_COLUMNS: tuple[Column[Any], ...] = tuple(audit.c)
+LEAD_UPDATED = (
+    "flow",
+    "version",
+    "stage",
+    "fields",
+    "cycle",
+    "score",
+    "entered_at",
+    "created_at",
+    "updated_at",
+)
+
+_Processor = Callable[[Any], Any] | None
+_REQUIRED = object()
+
+
+class Compiled:
+    """One Core statement compiled for one dialect, executed on a DBAPI cursor."""
+
+    __slots__ = ("_dialect", "_loaders", "_names", "_slots", "_types", "sql")
+
+    def __init__(
+        self, stmt: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None = None
+    ) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
+        if compiled.escaped_bind_names:  # type: ignore[attr-defined]  # never: our names are plain
+            raise ValueError(f"bind names need escaping in {compiled.string!r}")
+        self.sql: str = compiled.string
+        # name -> (key the caller passes, default value, bind processor)
+        binds: dict[str, tuple[str, Any, _Processor]] = {}
+        for param, name in compiled.bind_names.items():  # type: ignore[attr-defined]
+            default = _REQUIRED if param.required else param.effective_value
+            binds[name] = (param.key, default, param.type.dialect_impl(dialect).bind_processor(dialect))
+        # Positional paramstyles (SQLite) take a sequence in `positiontup`
+        # order; named ones (psycopg) a dict.
+        self._names: tuple[str, ...] | None = None
+        if compiled.positional:  # type: ignore[attr-defined]
+            self._slots = tuple(binds[name] for name in compiled.positiontup)  # type: ignore[attr-defined]
+        else:
+            self._names = tuple(binds)
+            self._slots = tuple(binds.values())
+        self._dialect = dialect
+        self._types = [c.type for c in stmt.selected_columns] if isinstance(stmt, Select) else []
+        self._loaders: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+
+    def params(self, given: Mapping[str, Any]) -> Any:
+        """The DBAPI parameters (list or dict) for the caller's named values."""
+        values: list[Any] = []
+        append = values.append
+        for key, default, proc in self._slots:
+            value = given[key] if default is _REQUIRED else given.get(key, default)
+            append(value if proc is None else proc(value))
+        return values if self._names is None else dict(zip(self._names, values, strict=True))
+
+    def execute(self, cursor: Any, given: Mapping[str, Any]) -> Any:
+        cursor.execute(self.sql, self.params(given))
+        return cursor
+
+    def _result_processors(self, cursor: Any) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+        # As SQLAlchemy does: some drivers' processors depend on the type code
+        # the cursor reports (PostgreSQL numerics), so look them up on first use.
+        loaders = []
+        for index, (type_, described) in enumerate(zip(self._types, cursor.description, strict=True)):
+            proc = type_.dialect_impl(self._dialect).result_processor(self._dialect, described[1])
+            if proc is not None:
+                loaders.append((index, proc))
+        self._loaders = tuple(loaders)
+        return self._loaders
+
+    def load(self, cursor: Any, row: Sequence[Any]) -> list[Any]:
+        """A fetched row with SQLAlchemy's result processing applied."""
+        loaders = self._loaders
+        if loaders is None:
+            loaders = self._result_processors(cursor)
+        values = list(row)
+        for index, proc in loaders:
+            values[index] = proc(values[index])
+        return values
+
+    def first(self, cursor: Any, given: Mapping[str, Any]) -> list[Any] | None:
+        row = self.execute(cursor, given).fetchone()
+        return None if row is None else self.load(cursor, row)
+
+    def all(self, cursor: Any, given: Mapping[str, Any]) -> list[list[Any]]:
+        rows = self.execute(cursor, given).fetchall()
+        return [self.load(cursor, row) for row in rows]
+
+
+class Statements:
+    """The statements of one dialect, each compiled on first use (a CLI call
+    needs only a few of them)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.pg = dialect.name == "postgresql"
+        self.error: type[Exception] = dialect.loaded_dbapi.Error
+        self._lead_pages: dict[tuple[bool, bool, bool], Select[Any]] = {}
+
+    def _compile(self, stmt: ClauseElement, table: Table | None = None) -> Compiled:
+        keys = None
+        if table is not None:  # an INSERT binds every column but a generated id
+            keys = [c.key for c in table.c if not (c.primary_key and c.autoincrement is True)]
+        return Compiled(stmt, self.dialect, keys)
+
+    def _upsert(self, table: Table) -> Any:
+        if self.pg:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+
+    # -- leads --------------------------------------------------------------
+
+    @cached_property
+    def get_lead(self) -> Compiled:
+        return self._compile(select(*LEAD_COLUMNS).where(L.id == bindparam("id")))
+
+    @cached_property
+    def lock_lead(self) -> Compiled:
+        stmt = select(*LEAD_COLUMNS).where(L.id == bindparam("id"))
+        return self._compile(stmt.with_for_update() if self.pg else stmt)
+
+    @cached_property
+    def insert_lead(self) -> Compiled:
+        return self._compile(leads.insert(), leads)
+
+    @cached_property
+    def update_lead(self) -> Compiled:
+        return self._compile(
+            leads.update()
+            .where(L.id == bindparam("b_id"), L.revision == bindparam("b_revision"))
+            .values({name: bindparam(f"v_{name}", type_=L[name].type) for name in LEAD_UPDATED})
+            .values(revision=L.revision + 1)
+        )
+
+    @cached_property
+    def count_in_stage(self) -> Compiled:
+        return self._compile(
+            select(func.count())
+            .select_from(leads)
+            .where(L.flow == bindparam("flow"), L.stage == bindparam("stage"))
+        )
+
+    def lead_page(self, first: bool, by_flow: bool, by_stages: bool) -> Select[Any]:
+        """Leads in id order after ``:after``, at most ``:chunk`` of them (run
+        with `Connection.execute`: the stage list is an expanding ``IN``)."""
+        key = (first, by_flow, by_stages)
+        stmt = self._lead_pages.get(key)
+        if stmt is None:
+            stmt = select(*LEAD_COLUMNS).order_by(L.id).limit(bindparam("chunk", type_=Integer))
+            if not first:
+                stmt = stmt.where(L.id > bindparam("after"))
+            if by_flow:
+                stmt = stmt.where(L.flow == bindparam("flow"))
+            if by_stages:
+                stmt = stmt.where(L.stage.in_(bindparam("stages", expanding=True)))
+            self._lead_pages[key] = stmt
+        return stmt
+
+    # -- events -------------------------------------------------------------
+
+    @cached_property
+    def events(self) -> Compiled:
+        return self._compile(
+            select(*EVENT_COLUMNS)
+            .where(E.lead_id == bindparam("lead_id"), E.cycle == bindparam("cycle"))
+            .order_by(E.at, E.id)
+        )
+
+    @cached_property
+    def events_of(self) -> Compiled:
+        return self._compile(
+            select(*EVENT_COLUMNS).where(E.lead_id == bindparam("lead_id")).order_by(E.at, E.id)
+        )
+
+    @cached_property
+    def insert_event(self) -> Compiled:
+        return self._compile(events.insert().inline(), events)
+
+    # -- audit --------------------------------------------------------------
+
+    @cached_property
+    def last_audit(self) -> Compiled:
+        return self._compile(
+            select(*AUDIT_COLUMNS).where(A.lead_id == bindparam("lead_id")).order_by(A.seq.desc()).limit(1)
+        )
+
+    @cached_property
+    def history(self) -> Compiled:
+        return self._compile(select(*AUDIT_COLUMNS).where(A.lead_id == bindparam("lead_id")).order_by(A.seq))
+
+    @cached_property
+    def insert_audit(self) -> Compiled:
+        return self._compile(audit.insert(), audit)
+
+    @cached_property
+    def audit_first(self) -> Compiled:
+        return self._compile(
+            select(*AUDIT_COLUMNS).order_by(A.lead_id, A.seq).limit(bindparam("chunk", type_=Integer))
+        )
+
+    @cached_property
+    def audit_next(self) -> Compiled:
+        after = tuple_(bindparam("after_lead", type_=A.lead_id.type), bindparam("after_seq", type_=Integer))
+        return self._compile(
+            select(*AUDIT_COLUMNS)
+            .where(tuple_(A.lead_id, A.seq) > after)
+            .order_by(A.lead_id, A.seq)
+            .limit(bindparam("chunk", type_=Integer))
+        )
+
+    # -- capacity and SLAs --------------------------------------------------
+
+    @cached_property
+    def advisory_lock(self) -> Compiled | None:
+        """``pg_advisory_xact_lock(:key)``; None on SQLite, where BEGIN
+        IMMEDIATE already serialises every writer."""
+        if not self.pg:
+            return None
+        return self._compile(select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
+
+    @cached_property
+    def add_waiting(self) -> Compiled:
+        wait = self._upsert(waiting)
+        same_stage = and_(W.flow == wait.excluded.flow, W.stage == wait.excluded.stage)
+        stmt = wait.on_conflict_do_update(
+            index_elements=[W.lead_id],
+            set_={
+                "flow": wait.excluded.flow,
+                "stage": wait.excluded.stage,
+                "score": wait.excluded.score,
+                "since": case((same_stage, W.since), else_=wait.excluded.since),
+            },
+        )
+        return self._compile(stmt, waiting)
+
+    @cached_property
+    def remove_waiting(self) -> Compiled:
+        return self._compile(waiting.delete().where(W.lead_id == bindparam("lead_id")))
+
+    @cached_property
+    def waiting(self) -> Compiled:
+        return self._compile(
+            select(W.lead_id)
+            .where(W.flow == bindparam("flow"), W.stage == bindparam("stage"))
+            .order_by(W.score.desc(), W.since, W.lead_id)
+            .limit(bindparam("limit", type_=Integer))
+        )
+
+    @cached_property
+    def record_breach(self) -> Compiled:
+        stmt = self._upsert(sla_breaches).on_conflict_do_nothing(
+            index_elements=["lead_id", "stage", "cycle", "entered_at"]
+        )
+        return self._compile(stmt, sla_breaches)
+
+    # -- flows --------------------------------------------------------------
+
+    @cached_property
+    def flow_versions(self) -> Compiled:
+        return self._compile(
+            select(F.version, F.content_hash).where(F.name == bindparam("name")).order_by(F.version)
+        )
+
+    @cached_property
+    def insert_flow(self) -> Compiled:
+        return self._compile(flows.insert(), flows)
+
+
+_BY_DIALECT: dict[str, Statements] = {}
+
+
+def statements(dialect: Dialect) -> Statements:
+    """The compiled statements for `dialect` (built once per process)."""
+    key = f"{dialect.name}+{dialect.driver}@{dialect.server_version_info}"
+    found = _BY_DIALECT.get(key)
+    if found is None:
+        found = _BY_DIALECT[key] = Statements(dialect)
+    return found
