@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import lark
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import model as m
 from .errors import BadInput, Diagnostic, FlowInvalid, Span
@@ -95,15 +95,35 @@ def parser() -> Lark:
 # --------------------------------------------------------------------------
 
 
-class _Builder(Transformer[Token, Any]):
-    """Builds model nodes bottom-up.  Problems that the grammar cannot
-    express (a whole number where a decimal was written) are collected in
-    `problems`, not raised, so that one run reports them all."""
+class _Builder:
+    """Builds model nodes bottom-up from Lark's tree: one method per rule,
+    each called as `method(meta, children)`.  (A plain walk: Lark's
+    `Transformer` with `v_args` costs more than the parse on big flows.)
+    Problems that the grammar cannot express (a whole number where a
+    decimal was written) are collected in `problems`, not raised, so that
+    one run reports them all."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(visit_tokens=False)
         self.path = path
         self.problems: list[Diagnostic] = []
+
+    def build(self, tree: Tree[Token]) -> Any:
+        stack: list[tuple[Tree[Token], list[Any]]] = [(tree, [])]
+        result: Any = None
+        while stack:
+            node, done = stack[-1]
+            if len(done) < len(node.children):
+                child = node.children[len(done)]
+                if isinstance(child, Tree):
+                    stack.append((child, []))
+                else:
+                    done.append(child)
+                continue
+            stack.pop()
+            result = getattr(self, str(node.data))(node.meta, done)
+            if stack:
+                stack[-1][1].append(result)
+        return result
 
     # -- positions --------------------------------------------------------
     def _span(self, meta: Any) -> Span:
@@ -130,91 +150,72 @@ class _Builder(Transformer[Token, Any]):
         return int(text)
 
     # -- literals ---------------------------------------------------------
-    @v_args(meta=True)
     def number(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(_number(children[0]), self._span(meta))
 
-    @v_args(meta=True)
     def negative(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(-_number(children[0]), self._span(meta))
 
-    @v_args(meta=True)
     def string(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(_unquote(children[0]), self._span(meta))
 
-    @v_args(meta=True)
     def true(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(True, self._span(meta))
 
-    @v_args(meta=True)
     def false(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(False, self._span(meta))
 
     # -- expressions ------------------------------------------------------
-    @v_args(meta=True)
     def ref(self, meta: Any, children: list[Token]) -> m.Ref:
         return m.Ref(str(children[0]), self._tspan(children[0]))
 
-    @v_args(meta=True)
     def score_ref(self, meta: Any, children: list[Token]) -> m.Ref:
         return m.Ref("score", self._span(meta))
 
     count_ref = ref
 
-    @v_args(meta=True)
     def window(self, meta: Any, children: list[Token]) -> m.Window:
         name, _in_last, days = children
         return m.Window(str(name), self._whole(days, "a window's days"), self._span(meta))
 
-    @v_args(meta=True)
     def days_since(self, meta: Any, children: list[Token]) -> m.DaysSince:
         return m.DaysSince(str(children[0]), self._span(meta))
 
-    @v_args(meta=True)
     def compare(self, meta: Any, children: list[Any]) -> m.Compare:
         left, op, right = children
         return m.Compare(str(op), left, right, self._span(meta))  # type: ignore[arg-type]
 
-    @v_args(meta=True)
     def in_list(self, meta: Any, children: list[Any]) -> m.InList:
         operand, items = children
         return m.InList(operand, items, False, self._span(meta))
 
-    @v_args(meta=True)
     def not_in_list(self, meta: Any, children: list[Any]) -> m.InList:
         operand, _not_in, items = children
         return m.InList(operand, items, True, self._span(meta))
 
-    def value_list(self, children: list[Any]) -> tuple[m.Expr, ...]:
+    def value_list(self, meta: Any, children: list[Any]) -> tuple[m.Expr, ...]:
         return tuple(child for child in children if child is not None)
 
-    @v_args(meta=True)
     def is_set(self, meta: Any, children: list[Any]) -> m.IsSet:
         return m.IsSet(children[0], False, self._span(meta))
 
-    @v_args(meta=True)
     def is_not_set(self, meta: Any, children: list[Any]) -> m.IsSet:
         return m.IsSet(children[0], True, self._span(meta))
 
-    @v_args(meta=True)
     def not_(self, meta: Any, children: list[Any]) -> m.Not:
         return m.Not(children[0], self._span(meta))
 
-    @v_args(meta=True)
     def and_(self, meta: Any, children: list[Any]) -> m.Expr:
         return children[0] if len(children) == 1 else m.And(tuple(children), self._span(meta))
 
-    @v_args(meta=True)
     def or_(self, meta: Any, children: list[Any]) -> m.Expr:
         return children[0] if len(children) == 1 else m.Or(tuple(children), self._span(meta))
 
-    @v_args(meta=True)
     def at_least(self, meta: Any, children: list[Any]) -> m.AtLeast:
         count, *items = children
         return m.AtLeast(self._whole(count, "at least"), tuple(items), self._span(meta))
 
     # -- declarations -----------------------------------------------------
-    @v_args(meta=True)
     def header(self, meta: Any, children: list[Any]) -> tuple[str, str, int, str | None, Span]:
         name = str(children[0])
         version = 1
@@ -226,91 +227,85 @@ class _Builder(Transformer[Token, Any]):
                 title = _unquote(child)
         return ("header", name, version, title, self._span(meta))
 
-    def version(self, children: list[Token]) -> int:
+    def version(self, meta: Any, children: list[Token]) -> int:
         return self._whole(children[0], "a flow's version")
 
-    def text_type(self, _: list[Any]) -> m.FieldType:
+    def text_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("text")
 
-    def int_type(self, _: list[Any]) -> m.FieldType:
+    def int_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("int")
 
-    def number_type(self, _: list[Any]) -> m.FieldType:
+    def number_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("number")
 
-    def money_type(self, _: list[Any]) -> m.FieldType:
+    def money_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("money")
 
-    def bool_type(self, _: list[Any]) -> m.FieldType:
+    def bool_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("bool")
 
-    def date_type(self, _: list[Any]) -> m.FieldType:
+    def date_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("date")
 
-    def enum_type(self, children: list[Any]) -> m.FieldType:
+    def enum_type(self, meta: Any, children: list[Any]) -> m.FieldType:
         return m.FieldType("enum", tuple(str(name) for name in children[0]))
 
-    def name_list(self, children: list[Token]) -> list[Token]:
+    def name_list(self, meta: Any, children: list[Token]) -> list[Token]:
         return children
 
-    def default(self, children: list[Any]) -> tuple[str, Any]:
+    def default(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
         value = children[0]
         return ("default", value.value if isinstance(value, m.Literal) else str(value))
 
-    @v_args(meta=True)
     def field_decl(self, meta: Any, children: list[Any]) -> m.FieldDef:
         name, ftype, *rest = children
         default = rest[0][1] if rest else None
         return m.FieldDef(str(name), ftype, default, self._span(meta))
 
-    def channel(self, children: list[Token]) -> str:
+    def channel(self, meta: Any, children: list[Token]) -> str:
         return str(children[0])
 
-    @v_args(meta=True)
     def event_decl(self, meta: Any, children: list[Any]) -> m.EventDef:
         return m.EventDef(str(children[0]), children[1] if len(children) > 1 else None, self._span(meta))
 
-    @v_args(meta=True)
     def condition_decl(self, meta: Any, children: list[Any]) -> m.ConditionDef:
         return m.ConditionDef(str(children[0]), children[1], self._span(meta))
 
-    @v_args(meta=True)
+    def plus_points(self, meta: Any, children: list[Token]) -> int:
+        return self._whole(children[0], "points")
+
+    def minus_points(self, meta: Any, children: list[Token]) -> int:
+        return -self._whole(children[0], "points")
+
     def score_each(self, meta: Any, children: list[Any]) -> m.ScoreRule:
-        return m.ScoreRule(int(children[0]), each=children[1], span=self._span(meta))
+        return m.ScoreRule(children[0], each=children[1], span=self._span(meta))
 
-    @v_args(meta=True)
     def score_if(self, meta: Any, children: list[Any]) -> m.ScoreRule:
-        return m.ScoreRule(int(children[0]), condition=children[1], span=self._span(meta))
+        return m.ScoreRule(children[0], condition=children[1], span=self._span(meta))
 
-    def score_decl(self, children: list[m.ScoreRule]) -> tuple[str, tuple[m.ScoreRule, ...]]:
+    def score_decl(self, meta: Any, children: list[m.ScoreRule]) -> tuple[str, tuple[m.ScoreRule, ...]]:
         return ("score", tuple(children))
 
     # stage options arrive as (keyword, value, span) triples
-    @v_args(meta=True)
     def initial(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
         return ("initial", True, self._span(meta))
 
-    @v_args(meta=True)
     def final(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
         return ("final", True, self._span(meta))
 
-    @v_args(meta=True)
     def manual(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
         return ("manual", True, self._span(meta))
 
-    @v_args(meta=True)
     def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
         return ("when", children[0], self._span(meta))
 
-    @v_args(meta=True)
     def sla(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
         return ("sla_days", _number(children[0]), self._span(meta))
 
-    @v_args(meta=True)
     def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
         return ("capacity", self._whole(children[0], "a capacity"), self._span(meta))
 
-    @v_args(meta=True)
     def stage_decl(self, meta: Any, children: list[Any]) -> m.Stage:
         name, *options = children
         values: dict[str, Any] = {}
@@ -322,16 +317,14 @@ class _Builder(Transformer[Token, Any]):
             values[key] = value
         return m.Stage(str(name), span=self._tspan(name), **values)
 
-    def when_clause(self, children: list[Any]) -> tuple[str, Any]:
+    def when_clause(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
         return ("when", children[0])
 
-    @v_args(meta=True)
     def skip_decl(self, meta: Any, children: list[Any]) -> m.Skip:
         source, target, *rest = children
         when = rest[0][1] if rest else None
         return m.Skip(str(source), str(target), when, self._span(meta))
 
-    @v_args(meta=True)
     def recycle_decl(self, meta: Any, children: list[Any]) -> m.Recycle:
         sources, target, *rest = children
         when = None
@@ -343,17 +336,14 @@ class _Builder(Transformer[Token, Any]):
                 when = item[1]
         return m.Recycle(tuple(str(s) for s in sources), str(target), when, auto, self._span(meta))
 
-    @v_args(meta=True)
     def conversion_target(self, meta: Any, children: list[Token]) -> m.Target:
         source, to, op, value = children
         return m.Target("conversion", str(source), str(to), str(op), _number(value), self._span(meta))  # type: ignore[arg-type]
 
-    @v_args(meta=True)
     def time_target(self, meta: Any, children: list[Token]) -> m.Target:
         stage, op, value = children
         return m.Target("time", str(stage), None, str(op), _number(value), self._span(meta))  # type: ignore[arg-type]
 
-    @v_args(meta=True)
     def team_decl(self, meta: Any, children: list[Any]) -> tuple[str, m.Team, tuple[m.Stage, ...]]:
         name = str(children[0])
         title = None
@@ -369,7 +359,7 @@ class _Builder(Transformer[Token, Any]):
         team = m.Team(name, title, tuple(s.name for s in stages), tuple(targets), self._span(meta))
         return ("team", team, tuple(stages))
 
-    def start(self, children: list[Any]) -> dict[str, Any]:
+    def start(self, meta: Any, children: list[Any]) -> dict[str, Any]:
         _, name, version, title, span = children[0]
         parts: dict[str, list[Any]] = {
             "fields": [],
@@ -453,7 +443,6 @@ _TERMINAL_WORDS = {
     "NUMBER": "a number",
     "STRING": 'a "string"',
     "COMPARE": "a comparison (==, !=, <, <=, >, >=)",
-    "POINTS": "points such as +10 or -5",
     "IN_LAST": '"in last"',
     "NOT_IN": '"not in"',
     "AUTO": '"auto"',
@@ -463,7 +452,16 @@ _TERMINAL_WORDS = {
 # Labelled examples for Lark's match_examples: a wrong program → one sentence.
 _EXAMPLES: dict[str, list[str]] = {
     'a flow file starts with "flow NAME"': ["field x text", "stage a initial", "team t { }", "# c\nevent e"],
-    'compare with "==", not "="': ["flow f stage a when x = 1", "flow f condition c = x = 1"],
+    'compare with "==", not "="': [
+        "flow f stage a when x = 1",
+        "flow f condition c = x = 1",
+        "flow f team t { stage a when x = 1 }",
+        "flow f team t { stage a stage b when x = 1 }",
+        "flow f team t { target time in a <= 1 days stage b when x = 1 }",
+        "flow f stage a stage b when x = 1",
+        "flow f field x int stage b when x = 1",
+        "flow f skip a -> b when x = 1",
+    ],
     "a list is written in square brackets, like [a, b]": [
         "flow f stage a when x in (a, b)",
         "flow f field x one of (a, b)",
@@ -511,7 +509,20 @@ def _expected(parser_: Lark, names: set[str]) -> str:
     return ", ".join(words)
 
 
+# Mistakes recognised by the offending token and what was expected there,
+# whatever the surrounding LALR state (examples only match one state each).
+_TOKEN_LABELS: tuple[tuple[str, str, str], ...] = (
+    ("EQUAL", "COMPARE", 'compare with "==", not "="'),
+    ("LPAR", "LSQB", "a list is written in square brackets, like [a, b]"),
+)
+
+
 def _label(err: UnexpectedInput, parser_: Lark, start: str) -> str | None:
+    if isinstance(err, UnexpectedToken):
+        expected = set(err.accepts or err.expected)
+        for token_type, wanted, sentence in _TOKEN_LABELS:
+            if err.token.type == token_type and wanted in expected:
+                return sentence
     if start != "start":
         return None
     try:
@@ -577,11 +588,7 @@ def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
     except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF) as err:
         raise FlowInvalid(path, [_syntax_diagnostic(err, text, path, start)], text) from None
     builder = _Builder(path)
-    try:
-        built = builder.transform(tree)
-    except VisitError as err:  # a bug in the builder, not in the flow
-        raise BadInput(f"{path}: cannot build the flow: {err.orig_exc}") from None
-    return built, builder.problems
+    return builder.build(tree), builder.problems
 
 
 def parse_flow(text: str, path: str = "<string>") -> m.Flow:

@@ -117,7 +117,11 @@ class Work:
         self._freed: set[tuple[str, int, str]] = set()
 
     # -- the operations ----------------------------------------------------
-    def create(self, lead_id: str, cf: CompiledFlow, values: dict[str, FieldValue]) -> Lead:
+    def create(
+        self, lead_id: str, cf: CompiledFlow, values: dict[str, FieldValue], *, progress: bool = True
+    ) -> Lead:
+        """A new lead in the initial stage; `progress=False` leaves it there
+        (an import places it next)."""
         initial = cf.flow.initial
         assert initial is not None, "a checked flow has an initial stage"
         fields: dict[str, FieldValue] = {k: v for k, v in values.items() if v is not None}
@@ -126,11 +130,13 @@ class Work:
         self._last[lead_id] = None
         self._audit(lead, None, "create", None, {})
         lead = self._save(lead, [])
-        lead = self._progress(lead, cf, [])
-        self._fill()
+        if progress:
+            lead = self._progress(lead, cf, [])
+            self._fill()
         return lead
 
-    def set_fields(self, lead: Lead, values: dict[str, FieldValue]) -> Lead:
+    def set_fields(self, lead: Lead, values: dict[str, FieldValue], *, progress: bool = True) -> Lead:
+        """Set (None: unset) fields; `progress=False` only saves them."""
         cf = self.flows(lead.flow, lead.version)
         fields = dict(lead.fields)
         for name, value in values.items():
@@ -140,6 +146,8 @@ class Work:
                 fields[name] = value
         lead.fields = fields
         events = self.tx.events(lead.id, lead.cycle)
+        if not progress:
+            return self._save(lead, events)
         lead = self._progress(lead, cf, events, force_save=True)
         self._fill()
         return lead

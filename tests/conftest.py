@@ -76,7 +76,10 @@ def pg_url(pg_server: str) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         with psycopg.connect(**_pg_connect_args(pg_server)) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture

@@ -27,7 +27,10 @@ from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
 
 BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another (SQLite busy_timeout, PostgreSQL lock_timeout)
 CONNECT_TIMEOUT_S = 5
-READ_OPTION = "saleflow_read"  # execution option: begin a plain (deferred) transaction, not BEGIN IMMEDIATE
+# Execution option naming how a connection begins on SQLite: "immediate"
+# (the default: writers), "deferred" (consistent reads) or "none" (one-
+# statement reads, in autocommit).
+BEGIN_OPTION = "saleflow_begin"
 
 json_dumps = partial(json.dumps, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -124,13 +127,26 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     return on_connect
 
 
+_BEGIN = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN", "none": None}
+
+
 def _sqlite_on_begin(conn: Connection) -> None:
     # Writers take the write lock up front, so two writers queue on the
     # busy timeout instead of deadlocking on a lock upgrade; readers use a
     # plain deferred transaction and never block a writer (WAL).  Sent on
     # the driver connection: the hot path pays for no statement machinery.
-    begin = "BEGIN" if conn.get_execution_options().get(READ_OPTION) else "BEGIN IMMEDIATE"
-    conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+    begin = _BEGIN[conn.get_execution_options().get(BEGIN_OPTION, "immediate")]
+    if begin is not None:
+        conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+
+
+def autocommit(conn: Connection) -> Connection:
+    """Put `conn` in autocommit for one-statement reads: no BEGIN/COMMIT
+    round trips.  (Not SQLAlchemy's AUTOCOMMIT level on SQLite: resetting it
+    would hand transaction control back to the sqlite3 driver.)"""
+    if conn.dialect.name == "sqlite":
+        return conn.execution_options(**{BEGIN_OPTION: "none"})
+    return conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_engine(url: URL, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
@@ -261,8 +277,7 @@ def ensure_schema(engine: Engine, where: str) -> bool:
     """
     try:
         with engine.connect() as conn:
-            conn.execution_options(**{READ_OPTION: True})
-            revisions = _schema_revisions(conn)
+            revisions = _schema_revisions(autocommit(conn))
     except db_errors(engine) as exc:
         raise translate(exc, where) from exc
     if revisions is not None:

@@ -5,9 +5,10 @@ write lock is taken before anything is read, so writers queue on the busy
 timeout instead of failing on a lock upgrade), row locks (``SELECT … FOR
 UPDATE``) and advisory locks on PostgreSQL; the revision check in
 `update_lead` guards both.  Reads outside a transaction (`get_lead`,
-`history`, `iter_leads`, reports through `read`) use short plain transactions
-that never block a writer; batch reads page by key, one chunk per
-transaction, so memory stays flat and no long snapshot is held.
+`history`, `iter_leads`) are single statements in autocommit: no BEGIN or
+COMMIT round trips, never blocking a writer; batch reads page by key, one
+chunk per query, so memory stays flat and no long snapshot is held.  Reports
+that need one consistent snapshot over several queries use `read`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import Conflict, NotFound
-from ..records import AuditEntry, EventRecord, Lead, SlaBreach
+from ..records import AuditEntry, EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
-    READ_OPTION,
+    BEGIN_OPTION,
     advisory_key,
+    autocommit,
     check_sqlite_file,
     db_errors,
     describe,
@@ -237,8 +239,8 @@ class SqlStore:
             raise translate(exc, self._where) from exc
         try:
             if read:
-                conn.execution_options(**{READ_OPTION: True})
-            conn.begin()  # on SQLite the "begin" event emits BEGIN / BEGIN IMMEDIATE
+                conn.execution_options(**{BEGIN_OPTION: "deferred"})
+            conn.begin()  # on SQLite the "begin" event emits BEGIN IMMEDIATE / BEGIN
         except self._errors as exc:
             conn.close()
             raise translate(exc, self._where) from exc
@@ -249,6 +251,7 @@ class SqlStore:
 
     @contextmanager
     def _session(self, read: bool) -> Iterator[Connection]:
+        """A transaction: committed when the block ends, rolled back on an error."""
         conn = self._begin(read)
         try:
             yield conn
@@ -263,13 +266,20 @@ class SqlStore:
             conn.close()
 
     @contextmanager
-    def _cursor(self, read: bool) -> Iterator[Any]:
-        with self._session(read) as conn:
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                yield cur
-            finally:
-                cur.close()
+    def _single(self) -> Iterator[Connection]:
+        """A connection in autocommit, for reads that are one statement each:
+        no BEGIN and COMMIT round trips."""
+        try:
+            conn = autocommit(self._engine.connect())
+        except self._errors as exc:
+            raise translate(exc, self._where) from exc
+        try:
+            yield conn
+        except self._errors as exc:
+            _abandon(conn)
+            raise translate(exc, self._where) from exc
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
@@ -285,8 +295,9 @@ class SqlStore:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only transaction for queries the protocol does not cover
-        (reports): a plain ``BEGIN`` that never blocks writers."""
+        """A read transaction (one consistent snapshot) for queries the
+        protocol does not cover, such as reports: a plain ``BEGIN`` that never
+        blocks writers.  Do not write through it."""
         with self._session(read=True) as conn:
             yield conn
 
@@ -318,7 +329,7 @@ class SqlStore:
         Content already deployed returns the version it has.  New content gets
         its declared version when that is above every deployed one, otherwise
         the latest version + 1."""
-        with self._cursor(read=False) as cur:
+        with self._session(read=False) as conn, _cursor(conn) as cur:
             lock = self._sql.advisory_lock
             if lock is not None:
                 lock.execute(cur, {"key": advisory_key("deploy", name)})
@@ -347,7 +358,7 @@ class SqlStore:
             stmt = stmt.order_by(F.version.desc()).limit(1)
         else:
             stmt = stmt.where(F.version == version)
-        with self.read() as conn:
+        with self._single() as conn:
             row = conn.execute(stmt).first()
             known = [] if row is not None else conn.execute(select(F.version).where(F.name == name)).all()
         if row is None:
@@ -358,13 +369,13 @@ class SqlStore:
         return int(row[0]), row[1], row[2]
 
     def flow_names(self) -> list[str]:
-        with self.read() as conn:
+        with self._single() as conn:
             return list(conn.execute(select(flows.c.name).distinct().order_by(flows.c.name)).scalars())
 
     # -- leads ----------------------------------------------------------------
 
     def get_lead(self, lead_id: str) -> Lead | None:
-        with self._cursor(read=True) as cur:
+        with self._single() as conn, _cursor(conn) as cur:
             row = self._sql.get_lead.first(cur, {"id": lead_id})
         return None if row is None else Lead(*row)
 
@@ -375,9 +386,9 @@ class SqlStore:
         stages: Sequence[str] | None = None,
         chunk: int = 1000,
     ) -> Iterator[list[Lead]]:
-        """Leads in id order, a chunk at a time.  Each chunk is read in its own
-        short transaction (keyset pagination), so the caller may write between
-        chunks and memory stays flat."""
+        """Leads in id order, a chunk at a time.  Each chunk is one query of
+        its own (keyset pagination: ``id > last``), so the caller may write
+        between chunks, no snapshot is held, and memory stays flat."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         if stages is not None and not stages:
@@ -390,7 +401,7 @@ class SqlStore:
         first = True
         while True:
             stmt = self._sql.lead_page(first, flow is not None, stages is not None)
-            with self.read() as conn:
+            with self._single() as conn:
                 page = [Lead(*row) for row in conn.execute(stmt, params)]
             if page:
                 yield page
@@ -406,18 +417,18 @@ class SqlStore:
             stmt = stmt.where(leads.c.flow == flow)
         if stage is not None:
             stmt = stmt.where(leads.c.stage == stage)
-        with self.read() as conn:
+        with self._single() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def events_of(self, lead_id: str) -> list[EventRecord]:
         """Every event of a lead, all cycles, oldest first."""
-        with self._cursor(read=True) as cur:
+        with self._single() as conn, _cursor(conn) as cur:
             return [EventRecord(*row) for row in self._sql.events_of.all(cur, {"lead_id": lead_id})]
 
     # -- audit ----------------------------------------------------------------
 
     def history(self, lead_id: str) -> list[AuditEntry]:
-        with self._cursor(read=True) as cur:
+        with self._single() as conn, _cursor(conn) as cur:
             return [AuditEntry(*row) for row in self._sql.history.all(cur, {"lead_id": lead_id})]
 
     def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
@@ -427,7 +438,7 @@ class SqlStore:
         params: dict[str, Any] = {"chunk": chunk}
         stmt = self._sql.audit_first
         while True:
-            with self._cursor(read=True) as cur:
+            with self._single() as conn, _cursor(conn) as cur:
                 page = [AuditEntry(*row) for row in stmt.all(cur, params)]
             if page:
                 yield page
@@ -451,6 +462,16 @@ def _lead_params(lead: Lead) -> dict[str, Any]:
         "updated_at": lead.updated_at,
         "revision": lead.revision,
     }
+
+
+@contextmanager
+def _cursor(conn: Connection) -> Iterator[Any]:
+    """The driver cursor of `conn`, for the precompiled statements."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cur
+    finally:
+        cur.close()
 
 
 def _abandon(conn: Connection) -> None:
@@ -484,6 +505,12 @@ def open_store(url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0)
         engine.dispose()
         raise
     return SqlStore(url, engine, where)
+
+
+if TYPE_CHECKING:  # mypy proves the classes implement the protocols of records.py
+
+    def _implements(store: SqlStore, tx: SqlTransaction) -> tuple[Store, Transaction]:
+        return store, tx
 
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store"]
