@@ -431,11 +431,17 @@ def tick_command(settings: Settings, flow: str | None) -> None:
     click.echo(f"{_plural(moves, 'move')} made")
 
 
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
@@ -516,7 +522,7 @@ def leads_command(
     with open_engine(settings) as engine:
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json([{"id": x.id, "flow": x.flow, "stage": x.stage, "score": x.score} for x in leads])
+            echo_json([{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads])
             return
         count = 0
         for lead in leads:

@@ -325,7 +325,8 @@ class Engine:
 
         def body(tx: Transaction) -> Lead:
             lead = self._locked(tx, lead_id)
-            cf = self._lead_flow(lead)
+            # force is how a lead stranded in a stage its version lacks gets out
+            cf = self._lead_flow(lead, stranded_ok=force)
             if to is not None and not cf.has_stage(to):
                 hint = did_you_mean(to, cf.flow.stage_names)
                 raise NotFound(
@@ -366,14 +367,14 @@ class Engine:
         return moves
 
     # ---------------------------------------------------------------- reads
-    def _lead_flow(self, lead: Lead) -> CompiledFlow:
+    def _lead_flow(self, lead: Lead, *, stranded_ok: bool = False) -> CompiledFlow:
         try:
             cf = self.compiled(lead.flow, lead.version)
         except NotFound:
             raise NotFound(
                 f'lead "{lead.id}" belongs to flow "{lead.flow}" version {lead.version}, which is not deployed'
             ) from None
-        if not cf.has_stage(lead.stage):
+        if not stranded_ok and not cf.has_stage(lead.stage):
             raise BadInput(
                 f'lead "{lead.id}" is in stage "{lead.stage}", which flow "{lead.flow}" version '
                 f"{lead.version} does not have; force it to a stage of that version"
@@ -401,7 +402,7 @@ class Engine:
         cf = self._lead_flow(lead)
         events = [e for e in self.store.events_of(lead_id) if e.cycle == lead.cycle]
         step = Step(cf, lead, events, self.now())
-        verdicts = tuple(step.verdicts(self.store))
+        verdicts = tuple(step.verdicts(lambda flow, stage: self.store.count_leads(flow, stage)))
         stage = cf.flow.stage(lead.stage)
         counts: dict[str, int] = {e.name: 0 for e in cf.flow.events}
         for event in events:

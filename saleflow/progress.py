@@ -87,9 +87,9 @@ class Step:
                 )
         return found
 
-    def verdicts(self, store: Any) -> list[MoveVerdict]:
-        """A verdict on every move defined from the lead's stage."""
-        count = getattr(store, "count_in_stage", None)
+    def verdicts(self, count: CountInStage | None) -> list[MoveVerdict]:
+        """A verdict on every move defined from the lead's stage; `count`
+        says how many leads a stage holds (for capacity)."""
         out = []
         for move in self.cf.moves_from(self.lead.stage):
             blockers = tuple(self.blockers(move, count))

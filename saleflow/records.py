@@ -230,6 +230,10 @@ class Store(Protocol):
 
     def flow_names(self) -> list[str]: ...
     def get_lead(self, lead_id: str) -> Lead | None: ...
+    def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
+        """How many leads there are (of a flow, in a stage)."""
+        ...
+
     def iter_leads(
         self,
         *,

@@ -36,8 +36,12 @@ from .connect import (
     sqlite_file,
     translate,
 )
+from .reporting import ReportQueries
 from .schema import flows, leads
 from .statements import LEAD_UPDATED, Statements, statements
+
+if TYPE_CHECKING:
+    from .bulk import BufferedTransaction
 
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
@@ -205,12 +209,19 @@ class SqlTransaction:
             self._fail(exc)
         return bool(cur.rowcount == 1)
 
+    def buffered(self) -> BufferedTransaction:
+        """This transaction with write-behind for batch work (imports): see
+        `saleflow.store.bulk`; call its `flush()` before committing."""
+        from .bulk import BufferedTransaction
+
+        return BufferedTransaction(self, self._cur, self._sql, self._where)
+
     def close(self) -> None:
         with suppress(Exception):
             self._cur.close()
 
 
-class SqlStore:
+class SqlStore(ReportQueries):
     """A saleflow database (the `Store` protocol of records.py); see `open_store`."""
 
     def __init__(self, url: str, engine: Engine, where: str) -> None:
