@@ -513,16 +513,22 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
 @click.option("--flow", default=None, metavar="NAME")
 @click.option("--stage", default=None)
 @click.option("--team", default=None)
+@click.option("--overdue", is_flag=True, help="Only leads past their stage's SLA now.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_settings
 def leads_command(
-    settings: Settings, flow: str | None, stage: str | None, team: str | None, as_json: bool
+    settings: Settings, flow: str | None, stage: str | None, team: str | None, overdue: bool, as_json: bool
 ) -> None:
-    """List leads, by flow, stage or team."""
+    """List leads, by flow, stage or team; --overdue: those past their stage's SLA."""
     with open_engine(settings) as engine:
+        if overdue:
+            list_overdue(engine, flow=flow, stage=stage, team=team, as_json=as_json)
+            return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json([{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads])
+            echo_json(
+                [{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads]
+            )
             return
         count = 0
         for lead in leads:
@@ -549,3 +555,206 @@ def audit_verify_command(ctx: click.Context) -> None:
         click.echo(f"audit verify: {_plural(leads, 'lead')} with problems", err=True)
         ctx.exit(EXIT_REJECTED)
     click.echo("audit verify: every chain and replay agrees")
+
+
+# --------------------------------------------------------------------------
+# KPIs: report, leads --overdue
+# --------------------------------------------------------------------------
+
+
+def list_overdue(
+    engine: Engine, *, flow: str | None, stage: str | None, team: str | None, as_json: bool
+) -> None:
+    """`leads --overdue`: leads past their stage's SLA now, with how long."""
+    from .report import overdue_leads
+
+    found = overdue_leads(engine, flow=flow, stage=stage, team=team)
+    if as_json:
+        echo_json([{**o.to_json(), "score": _number(o.lead.score)} for o in found])
+        return
+    count = 0
+    for o in found:
+        lead = o.lead
+        late = f"overdue {o.overdue_days:g} days (SLA {o.sla_days:g} days, due {o.due_at.isoformat()})"
+        click.echo(f"{lead.id:<40} {lead.flow:<16} {lead.stage:<16} {_value(lead.score):>6}  {late}")
+        count += 1
+    click.echo(f"{_plural(count, 'lead')} overdue")
+
+
+@main.command("report")
+@click.option("--flow", default=None, metavar="NAME", help="A deployed flow (default: the only one).")
+@click.option("--since", default=None, metavar="D", help="Count entries from this date or time on.")
+@click.option("--until", default=None, metavar="D", help="…up to this date (the whole day) or time.")
+@click.option("--by", "by", default=None, metavar="FIELD", help="Stage figures per value of a field.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "html"]),
+    default="table",
+    show_default=True,
+    help="Text table, JSON, CSV (a row per stage) or a self-contained HTML page.",
+)
+@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@pass_settings
+def report_command(
+    settings: Settings,
+    flow: str | None,
+    since: str | None,
+    until: str | None,
+    by: str | None,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """KPIs from the audit log: volume, conversion and time per stage and team,
+    targets, SLA breaches, recycling, channels, end-to-end conversion."""
+    from .report import Period, render_csv, render_table, report_for
+
+    period = Period.parse(since, until)
+    with open_engine(settings) as engine:
+        report = report_for(engine, flow, period=period, by=by)
+    if fmt == "json":
+        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "csv":
+        text = render_csv(report)
+    elif fmt == "html":
+        from .html import render_html
+
+        text = render_html(report)
+    else:
+        text = render_table(report)
+    write_output(text, output)
+
+
+# --------------------------------------------------------------------------
+# Import: leads and their history from a CSV file
+# --------------------------------------------------------------------------
+
+
+def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
+    """`--map COL=FIELD` (the last "=" splits, so a column name may hold one;
+    an empty FIELD ignores the column)."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, field = pair.rpartition("=")
+        if not sep or not column.strip():
+            raise BadInput(f'--map "{pair}" is not COLUMN=FIELD')
+        mapping[column.strip()] = field.strip()
+    return mapping
+
+
+def _count(number: int) -> str:
+    return f"{number:,}"
+
+
+@main.command("import")
+@click.argument("csv_path", metavar="FILE.csv")
+@click.option(
+    "--flow", required=True, metavar="NAME", help="The flow of new leads: a deployed name or a .flow file."
+)
+@click.option("--id-column", required=True, metavar="COL", help="The column holding the lead ids.")
+@click.option(
+    "--map",
+    "pairs",
+    multiple=True,
+    metavar="COL=FIELD",
+    help="Column COL sets FIELD (repeatable); COL= ignores the column.  "
+    "Other columns whose names match a field map themselves.",
+)
+@click.option(
+    "--stage-column", default=None, metavar="COL", help="Move each lead to this column's stage (ungated)."
+)
+@click.option("--at-column", default=None, metavar="COL", help="When each row happened (default: now).")
+@click.option(
+    "--date-format", default=None, metavar="FMT", help="strptime format of --at-column (default: ISO 8601)."
+)
+@click.option(
+    "--null",
+    "nulls",
+    multiple=True,
+    metavar="VALUE",
+    help="A placeholder that means unset (repeatable) [default: Select]; blank cells are always unset.",
+)
+@click.option(
+    "--skip-bad",
+    default=None,
+    metavar="FILE",
+    help="Import the good rows; write the bad ones to FILE with a reason column.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_settings
+def import_command(
+    settings: Settings,
+    csv_path: str,
+    flow: str,
+    id_column: str,
+    pairs: tuple[str, ...],
+    stage_column: str | None,
+    at_column: str | None,
+    date_format: str | None,
+    nulls: tuple[str, ...],
+    skip_bad: str | None,
+    as_json: bool,
+) -> None:
+    """Import leads from a CSV file, rows applied in file order.
+
+    A row sets its lead's fields (creating the lead if new, at the row's
+    time) and, with --stage-column, moves it to that stage (an `import`
+    move, gates not checked); then the lead progresses as usual.  Several
+    rows for one id replay its history.  A file with bad rows is refused
+    whole, listing them, unless --skip-bad is given; nothing is written
+    when the file cannot be used.
+    """
+    import os
+    import sys
+
+    from .importer import DEFAULT_NULLS, BadRows
+
+    mapping = parse_mapping(pairs)
+    with open_engine(settings) as engine:
+        flow_name = resolve_flow(engine, flow)
+        assert flow_name is not None
+        options: dict[str, Any] = {
+            "mapping": mapping,
+            "stage_column": stage_column,
+            "at_column": at_column,
+            "date_format": date_format,
+            "nulls": nulls or DEFAULT_NULLS,
+            "skip_bad": skip_bad,
+        }
+        bar: Any = None
+        if sys.stderr.isatty() and os.path.isfile(csv_path):
+            # Each of the two passes reads the whole file.
+            bar = click.progressbar(
+                length=2 * max(os.path.getsize(csv_path), 1), label="importing", file=sys.stderr
+            )
+        try:
+            if bar is not None:
+                with bar:
+                    result = engine.import_csv(
+                        csv_path, flow=flow_name, id_column=id_column, progress=bar.update, **options
+                    )
+            else:
+                result = engine.import_csv(csv_path, flow=flow_name, id_column=id_column, **options)
+        except BadRows as err:
+            for row in err.rows:
+                click.echo(f"{csv_path}: {row}", err=True)
+            if err.count > len(err.rows):
+                click.echo(f"… and {_plural(err.count - len(err.rows), 'more bad row')}", err=True)
+            raise
+    if as_json:
+        echo_json(result.to_json())
+        return
+    rate = f" ({result.rows / result.seconds:,.0f} rows/s)" if result.seconds > 0 and result.rows else ""
+    lines = [
+        f"imported {result.path} into flow {result.flow} version {result.version}",
+        f"  rows read        {_count(result.rows)}",
+        f"  leads created    {_count(result.created)}",
+        f"  leads updated    {_count(result.updated)}",
+        f"  moves            {_count(result.moves)} ({_count(result.placed)} to the stage in the file)",
+        f"  bad rows         {_count(result.bad)}"
+        + (f" (written to {result.skipped_to})" if result.skipped_to else ""),
+    ]
+    if result.ignored:
+        lines.append(f"  ignored columns  {len(result.ignored)}: " + ", ".join(result.ignored))
+    lines.append(f"  elapsed          {result.seconds:.1f} s{rate}")
+    click.echo("\n".join(lines))

@@ -234,9 +234,10 @@ class Work:
         self.tx.lock_stage(cf.name, target)
         return self.tx.count_in_stage(cf.name, target) >= stage.capacity
 
-    def _save(self, lead: Lead, events: list[EventRecord]) -> Lead:
-        cf = self.flows(lead.flow, lead.version)
-        lead.score = Step(cf, lead, events, self.at).score()
+    def _save(self, lead: Lead, events: list[EventRecord], score: float | None = None) -> Lead:
+        if score is None:
+            score = Step(self.flows(lead.flow, lead.version), lead, events, self.at).score()
+        lead.score = score
         lead.updated_at = self.at
         return self.tx.update_lead(lead)
 
@@ -300,6 +301,7 @@ class Work:
         flow = cf.flow
         visited = {lead.stage}
         moved = False
+        step: Step | None = None
         for _ in range(len(flow.stages) + 1):
             stage = flow.stage(lead.stage)
             if stage is None or stage.final:
@@ -342,12 +344,10 @@ class Work:
             lead, events = self._apply(lead, chosen.kind, chosen.target, None, step.reads(chosen), events)
             moved = True
             visited.add(lead.stage)
-        if force_save and not moved:
-            lead = self._save(lead, events)
-        elif not moved:
-            score = Step(cf, lead, events, self.at).score()
-            if score != lead.score:
-                lead = self._save(lead, events)
+        if not moved:
+            score = (step or Step(cf, lead, events, self.at)).score()
+            if force_save or score != lead.score:
+                lead = self._save(lead, events, score)
         return lead
 
     def _fill(self) -> None:
@@ -388,7 +388,10 @@ class Work:
         stage = cf.flow.stage(lead.stage)
         if stage is None or stage.sla_days is None or stage.final:
             return
-        due = lead.entered_at + timedelta(days=stage.sla_days)
+        try:
+            due = lead.entered_at + timedelta(days=stage.sla_days)
+        except OverflowError:  # due after the last representable instant: never breached
+            return
         if self.at > due:
             self.tx.record_breach(
                 SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, self.at)
