@@ -109,7 +109,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
         load_flow(tmp_path)
     latin = tmp_path / "latin.flow"
     latin.write_bytes(b"flow f\n# caf\xe9\n")
-    with pytest.raises(BadInput, match="not UTF-8 text .*line 2"):
+    with pytest.raises(BadInput, match=r"not UTF-8 text .*line 2"):
         load_flow(latin)
 
 
