@@ -13,6 +13,9 @@ Sections
   operation (goal >= 0.25).
 - memory: peak RSS of `advance --all` at 10,000 and 100,000 leads
   (goal: 100k within 1.5x of 10k).
+- import: `saleflow import` of the real X Education file (`--data`, default
+  ../shared/data/x_education_leads.csv), against raw executemany of the same
+  lead and audit rows, 1,000 leads per transaction (goal >= 0.25).
 
 Results and the machine are recorded in bench/README.md.
 """
@@ -20,9 +23,11 @@ Results and the machine are recorded in bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import random
 import sqlite3
 import statistics
 import subprocess
@@ -271,13 +276,344 @@ def bench_memory(quick: bool, backends: list[str]) -> None:
         line(f"{backend}: peak RSS {large:,} / {small:,}", f"{ratio:.2f}", "goal <= 1.5")
 
 
+# --------------------------------------------------------------- report
+# Histories for the_model, written straight to the tables in bulk (the engine
+# would take minutes to play 100k leads through): leads that advance, stall,
+# skip, get recycled (a new cycle) or lost, with channelled events before
+# their moves and SLA breaches in contacting.  Deterministic for a seed.
+REPORT_MAIN = (
+    "awareness", "lead", "nurturing", "mql", "contacting", "sal", "sql",
+    "opportunity", "proposal", "negotiation", "closed_won", "onboarding", "adoption", "retained",
+)  # fmt: skip
+REPORT_ON = {  # chance to move on from a stage
+    "awareness": 0.95, "lead": 0.8, "nurturing": 0.6, "mql": 0.7, "contacting": 0.75, "sal": 0.7,
+    "sql": 0.65, "opportunity": 0.55, "proposal": 0.7, "negotiation": 0.6, "closed_won": 0.95,
+    "onboarding": 0.85, "adoption": 0.8,
+}  # fmt: skip
+REPORT_TOUCHES = (
+    ("web_visit", "web"), ("content_download", "web"), ("seminar_attended", "seminar"),
+    ("inbound_question", "inbound"), ("call_connected", "phone"), ("meeting_held", "field"),
+)  # fmt: skip
+REPORT_NOW = "2026-09-01T00:00:00Z"
+
+
+def seed_histories(url: str, n: int, seed: int = 7) -> int:
+    """`n` leads of the_model with histories; returns the number of audit entries."""
+    from saleflow.engine import Engine
+    from saleflow.store.schema import audit, events, leads, sla_breaches
+
+    engine = Engine.open(FLOW, db=url, now=START, actor="bench")
+    version = engine.compiled("the_model").version
+    sql_engine = engine.store.engine  # type: ignore[attr-defined]
+    rng = random.Random(seed)
+    tables = {"leads": leads, "audit": audit, "events": events, "sla": sla_breaches}
+    rows: dict[str, list[dict[str, object]]] = {key: [] for key in tables}
+    entries = 0
+    for i in range(n):
+        entries += _one_history(rows, rng, f"lead-{i:07d}", version)
+        if len(rows["leads"]) >= 2000 or i == n - 1:
+            with sql_engine.begin() as conn:
+                for key, table in tables.items():
+                    if rows[key]:
+                        conn.execute(table.insert(), rows[key])
+                        rows[key].clear()
+    engine.close()
+    return entries
+
+
+def _one_history(
+    rows: dict[str, list[dict[str, object]]], rng: random.Random, lead_id: str, version: int
+) -> int:
+    """Append one lead, its audit entries, events and SLA breaches to `rows`."""
+    index = {name: i for i, name in enumerate(REPORT_MAIN)}
+    created = entered = START + timedelta(days=rng.uniform(0, 180))
+    cycle, recycles, stage = 1, 0, "awareness"
+    audit = rows["audit"]
+
+    def entry(source: str | None, target: str, kind: str, at: datetime, cycle: int) -> dict[str, object]:
+        return {
+            "lead_id": lead_id,
+            "seq": len(audit) - first + 1,
+            "from_stage": source,
+            "to_stage": target,
+            "kind": kind,
+            "actor": "bench",
+            "reason": None,
+            "at": at,
+            "flow": "the_model",
+            "version": version,
+            "cycle": cycle,
+            "values": {},
+            "prev_hash": "0" * 64,
+            "hash": "",
+        }
+
+    first = len(audit)
+    audit.append(entry(None, stage, "create", created, cycle))
+    while stage != REPORT_MAIN[-1]:
+        dwell = rng.expovariate(1 / 3)
+        t = entered + timedelta(days=dwell)
+        r, p = rng.random(), REPORT_ON[stage]
+        if stage == "contacting" and dwell > 2:
+            due = entered + timedelta(days=2)
+            rows["sla"].append(
+                {
+                    "lead_id": lead_id,
+                    "flow": "the_model",
+                    "stage": stage,
+                    "cycle": cycle,
+                    "entered_at": entered,
+                    "due_at": due,
+                    "detected_at": due + timedelta(hours=1),
+                }
+            )
+        if r < p:
+            name, channel = rng.choice(REPORT_TOUCHES)
+            at = t - timedelta(minutes=5)
+            rows["events"].append(
+                {"lead_id": lead_id, "name": name, "at": at, "channel": channel, "count": 1, "cycle": cycle}
+            )
+            target, kind = REPORT_MAIN[index[stage] + 1], "advance"
+            if stage == "lead" and rng.random() < 0.05:
+                target, kind = "sql", "skip"
+            elif stage == "nurturing" and rng.random() < 0.03:
+                target, kind = "opportunity", "skip"
+        elif r < p + 0.15 and stage in ("contacting", "sal", "sql", "opportunity") and recycles < 2:
+            cycle, recycles, target, kind = cycle + 1, recycles + 1, "nurturing", "recycle"
+        elif r < p + 0.25:
+            target, kind = "lost", "exit"
+        else:
+            break  # stays where it is
+        audit.append(entry(stage, target, kind, t, cycle))
+        stage, entered = target, t
+        if stage == "lost":
+            break
+    industry = rng.choice(("saas", "finance", "retail", "manufacturing", "other"))
+    rows["leads"].append(
+        {
+            "id": lead_id,
+            "flow": "the_model",
+            "version": version,
+            "stage": stage,
+            "fields": {"industry": industry, "employees": rng.choice((50, 200, 800, 5000))},
+            "cycle": cycle,
+            "score": 0.0,
+            "entered_at": entered,
+            "created_at": created,
+            "updated_at": entered,
+            "revision": 0,
+        }
+    )
+    return len(audit) - first
+
+
+REPORT = """
+import json, resource, sys, time
+from saleflow.engine import Engine
+from saleflow.html import render_html
+from saleflow.report import render_table, report_for
+
+def status(key):  # kB, from /proc/self/status (Linux)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+engine = Engine.open(db=sys.argv[1], now=sys.argv[2], actor="bench")
+engine.compiled("the_model")
+opened_kb = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the high-water mark: the peak below is the report's own
+start = time.perf_counter()
+report = report_for(engine, "the_model")
+render_table(report), json.dumps(report.to_json()), render_html(report)
+seconds = time.perf_counter() - start
+start = time.perf_counter()
+report_for(engine, "the_model", by="industry")
+by_seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "by_seconds": by_seconds, "opened_kb": opened_kb,
+                  "peak_kb": status("VmHWM")}))
+"""
+
+
+def report_run(url: str, n: int) -> dict[str, float]:
+    start = time.perf_counter()
+    entries = seed_histories(url, n)
+    seeded = time.perf_counter() - start
+    out = subprocess.run(
+        [PY, "-c", REPORT, url, REPORT_NOW], check=True, capture_output=True, text=True
+    ).stdout
+    return {**json.loads(out), "entries": entries, "seeded": seeded}
+
+
+def bench_report(quick: bool, backends: list[str]) -> None:
+    small, large = (2_000, 20_000) if quick else (10_000, 100_000)
+    for backend in backends:
+        results = {}
+        for n in (small, large):
+            if backend == "sqlite":
+                with tempfile.TemporaryDirectory() as tmp:
+                    results[n] = report_run(f"sqlite:///{tmp}/r.db", n)
+            else:
+                url = fresh_pg_database()
+                try:
+                    results[n] = report_run(url, n)
+                finally:
+                    drop_pg_database(url)
+            r = results[n]
+            line(
+                f"{backend}: report over {n:,} leads ({r['entries']:,.0f} audit entries)",
+                f"{r['seconds']:.2f} s",
+                f"peak RSS {r['peak_kb'] / 1024:.0f} MB ({r['opened_kb'] / 1024:.0f} MB before);"
+                f" --by industry {r['by_seconds']:.2f} s; seeded in {r['seeded']:.0f} s",
+            )
+        ratio = results[large]["peak_kb"] / results[small]["peak_kb"]
+        line(f"{backend}: report peak RSS {large:,} / {small:,}", f"{ratio:.2f}", "goal <= 1.5")
+
+
+# --------------------------------------------------------------- import
+# `saleflow import` of the real X Education file (README "Real data"),
+# against raw executemany of the very lead and audit rows the import stored,
+# 1,000 leads and their audit entries per transaction, into tables with the
+# same keys and indexes.
+X_FLOW = ROOT / "flows" / "x_education.flow"
+X_DATA = ROOT.parent / "shared" / "data" / "x_education_leads.csv"
+
+
+def api_import(url: str, data: Path) -> tuple[float, int, int]:
+    """Seconds for `Engine.import_csv` of `data`; and the leads and audit entries stored."""
+    from saleflow.engine import Engine
+
+    engine = Engine.open(X_FLOW, db=url, now=START, actor="bench")
+    start = time.perf_counter()
+    result = engine.import_csv(
+        data, flow="x_education", id_column="Prospect ID", mapping={"TotalVisits": "total_visits"}
+    )
+    elapsed = time.perf_counter() - start
+    engine.close()
+    return elapsed, result.created, result.created + result.moves
+
+
+Rows = list[tuple[object, ...]]
+
+
+def _grouped(leads: Rows, audit: Rows, size: int) -> list[tuple[Rows, Rows]]:
+    """Chunks of `size` leads, each with its leads' audit rows."""
+    by_lead: dict[object, Rows] = {}
+    for row in audit:
+        by_lead.setdefault(row[0], []).append(row)
+    return [
+        (leads[i : i + size], [a for lead in leads[i : i + size] for a in by_lead.get(lead[0], [])])
+        for i in range(0, len(leads), size)
+    ]
+
+
+def raw_sqlite_import(stored: str, path: str) -> float:
+    """The rows of the SQLite database `stored`, written again with raw sqlite3."""
+    src = sqlite3.connect(stored)
+    leads = src.execute("SELECT * FROM leads").fetchall()
+    audit = src.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall()
+    ddl = [
+        sql.replace("REFERENCES leads (id)", "REFERENCES leads (id) DEFERRABLE INITIALLY DEFERRED")
+        for (sql,) in src.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'audit') AND sql IS NOT NULL ORDER BY rowid"
+        )
+    ]
+    src.close()
+    chunks = _grouped(leads, audit, 1000)
+
+    def once() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        for statement in ddl:
+            con.execute(statement)
+        lead_sql = f"INSERT INTO leads VALUES ({', '.join('?' * len(leads[0]))})"
+        audit_sql = f"INSERT INTO audit VALUES ({', '.join('?' * len(audit[0]))})"
+        for lead_rows, audit_rows in chunks:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(lead_sql, lead_rows)
+            con.executemany(audit_sql, audit_rows)
+            con.execute("COMMIT")
+        con.close()
+
+    return median_time(once, 3)
+
+
+def raw_pg_import(stored: str) -> float:
+    """The rows of the PostgreSQL database `stored`, written again with raw psycopg."""
+    import psycopg
+
+    with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
+        leads = con.execute("SELECT * FROM leads").fetchall()
+        audit = con.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall()
+        chunks = _grouped(leads, audit, 1000)
+        lead_sql = f"INSERT INTO bench_leads VALUES ({', '.join(['%s'] * len(leads[0]))})"
+        audit_sql = f"INSERT INTO bench_audit VALUES ({', '.join(['%s'] * len(audit[0]))})"
+        adapt = psycopg.types.json.Jsonb
+
+        def jsonb(rows: list[tuple[object, ...]], column: int) -> list[tuple[object, ...]]:
+            return [(*row[:column], adapt(row[column]), *row[column + 1 :]) for row in rows]
+
+        chunks = [(jsonb(lr, 4), jsonb(ar, 11)) for lr, ar in chunks]
+
+        def once() -> None:
+            con.execute("DROP TABLE IF EXISTS bench_audit, bench_leads")
+            con.execute("CREATE TABLE bench_leads (LIKE leads INCLUDING ALL)")
+            con.execute("CREATE TABLE bench_audit (LIKE audit INCLUDING ALL)")
+            con.execute("ALTER TABLE bench_audit ADD FOREIGN KEY (lead_id) REFERENCES bench_leads (id)")
+            for lead_rows, audit_rows in chunks:
+                with con.transaction(), con.cursor() as cur:
+                    cur.executemany(lead_sql, lead_rows)
+                    cur.executemany(audit_sql, audit_rows)
+
+        elapsed = median_time(once, 3)
+        con.execute("DROP TABLE IF EXISTS bench_audit, bench_leads")
+    return elapsed
+
+
+def bench_import(data: Path, backends: list[str]) -> None:
+    if not data.is_file():
+        line(f"skipped: no data file {data} (give it with --data)", "-")
+        return
+    for backend in backends:
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                t_api, n_leads, n_audit = api_import(f"sqlite:///{tmp}/api.db", data)
+                t_raw = raw_sqlite_import(f"{tmp}/api.db", f"{tmp}/raw.db")
+            name, raw = "SQLite", "sqlite3"
+        else:
+            url = fresh_pg_database()
+            try:
+                t_api, n_leads, n_audit = api_import(url, data)
+                t_raw = raw_pg_import(url)
+            finally:
+                drop_pg_database(url)
+            name, raw = "PostgreSQL", "psycopg"
+        line(
+            f"{name}: import {data.name}",
+            f"{n_leads / t_api:,.0f} rows/s",
+            f"{t_api:.2f} s",
+        )
+        line(
+            f"{name}: same {n_leads:,} + {n_audit:,} rows, raw {raw} executemany",
+            f"{n_leads / t_raw:,.0f} rows/s",
+            f"{t_raw:.2f} s",
+        )
+        line(f"{name} ratio import / raw", f"{t_raw / t_api:.2f}", "goal >= 0.25")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="language,ops,memory")
+    parser.add_argument("--only", default="language,ops,memory,import")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--data", type=Path, default=X_DATA, help="the X Education CSV (import)")
     args = parser.parse_args()
     sections = args.only.split(",")
     backends = args.backends.split(",")
@@ -294,6 +630,12 @@ def main() -> None:
     if "memory" in sections:
         print("memory")
         bench_memory(args.quick, backends)
+    if "import" in sections:
+        print("import")
+        bench_import(args.data, backends)
+    if "report" in sections:
+        print("report")
+        bench_report(args.quick, backends)
 
 
 if __name__ == "__main__":

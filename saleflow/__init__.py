@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Engine": "engine",
     "Deployment": "engine",
+    "ImportResult": "importer",
+    "BadRow": "importer",
+    "BadRows": "importer",
     "AuditEntry": "records",
     "Blocker": "records",
     "Lead": "records",

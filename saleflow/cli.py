@@ -750,7 +750,8 @@ def import_command(
         f"  rows read        {_count(result.rows)}",
         f"  leads created    {_count(result.created)}",
         f"  leads updated    {_count(result.updated)}",
-        f"  moves            {_count(result.moves)} ({_count(result.placed)} to the stage in the file)",
+        f"  moves            {_count(result.moves)}"
+        + (f" ({_count(result.placed)} to the stage in the file)" if stage_column else ""),
         f"  bad rows         {_count(result.bad)}"
         + (f" (written to {result.skipped_to})" if result.skipped_to else ""),
     ]

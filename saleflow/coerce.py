@@ -104,11 +104,16 @@ def parse_time(text: str, what: str = "time") -> datetime:
         raise BadInput(
             f'{what} "{text}" is not an ISO 8601 time such as 2026-03-31 or 2026-03-31T09:30:00Z'
         ) from None
-    return as_utc(value)
+    return as_utc(value, what)
 
 
-def as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def as_utc(value: datetime, what: str = "time") -> datetime:
+    """`value` in UTC (naive means UTC already); `BadInput` when the offset
+    takes it past the first or last representable instant."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise BadInput(f'{what} "{value.isoformat()}" is out of range once converted to UTC') from None
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import audit as audit_mod
 from .check import check
@@ -31,9 +31,13 @@ from .progress import Step, Work
 from .records import AuditEntry, EventRecord, FieldValue, Lead, LeadView, MoveVerdict, Store, Transaction
 from .store import open_store
 
+if TYPE_CHECKING:
+    from .importer import ImportResult
+
 T = TypeVar("T")
 
 ATTEMPTS = 8
+MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
 Callback = Callable[[AuditEntry], Any]
 
 
@@ -250,6 +254,16 @@ class Engine:
             created += len(typed)
         return created
 
+    def import_csv(
+        self, path: str | os.PathLike[str], /, *, flow: str, id_column: str, **options: Any
+    ) -> ImportResult:
+        """Import leads and their history from a CSV file; returns an
+        `ImportResult`.  The options and the rules are those of
+        `saleflow.importer.import_csv` (SPEC §4 `import`)."""
+        from .importer import import_csv
+
+        return import_csv(self, path, flow=flow, id_column=id_column, **options)
+
     def set(
         self,
         lead_id: str,
@@ -287,8 +301,8 @@ class Engine:
     ) -> Lead:
         """Record an event on a lead, then let it progress."""
         when = self._at(at)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise BadInput(f"an event's count must be a whole number of at least 1, not {count!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise BadInput(f"an event's count must be a whole number from 1 to {MAX_COUNT}, not {count!r}")
         entries: list[AuditEntry] = []
 
         def body(tx: Transaction) -> Lead:
@@ -337,19 +351,35 @@ class Engine:
 
         return self._run(body, entries)
 
-    def advance_all(self, *, flow: str | None = None, actor: str | None = None, chunk: int = 500) -> int:
+    def advance_all(
+        self,
+        *,
+        flow: str | None = None,
+        actor: str | None = None,
+        chunk: int = 500,
+        at: datetime | str | None = None,
+    ) -> int:
         """Every lead, as far as its gates allow; returns the number of moves."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=False)
+        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at)
 
-    def tick(self, *, flow: str | None = None, actor: str | None = None, chunk: int = 500) -> int:
+    def tick(
+        self,
+        *,
+        flow: str | None = None,
+        actor: str | None = None,
+        chunk: int = 500,
+        at: datetime | str | None = None,
+    ) -> int:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
-        for every lead; returns the number of moves."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True)
+        for every lead (as of `at`, default now); returns the number of moves."""
+        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at)
 
-    def _batch(self, *, flow: str | None, actor: str | None, chunk: int, sla: bool) -> int:
+    def _batch(
+        self, *, flow: str | None, actor: str | None, chunk: int, sla: bool, at: datetime | str | None
+    ) -> int:
         if flow is not None:
             self.compiled(flow)  # NotFound for an unknown flow
-        when = self.now()
+        when = self._at(at)
         moves = 0
         for leads in self.store.iter_leads(flow=flow, chunk=chunk):
             ids = [lead.id for lead in leads]
@@ -440,10 +470,20 @@ class Engine:
     def leads(
         self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
     ) -> Iterator[Lead]:
-        """Stored leads, streamed, optionally by flow, stage or team."""
+        """Stored leads, streamed, optionally by flow, stage or team.
+        `NotFound` for a flow, stage or team no deployed flow has."""
+        names = self.store.flow_names() if flow is None else [flow]
+        if flow is not None:
+            self.compiled(flow)  # NotFound when it is not deployed
+        if stage is not None:
+            known = {s for name in names for s in self.compiled(name).flow.stage_names}
+            # a stage dropped by a newer version may still hold leads of an older one
+            if stage not in known and not self.store.count_leads(flow, stage):
+                hint = did_you_mean(stage, sorted(known))
+                where = f'flow "{flow}" has no' if flow else "no deployed flow has a"
+                raise NotFound(f'{where} stage "{stage}"' + (f"; {hint}" if hint else ""))
         stages: list[str] | None = [stage] if stage else None
         if team is not None:
-            names = self.store.flow_names() if flow is None else [flow]
             team_stages: set[str] = set()
             for name in names:
                 found = self.compiled(name).flow.team(team)

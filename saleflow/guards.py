@@ -109,6 +109,14 @@ class Facts:
         current = [event for event in events if event.cycle == lead.cycle]
         return cls(lead.fields, current, now, lead.entered_at, lead.created_at)
 
+    def entering(self, entered_at: datetime) -> Facts:
+        """The same facts after a move into a stage at `entered_at`.  The
+        derived counts and scores are shared: only `days_in_stage` differs,
+        so callers use this when no score rule reads it."""
+        moved = Facts(self.fields, self.events, self.now, entered_at, self.created_at)
+        object.__setattr__(moved, "_tally", self._tally)
+        return moved
+
     def _counts(self) -> _Tally:
         tally = self._tally
         if tally is None:
@@ -128,7 +136,10 @@ class Facts:
         key = (event, days)
         found = tally.windows.get(key)
         if found is None:
-            since = self.now - timedelta(days=days)
+            try:
+                since = self.now - timedelta(days=days)
+            except OverflowError:  # a window reaching back past year 1 holds everything
+                since = datetime.min.replace(tzinfo=UTC)
             now = self.now
             found = 0
             for record in tally.of(event):
@@ -399,6 +410,13 @@ class Evaluator:
 
     def _in_list(self, expr: InList) -> Compiled:
         operand_is_date = self._is_date(expr.operand)
+        if not operand_is_date and all(
+            isinstance(item, Literal) and isinstance(item.value, str) for item in expr.items
+        ):
+            strings = frozenset(
+                item.value for item in expr.items if isinstance(item, Literal) and isinstance(item.value, str)
+            )
+            return _in_strings(self._compile(expr.operand), strings, expr.negated)
         items = [
             (self._tests(operand_is_date or self._is_date(item))["=="], self._compile(item))
             for item in expr.items
@@ -605,6 +623,19 @@ def _in_list(operand: Compiled, items: list[tuple[Test, Compiled]], negated: boo
             if equal(value, item(facts)):
                 return not negated
         return negated
+
+    return run
+
+
+def _in_strings(operand: Compiled, strings: frozenset[str], negated: bool) -> Compiled:
+    """`_in_list` over string literals only: one set lookup (a string equals
+    only a string, so the answer is the same)."""
+
+    def run(facts: Facts) -> bool:
+        value = operand(facts)
+        if value is None:
+            return False
+        return (isinstance(value, str) and value in strings) != negated
 
     return run
 

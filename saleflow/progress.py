@@ -11,7 +11,6 @@ waiting line, and lets waiting leads in, best score first, when room frees.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,10 +36,17 @@ FlowLookup = Callable[[str, int], CompiledFlow]
 class Step:
     """A lead at one moment: facts for the gates, and verdicts on moves."""
 
-    def __init__(self, cf: CompiledFlow, lead: Lead, events: list[EventRecord], now: datetime) -> None:
+    def __init__(
+        self,
+        cf: CompiledFlow,
+        lead: Lead,
+        events: list[EventRecord],
+        now: datetime,
+        facts: Facts | None = None,
+    ) -> None:
         self.cf = cf
         self.lead = lead
-        self.facts = Facts(
+        self.facts = facts or Facts(
             fields=lead.fields,
             events=events,
             now=now,
@@ -247,7 +253,7 @@ class Work:
         if lead.id not in self._last:
             self._last[lead.id] = self.tx.last_audit(lead.id)
         last = self._last[lead.id]
-        entry = AuditEntry(
+        entry = AuditEntry.sealed(
             lead_id=lead.id,
             seq=(last.seq + 1) if last else 1,
             from_stage=source,
@@ -262,7 +268,6 @@ class Work:
             values=values,
             prev_hash=last.hash if last else GENESIS_HASH,
         )
-        entry = replace(entry, hash=entry.compute_hash())
         self.tx.append_audit(entry)
         self._last[lead.id] = entry
         self.entries.append(entry)
@@ -275,6 +280,7 @@ class Work:
         reason: str | None,
         values: dict[str, Any],
         events: list[EventRecord],
+        score: float | None = None,
     ) -> tuple[Lead, list[EventRecord]]:
         """Change the lead's stage, audit it, and write it at once (so that
         capacity counts in this transaction see it)."""
@@ -290,7 +296,7 @@ class Work:
         left = cf.flow.stage(source)
         if left is not None and left.capacity:
             self._freed.add((lead.flow, lead.version, source))
-        return self._save(lead, events), events
+        return self._save(lead, events, None if kind == "recycle" else score), events
 
     def _progress(
         self, lead: Lead, cf: CompiledFlow, events: list[EventRecord], *, force_save: bool = False
@@ -302,11 +308,15 @@ class Work:
         visited = {lead.stage}
         moved = False
         step: Step | None = None
+        # Within one run the facts stay the same but for the stage's entry
+        # time: unless a rule reads days_in_stage, the counts and the score
+        # computed for one step serve the next.
+        carried: Facts | None = None
         for _ in range(len(flow.stages) + 1):
             stage = flow.stage(lead.stage)
             if stage is None or stage.final:
                 break
-            step = Step(cf, lead, events, self.at)
+            step = Step(cf, lead, events, self.at, carried)
             forward = sorted(
                 (
                     mv
@@ -341,11 +351,16 @@ class Work:
                 if wanted is not None:
                     self.tx.add_waiting(lead.id, lead.flow, wanted.target, step.score(), self.at)
                 break
-            lead, events = self._apply(lead, chosen.kind, chosen.target, None, step.reads(chosen), events)
+            score = step.score() if cf.score_ignores_stage else None
+            lead, events = self._apply(
+                lead, chosen.kind, chosen.target, None, step.reads(chosen), events, score
+            )
+            keep = score is not None and chosen.kind != "recycle"
+            carried = step.facts.entering(lead.entered_at) if keep else None
             moved = True
             visited.add(lead.stage)
         if not moved:
-            score = (step or Step(cf, lead, events, self.at)).score()
+            score = (step or Step(cf, lead, events, self.at, carried)).score()
             if force_save or score != lead.score:
                 lead = self._save(lead, events, score)
         return lead

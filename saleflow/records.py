@@ -104,10 +104,20 @@ class AuditEntry:
             "prev_hash": self.prev_hash,
         }
 
+    @classmethod
+    def sealed(cls, **fields: Any) -> AuditEntry:
+        """A new entry with its hash computed from its content (once)."""
+        entry = cls(**fields)
+        object.__setattr__(entry, "hash", entry.compute_hash())
+        return entry
+
     def compute_hash(self) -> str:
-        text = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"), default=str)
+        text = _HASH_JSON(self.payload())
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+
+# What `compute_hash` hashes: sorted, compact JSON (one encoder, built once).
+_HASH_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 GENESIS_HASH = "0" * 64
 

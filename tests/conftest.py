@@ -93,3 +93,81 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """The same test on SQLite and on PostgreSQL."""
     fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(fixture))
+
+
+# --------------------------------------------------------------------------
+# Reports: a small hand-built history (tests/test_report.py, test_html_report.py)
+# --------------------------------------------------------------------------
+
+KPI_FLOW = """\
+flow kpi version 1 "KPI <test> & co"
+
+field region       one of [east, west]
+field lost_reason  one of [timing, no_budget]
+
+event web_visit  channel web
+event call       channel phone
+
+team marketing "Marketing" {
+  stage new  initial
+  stage mql  manual
+  target conversion new -> sql >= 50%
+}
+
+team sales "Sales" {
+  stage sql  manual  sla 2 days
+  stage won  manual
+  target time in sql <= 3 days
+  target conversion mql -> won >= 60%
+}
+
+stage lost  final
+
+skip new -> sql
+recycle sql -> mql  when lost_reason == timing
+"""
+
+
+def kpi_day(days: float) -> Any:
+    """2026-01-01 00:00 UTC plus `days`."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=days)
+
+
+def build_kpi_history(url: str) -> None:
+    """Four leads of the "kpi" flow, by day (day 0 is 2026-01-01):
+
+    - a (east): created 0, web_visit 0.5, -> mql 1, -> sql 3, -> won 4
+    - b (west): created 0, call 1, skip -> sql 2, recycled -> mql 5 (cycle 2), -> sql 6
+    - c (no region): created 1, -> mql 2, exit -> lost 3
+    - d (east): created 2, stays in new
+
+    Nothing ticks: SLA breaches are the tests' business."""
+    from saleflow.engine import Engine
+    from saleflow.parse import parse_flow
+
+    with Engine.open(db=url, now=kpi_day(0), actor="test") as engine:
+        engine.deploy(parse_flow(KPI_FLOW, "kpi.flow"))
+        engine.add_lead("a", flow="kpi", at=kpi_day(0), region="east")
+        engine.record("a", "web_visit", at=kpi_day(0.5))
+        engine.advance("a", to="mql", at=kpi_day(1))
+        engine.advance("a", to="sql", at=kpi_day(3))
+        engine.advance("a", to="won", at=kpi_day(4))
+        engine.add_lead("b", flow="kpi", at=kpi_day(0), region="west")
+        engine.record("b", "call", at=kpi_day(1))
+        engine.advance("b", to="sql", at=kpi_day(2))
+        engine.set("b", {"lost_reason": "timing"}, at=kpi_day(5))
+        engine.advance("b", to="mql", at=kpi_day(5))
+        engine.advance("b", to="sql", at=kpi_day(6))
+        engine.add_lead("c", flow="kpi", at=kpi_day(1))
+        engine.advance("c", to="mql", at=kpi_day(2))
+        engine.advance("c", to="lost", at=kpi_day(3))
+        engine.add_lead("d", flow="kpi", at=kpi_day(2), region="east")
+
+
+@pytest.fixture
+def kpi_db(db_url: str) -> str:
+    """`db_url` holding the history of `build_kpi_history`."""
+    build_kpi_history(db_url)
+    return db_url

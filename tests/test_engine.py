@@ -6,6 +6,7 @@ Every test runs on both backends (`db_url`) with a fixed clock, using
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -448,7 +449,9 @@ def test_versions_keep_old_leads_on_their_version(db_url: str, tmp_path: Path) -
     engine.add_lead("v1-lead")
     changed = tmp_path / "the_model.flow"
     source = THE_MODEL.read_text(encoding="utf-8")
-    changed.write_text(source.replace("stage lead       when email is set", "stage lead  when company is set"))
+    changed.write_text(
+        source.replace("stage lead       when email is set", "stage lead  when company is set")
+    )
     deployment = engine.deploy(changed)
     assert (deployment.name, deployment.version, deployment.created) == ("the_model", 2, True)
 
@@ -480,6 +483,7 @@ def test_a_stage_missing_from_the_leads_version_is_a_clear_error(db_url: str) ->
         with pytest.raises(SaleflowError, match='"limbo"') as caught:
             call()
         assert "lost-stage" in str(caught.value)
+    assert {p.lead_id for p in engine.verify()} == {"lost-stage"}
     # batches go on with the other leads
     engine.record("fine", "web_visit", at=T0)
     assert engine.tick() == 0
@@ -525,9 +529,18 @@ def test_lead_view_lists_next_moves_with_verdicts(db_url: str) -> None:
     assert any("budget >= 50000" in b.message and "5000" in b.message for b in skip.blockers)
     assert verdicts[("exit", "disqualified")].allowed
     as_json = view.to_json()
-    assert {"id", "flow", "version", "stage", "team", "score", "fields", "events", "entered_at", "next"} <= set(
-        as_json
-    )
+    assert {
+        "id",
+        "flow",
+        "version",
+        "stage",
+        "team",
+        "score",
+        "fields",
+        "events",
+        "entered_at",
+        "next",
+    } <= set(as_json)
     assert {"to", "kind", "allowed", "failing"} <= set(as_json["next"][0])
     assert [v.to for v in engine.enabled("s-1")] == ["disqualified"]
     assert engine.blockers("s-1", "disqualified") == []
@@ -546,7 +559,7 @@ def test_history_is_oldest_first_with_a_null_first_from(db_url: str) -> None:
     assert [e.seq for e in history] == [1, 2, 3]
     assert history[0].from_stage is None and history[0].kind == "create"
     assert [e.at for e in history] == [T0 - timedelta(days=d) for d in (3, 2, 1)]
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after.from_stage == before.to_stage
         assert after.prev_hash == before.hash
     with pytest.raises(NotFound):
@@ -575,7 +588,7 @@ def test_api_bad_input(db_url: str) -> None:
         engine.add_lead("b-1")
     with pytest.raises(BadInput, match="must not be empty"):
         engine.add_lead(" ")
-    with pytest.raises(NotFound, match='no field "budjet".*did you mean "budget"'):
+    with pytest.raises(NotFound, match=r'no field "budjet".*did you mean "budget"'):
         engine.set("b-1", budjet=5)
     with pytest.raises(BadInput, match='"employees" is int'):
         engine.set("b-1", employees="many")
@@ -592,3 +605,25 @@ def test_api_bad_input(db_url: str) -> None:
         engine.add_lead("b-2", flow="nope")
     assert moves(engine, "b-1") == [(None, "awareness", "create")]
     assert engine.lead("b-1").events["web_visit"] == 0
+
+
+def test_times_at_the_edges_of_the_calendar(db_url: str) -> None:
+    wide = """\
+flow wide
+event ping
+team t "T" {
+  stage a initial sla 99999999 days
+  stage b when ping in last 99999999 days >= 1
+}
+stage gone final
+"""
+    engine = Engine.open(parse_flow(wide, "wide.flow"), db=db_url, now=T0)
+    engine.add_lead("early", at=datetime(1, 1, 2, tzinfo=UTC))
+    assert engine.tick() == 0  # an SLA due after year 9999 is never breached
+    assert engine.record("early", "ping", at=datetime(1, 1, 3, tzinfo=UTC)).stage == "b"
+    assert engine.lead("early").entered_at == datetime(1, 1, 3, tzinfo=UTC)
+    with pytest.raises(BadInput, match="out of range"):
+        engine.record("early", "ping", at="9999-12-31T23:00:00-05:00")
+    with pytest.raises(BadInput, match="from 1 to 2147483647"):
+        engine.record("early", "ping", count=2**31)
+    assert engine.verify() == []

@@ -483,6 +483,39 @@ def test_stage_lock_serialises_capacity_decisions(pg_url: str) -> None:
         store.close()
 
 
+def _drop_other_connections(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        pg_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
+    ) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+def test_dropped_connection_is_replaced(pg_url: str) -> None:
+    """A pooled connection the server dropped (restart, idle timeout): a read
+    reconnects by itself; a write fails as a retryable `Conflict`, since
+    nothing was committed, and the retry gets a fresh connection."""
+    store = open_store(pg_url)
+    try:
+        add_leads(store, make_lead("a"))
+        _drop_other_connections(pg_url)
+        assert store.get_lead("a") is not None
+        _drop_other_connections(pg_url)
+        with (
+            pytest.raises(Conflict, match=r"connection to the database .* was lost"),
+            store.transaction() as tx,
+        ):
+            tx.lock_lead("a")
+        with store.transaction() as tx:
+            assert tx.lock_lead("a") is not None
+    finally:
+        store.close()
+
+
 def test_stage_lock_is_a_no_op_on_sqlite(sqlite_url: str) -> None:
     with open_store(sqlite_url) as store, store.transaction() as tx:
         tx.lock_stage("f", "opportunity")

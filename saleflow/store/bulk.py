@@ -115,15 +115,15 @@ def _batches(ids: Sequence[str]) -> Iterable[list[str]]:
         yield list(ids[start : start + ID_BATCH])
 
 
-def lead_flows(store: SqlStore, ids: Iterable[str]) -> dict[str, str]:
-    """The flow of each of `ids` that is a stored lead (one query per
-    `ID_BATCH` ids, in one read snapshot)."""
+def lead_flows(store: SqlStore, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """The flow and version of each of `ids` that is a stored lead (one
+    query per `ID_BATCH` ids, in one read snapshot)."""
     wanted = sorted(set(ids))
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, int]] = {}
     with store.read() as conn:
         for batch in _batches(wanted):
-            stmt = select(L.id, L.flow).where(L.id.in_(batch))
-            found.update((row[0], row[1]) for row in conn.execute(stmt))
+            stmt = select(L.id, L.flow, L.version).where(L.id.in_(batch))
+            found.update((row[0], (row[1], row[2])) for row in conn.execute(stmt))
     return found
 
 
@@ -181,12 +181,16 @@ class BufferedTransaction:
                 .group_by(A.lead_id)
                 .subquery()
             )
-            last = select(*AUDIT_COLUMNS).join(latest, (A.lead_id == latest.c.lead_id) & (A.seq == latest.c.seq))
+            last = select(*AUDIT_COLUMNS).join(
+                latest, (A.lead_id == latest.c.lead_id) & (A.seq == latest.c.seq)
+            )
             for row in execute(last):
                 entry = AuditEntry(*row)
                 self._last[entry.lead_id] = entry
             stmt_events = (
-                select(E.lead_id, *EVENT_COLUMNS).where(E.lead_id.in_(present)).order_by(E.lead_id, E.at, E.id)
+                select(E.lead_id, *EVENT_COLUMNS)
+                .where(E.lead_id.in_(present))
+                .order_by(E.lead_id, E.at, E.id)
             )
             for row in execute(stmt_events):
                 self._events[row[0]].append(EventRecord(*row[1:]))
@@ -213,7 +217,9 @@ class BufferedTransaction:
     def update_lead(self, lead: Lead) -> Lead:
         current = self._leads.get(lead.id)
         if current is None or current.revision != lead.revision:
-            raise Conflict(f'lead "{lead.id}" was changed by another process (revision {lead.revision} is stale)')
+            raise Conflict(
+                f'lead "{lead.id}" was changed by another process (revision {lead.revision} is stale)'
+            )
         saved = _copy(lead)
         saved.revision += 1
         self._leads[lead.id] = saved
@@ -289,7 +295,9 @@ class BufferedTransaction:
                 remove = sql.remove_waiting
                 cur.executemany(remove.sql, [remove.params({"lead_id": i}) for i in self._unwait])
         except sql.error as exc:
-            raise translate(exc, self._where, "a concurrent write to a lead of this chunk won the race") from exc
+            raise translate(
+                exc, self._where, "a concurrent write to a lead of this chunk won the race"
+            ) from exc
         for lead_id in (*self._new, *self._dirty):
             self._stored[lead_id] = self._lead(lead_id).revision
         self._new.clear()
@@ -310,12 +318,10 @@ class BufferedTransaction:
         return params
 
 
-
-
-
 if TYPE_CHECKING:  # mypy proves the class implements the protocol of records.py
 
     def _implements(tx: BufferedTransaction) -> Transaction:
         return tx
+
 
 __all__ = ["BufferedTransaction", "lead_flows"]

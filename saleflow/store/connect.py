@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from sqlalchemy import create_engine, event
@@ -32,7 +31,8 @@ CONNECT_TIMEOUT_S = 5
 # statement reads, in autocommit).
 BEGIN_OPTION = "saleflow_begin"
 
-json_dumps = partial(json.dumps, separators=(",", ":"), ensure_ascii=False, default=str)
+# One encoder, built once: `json.dumps` with options builds a new one per call.
+json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def advisory_key(*parts: str) -> int:

@@ -13,10 +13,12 @@ that need one consistent snapshot over several queries use `read`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -38,11 +40,12 @@ from .connect import (
 )
 from .reporting import ReportQueries
 from .schema import flows, leads
-from .statements import LEAD_UPDATED, Statements, statements
+from .statements import LEAD_UPDATED, Compiled, Statements, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
 
+T = TypeVar("T")
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
 
@@ -62,6 +65,10 @@ class SqlTransaction:
         self._where = where
 
     def _fail(self, exc: BaseException, conflict: str | None = None) -> NoReturn:
+        if _is_broken(self.connection):
+            # A pooled connection the server dropped (restart, idle timeout).
+            # Nothing was committed, so a retry on a fresh connection is safe.
+            raise Conflict(f"the connection to the database {self._where} was lost") from exc
         raise translate(exc, self._where, conflict) from exc
 
     def lock_lead(self, lead_id: str) -> Lead | None:
@@ -230,6 +237,7 @@ class SqlStore(ReportQueries):
         self._where = where
         self._sql = statements(engine.dialect)
         self._errors = db_errors(engine)
+        self._pinned = threading.local()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -243,9 +251,29 @@ class SqlStore(ReportQueries):
         """``"sqlite"`` or ``"postgresql"``."""
         return self._engine.dialect.name
 
-    def _begin(self, read: bool) -> Connection:
-        try:
+    def _writer(self) -> Connection | None:
+        """This thread's write connection, kept between transactions: a pool
+        checkout and return per operation cost about a third of a small
+        write.  None while it is busy (a transaction inside a transaction
+        takes a pooled connection); dropped after any failure."""
+        conn: Connection | None = getattr(self._pinned, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
             conn = self._engine.connect()
+            self._pinned.conn = conn
+        return None if conn.in_transaction() else conn
+
+    def _unpin(self) -> None:
+        conn: Connection | None = getattr(self._pinned, "conn", None)
+        self._pinned.conn = None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    def _begin(self, read: bool) -> tuple[Connection, bool]:
+        """A connection in a new transaction, and whether it is the pinned one."""
+        try:
+            pinned = None if read else self._writer()
+            conn = pinned or self._engine.connect()
         except self._errors as exc:
             raise translate(exc, self._where) from exc
         try:
@@ -258,39 +286,62 @@ class SqlStore(ReportQueries):
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, pinned is not None
 
     @contextmanager
     def _session(self, read: bool) -> Iterator[Connection]:
         """A transaction: committed when the block ends, rolled back on an error."""
-        conn = self._begin(read)
+        conn, pinned = self._begin(read)
         try:
             yield conn
             conn.commit()
         except self._errors as exc:
             _abandon(conn)
+            if pinned:
+                self._unpin()
             raise translate(exc, self._where) from exc
         except BaseException:
             _abandon(conn)
+            if pinned:
+                self._unpin()
             raise
         finally:
-            conn.close()
+            if not pinned:
+                conn.close()
 
-    @contextmanager
-    def _single(self) -> Iterator[Connection]:
-        """A connection in autocommit, for reads that are one statement each:
-        no BEGIN and COMMIT round trips."""
-        try:
-            conn = autocommit(self._engine.connect())
-        except self._errors as exc:
-            raise translate(exc, self._where) from exc
-        try:
-            yield conn
-        except self._errors as exc:
-            _abandon(conn)
-            raise translate(exc, self._where) from exc
-        finally:
-            conn.close()
+    def _query(self, run: Callable[[Connection], T]) -> T:
+        """`run` on a connection in autocommit, for reads that are one
+        statement each: no BEGIN and COMMIT round trips.  A pooled connection
+        the server dropped is replaced once, transparently (reads are safe to
+        repeat)."""
+        for attempt in (1, 2):
+            try:
+                conn = autocommit(self._engine.connect())
+            except self._errors as exc:
+                raise translate(exc, self._where) from exc
+            try:
+                return run(conn)
+            except self._errors as exc:
+                broken = _is_broken(conn)
+                _abandon(conn)
+                if broken and attempt == 1:
+                    continue
+                raise translate(exc, self._where) from exc
+            finally:
+                conn.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch(self, stmt: Compiled, params: dict[str, Any]) -> list[list[Any]]:
+        """The rows of one precompiled read statement."""
+
+        def run(conn: Connection) -> list[list[Any]]:
+            cur = _cursor(conn)
+            try:
+                return stmt.all(cur, params)
+            finally:
+                cur.close()
+
+        return self._query(run)
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
@@ -313,6 +364,7 @@ class SqlStore(ReportQueries):
             yield conn
 
     def close(self) -> None:
+        self._unpin()
         self._engine.dispose()
 
     def __enter__(self) -> SqlStore:
@@ -340,26 +392,30 @@ class SqlStore(ReportQueries):
         Content already deployed returns the version it has.  New content gets
         its declared version when that is above every deployed one, otherwise
         the latest version + 1."""
-        with self._session(read=False) as conn, _cursor(conn) as cur:
-            lock = self._sql.advisory_lock
-            if lock is not None:
-                lock.execute(cur, {"key": advisory_key("deploy", name)})
-            existing = self._sql.flow_versions.all(cur, {"name": name})
-            for version, known_hash in existing:
-                if known_hash == content_hash:
-                    return int(version), False
-            latest = max((int(version) for version, _ in existing), default=0)
-            version = declared_version if declared_version > latest else latest + 1
-            row = {
-                "name": name,
-                "version": version,
-                "content_hash": content_hash,
-                "source": source,
-                "path": path,
-                "deployed_at": at or datetime.now(UTC),
-            }
-            self._sql.insert_flow.execute(cur, row)
-            return version, True
+        with self._session(read=False) as conn:
+            cur = _cursor(conn)
+            try:
+                lock = self._sql.advisory_lock
+                if lock is not None:
+                    lock.execute(cur, {"key": advisory_key("deploy", name)})
+                existing = self._sql.flow_versions.all(cur, {"name": name})
+                for version, known_hash in existing:
+                    if known_hash == content_hash:
+                        return int(version), False
+                latest = max((int(version) for version, _ in existing), default=0)
+                version = declared_version if declared_version > latest else latest + 1
+                row = {
+                    "name": name,
+                    "version": version,
+                    "content_hash": content_hash,
+                    "source": source,
+                    "path": path,
+                    "deployed_at": at or datetime.now(UTC),
+                }
+                self._sql.insert_flow.execute(cur, row)
+                return version, True
+            finally:
+                cur.close()
 
     def flow_source(self, name: str, version: int | None = None) -> tuple[int, str, str]:
         """(version, source, path) of a deployed flow; the latest when version is None."""
@@ -369,9 +425,13 @@ class SqlStore(ReportQueries):
             stmt = stmt.order_by(F.version.desc()).limit(1)
         else:
             stmt = stmt.where(F.version == version)
-        with self._single() as conn:
+
+        def query(conn: Connection) -> tuple[Any, list[Any]]:
             row = conn.execute(stmt).first()
-            known = [] if row is not None else conn.execute(select(F.version).where(F.name == name)).all()
+            known = [] if row is not None else list(conn.execute(select(F.version).where(F.name == name)))
+            return row, known
+
+        row, known = self._query(query)
         if row is None:
             if not known:
                 raise NotFound(f'flow "{name}" is not deployed')
@@ -380,15 +440,14 @@ class SqlStore(ReportQueries):
         return int(row[0]), row[1], row[2]
 
     def flow_names(self) -> list[str]:
-        with self._single() as conn:
-            return list(conn.execute(select(flows.c.name).distinct().order_by(flows.c.name)).scalars())
+        stmt = select(flows.c.name).distinct().order_by(flows.c.name)
+        return self._query(lambda conn: list(conn.execute(stmt).scalars()))
 
     # -- leads ----------------------------------------------------------------
 
     def get_lead(self, lead_id: str) -> Lead | None:
-        with self._single() as conn, _cursor(conn) as cur:
-            row = self._sql.get_lead.first(cur, {"id": lead_id})
-        return None if row is None else Lead(*row)
+        rows = self._fetch(self._sql.get_lead, {"id": lead_id})
+        return Lead(*rows[0]) if rows else None
 
     def iter_leads(
         self,
@@ -412,8 +471,7 @@ class SqlStore(ReportQueries):
         first = True
         while True:
             stmt = self._sql.lead_page(first, flow is not None, stages is not None)
-            with self._single() as conn:
-                page = [Lead(*row) for row in conn.execute(stmt, params)]
+            page = self._query(partial(_leads, stmt, params))
             if page:
                 yield page
             if len(page) < chunk:
@@ -428,19 +486,18 @@ class SqlStore(ReportQueries):
             stmt = stmt.where(leads.c.flow == flow)
         if stage is not None:
             stmt = stmt.where(leads.c.stage == stage)
-        with self._single() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        return self._query(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     def events_of(self, lead_id: str) -> list[EventRecord]:
         """Every event of a lead, all cycles, oldest first."""
-        with self._single() as conn, _cursor(conn) as cur:
-            return [EventRecord(*row) for row in self._sql.events_of.all(cur, {"lead_id": lead_id})]
+        rows = self._fetch(self._sql.events_of, {"lead_id": lead_id})
+        return [EventRecord(*row) for row in rows]
 
     # -- audit ----------------------------------------------------------------
 
     def history(self, lead_id: str) -> list[AuditEntry]:
-        with self._single() as conn, _cursor(conn) as cur:
-            return [AuditEntry(*row) for row in self._sql.history.all(cur, {"lead_id": lead_id})]
+        rows = self._fetch(self._sql.history, {"lead_id": lead_id})
+        return [AuditEntry(*row) for row in rows]
 
     def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
         """Every audit entry ordered by (lead_id, seq), a chunk at a time."""
@@ -449,8 +506,8 @@ class SqlStore(ReportQueries):
         params: dict[str, Any] = {"chunk": chunk}
         stmt = self._sql.audit_first
         while True:
-            with self._single() as conn, _cursor(conn) as cur:
-                page = [AuditEntry(*row) for row in stmt.all(cur, params)]
+            rows = self._fetch(stmt, params)
+            page = [AuditEntry(*row) for row in rows]
             if page:
                 yield page
             if len(page) < chunk:
@@ -475,22 +532,29 @@ def _lead_params(lead: Lead) -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _cursor(conn: Connection) -> Iterator[Any]:
-    """The driver cursor of `conn`, for the precompiled statements."""
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        yield cur
-    finally:
-        cur.close()
+def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:
+    return [Lead(*row) for row in conn.execute(stmt, params)]
+
+
+def _cursor(conn: Connection) -> Any:
+    """A driver cursor of `conn`, for the precompiled statements; close it."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _is_broken(conn: Connection) -> bool:
+    """Whether the driver says the server dropped this connection."""
+    if conn.closed or conn.invalidated:
+        return False
+    raw = conn.connection.dbapi_connection
+    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False) is True)
 
 
 def _abandon(conn: Connection) -> None:
-    """Roll back; drop the connection from the pool if the driver says it is broken."""
+    """Roll back; drop the connection from the pool if the server dropped it."""
+    broken = _is_broken(conn)
     with suppress(Exception):
         conn.rollback()
-    raw = conn.connection.dbapi_connection if not conn.closed and not conn.invalidated else None
-    if raw is not None and (getattr(raw, "broken", False) or getattr(raw, "closed", False) is True):
+    if broken:
         with suppress(Exception):
             conn.invalidate()
 

@@ -1,0 +1,787 @@
+"""`saleflow import`: leads and their history from a CSV file (SPEC §4).
+
+Layer 4, beside `engine.py`.  A CRM export is the usual way leads arrive, so
+an import has to take a real file as it is: columns named by people ("Lead
+Origin"), placeholders left by forms ("Select"), decimals, Yes/No flags, and
+sometimes a history, one row per change of stage, with its dates.
+
+The file is read twice, streaming: rows are never all held in memory (per
+lead the import remembers its id, and with a time column its last time).
+The first pass checks everything (the header, every cell against its
+field's type, stages, times, that each lead's rows run forward in time) and
+writes nothing: a file with bad rows is refused whole, listing them, unless
+`skip_bad` names a file to put them in.  The second pass applies the rows in
+file order, one transaction per chunk of rows; per row, the lead's fields
+are set (the lead is created first if new, at the row's time), it is placed
+in the row's stage (an ungated move of kind ``import``) and then it
+progresses as after any other change.  On SQL stores the chunk's writes go
+through `BufferedTransaction` (`saleflow.store.bulk`): a few statements per
+chunk, not per lead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import os
+import re
+import time
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
+
+from .coerce import as_utc, coerce, parse_time
+from .compile import CompiledFlow
+from .errors import BadInput, NotFound, did_you_mean
+from .model import FieldDef
+from .progress import Work
+from .records import AuditEntry, FieldValue, Store, Transaction
+from .store import bulk
+from .store.sql import SqlStore, SqlTransaction
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+DEFAULT_NULLS: tuple[str, ...] = ("Select",)
+SHOWN_BAD_ROWS = 20
+REASON_COLUMN = "reason"
+_CACHED_VALUES = 20_000  # distinct cells remembered per column (values repeat a lot in real exports)
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes of the file just processed; each pass
+reads the whole file, so an import reports twice the file's size in all."""
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that cannot be imported: its line in the file (the header is
+    line 1), the column at fault (None for the row as a whole), and why."""
+
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f'line {self.line}, column "{self.column}"' if self.column else f"line {self.line}"
+        return f"{where}: {self.reason}"
+
+
+class BadRows(BadInput):
+    """The file has bad rows, so nothing was imported.  `rows` holds the
+    first `SHOWN_BAD_ROWS` of them, `count` says how many there are."""
+
+    def __init__(self, path: str, rows: tuple[BadRow, ...], count: int) -> None:
+        noun = "bad row" if count == 1 else "bad rows"
+        super().__init__(
+            f"{path} has {count} {noun}, so nothing was imported "
+            "(fix them, or import the good rows with --skip-bad FILE)"
+        )
+        self.rows = rows
+        self.count = count
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did."""
+
+    path: str
+    flow: str
+    version: int
+    rows: int  # data rows read (blank lines not counted)
+    imported: int  # rows applied
+    created: int  # leads created
+    updated: int  # leads that existed before the import and were updated
+    moves: int  # changes of stage, automatic ones included (not the creations)
+    placed: int  # of them, moves to the stage given by the stage column
+    bad: int  # rows not imported (written to `skipped_to`)
+    bad_rows: tuple[BadRow, ...]  # the first of them
+    skipped_to: str | None
+    columns: Mapping[str, str]  # column -> field
+    ignored: tuple[str, ...]  # columns that map to no field
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "flow": self.flow,
+            "version": self.version,
+            "rows": self.rows,
+            "imported": self.imported,
+            "created": self.created,
+            "updated": self.updated,
+            "moves": self.moves,
+            "placed": self.placed,
+            "bad": self.bad,
+            "bad_rows": [{"line": b.line, "column": b.column, "reason": b.reason} for b in self.bad_rows],
+            "skipped_to": self.skipped_to,
+            "columns": dict(self.columns),
+            "ignored": list(self.ignored),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --------------------------------------------------------------------------
+# Names
+# --------------------------------------------------------------------------
+
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def normalise(name: str) -> str:
+    """How a column name meets a field or stage name: lower case, every run
+    of other characters one "_" (``Lead Origin`` → ``lead_origin``)."""
+    return _NOT_ALNUM.sub("_", name.strip().lower()).strip("_")
+
+
+def _close_column(name: str, columns: Collection[str]) -> str | None:
+    """A hint naming the column the user probably meant."""
+    wanted = normalise(name)
+    for column in columns:
+        if column and normalise(column) == wanted:
+            return f'did you mean "{column}"?'
+    words = set(wanted.split("_")) - {""}
+    holding = [column for column in columns if words and words <= set(normalise(column).split("_"))]
+    if holding:  # "id" → "Lead ID"
+        return f'did you mean "{min(holding, key=len)}"?'
+    by_lower = {column.lower(): column for column in columns if column}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f'did you mean "{by_lower[close[0]]}"?' if close else None
+
+
+# --------------------------------------------------------------------------
+# Reading the file
+# --------------------------------------------------------------------------
+
+
+class _Source:
+    """The CSV file as (line number, cells), counting the bytes read.  Every
+    way the file itself is unusable is one `BadInput` sentence."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.read = 0
+        if not os.path.exists(path):
+            raise BadInput(f"{path} does not exist")
+        if os.path.isdir(path):
+            raise BadInput(f"{path} is a folder, not a CSV file")
+
+    def _open(self) -> IO[bytes]:
+        try:
+            return open(self.path, "rb")  # closed by `rows`
+        except OSError as err:
+            raise BadInput(f"cannot read {self.path}: {err.strerror or err}") from None
+
+    def _lines(self, handle: IO[bytes]) -> Iterator[str]:
+        for number, raw in enumerate(handle, start=1):
+            self.read += len(raw)
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise BadInput(
+                    f"{self.path} is not UTF-8 text: line {number} has the byte 0x{raw[err.start]:02x} "
+                    "(save the file as UTF-8)"
+                ) from None
+
+    def rows(self) -> Generator[tuple[int, list[str]], None, None]:
+        """(line where the row starts, cells), header first; blank lines skipped."""
+        self.read = 0
+        with self._open() as handle:
+            reader = csv.reader(self._lines(handle), strict=True)
+            previous = 0
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise BadInput(f"{self.path} line {reader.line_num} is not valid CSV: {err}") from None
+                line, previous = previous + 1, reader.line_num
+                if cells:
+                    yield line, cells
+
+
+# --------------------------------------------------------------------------
+# The plan: which column is what
+# --------------------------------------------------------------------------
+
+
+class _Failure:
+    """A cell value that cannot be converted (cached like a good one)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Column:
+    """A column that feeds a field, with its conversions remembered."""
+
+    __slots__ = ("cache", "definition", "field", "index", "name", "nulls")
+
+    def __init__(self, index: int, name: str, definition: FieldDef, nulls: frozenset[str]) -> None:
+        self.index = index
+        self.name = name
+        self.definition = definition
+        self.field = definition.name
+        self.nulls = nulls
+        self.cache: dict[str, FieldValue | _Failure] = {}
+
+    def convert(self, raw: str) -> FieldValue | _Failure:
+        cache = self.cache
+        found = cache.get(raw, cache)
+        if found is not cache:
+            return found  # type: ignore[return-value]
+        try:
+            value: FieldValue | _Failure = coerce(self.definition, raw, self.nulls)
+        except BadInput as err:
+            value = _Failure(err.message)
+        if len(cache) < _CACHED_VALUES:
+            cache[raw] = value
+        return value
+
+
+@dataclass(slots=True)
+class _Plan:
+    header: list[str]
+    id_index: int
+    stage_index: int | None
+    at_index: int | None
+    columns: list[_Column]
+    ignored: list[str]
+    stages: dict[str, str]  # as written in the file (exact or normalised) -> stage
+
+
+def _column_index(header: list[str], name: str, option: str, path: str) -> int:
+    name = name.strip()  # as the header's names are
+    if name in header:
+        return header.index(name)
+    hint = _close_column(name, header)
+    raise BadInput(f'{path} has no column "{name}" ({option})' + (f"; {hint}" if hint else ""))
+
+
+def _plan(
+    header_cells: list[str],
+    path: str,
+    cf: CompiledFlow,
+    *,
+    id_column: str,
+    mapping: Mapping[str, str],
+    stage_column: str | None,
+    at_column: str | None,
+    nulls: frozenset[str],
+) -> _Plan:
+    header = [cell.strip() for cell in header_cells]
+    if not any(header):
+        raise BadInput(f"{path} has an empty header line; its first line must name the columns")
+    first_seen: dict[str, int] = {}
+    for index, name in enumerate(header):
+        if name in first_seen and name:
+            raise BadInput(
+                f'{path} has the column "{name}" twice in its header (columns {first_seen[name] + 1} '
+                f"and {index + 1})"
+            )
+        first_seen[name] = index
+    id_index = _column_index(header, id_column, "--id-column", path)
+    stage_index = (
+        None if stage_column is None else _column_index(header, stage_column, "--stage-column", path)
+    )
+    at_index = None if at_column is None else _column_index(header, at_column, "--at-column", path)
+
+    fields = {f.name: f for f in cf.flow.fields}
+    field_names = list(fields)
+    chosen: dict[str, str] = {}  # field -> column
+    explicit: dict[str, str] = {}  # column -> field ("" ignores the column)
+    for column, target in mapping.items():
+        column, target = column.strip(), target.strip()
+        _column_index(header, column, "--map", path)
+        if target and target not in fields:
+            hint = did_you_mean(target, field_names)
+            raise NotFound(
+                f'flow "{cf.name}" has no field "{target}" (--map "{column}={target}")'
+                + (f"; {hint}" if hint else "")
+            )
+        if target and target in chosen:
+            raise BadInput(
+                f'--map gives the field "{target}" two columns ("{chosen[target]}" and "{column}")'
+            )
+        explicit[column] = target
+        if target:
+            chosen[target] = column
+    special = {i for i in (id_index, stage_index, at_index) if i is not None}
+    ignored: list[str] = []
+    by_self: dict[str, str] = {}
+    for index, column in enumerate(header):
+        if column in explicit:
+            if not explicit[column] and index not in special:
+                ignored.append(column)
+            continue
+        target = column if column in fields else normalise(column)
+        if target not in fields or target in chosen:
+            if index not in special:
+                ignored.append(column or f"(column {index + 1})")
+            continue
+        if target in by_self:
+            raise BadInput(
+                f'{path}: the columns "{by_self[target]}" and "{column}" both map to the field "{target}"; '
+                f'say which with --map (--map "{column}=" ignores a column)'
+            )
+        by_self[target] = column
+    chosen.update(by_self)
+    columns = [_Column(header.index(column), column, fields[name], nulls) for name, column in chosen.items()]
+    columns.sort(key=lambda c: c.index)
+    stages: dict[str, str] = {}
+    for name in cf.flow.stage_names:
+        stages[name] = name
+        stages.setdefault(normalise(name), name)
+    return _Plan(header, id_index, stage_index, at_index, columns, ignored, stages)
+
+
+# --------------------------------------------------------------------------
+# Checking rows
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    line: int
+    lead_id: str
+    values: dict[str, FieldValue]
+    stage: str | None
+    at: datetime
+
+
+class _Checker:
+    """Turns raw rows into `_Row`s or `BadRow`s.  One per pass, so both
+    passes judge alike: it remembers which leads it met, which of them were
+    stored before (and in which flow and version), and the time of each
+    lead's last good row."""
+
+    def __init__(
+        self,
+        plan: _Plan,
+        path: str,
+        cf: CompiledFlow,
+        store: Store,
+        flows: Callable[[str, int], CompiledFlow],
+        *,
+        now: datetime,
+        at_column: str | None,
+        date_format: str | None,
+    ) -> None:
+        self.plan = plan
+        self.path = path
+        self.cf = cf
+        self.store = store
+        self.flows = flows
+        self.now = now
+        self.at_column = at_column
+        self.date_format = date_format
+        self.width = len(plan.header)
+        self.met: set[str] = set()  # every lead met so far
+        self.uncounted: set[str] = set()  # leads stored before the import, no good row yet
+        self.updated = 0  # leads stored before the import that had a good row
+        self.elsewhere: dict[str, tuple[str, int]] = {}  # stored leads of another flow or version
+        self.last: dict[str, tuple[datetime, int]] = {}  # with a time column: lead -> time, line
+        self.dates_read = 0
+        self.first_bad_date: tuple[int, str] | None = None
+        self._versions: dict[tuple[str, int], tuple[str | None, frozenset[str]]] = {}
+
+    def _time(self, raw: str) -> datetime:
+        text = raw.strip()
+        if self.date_format is None:
+            return parse_time(text, f'column "{self.at_column}"')
+        try:
+            return as_utc(datetime.strptime(text, self.date_format))
+        except ValueError:
+            raise BadInput(f'"{raw}" is not a time in the format "{self.date_format}"') from None
+
+    def _one(self, line: int, cells: list[str]) -> _Row | BadRow:
+        plan = self.plan
+        if len(cells) != self.width:
+            raise BadInput(
+                f"{self.path} line {line} has {len(cells)} cells but the header has {self.width} columns "
+                "(a value holding a comma must be quoted)"
+            )
+        lead_id = cells[plan.id_index].strip()
+        if not lead_id:
+            return BadRow(line, plan.header[plan.id_index], "the lead id is empty")
+        values: dict[str, FieldValue] = {}
+        for column in plan.columns:
+            value = column.convert(cells[column.index])
+            if isinstance(value, _Failure):
+                return BadRow(line, column.name, value.message)
+            values[column.field] = value
+        stage: str | None = None
+        if plan.stage_index is not None:
+            raw = cells[plan.stage_index].strip()
+            if raw:
+                stage = plan.stages.get(raw) or plan.stages.get(normalise(raw))
+                if stage is None:
+                    hint = did_you_mean(normalise(raw), self.cf.flow.stage_names)
+                    return BadRow(
+                        line,
+                        plan.header[plan.stage_index],
+                        f'flow "{self.cf.name}" has no stage "{raw}"' + (f"; {hint}" if hint else ""),
+                    )
+        at = self.now
+        if plan.at_index is not None:
+            raw = cells[plan.at_index]
+            if not raw.strip():
+                return BadRow(line, plan.header[plan.at_index], "the time is empty")
+            try:
+                at = self._time(raw)
+            except BadInput as err:
+                if self.first_bad_date is None:
+                    self.first_bad_date = (line, raw)
+                return BadRow(line, plan.header[plan.at_index], err.message)
+            self.dates_read += 1
+        return _Row(line, lead_id, values, stage, at)
+
+    def check(self, raw_rows: list[tuple[int, list[str]]]) -> list[_Row | BadRow]:
+        """Judge a chunk of rows, in file order (one query for the leads
+        met for the first time)."""
+        judged = [self._one(line, cells) for line, cells in raw_rows]
+        new = {r.lead_id for r in judged if isinstance(r, _Row) and r.lead_id not in self.met}
+        if new:
+            if isinstance(self.store, SqlStore):
+                stored = bulk.lead_flows(self.store, new)
+            else:
+                stored = {}
+                for lead_id in new:
+                    lead = self.store.get_lead(lead_id)
+                    if lead is not None:
+                        stored[lead_id] = (lead.flow, lead.version)
+            here = (self.cf.name, self.cf.version)
+            for lead_id, where in stored.items():
+                self.uncounted.add(lead_id)
+                if where != here:
+                    self.elsewhere[lead_id] = where
+            self.met.update(new)
+        return [self._in_order(row) if isinstance(row, _Row) else row for row in judged]
+
+    def _in_order(self, row: _Row) -> _Row | BadRow:
+        plan = self.plan
+        elsewhere = self.elsewhere.get(row.lead_id)
+        if elsewhere is not None:
+            problem = self._fits(row, *elsewhere)
+            if problem is not None:
+                return BadRow(row.line, plan.header[plan.id_index], problem)
+        if self.at_column is not None:
+            before = self.last.get(row.lead_id)
+            if before is not None and row.at < before[0]:
+                return BadRow(
+                    row.line,
+                    self.at_column,
+                    f'this row of lead "{row.lead_id}" ({row.at.isoformat()}) is older than its row on '
+                    f"line {before[1]} ({before[0].isoformat()}); a lead's rows must run forward in time",
+                )
+            self.last[row.lead_id] = (row.at, row.line)
+        if row.lead_id in self.uncounted:
+            self.uncounted.discard(row.lead_id)
+            self.updated += 1
+        return row
+
+    def _fits(self, row: _Row, flow: str, version: int) -> str | None:
+        """Why a stored lead cannot take `row`: another flow, or a version of
+        this flow without a field (of the same type) or the stage."""
+        if flow != self.cf.name:
+            return f'lead "{row.lead_id}" belongs to flow "{flow}", not "{self.cf.name}"'
+        key = (flow, version)
+        if key not in self._versions:
+            old = self.flows(flow, version).flow
+            missing = next(
+                (
+                    f'no field "{c.field}" of type {c.definition.type}'
+                    for c in self.plan.columns
+                    if (d := old.field(c.field)) is None or d.type != c.definition.type
+                ),
+                None,
+            )
+            self._versions[key] = (missing, frozenset(old.stage_names))
+        missing, stages = self._versions[key]
+        if missing is None and (row.stage is None or row.stage in stages):
+            return None
+        what = missing or f'no stage "{row.stage}"'
+        return f'lead "{row.lead_id}" is on version {version} of flow "{flow}", which has {what}'
+
+    def finish(self) -> None:
+        """After the first pass: a time column none of whose values could be
+        read means the format is wrong, not the rows."""
+        if self.dates_read or self.first_bad_date is None:
+            return
+        line, raw = self.first_bad_date
+        if self.date_format is None:
+            raise BadInput(
+                f'no value in column "{self.at_column}" of {self.path} is an ISO 8601 time (line {line} has '
+                f'"{raw}"); give the format with --date-format, for example "%d/%m/%Y %H:%M"'
+            )
+        raise BadInput(
+            f'no value in column "{self.at_column}" of {self.path} matches --date-format "{self.date_format}" '
+            f'(line {line} has "{raw}")'
+        )
+
+
+def _check_date_format(date_format: str | None, at_column: str | None) -> None:
+    if date_format is None:
+        return
+    if at_column is None:
+        raise BadInput("--date-format needs --at-column: it says how to read that column's times")
+    if "%" not in date_format:
+        raise BadInput(f'--date-format "{date_format}" has no % directive (for example "%d/%m/%Y")')
+    sample = datetime(2001, 2, 3, 4, 5, 6)
+    try:
+        datetime.strptime(sample.strftime(date_format), date_format)
+    except ValueError as err:
+        raise BadInput(f'--date-format "{date_format}" is not a valid format ({err})') from None
+
+
+# --------------------------------------------------------------------------
+# The import
+# --------------------------------------------------------------------------
+
+
+def _chunks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
+    batch: list[tuple[int, list[str]]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(slots=True)
+class _Tally:
+    rows: int = 0
+    imported: int = 0
+    created: int = 0
+    updated: int = 0
+    moves: int = 0
+    placed: int = 0
+    bad: int = 0
+    shown: list[BadRow] = field(default_factory=list)
+
+    def bad_row(self, row: BadRow) -> None:
+        self.bad += 1
+        if len(self.shown) < SHOWN_BAD_ROWS:
+            self.shown.append(row)
+
+
+def import_csv(
+    engine: Engine,
+    path: str | os.PathLike[str],
+    *,
+    flow: str,
+    id_column: str,
+    mapping: Mapping[str, str] | None = None,
+    stage_column: str | None = None,
+    at_column: str | None = None,
+    date_format: str | None = None,
+    nulls: Collection[str] = DEFAULT_NULLS,
+    skip_bad: str | os.PathLike[str] | None = None,
+    chunk: int = 1000,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import the CSV file `path` into `flow` (a deployed flow's name).
+
+    `id_column` holds the lead ids; `mapping` maps columns to fields
+    (column -> field; an empty field ignores the column), and the other
+    columns whose names match a field, as written or normalised, map
+    themselves.  `stage_column` places each lead in a stage (an ungated
+    ``import`` move), `at_column` gives each row's time (ISO 8601, or
+    `date_format` for `datetime.strptime`); without it every row happens
+    now.  Blank cells and the `nulls` placeholders unset a field.
+
+    A file with bad rows is refused whole (`BadRows`) unless `skip_bad`
+    names a CSV file to write them to, with a ``reason`` column.  Raises
+    `BadInput` for an unusable file, `NotFound` for an unknown flow or
+    field; in every such case nothing is written."""
+    started = time.perf_counter()
+    if chunk < 1:
+        raise BadInput(f"the chunk size must be at least 1, not {chunk}")
+    name = os.fspath(path)
+    skip_to = None if skip_bad is None else os.fspath(skip_bad)
+    cf = engine.compiled(flow)
+    _check_date_format(date_format, at_column)
+    if skip_to is not None and os.path.abspath(skip_to) == os.path.abspath(name):
+        raise BadInput(f"--skip-bad must name another file than the one imported ({name})")
+    source = _Source(name)
+    null_set = frozenset((nulls,) if isinstance(nulls, str) else nulls)
+    with closing(source.rows()) as rows:
+        header = next(rows, None)
+        if header is None:
+            raise BadInput(f"{name} is empty; an import needs a header line naming the columns, then rows")
+        plan = _plan(
+            header[1],
+            name,
+            cf,
+            id_column=id_column,
+            mapping=mapping or {},
+            stage_column=stage_column,
+            at_column=at_column,
+            nulls=null_set,
+        )
+
+        def checker() -> _Checker:
+            return _Checker(
+                plan,
+                name,
+                cf,
+                engine.store,
+                engine.compiled,
+                now=engine.now(),
+                at_column=at_column,
+                date_format=date_format,
+            )
+
+        found = _first_pass(rows, checker(), chunk, _Reporter(source, progress))
+    if found.bad and skip_to is None:
+        raise BadRows(name, tuple(found.shown), found.bad)
+    tally = _Tally()
+    second = checker()
+    with closing(source.rows()) as rows:
+        next(rows)  # the header
+        if skip_to is not None and found.bad:
+            with _open_rejects(skip_to) as out:
+                writer = csv.writer(out)
+                reason = REASON_COLUMN if REASON_COLUMN not in plan.header else f"import_{REASON_COLUMN}"
+                writer.writerow([*header[1], reason])
+                _second_pass(engine, cf, rows, second, chunk, _Reporter(source, progress), tally, writer)
+        else:
+            _second_pass(engine, cf, rows, second, chunk, _Reporter(source, progress), tally, None)
+    return ImportResult(
+        path=name,
+        flow=cf.name,
+        version=cf.version,
+        rows=tally.rows,
+        imported=tally.imported,
+        created=tally.created,
+        updated=second.updated,
+        moves=tally.moves,
+        placed=tally.placed,
+        bad=tally.bad,
+        bad_rows=tuple(tally.shown),
+        skipped_to=skip_to if tally.bad else None,
+        columns={c.name: c.field for c in plan.columns},
+        ignored=tuple(plan.ignored),
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _Reporter:
+    """Reports the bytes a pass has read since the last call."""
+
+    def __init__(self, source: _Source, progress: Progress | None) -> None:
+        self.source = source
+        self.progress = progress
+        self.done = 0
+
+    def __call__(self) -> None:
+        read = self.source.read
+        if self.progress is not None and read > self.done:
+            self.progress(read - self.done)
+        self.done = read
+
+
+def _open_rejects(path: str) -> IO[str]:
+    try:
+        return open(path, "w", encoding="utf-8", newline="")
+    except OSError as err:
+        raise BadInput(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _first_pass(
+    rows: Iterator[tuple[int, list[str]]], checker: _Checker, chunk: int, report: _Reporter
+) -> _Tally:
+    """Judge every row; write nothing."""
+    found = _Tally()
+    for raw_rows in _chunks(rows, chunk):
+        for judged in checker.check(raw_rows):
+            found.rows += 1
+            if isinstance(judged, BadRow):
+                found.bad_row(judged)
+        report()
+    checker.finish()
+    return found
+
+
+def _second_pass(
+    engine: Engine,
+    cf: CompiledFlow,
+    rows: Iterator[tuple[int, list[str]]],
+    checker: _Checker,
+    chunk: int,
+    report: _Reporter,
+    tally: _Tally,
+    rejects: Any,
+) -> None:
+    """Apply the good rows, a transaction per chunk; bad ones go to `rejects`
+    (a csv writer), or stop the import when there is none."""
+    for raw_rows in _chunks(rows, chunk):
+        good: list[_Row] = []
+        cells_of = dict(raw_rows) if rejects is not None else {}
+        for judged in checker.check(raw_rows):
+            tally.rows += 1
+            if isinstance(judged, _Row):
+                good.append(judged)
+                continue
+            if rejects is None:
+                raise BadInput(
+                    f"{checker.path} or the database changed during the import ({judged}); the rows "
+                    f"before line {judged.line} were imported"
+                )
+            tally.bad_row(judged)
+            rejects.writerow([*cells_of[judged.line], str(judged)])
+        if good:
+            _apply(engine, cf, good, tally, checker.path)
+        report()
+
+
+def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, path: str) -> None:
+    """One chunk of good rows in one transaction (retried whole on conflict)."""
+    entries: list[AuditEntry] = []
+    label = os.path.basename(path)
+
+    def body(tx: Transaction) -> None:
+        buffered = tx.buffered() if isinstance(tx, SqlTransaction) else None
+        work_tx: Transaction = tx if buffered is None else buffered
+        if buffered is not None:
+            buffered.prefetch(row.lead_id for row in rows)
+        work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
+        for row in rows:
+            work.at = row.at
+            lead = work_tx.lock_lead(row.lead_id)
+            placing = row.stage is not None
+            if lead is None:
+                lead = work.create(row.lead_id, cf, row.values, progress=not placing)
+            else:
+                lead = work.set_fields(lead, row.values, progress=not placing)
+            if row.stage is not None:
+                work.place(lead, row.stage, "import", f"{label} line {row.line}")
+        if buffered is not None:
+            buffered.flush()
+
+    engine._run(body, entries)
+    tally.imported += len(rows)
+    for entry in entries:
+        if entry.from_stage is None:
+            tally.created += 1
+        else:
+            tally.moves += 1
+            if entry.kind == "import":
+                tally.placed += 1
+
+
+__all__ = ["DEFAULT_NULLS", "BadRow", "BadRows", "ImportResult", "import_csv", "normalise"]

@@ -1,0 +1,414 @@
+"""Bad input through the CLI, table-driven, on SQLite and PostgreSQL.
+
+Every case asserts the exit code of SPEC §4 (1 rejected, 2 bad input, 3 not
+found), one clear sentence on stderr and no traceback, and that the database
+is unchanged, row for row, in every table.
+
+The cases share one database per backend (it must not change, so sharing it
+is part of the test); a case may prepare something before it runs and undo
+it afterwards (a read-only file, a newer schema stamp).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from saleflow import Engine
+from saleflow.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+THE_MODEL = str(ROOT / "flows" / "the_model.flow")
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+
+INVALID_FLOW = """\
+flow broken
+field budget money
+team sales "Sales" {
+  stage start initial
+  stage won when budjet >= 10
+}
+"""
+
+
+@dataclass
+class Db:
+    """The shared database of one backend, and a scratch folder."""
+
+    backend: str
+    url: str
+    folder: Path
+    admin: str | None = None  # PostgreSQL: the server's admin URL
+    name: str | None = None  # PostgreSQL: the database's name
+
+
+def _pg_admin_args(url: str, dbname: str | None = None) -> dict[str, Any]:
+    parsed = make_url(url)
+    args: dict[str, Any] = {
+        "host": parsed.host or "127.0.0.1",
+        "port": parsed.port or 5432,
+        "user": parsed.username or "postgres",
+        "dbname": dbname or parsed.database or "postgres",
+        "autocommit": True,
+    }
+    if parsed.password:
+        args["password"] = parsed.password
+    return args
+
+
+def _pg_admin(db: Db, sql: str) -> None:
+    import psycopg
+
+    assert db.admin is not None
+    with psycopg.connect(**_pg_admin_args(db.admin)) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+    folder = tmp_path_factory.mktemp("bad_input")
+    if request.param == "sqlite":
+        found = Db("sqlite", f"sqlite:///{folder / 'saleflow.db'}", folder)
+    else:
+        admin = str(request.getfixturevalue("pg_server"))
+        name = f"saleflow_test_{uuid.uuid4().hex[:12]}"
+        found = Db("postgresql", "", folder, admin, name)
+        _pg_admin(found, f'CREATE DATABASE "{name}"')
+        found.url = (
+            make_url(admin).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+        )
+    engine = Engine.open(THE_MODEL, db=found.url, now=T0, actor="setup")
+    engine.add_lead("acme", email="cto@acme.example", employees=800)
+    engine.record("acme", "web_visit", at=T0)
+    engine.close()
+    try:
+        yield found
+    finally:
+        if found.name is not None:
+            _pg_admin(found, f'DROP DATABASE IF EXISTS "{found.name}" WITH (FORCE)')
+
+
+def dump(url: str) -> dict[str, list[str]]:
+    """Every row of every table, in a stable order."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sorted(inspect(conn).get_table_names())
+            return {
+                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
+                for table in tables
+            }
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------------
+# preparing and undoing a case
+# ---------------------------------------------------------------------------
+
+Hook = Callable[[Db], None]
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True).returncode == 0
+
+
+def read_only_on(db: Db) -> None:
+    if db.backend == "postgresql":
+        _pg_admin(db, f'ALTER DATABASE "{db.name}" SET default_transaction_read_only = on')
+        return
+    path = db.folder / "saleflow.db"
+    os.chmod(path, 0o444)
+    if os.access(path, os.W_OK) and not _immutable(path, True):  # root ignores modes
+        os.chmod(path, 0o644)
+        pytest.skip("cannot make a file read-only for this user")
+
+
+def read_only_off(db: Db) -> None:
+    if db.backend == "postgresql":
+        _pg_admin(db, f'ALTER DATABASE "{db.name}" RESET default_transaction_read_only')
+        return
+    path = db.folder / "saleflow.db"
+    _immutable(path, False)
+    os.chmod(path, 0o644)
+
+
+def _stamp(db: Db, revision: str) -> None:
+    engine = create_engine(db.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    finally:
+        engine.dispose()
+
+
+def newer_schema_on(db: Db) -> None:
+    _stamp(db, "9999")
+
+
+def newer_schema_off(db: Db) -> None:
+    _stamp(db, "0001")
+
+
+def _set_stage(db: Db, stage: str) -> None:
+    engine = create_engine(db.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE leads SET stage = :s WHERE id = 'acme'"), {"s": stage})
+    finally:
+        engine.dispose()
+
+
+def strand(db: Db) -> None:
+    """Put "acme" in a stage its flow version does not have (behind saleflow's back)."""
+    _set_stage(db, "limbo")
+
+
+def unstrand(db: Db) -> None:
+    _set_stage(db, "nurturing")
+
+
+def write_files(db: Db) -> None:
+    (db.folder / "broken.flow").write_text(INVALID_FLOW, encoding="utf-8")
+    (db.folder / "empty.flow").write_text("\n", encoding="utf-8")
+    (db.folder / "latin1.flow").write_bytes("flow caf\xe9\n".encode("latin-1"))
+    (db.folder / "a_folder.flow").mkdir(exist_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# the cases
+# ---------------------------------------------------------------------------
+
+USAGE = "usage"  # click's own usage error: "Error: …" after the usage lines
+DIAGNOSTICS = "diagnostics"  # an invalid flow: its diagnostics, then "error: …"
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    code: int
+    fragment: str
+    style: str = "sentence"
+    setup: Hook | None = None
+    teardown: Hook | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    db: str | None = None  # another --db URL ({folder} is filled in)
+
+
+def case(command: str, *, code: int, fragment: str, **more: Any) -> Case:
+    """A case from its command line, quoted as in a shell."""
+    return Case(tuple(shlex.split(command)), code, fragment, **more)
+
+
+CASES: dict[str, Case] = {
+    # not found: 3
+    "unknown lead (show)": case("show nobody", code=3, fragment='lead "nobody" does not exist'),
+    "unknown lead (history)": case("history nobody", code=3, fragment='lead "nobody" does not exist'),
+    "unknown lead (event)": case("event nobody web_visit", code=3, fragment='"nobody" does not exist'),
+    "unknown lead (set)": case("lead set nobody need=yes", code=3, fragment='"nobody" does not exist'),
+    "unknown lead (advance)": case("advance nobody", code=3, fragment='"nobody" does not exist'),
+    "unknown flow": case("lead add new-1 --flow nope", code=3, fragment='flow "nope" is not deployed'),
+    "unknown flow (advance --all)": case("advance --all --flow nope", code=3, fragment='"nope"'),
+    "unknown flow (tick)": case("tick --flow nope", code=3, fragment='flow "nope" is not deployed'),
+    "unknown stage": case("advance acme --to sqll", code=3, fragment='no stage "sqll"; did you mean "sql"?'),
+    "unknown stage (forced)": case(
+        "advance acme --to heaven --force --reason x", code=3, fragment='no stage "heaven"'
+    ),
+    "unknown event": case(
+        "event acme web_vist", code=3, fragment='no event "web_vist"; did you mean "web_visit"?'
+    ),
+    "unknown field (set)": case("lead set acme budjet=5", code=3, fragment='no field "budjet"'),
+    "unknown field (add)": case("lead add new-2 --set budjet=5", code=3, fragment='no field "budjet"'),
+    "unknown stage (leads)": case("leads --stage sqll", code=3, fragment='stage "sqll"; did you mean "sql"?'),
+    "unknown flow (leads)": case("leads --flow nope", code=3, fragment='flow "nope" is not deployed'),
+    "unknown team": case("leads --team nobody", code=3, fragment='team "nobody"'),
+    # bad input: 2
+    "wrong type (int)": case("lead set acme employees=many", code=2, fragment='"employees" is int; "many"'),
+    "wrong type (fraction for int)": case("lead set acme employees=2.5", code=2, fragment="whole number"),
+    "wrong type (bool)": case("lead set acme need=perhaps", code=2, fragment="not true or false"),
+    "wrong type (money)": case("lead set acme budget=lots", code=2, fragment="not a number"),
+    "wrong type, nothing half-set": case(
+        "lead set acme company=Acme employees=many", code=2, fragment="employees"
+    ),
+    "value outside an enum": case("lead set acme industry=mining", code=2, fragment="one of [saas"),
+    "enum on add, no lead left": case(
+        "lead add new-3 --set email=a@b.c --set authority=ceo", code=2, fragment="authority"
+    ),
+    "a lead added twice": case("lead add acme", code=2, fragment='lead "acme" already exists'),
+    "an empty lead id": case("lead add ' '", code=2, fragment="must not be empty"),
+    "force without a reason": case("advance acme --to sql --force", code=2, fragment="needs a reason"),
+    "force with a blank reason": case(
+        "advance acme --to sql --force --reason '  '", code=2, fragment="needs a reason"
+    ),
+    "malformed --at": case("event acme web_visit --at yesterday", code=2, fragment="ISO 8601", style=USAGE),
+    "malformed --at (lead set)": case(
+        "lead set acme need=yes --at 2024-13-01", code=2, fragment="ISO 8601", style=USAGE
+    ),
+    "an --at out of range": case(
+        "event acme web_visit --at 0001-01-01T00:00:00+01:00", code=2, fragment="out of range", style=USAGE
+    ),
+    "a --now out of range": case(
+        "--now 9999-12-31T23:00:00-05:00 show acme", code=2, fragment="out of range", style=USAGE
+    ),
+    "malformed --now": case("--now soon show acme", code=2, fragment="ISO 8601", style=USAGE),
+    "malformed SALEFLOW_NOW": case(
+        "event acme web_visit", code=2, fragment="ISO 8601", style=USAGE, env={"SALEFLOW_NOW": "Tuesday"}
+    ),
+    "advance with ID and --all": case("advance acme --all", code=2, fragment="either a lead ID or --all"),
+    "advance with neither": case("advance", code=2, fragment="either a lead ID or --all"),
+    "advance --all --to": case("advance --all --to sql", code=2, fragment="do not go with --all"),
+    "--count 0": case("event acme web_visit --count 0", code=2, fragment="--count", style=USAGE),
+    "--count -3": case("event acme web_visit --count -3", code=2, fragment="--count", style=USAGE),
+    "--count too large": case(
+        "event acme web_visit --count 99999999999999999999", code=2, fragment="from 1 to 2147483647"
+    ),
+    "--count many": case("event acme web_visit --count many", code=2, fragment="--count", style=USAGE),
+    "FIELD=VALUE without =": case("lead set acme budget", code=2, fragment='"budget" is not FIELD=VALUE'),
+    "FIELD=VALUE without a field": case("lead set acme =5", code=2, fragment='"=5" is not FIELD=VALUE'),
+    "--set without =": case("lead add new-4 --set oops", code=2, fragment='"oops" is not FIELD=VALUE'),
+    "lead set with no assignment": case("lead set acme", code=2, fragment="Missing argument", style=USAGE),
+    "an unknown option": case("show acme --colour", code=2, fragment="No such option", style=USAGE),
+    "an invalid flow to deploy": case(
+        "deploy '{folder}/broken.flow'",
+        code=2,
+        fragment="broken.flow is not a valid flow (1 error)",
+        style=DIAGNOSTICS,
+        setup=write_files,
+    ),
+    "a missing flow file": case("deploy '{folder}/missing.flow'", code=2, fragment="does not exist"),
+    "an empty flow file": case(
+        "deploy '{folder}/empty.flow'", code=2, fragment="is empty", setup=write_files
+    ),
+    "a flow file that is not UTF-8": case(
+        "deploy '{folder}/latin1.flow'", code=2, fragment="not UTF-8", setup=write_files
+    ),
+    "a folder as flow file": case(
+        "deploy '{folder}/a_folder.flow'", code=2, fragment="is a folder", setup=write_files
+    ),
+    "a missing flow file as --flow": case(
+        "lead add new-5 --flow '{folder}/missing.flow'", code=2, fragment="does not exist"
+    ),
+    "an unreachable database": case(
+        "show acme",
+        code=2,
+        fragment="cannot connect to the database",
+        db="postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+    ),
+    "a database URL that is not one": case(
+        "show acme", code=2, fragment="not a database URL", db="just words"
+    ),
+    "a database saleflow does not speak": case(
+        "show acme", code=2, fragment="SQLite or PostgreSQL", db="mysql://r@h/d"
+    ),
+    "a database in a missing folder": case(
+        "show acme", code=2, fragment="does not exist", db="sqlite:///{folder}/no/such/folder/x.db"
+    ),
+    "a read-only database": case(
+        "lead set acme need=yes", code=2, fragment="read-only", setup=read_only_on, teardown=read_only_off
+    ),
+    "a database of a newer schema": case(
+        "show acme",
+        code=2,
+        fragment="newer than this saleflow knows",
+        setup=newer_schema_on,
+        teardown=newer_schema_off,
+    ),
+    "a lead in a stage its version lacks (show)": case(
+        "show acme", code=2, fragment='in stage "limbo"', setup=strand, teardown=unstrand
+    ),
+    "a lead in a stage its version lacks (event)": case(
+        "event acme web_visit", code=2, fragment='in stage "limbo"', setup=strand, teardown=unstrand
+    ),
+    # rejected: 1
+    "a gate that fails": case("advance acme --to opportunity", code=1, fragment='cannot enter "opportunity"'),
+    "the next stage's gate fails": case(
+        "advance acme", code=1, fragment='cannot enter "mql": score >= 60 is false'
+    ),
+    "a move the flow does not define": case(
+        "advance acme --to closed_won", code=1, fragment="defines no such move"
+    ),
+    "an exit whose gate fails": case(
+        "advance acme --to lost", code=1, fragment="lost_reason is set is false"
+    ),
+    "a move to where it is": case("advance acme --to nurturing", code=1, fragment="already in"),
+}
+
+
+def _format(value: str, db: Db) -> str:
+    return value.replace("{folder}", str(db.folder))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_changes_nothing(db: Db, name: str) -> None:
+    spec = CASES[name]
+    url = _format(spec.db, db) if spec.db else db.url
+    args = ["--db", url, "--now", T0.isoformat(), "--actor", "tester", *(_format(a, db) for a in spec.args)]
+    if "SALEFLOW_NOW" in spec.env:
+        args.remove("--now")
+        args.remove(T0.isoformat())
+    before = dump(db.url)
+    if spec.setup:
+        spec.setup(db)
+    try:
+        result = CliRunner().invoke(main, args, env=spec.env, catch_exceptions=False)
+    finally:
+        if spec.teardown:
+            spec.teardown(db)
+    after = dump(db.url)
+
+    assert result.exit_code == spec.code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    if spec.style == USAGE:
+        errors = [line for line in lines if line.startswith("Error: ")]
+        assert len(errors) == 1, result.stderr
+        message = errors[0]
+    elif spec.style == DIAGNOSTICS:
+        assert "error[" in result.stderr
+        message = lines[-1]
+        assert message.startswith("error: ")
+    else:
+        assert len(lines) == 1, result.stderr
+        message = lines[0]
+        assert message.startswith("error: ")
+    assert spec.fragment in message, message
+    assert result.stdout == ""
+    assert after == before
+
+
+def test_there_are_at_least_25_kinds() -> None:
+    assert len(CASES) >= 25
+    assert {c.code for c in CASES.values()} == {1, 2, 3}
+
+
+def test_a_subprocess_sees_the_same(sqlite_url: str) -> None:
+    """The installed command, not CliRunner: exit code and one line on stderr."""
+    Engine.open(THE_MODEL, db=sqlite_url).close()
+    before = dump(sqlite_url)
+    command = Path(sys.executable).parent / "saleflow"
+    if not command.exists():
+        pytest.skip("the saleflow command is not installed next to this Python")
+    done = subprocess.run(
+        [str(command), "--db", sqlite_url, "event", "nobody", "web_visit"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == 'error: lead "nobody" does not exist\n'
+    assert dump(sqlite_url) == before
