@@ -159,6 +159,9 @@ class Engine:
                 raise NotFound("no flow is deployed; run `saleflow deploy FLOW` first")
             else:
                 raise BadInput(f"several flows are deployed ({', '.join(names)}); say which with --flow")
+        # Ask for the latest version each time: another process may have
+        # deployed a newer one since this engine started.
+        self._latest[name] = self.store.flow_source(name)[0]
         return self.compiled(name)
 
     def on_enter(self, stage: str, callback: Callback) -> None:
@@ -180,10 +183,22 @@ class Engine:
                         f"the operation kept conflicting with concurrent updates after {ATTEMPTS} attempts"
                     ) from None
                 time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        self._notify(entries)
+        return result
+
+    def _notify(self, entries: list[AuditEntry]) -> None:
+        """Run the `on_enter` callbacks of committed entries.  Every callback
+        runs even if one fails; the first failure is raised afterwards (the
+        change itself is committed either way)."""
+        failure: BaseException | None = None
         for entry in entries:
             for callback in self._callbacks.get(entry.to_stage, ()):
-                callback(entry)
-        return result
+                try:
+                    callback(entry)
+                except Exception as exc:
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[AuditEntry]) -> Work:
         return Work(tx, self.compiled, at, actor or self.actor, entries)

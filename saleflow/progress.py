@@ -248,7 +248,13 @@ class Work:
         return self.tx.update_lead(lead)
 
     def _audit(
-        self, lead: Lead, source: str | None, kind: str, reason: str | None, values: dict[str, Any]
+        self,
+        lead: Lead,
+        source: str | None,
+        kind: str,
+        reason: str | None,
+        values: dict[str, Any],
+        at: datetime | None = None,
     ) -> None:
         if lead.id not in self._last:
             self._last[lead.id] = self.tx.last_audit(lead.id)
@@ -261,7 +267,7 @@ class Work:
             kind=kind,
             actor=self.actor,
             reason=reason,
-            at=self.at,
+            at=at or self.at,
             flow=lead.flow,
             version=lead.version,
             cycle=lead.cycle,
@@ -290,8 +296,11 @@ class Work:
             lead.cycle += 1
             events = []
         lead.stage = target
-        lead.entered_at = self.at
-        self._audit(lead, source, kind, reason, values)
+        # A back-dated fact (--at) cannot move a lead before it entered its
+        # stage: the history stays in time order, so time in stage is never
+        # negative.
+        lead.entered_at = max(self.at, lead.entered_at)
+        self._audit(lead, source, kind, reason, values, lead.entered_at)
         self.tx.remove_waiting(lead.id)
         left = cf.flow.stage(source)
         if left is not None and left.capacity:

@@ -627,3 +627,43 @@ stage gone final
     with pytest.raises(BadInput, match="from 1 to 2147483647"):
         engine.record("early", "ping", count=2**31)
     assert engine.verify() == []
+
+
+def test_back_dated_fact_keeps_history_in_time_order(db_url: str) -> None:
+    engine = model(db_url)
+    engine.add_lead("late-1", email="x@y.z", at=T0 + timedelta(days=5))
+    assert engine.lead("late-1").stage == "lead"
+    # A visit recorded as happening before the lead even entered "lead".
+    engine.record("late-1", "web_visit", at=T0)
+    history = engine.history("late-1")
+    assert history[-1].to_stage == "nurturing"
+    assert [e.at for e in history] == sorted(e.at for e in history)
+    assert history[-1].at == T0 + timedelta(days=5)
+    assert engine.verify() == []
+
+
+def test_every_callback_runs_when_one_fails(db_url: str) -> None:
+    engine = model(db_url)
+    seen: list[str] = []
+
+    def broken(entry: AuditEntry) -> None:
+        raise RuntimeError("mail server down")
+
+    engine.on_enter("lead", broken)
+    engine.on_enter("lead", lambda entry: seen.append(entry.lead_id))
+    with pytest.raises(RuntimeError, match="mail server down"):
+        engine.add_lead("cb-1", email="x@y.z")
+    assert seen == ["cb-1"]
+    assert engine.lead("cb-1").stage == "lead"  # committed all the same
+
+
+def test_new_leads_get_the_version_another_process_deployed(db_url: str, tmp_path: Path) -> None:
+    running = model(db_url)
+    changed = THE_MODEL.read_text().replace(
+        "stage disqualified  final", "stage disqualified  final\nstage parked final"
+    )
+    (tmp_path / "the_model.flow").write_text(changed)
+    other = Engine.open(tmp_path / "the_model.flow", db=db_url, now=T0, actor="deployer")
+    assert other.compiled("the_model").version == 2
+    lead = running.add_lead("v-1", flow="the_model")
+    assert lead.version == 2
