@@ -59,7 +59,8 @@ def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
-def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunked(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`rows` in lists of `size`: batch work commits one transaction per list."""
     batch: list[T] = []
     for row in rows:
         batch.append(row)
@@ -250,7 +251,7 @@ class Engine:
         cf = self._flow_for_new_lead(flow)
         when = self._at(at)
         created = 0
-        for batch in _chunks(rows, chunk):
+        for batch in chunked(rows, chunk):
             typed = [(lead_id, self._coerce(cf, values, lead_id)) for lead_id, values in batch]
             entries: list[AuditEntry] = []
 

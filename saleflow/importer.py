@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .coerce import as_utc, coerce, parse_time
 from .compile import CompiledFlow
+from .engine import chunked
 from .errors import BadInput, NotFound, did_you_mean
 from .model import FieldDef
 from .progress import Work
@@ -551,17 +552,6 @@ def _check_date_format(date_format: str | None, at_column: str | None) -> None:
 # --------------------------------------------------------------------------
 
 
-def _chunks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
-    batch: list[tuple[int, list[str]]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @dataclass(slots=True)
 class _Tally:
     rows: int = 0
@@ -707,7 +697,7 @@ def _first_pass(
 ) -> _Tally:
     """Judge every row; write nothing."""
     found = _Tally()
-    for raw_rows in _chunks(rows, chunk):
+    for raw_rows in chunked(rows, chunk):
         for judged in checker.check(raw_rows):
             found.rows += 1
             if isinstance(judged, BadRow):
@@ -729,7 +719,7 @@ def _second_pass(
 ) -> None:
     """Apply the good rows, a transaction per chunk; bad ones go to `rejects`
     (a csv writer), or stop the import when there is none."""
-    for raw_rows in _chunks(rows, chunk):
+    for raw_rows in chunked(rows, chunk):
         good: list[_Row] = []
         cells_of = dict(raw_rows) if rejects is not None else {}
         for judged in checker.check(raw_rows):

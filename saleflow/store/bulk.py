@@ -30,7 +30,16 @@ from ..errors import Conflict
 from ..records import AuditEntry, EventRecord, Lead, SlaBreach, Transaction
 from .connect import translate
 from .schema import audit, events, leads
-from .statements import AUDIT_COLUMNS, EVENT_COLUMNS, LEAD_COLUMNS, LEAD_UPDATED, Compiled, Statements
+from .statements import (
+    AUDIT_COLUMNS,
+    EVENT_COLUMNS,
+    LEAD_COLUMNS,
+    LEAD_UPDATED,
+    Compiled,
+    Statements,
+    audit_params,
+    lead_params,
+)
 
 if TYPE_CHECKING:
     from .sql import SqlStore, SqlTransaction
@@ -73,41 +82,6 @@ def _copy(lead: Lead) -> Lead:
         lead.score,
         lead.revision,
     )
-
-
-def _lead_params(lead: Lead) -> dict[str, Any]:
-    return {
-        "id": lead.id,
-        "flow": lead.flow,
-        "version": lead.version,
-        "stage": lead.stage,
-        "fields": lead.fields,
-        "cycle": lead.cycle,
-        "score": lead.score,
-        "entered_at": lead.entered_at,
-        "created_at": lead.created_at,
-        "updated_at": lead.updated_at,
-        "revision": lead.revision,
-    }
-
-
-def _audit_params(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "lead_id": entry.lead_id,
-        "seq": entry.seq,
-        "from_stage": entry.from_stage,
-        "to_stage": entry.to_stage,
-        "kind": entry.kind,
-        "actor": entry.actor,
-        "reason": entry.reason,
-        "at": entry.at,
-        "flow": entry.flow,
-        "version": entry.version,
-        "cycle": entry.cycle,
-        "values": dict(entry.values),
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
 
 
 def _batches(ids: Sequence[str]) -> Iterable[list[str]]:
@@ -280,7 +254,7 @@ class BufferedTransaction:
         try:
             if self._new:
                 insert = sql.insert_lead
-                rows = [insert.params(_lead_params(self._lead(i))) for i in self._new]
+                rows = [insert.params(lead_params(self._lead(i))) for i in self._new]
                 cur.executemany(insert.sql, rows)
             if self._dirty:
                 update = _update_to_revision(sql)
@@ -290,7 +264,7 @@ class BufferedTransaction:
                     raise Conflict("a lead of this chunk was changed by another process")
             if self._audit:
                 insert = sql.insert_audit
-                cur.executemany(insert.sql, [insert.params(_audit_params(e)) for e in self._audit])
+                cur.executemany(insert.sql, [insert.params(audit_params(e)) for e in self._audit])
             if self._unwait:
                 remove = sql.remove_waiting
                 cur.executemany(remove.sql, [remove.params({"lead_id": i}) for i in self._unwait])

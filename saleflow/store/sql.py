@@ -40,7 +40,7 @@ from .connect import (
 )
 from .reporting import ReportQueries
 from .schema import flows, leads
-from .statements import LEAD_UPDATED, Compiled, Statements, statements
+from .statements import LEAD_UPDATED, Compiled, Statements, audit_params, lead_params, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -80,7 +80,7 @@ class SqlTransaction:
 
     def insert_lead(self, lead: Lead) -> None:
         try:
-            self._sql.insert_lead.execute(self._cur, _lead_params(lead))
+            self._sql.insert_lead.execute(self._cur, lead_params(lead))
         except self._sql.error as exc:
             self._fail(exc, f'lead "{lead.id}" was created at the same time by another process')
 
@@ -139,22 +139,7 @@ class SqlTransaction:
         return None if row is None else AuditEntry(*row)
 
     def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        params = {
-            "lead_id": entry.lead_id,
-            "seq": entry.seq,
-            "from_stage": entry.from_stage,
-            "to_stage": entry.to_stage,
-            "kind": entry.kind,
-            "actor": entry.actor,
-            "reason": entry.reason,
-            "at": entry.at,
-            "flow": entry.flow,
-            "version": entry.version,
-            "cycle": entry.cycle,
-            "values": dict(entry.values),
-            "prev_hash": entry.prev_hash,
-            "hash": entry.hash,
-        }
+        params = audit_params(entry)
         try:
             self._sql.insert_audit.execute(self._cur, params)
         except self._sql.error as exc:
@@ -514,22 +499,6 @@ class SqlStore(ReportQueries):
                 return
             stmt = self._sql.audit_next
             params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].seq
-
-
-def _lead_params(lead: Lead) -> dict[str, Any]:
-    return {
-        "id": lead.id,
-        "flow": lead.flow,
-        "version": lead.version,
-        "stage": lead.stage,
-        "fields": lead.fields,
-        "cycle": lead.cycle,
-        "score": lead.score,
-        "entered_at": lead.entered_at,
-        "created_at": lead.created_at,
-        "updated_at": lead.updated_at,
-        "revision": lead.revision,
-    }
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:

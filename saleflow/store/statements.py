@@ -22,6 +22,7 @@ from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
+from ..records import AuditEntry, Lead
 from .schema import audit, events, flows, leads, sla_breaches, waiting
 
 L, E, A, W, F = leads.c, events.c, audit.c, waiting.c, flows.c
@@ -305,6 +306,43 @@ class Statements:
 
 
 _BY_DIALECT: dict[str, Statements] = {}
+
+
+def lead_params(lead: Lead) -> dict[str, Any]:
+    """The bind parameters of a lead row."""
+    return {
+        "id": lead.id,
+        "flow": lead.flow,
+        "version": lead.version,
+        "stage": lead.stage,
+        "fields": lead.fields,
+        "cycle": lead.cycle,
+        "score": lead.score,
+        "entered_at": lead.entered_at,
+        "created_at": lead.created_at,
+        "updated_at": lead.updated_at,
+        "revision": lead.revision,
+    }
+
+
+def audit_params(entry: AuditEntry) -> dict[str, Any]:
+    """The bind parameters of an audit row."""
+    return {
+        "lead_id": entry.lead_id,
+        "seq": entry.seq,
+        "from_stage": entry.from_stage,
+        "to_stage": entry.to_stage,
+        "kind": entry.kind,
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "at": entry.at,
+        "flow": entry.flow,
+        "version": entry.version,
+        "cycle": entry.cycle,
+        "values": dict(entry.values),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 def statements(dialect: Dialect) -> Statements:
