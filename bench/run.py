@@ -13,6 +13,9 @@ Sections
   operation (goal >= 0.25).
 - memory: peak RSS of `advance --all` at 10,000 and 100,000 leads
   (goal: 100k within 1.5x of 10k).
+- report: `saleflow report` (table, JSON, HTML, and `--by industry`) over
+  10,000 and 100,000 leads of the_model with histories, seeded in bulk:
+  time and the report's own peak RSS (goal: 100k within 1.5x of 10k).
 - import: `saleflow import` of the real X Education file (`--data`, default
   ../shared/data/x_education_leads.csv), against raw executemany of the same
   lead and audit rows, 1,000 leads per transaction (goal >= 0.25).
@@ -611,7 +614,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="language,ops,memory,import")
+    parser.add_argument("--only", default="language,ops,memory,import,report")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--data", type=Path, default=X_DATA, help="the X Education CSV (import)")
     args = parser.parse_args()

@@ -10,8 +10,9 @@ mean.
 - Streamed: each lead's history (`iter_histories`), a chunk of leads at a
   time in key order: the leads (id, and the field to group by, read from the
   JSON document by the database), their audit entries and, when asked,
-  their events with a channel.  Three range scans on primary keys per
-  chunk, no sort of the whole log, and a chunk at a time in memory.
+  their events with a channel.  Three range scans by lead id per chunk
+  (on the primary keys, and the events' index), no sort of the whole log,
+  and a chunk at a time in memory.
 
 Why not window functions all the way: per lead-cycle figures need "the
 furthest stage reached *after* this entry" (``MAX() OVER (… ROWS BETWEEN 1
@@ -31,6 +32,7 @@ period are exact and durations are cheap.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -151,17 +153,15 @@ class ReportQueries:
         """How this backend's JSON-to-text extraction spells `value`."""
         if self.dialect == "sqlite":  # json_extract gives SQL values: true is 1
             return str(int(value)) if isinstance(value, bool) else str(value)
-        import json
-
         return value if isinstance(value, str) else json.dumps(value)
 
     def _micros(self, column: Any) -> ColumnElement[int]:
         """A stored time as whole microseconds since the epoch."""
         if self.dialect == "sqlite":
             # Stored as fixed-width ISO text: 2026-03-01T09:30:00.123456+00:00
-            whole = func.unixepoch(column) if sqlite3.sqlite_version_info >= (3, 38) else None
-            if whole is None:
-                whole = func.strftime("%s", column)
+            # unixepoch() is SQLite 3.38+; strftime('%s') works everywhere, a little slower
+            new = sqlite3.sqlite_version_info >= (3, 38)
+            whole = func.unixepoch(column) if new else func.strftime("%s", column)
             return cast(whole, BigInteger) * 1_000_000 + cast(func.substr(column, 21, 6), BigInteger)
         return cast(func.round(extract("epoch", column) * 1_000_000), BigInteger)
 
