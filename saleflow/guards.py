@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as attr
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
 from .errors import BadInput
 from .model import (
     BUILTINS,
+    COMPARE,
     And,
     AtLeast,
     Compare,
@@ -176,14 +175,7 @@ def _days(delta: timedelta) -> float:
 # Comparing values
 # --------------------------------------------------------------------------
 
-_OPERATORS: dict[CompareOp, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
+_OPERATORS = COMPARE
 
 
 def _value_test(op: CompareOp) -> Test:

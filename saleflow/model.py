@@ -12,8 +12,11 @@ the same thing compare equal wherever they were written.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as attr
+from typing import Any
 from typing import Literal as TypingLiteral
 
 from .errors import NO_SPAN, Span
@@ -24,6 +27,15 @@ from .errors import NO_SPAN, Span
 
 CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
 COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=")
+# What each comparison does, for the evaluator and the report's targets.
+COMPARE: dict[CompareOp, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 # Names every flow knows without declaring them.
 BUILTINS = ("score", "days_in_stage", "days_since_created")

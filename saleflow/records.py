@@ -43,6 +43,23 @@ class Lead:
     score: float = 0
     revision: int = 0
 
+    def copy(self, revision: int | None = None) -> Lead:
+        """A separate copy (the fields dict is shared: it is replaced, never
+        mutated), optionally at another revision."""
+        return Lead(
+            self.id,
+            self.flow,
+            self.version,
+            self.stage,
+            self.fields,
+            self.cycle,
+            self.entered_at,
+            self.created_at,
+            self.updated_at,
+            self.score,
+            self.revision if revision is None else revision,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:

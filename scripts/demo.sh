@@ -78,3 +78,6 @@ step "Inside Sales has globex" saleflow leads --team inside_sales
 step "Marketing nurtures initech (recycled) again" saleflow leads --team marketing
 step "acme's history, every move audited" saleflow history acme
 step "Verify every hash chain and replay every history" saleflow audit verify
+step "KPIs per stage and team (the embedded SQLite store)" saleflow report --flow the_model
+step "The same as one self-contained HTML page (funnel, flow with live counts, KPI tables)" \
+  saleflow report --flow the_model --format html -o out/report.html

@@ -5,15 +5,13 @@ the report, each with the JSON it turns into (SPEC §4: the keys of ``report
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from ..coerce import parse_time
 from ..errors import BadInput
-from ..model import Flow, Target
+from ..model import COMPARE, Flow, Target
 from ..records import Lead
 
 # --------------------------------------------------------------------------
@@ -143,16 +141,6 @@ class TeamFigures:
         }
 
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     target: Target
@@ -168,7 +156,7 @@ class TargetResult:
     def met(self) -> bool | None:
         if self.actual is None:
             return None
-        return _OPS[self.target.op](self.actual, self.target.value)
+        return COMPARE[self.target.op](self.actual, self.target.value)
 
     def to_json(self) -> dict[str, Any]:
         t = self.target

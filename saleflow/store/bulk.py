@@ -68,22 +68,6 @@ def _update_to_revision(sql: Statements) -> Compiled:
     return found
 
 
-def _copy(lead: Lead) -> Lead:
-    return Lead(
-        lead.id,
-        lead.flow,
-        lead.version,
-        lead.stage,
-        lead.fields,
-        lead.cycle,
-        lead.entered_at,
-        lead.created_at,
-        lead.updated_at,
-        lead.score,
-        lead.revision,
-    )
-
-
 def _batches(ids: Sequence[str]) -> Iterable[list[str]]:
     for start in range(0, len(ids), ID_BATCH):
         yield list(ids[start : start + ID_BATCH])
@@ -173,17 +157,17 @@ class BufferedTransaction:
     def lock_lead(self, lead_id: str) -> Lead | None:
         if lead_id in self._leads:
             lead = self._leads[lead_id]
-            return None if lead is None else _copy(lead)
+            return None if lead is None else lead.copy()
         lead = self._tx.lock_lead(lead_id)
         self._leads[lead_id] = lead
         if lead is not None:
             self._stored[lead_id] = lead.revision
-        return None if lead is None else _copy(lead)
+        return None if lead is None else lead.copy()
 
     def insert_lead(self, lead: Lead) -> None:
         if self._leads.get(lead.id) is not None:
             raise Conflict(f'lead "{lead.id}" was created at the same time by another process')
-        self._leads[lead.id] = _copy(lead)
+        self._leads[lead.id] = lead.copy()
         self._new[lead.id] = None
         self._last[lead.id] = None
         self._events[lead.id] = []
@@ -194,12 +178,12 @@ class BufferedTransaction:
             raise Conflict(
                 f'lead "{lead.id}" was changed by another process (revision {lead.revision} is stale)'
             )
-        saved = _copy(lead)
+        saved = lead.copy()
         saved.revision += 1
         self._leads[lead.id] = saved
         if lead.id not in self._new:
             self._dirty[lead.id] = None
-        return _copy(saved)
+        return saved.copy()
 
     def events(self, lead_id: str, cycle: int) -> list[EventRecord]:
         known = self._events.get(lead_id)

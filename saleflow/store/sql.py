@@ -95,19 +95,7 @@ class SqlTransaction:
             self._fail(exc, stale)
         if cur.rowcount != 1:
             raise Conflict(stale)
-        return Lead(
-            lead.id,
-            lead.flow,
-            lead.version,
-            lead.stage,
-            lead.fields,
-            lead.cycle,
-            lead.entered_at,
-            lead.created_at,
-            lead.updated_at,
-            lead.score,
-            lead.revision + 1,
-        )
+        return lead.copy(revision=lead.revision + 1)
 
     def events(self, lead_id: str, cycle: int) -> list[EventRecord]:
         try:
