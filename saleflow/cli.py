@@ -623,6 +623,8 @@ def report_command(
     else:
         text = render_table(report)
     write_output(text, output)
+    if output is not None:
+        click.echo(f"wrote {fmt} report of flow {report.flow} to {output}", err=True)
 
 
 # --------------------------------------------------------------------------
