@@ -132,12 +132,13 @@ class Work:
         assert initial is not None, "a checked flow has an initial stage"
         fields: dict[str, FieldValue] = {k: v for k, v in values.items() if v is not None}
         lead = Lead(lead_id, cf.name, cf.version, initial.name, fields, 1, self.at, self.at, self.at)
+        step = Step(cf, lead, [], self.at)
+        lead.score = step.score()  # inserted with its score: no update needed
         self.tx.insert_lead(lead)
         self._last[lead_id] = None
         self._audit(lead, None, "create", None, {})
-        lead = self._save(lead, [])
         if progress:
-            lead = self._progress(lead, cf, [])
+            lead = self._progress(lead, cf, [], facts=step.facts)
             self._fill()
         return lead
 
@@ -308,7 +309,13 @@ class Work:
         return self._save(lead, events, None if kind == "recycle" else score), events
 
     def _progress(
-        self, lead: Lead, cf: CompiledFlow, events: list[EventRecord], *, force_save: bool = False
+        self,
+        lead: Lead,
+        cf: CompiledFlow,
+        events: list[EventRecord],
+        *,
+        force_save: bool = False,
+        facts: Facts | None = None,
     ) -> Lead:
         """Automatic progress: furthest enabled advance/skip first, then an
         enabled auto recycle; never into a manual stage, never twice into
@@ -320,7 +327,7 @@ class Work:
         # Within one run the facts stay the same but for the stage's entry
         # time: unless a rule reads days_in_stage, the counts and the score
         # computed for one step serve the next.
-        carried: Facts | None = None
+        carried: Facts | None = facts
         for _ in range(len(flow.stages) + 1):
             stage = flow.stage(lead.stage)
             if stage is None or stage.final:
