@@ -362,6 +362,21 @@ def lead_set_command(
     click.echo(_moved(before.stage if before else None, lead))
 
 
+@lead_group.command("migrate")
+@click.argument("lead_id", metavar="ID")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), default=None, help="Target version [default: latest]."
+)
+@pass_settings
+def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) -> None:
+    """Move a lead to another deployed version of its flow, keeping its stage."""
+    with open_engine(settings) as engine:
+        before = engine.store.get_lead(lead_id)
+        lead = engine.migrate(lead_id, version=version)
+    was = f" (was version {before.version})" if before and before.version != lead.version else " (unchanged)"
+    click.echo(f'lead "{lead.id}" is on flow {lead.flow} version {lead.version}{was}, in "{lead.stage}"')
+
+
 @main.command("event")
 @click.argument("lead_id", metavar="ID")
 @click.argument("event")

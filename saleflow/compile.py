@@ -29,8 +29,9 @@ from .errors import NO_SPAN, Span
 from .guards import Evaluator, Facts
 
 GATED_KINDS = ("advance", "skip", "recycle", "exit")
-# Kinds that may set any stage (replay accepts them from anywhere).
-UNGATED_KINDS = ("create", "force", "import")
+# Kinds that may set any stage (replay accepts them from anywhere);
+# "migrate" keeps the stage and moves the lead to another flow version.
+UNGATED_KINDS = ("create", "force", "import", "migrate")
 
 
 @dataclass(frozen=True, slots=True)

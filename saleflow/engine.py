@@ -367,6 +367,32 @@ class Engine:
 
         return self._run(body, entries)
 
+    def migrate(
+        self,
+        lead_id: str,
+        /,
+        *,
+        version: int | None = None,
+        actor: str | None = None,
+        at: datetime | str | None = None,
+    ) -> Lead:
+        """Move a lead to another deployed version of its flow (the latest
+        when `version` is None), keeping its stage, fields and cycle."""
+        when = self._at(at)
+        entries: list[AuditEntry] = []
+
+        def body(tx: Transaction) -> Lead:
+            lead = self._locked(tx, lead_id)
+            target = self.compiled(lead.flow, version) if version is not None else None
+            if target is None:
+                self._latest[lead.flow] = self.store.flow_source(lead.flow)[0]
+                target = self.compiled(lead.flow)
+            if target.version == lead.version:
+                return lead
+            return self._work(tx, when, actor, entries).migrate(lead, target)
+
+        return self._run(body, entries)
+
     def advance_all(
         self,
         *,

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from .coerce import coerce
 from .compile import CompiledFlow, Move
-from .errors import Rejected
+from .errors import BadInput, Rejected, did_you_mean
 from .guards import Facts
 from .records import (
     GENESIS_HASH,
@@ -205,6 +206,41 @@ class Work:
                 )
             lead, events = self._apply(lead, move.kind, target, reason, step.reads(move), events)
         lead = self._progress(lead, cf, events)
+        self._fill()
+        return lead
+
+    def migrate(self, lead: Lead, cf: CompiledFlow) -> Lead:
+        """Move a lead to another version of its flow, keeping its stage,
+        fields and cycle; audited as kind "migrate"; then let it progress
+        under the new version's gates."""
+        if not cf.has_stage(lead.stage):
+            hint = did_you_mean(lead.stage, cf.flow.stage_names)
+            raise Rejected(
+                f'lead "{lead.id}" cannot move to version {cf.version} of flow "{cf.name}": that version '
+                f'has no stage "{lead.stage}"'
+                + (f" ({hint})" if hint else "")
+                + "; force the lead to a stage both versions have first",
+                lead_id=lead.id,
+                stage=lead.stage,
+            )
+        for name, value in lead.fields.items():
+            definition = cf.flow.field(name)
+            if definition is not None:
+                try:
+                    coerce(definition, value)
+                except BadInput as err:
+                    raise Rejected(
+                        f'lead "{lead.id}" cannot move to version {cf.version} of flow "{cf.name}": {err}',
+                        lead_id=lead.id,
+                    ) from None
+        old = lead.version
+        lead.version = cf.version
+        when = max(self.at, lead.entered_at)  # keep the history in time order
+        self._audit(
+            lead, lead.stage, "migrate", f"version {old} -> {cf.version}", {"from_version": old}, when
+        )
+        events = self.tx.events(lead.id, lead.cycle)
+        lead = self._progress(lead, cf, events, force_save=True)
         self._fill()
         return lead
 

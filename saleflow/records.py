@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 
 from .errors import NO_SPAN, Span
 
-MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import"]
-MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import")
+MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]
+MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import", "migrate")
 
 FieldValue = int | float | str | bool | None
 

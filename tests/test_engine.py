@@ -667,3 +667,56 @@ def test_new_leads_get_the_version_another_process_deployed(db_url: str, tmp_pat
     assert other.compiled("the_model").version == 2
     lead = running.add_lead("v-1", flow="the_model")
     assert lead.version == 2
+
+
+def test_migrate_moves_a_lead_to_the_new_version_keeping_its_stage(db_url: str, tmp_path: Path) -> None:
+    engine = model(db_url)
+    engine.add_lead("mig-1", email="x@y.z")
+    assert engine.lead("mig-1").stage == "lead"
+    # Version 2: nurturing also accepts a content download.
+    changed = THE_MODEL.read_text().replace(
+        "stage nurturing  when web_visit >= 1 or seminar_attended >= 1",
+        "stage nurturing  when web_visit >= 1 or seminar_attended >= 1 or content_download >= 1",
+    )
+    (tmp_path / "the_model.flow").write_text(changed)
+    assert engine.deploy(tmp_path / "the_model.flow").version == 2
+    engine.record("mig-1", "content_download")
+    assert (engine.lead("mig-1").stage, engine.lead("mig-1").version) == ("lead", 1)  # old gates
+    lead = engine.migrate("mig-1")
+    assert (lead.version, lead.stage) == (2, "nurturing")  # new gates, then progress
+    kinds = [(e.kind, e.from_stage, e.to_stage, e.version) for e in engine.history("mig-1")][-2:]
+    assert kinds == [("migrate", "lead", "lead", 2), ("advance", "lead", "nurturing", 2)]
+    assert engine.verify() == []
+    assert engine.migrate("mig-1").version == 2  # already there: nothing to do
+    assert len(engine.history("mig-1")) == 4
+
+
+def test_migrate_refuses_a_version_without_the_lead_stage(db_url: str, tmp_path: Path) -> None:
+    engine = model(db_url)
+    engine.add_lead("mig-2")
+    changed = THE_MODEL.read_text().replace("stage awareness  initial", "stage aware  initial")
+    (tmp_path / "the_model.flow").write_text(changed)
+    engine.deploy(tmp_path / "the_model.flow")
+    with pytest.raises(Rejected, match='has no stage "awareness"'):
+        engine.migrate("mig-2")
+    assert engine.lead("mig-2").version == 1
+    assert len(engine.history("mig-2")) == 1
+
+
+def test_cli_lead_migrate(sqlite_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from saleflow.cli import main
+
+    base = ["--db", sqlite_url, "--now", "2024-05-01T09:00:00Z"]
+    runner = CliRunner()
+    assert runner.invoke(main, [*base, "lead", "add", "c-1", "--flow", str(THE_MODEL)]).exit_code == 0
+    changed = THE_MODEL.read_text().replace("stage disqualified  final", "stage disqualified  final\nstage parked final")
+    (tmp_path / "the_model.flow").write_text(changed)
+    assert runner.invoke(main, [*base, "deploy", str(tmp_path / "the_model.flow")]).exit_code == 0
+    result = runner.invoke(main, [*base, "lead", "migrate", "c-1"])
+    assert result.exit_code == 0, result.output
+    assert 'lead "c-1" is on flow the_model version 2 (was version 1), in "awareness"' in result.output
+    missing = runner.invoke(main, [*base, "lead", "migrate", "c-1", "--version", "7"])
+    assert missing.exit_code == 3
+    assert "version 7" in missing.stderr

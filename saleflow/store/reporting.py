@@ -181,6 +181,7 @@ class ReportQueries:
         entries = (
             select(A.lead_id, A.cycle, A.from_stage, A.to_stage, A.kind, self._micros(A.at))
             .where(A.lead_id >= first, A.lead_id <= last, _unindexed(A.flow) == flow)
+            .where(A.kind != "migrate")  # a change of version, not of stage
             .order_by(A.lead_id, A.seq)
         )
         found = [Compiled(page, dialect), Compiled(entries, dialect)]
