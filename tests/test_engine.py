@@ -711,7 +711,9 @@ def test_cli_lead_migrate(sqlite_url: str, tmp_path: Path) -> None:
     base = ["--db", sqlite_url, "--now", "2024-05-01T09:00:00Z"]
     runner = CliRunner()
     assert runner.invoke(main, [*base, "lead", "add", "c-1", "--flow", str(THE_MODEL)]).exit_code == 0
-    changed = THE_MODEL.read_text().replace("stage disqualified  final", "stage disqualified  final\nstage parked final")
+    changed = THE_MODEL.read_text().replace(
+        "stage disqualified  final", "stage disqualified  final\nstage parked final"
+    )
     (tmp_path / "the_model.flow").write_text(changed)
     assert runner.invoke(main, [*base, "deploy", str(tmp_path / "the_model.flow")]).exit_code == 0
     result = runner.invoke(main, [*base, "lead", "migrate", "c-1"])
