@@ -286,11 +286,14 @@ def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
     first: dict[tuple[str, str], Span] = {}
     facts: dict[str, tuple[str, Span]] = {}  # fields, conditions, events share one namespace
     for kind, name, span in declared:
-        where = ctx.name_span(span, name, kind)
+        # Located only for a diagnostic (costly on flows with thousands of stages).
+        def where(span: Span = span, name: str = name, kind: str = kind) -> Span:
+            return ctx.name_span(span, name, kind)
+
         if (kind, name) in first:
             yield ctx.error(
                 "SF101",
-                where,
+                where(),
                 f'{kind} "{name}" is declared twice',
                 f"the first declaration is on line {first[kind, name].line}",
             )
@@ -301,15 +304,22 @@ def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
         if name in BUILTINS:
             yield ctx.error(
                 "SF103",
-                where,
+                where(),
                 f'{kind} "{name}" has the name of the builtin "{name}"',
+                "choose another name",
+            )
+        elif name in RESERVED_WORDS:
+            yield ctx.error(
+                "SF103",
+                where(),
+                f'{kind} "{name}" is named like the word "{name}" of expressions, so no expression can use it',
                 "choose another name",
             )
         elif name in facts:
             other, other_span = facts[name]
             yield ctx.error(
                 "SF102",
-                where,
+                where(),
                 f'{kind} "{name}" has the same name as the {other} on line {other_span.line}',
                 "fields, conditions and events share one set of names; rename one of them",
             )
@@ -317,12 +327,27 @@ def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
             facts[name] = (kind, span)
 
 
+# Words an expression reads as part of the language wherever a name could
+# stand (`true`, `not b`, `at least`, `days_since e`): a field, condition,
+# event or enum value spelt like one could never be written bare.
+RESERVED_WORDS = ("true", "false", "not", "at", "days_since")
+
+
 @rule
 def enum_values(ctx: _Context) -> Iterator[Diagnostic]:
-    """SF101 a value listed twice in `one of [..]`."""
+    """SF101 a value listed twice in `one of [..]`; SF103 a value spelt like
+    a word of expressions."""
     for definition in ctx.flow.fields:
         choices = definition.type.choices
         for index, choice in enumerate(choices):
+            if choice in RESERVED_WORDS and choice not in choices[:index]:
+                where = ctx.locate.word(definition.span, choice, after=r"\[")
+                yield ctx.error(
+                    "SF103",
+                    where,
+                    f'value "{choice}" of field "{definition.name}" is spelt like the word "{choice}" of expressions',
+                    f"a bare {choice} would never mean the value; choose another value",
+                )
             earlier = choices[:index].count(choice)
             if earlier:
                 where = ctx.locate.word(definition.span, choice, after=r"\[", nth=earlier)
@@ -360,6 +385,11 @@ def field_defaults(ctx: _Context) -> Iterator[Diagnostic]:
     for definition in ctx.flow.fields:
         if definition.default is None or _default_fits(definition):
             continue
+        if (
+            isinstance(definition.default, bool)
+            and literal_text(definition.default) in definition.type.choices
+        ):
+            continue  # an enum value `true`/`false`, refused where declared (SF103)
         where = ctx.locate.find(definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=_keyword("default"))
         value = definition.default
         shown = literal_text(value)
@@ -528,7 +558,9 @@ class _Expressions:
         name that is not a known name.  A known name means what it names,
         even when it is also one of the values (SF305), as in `guards.py`."""
         if isinstance(expr, Literal):
-            return isinstance(expr.value, str)
+            # `true`/`false` as values are refused where declared (SF103).
+            reserved = isinstance(expr.value, bool) and literal_text(expr.value) in enum.type.choices
+            return isinstance(expr.value, str) or reserved
         if isinstance(expr, Ref):
             if self.ctx.kind_of(expr.name) is None:
                 return True
@@ -552,6 +584,8 @@ class _Expressions:
     def enum_value(self, enum: FieldDef, expr: Literal | Ref) -> None:
         """SF112 a value not in the enum's list."""
         value = expr.name if isinstance(expr, Ref) else str(expr.value)
+        if isinstance(expr, Literal) and isinstance(expr.value, bool):
+            value = literal_text(expr.value)
         choices = enum.type.choices
         if value not in choices:
             self.report(
@@ -940,23 +974,30 @@ def skips(ctx: _Context) -> Iterator[Diagnostic]:
         source, target = flow.stage(skip.source), flow.stage(skip.target)
         if source is None or target is None:
             continue
-        source_at = ctx.name_span(skip.span, skip.source, "skip")
-        target_at = ctx.locate.word(skip.span, skip.target, after="->")
+        # Spans are located only for a diagnostic: on a flow with thousands
+        # of skips, locating every name costs more than the whole check.
         side = False
-        for stage, where, role in ((source, source_at, "from"), (target, target_at, "to")):
+        for stage, role in ((source, "from"), (target, "to")):
             if flow.position(stage.name) is None:
                 side = True
                 hint = "a skip jumps forward along the main line"
                 if role == "to" and stage.final:
                     hint = f'leads leave for final side stage "{stage.name}" by exit, from any stage'
+                if role == "from":
+                    where = ctx.name_span(skip.span, skip.source, "skip")
+                else:
+                    where = ctx.locate.word(skip.span, skip.target, after="->")
                 yield ctx.error("SF207", where, f'skip {role} side stage "{stage.name}"', hint)
         if side:
             continue
         source_index, target_index = flow.position(skip.source), flow.position(skip.target)
         assert source_index is not None and target_index is not None
+        if target_index > source_index:
+            continue
+        target_at = ctx.locate.word(skip.span, skip.target, after="->")
         if target_index == source_index:
             yield ctx.error("SF206", target_at, f'skip from "{skip.source}" to itself goes nowhere')
-        elif target_index < source_index:
+        else:
             yield ctx.error(
                 "SF206",
                 target_at,
@@ -987,19 +1028,20 @@ def recycles(ctx: _Context) -> Iterator[Diagnostic]:
             source = flow.stage(name)
             if source is None:
                 continue
+            problem = _recycle_stage_problem(flow, source)
+            source_index = flow.position(name)
+            target_index = None if target is None else flow.position(target.name)
+            if not problem and (target_index is None or source_index is None or source_index > target_index):
+                continue  # fine, or judged elsewhere: locating the name is costly, skip it
             earlier = recycle.sources[:nth].count(name)
             where = ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier)
-            problem = _recycle_stage_problem(flow, source)
             if problem:
                 hint = "a recycle moves leads back from a later stage of the main line"
                 if source.final:
                     hint = "a final stage ends the lead's way; recycle it before it gets there"
                 yield ctx.error("SF209", where, f'recycle from {problem} "{name}"', hint)
                 continue
-            if target is None:
-                continue
-            source_index, target_index = flow.position(name), flow.position(target.name)
-            assert source_index is not None and target_index is not None
+            assert target is not None and source_index is not None and target_index is not None
             if source_index == target_index:
                 yield ctx.error("SF208", where, f'recycle from "{name}" to itself goes nowhere')
             elif source_index < target_index:
@@ -1211,12 +1253,18 @@ def impossible_at_least(ctx: _Context) -> Iterator[Diagnostic]:
             size = len(node.items)
             if size < node.count:
                 message = f"at least {node.count} of {size} items can never be true"
-            else:
+            elif possible:
                 message = (
                     f"at least {node.count} of {{..}} can never be true: "
                     f"only {len(possible)} of its {size} items can ever be true"
                 )
-            yield ctx.warning("SF303", where, message, f"lower the count to {len(possible)} or fewer")
+            else:
+                message = (
+                    f"at least {node.count} of {{..}} can never be true: none of its items can ever be true"
+                )
+            # A count of 0 is an error of its own (SF115): never suggest it.
+            hint = f"lower the count to {len(possible)} or fewer" if possible else "fix or replace its items"
+            yield ctx.warning("SF303", where, message, hint)
 
 
 @rule

@@ -62,9 +62,11 @@ class Diagnostic:
         """Compiler style: headline, the source line, a caret, a hint."""
         lines = [self.headline()]
         if source is not None and self.span.line > 0:
-            text_lines = source.splitlines()
+            # Lines as the parser counts them: only "\n" ends a line (not
+            # the U+2028, form feed, … that `str.splitlines` also splits on).
+            text_lines = source.split("\n")
             if self.span.line <= len(text_lines):
-                text = text_lines[self.span.line - 1].replace("\t", " ")
+                text = text_lines[self.span.line - 1].removesuffix("\r").replace("\t", " ")
                 gutter = f"{self.span.line:>4} | "
                 lines.append(gutter + text)
                 width = 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 from dataclasses import replace
 from importlib import resources
@@ -534,6 +535,18 @@ def _label(err: UnexpectedInput, parser_: Lark, start: str) -> str | None:
     return label if isinstance(label, str) else None
 
 
+_DATE_AROUND = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?![0-9A-Za-z_.:-])")
+
+
+def _unquoted_date(text: str, token: Token) -> bool:
+    """Whether the unexpected `token` is the first "-" of a date written
+    without quotes (`default 2026-01-31`), which lexes as a number."""
+    start = token.start_pos
+    if str(token) != "-" or start is None or start < 4:
+        return False
+    return _DATE_AROUND.match(text, start - 4) is not None and not text[start - 5 : start - 4].isalnum()
+
+
 def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -> Diagnostic:
     p = parser()
     line = getattr(err, "line", 0) or 0
@@ -562,6 +575,8 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
             token.end_column or column + 1,
         )
         label = _label(err, p, start)
+        if _unquoted_date(text, token):
+            label = 'a date is written in quotes, like "2026-01-31"'
         expected = f"expected {_expected(p, set(err.accepts or err.expected))}"
         message = f'unexpected "{token}": {label}' if label else f'unexpected "{token}"; {expected}'
         return Diagnostic("SF001", "error", span, message, expected if label else None)
@@ -569,9 +584,11 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     expected_names: set[str] = set(getattr(err, "expected", None) or [])
     if isinstance(err, UnexpectedToken):
         expected_names = set(err.accepts or err.expected)
-    lines = text.splitlines() or [""]
+    # Only "\n" ends a line for Lark; a final newline does not start one.
+    lines = text.removesuffix("\n").split("\n")
     last = len(lines)
-    span = Span(path, last, len(lines[-1]) + 1, last, len(lines[-1]) + 2)
+    end = len(lines[-1].removesuffix("\r"))
+    span = Span(path, last, end + 1, last, end + 2)
     label = _label(err, p, start)
     message = "unexpected end of file"
     if label:
@@ -581,12 +598,49 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     return Diagnostic("SF003", "error", span, message)
 
 
+# How deeply rules may nest (`not not …`, `at least 1 of { at least … }`):
+# checking, evaluating and drawing an expression recurse over it, so a flow
+# past this depth would crash them; no real gate comes near it.
+MAX_DEPTH = 100
+
+
+_NESTING = frozenset({"not_", "at_least", "compare", "in_list", "not_in_list", "is_set", "is_not_set"})
+
+
+def _too_deep(tree: Tree[Token], path: str) -> Diagnostic | None:
+    """SF007 when an expression nests deeper than `MAX_DEPTH`, pointing at
+    the first node past the limit.  Levels are counted as the model has
+    them: parentheses and one-item `and`/`or` wrappers do not count."""
+    stack: list[tuple[Tree[Token], int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        data = str(node.data)
+        if data in _NESTING or (data in ("and_", "or_") and len(node.children) > 1):
+            depth += 1
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            line, column = getattr(meta, "line", 0), getattr(meta, "column", 0)
+            span = Span(path, line, column, line, column + 1)
+            return Diagnostic(
+                "SF007",
+                "error",
+                span,
+                f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                "name parts of it with condition NAME = … and use the names",
+            )
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+    return None
+
+
 def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
     p = parser()
     try:
         tree = p.parse(text, start=start)
     except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF) as err:
         raise FlowInvalid(path, [_syntax_diagnostic(err, text, path, start)], text) from None
+    deep = _too_deep(tree, path)
+    if deep is not None:
+        raise FlowInvalid(path, [deep], text)
     builder = _Builder(path)
     return builder.build(tree), builder.problems
 

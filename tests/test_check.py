@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,13 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
         "days_in_stage",
     ),
     ("shadow-builtin-cond", flow("condition days_since_created = need\n"), "SF103", "builtin", None),
+    # Regression: a field named like a word of expressions checked clean, yet
+    # `when true` meant the literal and `when not` was a syntax error.
+    ("reserved-field-true", flow("field true bool\n"), "SF103", 'the word "true"', "true"),
+    ("reserved-event-not", flow("event not\n"), "SF103", 'the word "not"', "not"),
+    ("reserved-cond-at", flow("condition at = need\n"), "SF103", 'the word "at"', "at"),
+    ("reserved-field-days-since", flow("field days_since int\n"), "SF103", "days_since", "days_since"),
+    ("reserved-enum-value", flow("field consent one of [yes, true]\n"), "SF103", 'value "true"', "true"),
     # ---- SF104 unknown names ---------------------------------------------
     ("unknown-name", cond("budjet >= 10"), "SF104", 'unknown name "budjet"', "budjet"),
     ("unknown-name-hint", cond("budjet >= 10"), "SF104", 'did you mean "budget"?', None),
@@ -396,6 +404,14 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
     ),
     ("at-least-too-many", cond("at least 3 of { need budget > 0 }"), "SF303", "at least 3 of 2 items", "3"),
     ("at-least-false", cond("at least 2 of { need false }"), "SF303", "only 1 of its 2 items", "2"),
+    # Regression: the hint said "lower the count to 0 or fewer", an error (SF115).
+    (
+        "at-least-none-possible",
+        cond("at least 1 of { false not true }"),
+        "SF303",
+        "fix or replace its items",
+        "1",
+    ),
     (
         "at-least-false-cond",
         flow("condition f = not true\ncondition g = at least 1 of { f }\n"),
@@ -692,3 +708,35 @@ def test_check_never_raises_on_mutated_flows() -> None:
         assert all(isinstance(d, Diagnostic) and d.span.line >= 1 for d in diagnostics)
         render_report(diagnostics, source)
     assert checked > 50
+
+
+def test_reserved_enum_values_give_one_diagnostic() -> None:
+    """Regression: `one of [true, false] default true` also reported the
+    default as "not one of [true, false]" (did you mean "true"?) and every
+    `== true` as a type mismatch."""
+    source = flow(
+        "field consent one of [true, false, unknown] default true\n"
+        "condition agreed = consent == true or consent in [false]\n"
+    )
+    assert [d.code for d in check(parse_flow(source, "probe.flow"))] == ["SF103", "SF103"]
+
+
+def test_at_least_hint_never_suggests_zero() -> None:
+    (diagnostic,) = check(parse_flow(cond("at least 2 of { false (1 > 2) }"), "probe.flow"))
+    assert diagnostic.code == "SF303"
+    assert "none of its items" in diagnostic.message
+    assert "0" not in (diagnostic.hint or "")
+
+
+def test_huge_flow_checks_quickly() -> None:
+    """Regression: names in skips and recycles were located in the source
+    even with nothing to report; a recycle from each of 5,000 stages took 6 s."""
+    lines = ["flow big", "event e", "team t {", "  stage s0 initial"]
+    lines += [f"  stage s{i} when e >= {i}" for i in range(1, 5000)]
+    lines += ["}", "stage lost final"]
+    lines += [f"skip s{i} -> s{i + 5}" for i in range(0, 4990, 5)]
+    lines.append("recycle " + ", ".join(f"s{i}" for i in range(1, 5000)) + " -> s0")
+    parsed = parse_flow("\n".join(lines) + "\n", "big.flow")
+    start = time.perf_counter()
+    assert check(parsed) == []
+    assert time.perf_counter() - start < 2

@@ -115,6 +115,28 @@ def test_syntax_errors_are_diagnostics(write) -> None:  # type: ignore[no-untype
     assert result.stdout.splitlines()[-1] == "1 error, 0 warnings"
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x0c", "\x85", "\x1e"])
+def test_caret_line_with_unicode_line_separators(write, separator: str) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a U+2028 (or form feed, …) inside a string shifted the
+    source line shown under every later diagnostic: only "\\n" ends a line."""
+    text = TWO_ERRORS.replace(
+        "field budget money", f'field budget money\nfield note text default "a{separator}b"'
+    )
+    path = write("sep.flow", text)
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert f"{path}:6:18: error[SF104]" in result.stdout
+    assert "   6 |   stage won when budjet >= 10\n" in result.stdout
+
+
+def test_end_of_file_after_a_unicode_line_separator(write) -> None:  # type: ignore[no-untyped-def]
+    path = write("eof.flow", 'flow f\nfield note text default "a\u2028b"\nfield\n')
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert f"{path}:3:6: error[SF003]" in result.stdout
+    assert "   3 | field\n" in result.stdout
+
+
 def test_mixed_files_report_each(write) -> None:  # type: ignore[no-untyped-def]
     bad = write("broken.flow", TWO_ERRORS)
     result = run("check", THE_MODEL, bad)

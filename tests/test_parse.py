@@ -88,6 +88,15 @@ def test_expressions(text: str, expected: m.Expr) -> None:
         ("flow f\nstage a sla 1 days sla 2 days", "SF005", 'says "sla" twice', 2, 20),
         ("flow f\ntarget time in a <= 2 days", "SF006", "inside the team", 2, 1),
         ("   \n", "SF003", "the file is empty", 1, 1),
+        (
+            "flow f\nfield d date default 2026-01-31",
+            "SF001",
+            'a date is written in quotes, like "2026-01-31"',
+            2,
+            26,
+        ),
+        ("flow f\ncondition c = d > 2026-1-5", "SF001", "a date is written in quotes", 2, 23),
+        ("flow f\nstage a when " + "not " * 101 + "b", "SF007", "nested too deeply", 2, 414),
     ],
 )
 def test_syntax_errors_are_positioned_diagnostics(
@@ -122,6 +131,19 @@ def test_big_flow_parses_quickly() -> None:
     assert len(flow.main_line) == 5000
     # Generous bound: a regression to a quadratic builder would take minutes.
     assert time.perf_counter() - start < 10
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_crash() -> None:
+    """Regression: 3,000 nested `not` or 500 nested `at least` crashed
+    `check`, `graph` and the engine with a RecursionError traceback."""
+    for expr in ("not " * 3000 + "b", "at least 1 of { " * 500 + "b" + " }" * 500):
+        with pytest.raises(FlowInvalid) as caught:
+            parse_flow(f"flow f\nfield b bool\nstage a initial when {expr}\n", "deep.flow")
+        (diagnostic,) = caught.value.diagnostics
+        assert (diagnostic.code, diagnostic.span.line) == ("SF007", 3)
+    # Up to the limit is fine, and parentheses do not count as levels.
+    flow = parse_flow("flow f\nfield b bool\nstage a when " + "not " * 100 + "(" * 2000 + "b" + ")" * 2000)
+    assert flow.stages[0].when is not None
 
 
 CACHE_PROBE = "import saleflow.parse as p; p.parser(); print('ok')"
