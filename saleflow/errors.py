@@ -62,18 +62,19 @@ class Diagnostic:
         """Compiler style: headline, the source line, a caret, a hint."""
         lines = [self.headline()]
         if source is not None and self.span.line > 0:
-            # Lines as the parser counts them: only "\n" ends a line (not
-            # the U+2028, form feed, … that `str.splitlines` also splits on).
-            text_lines = source.split("\n")
+            # Lines as the parser counts them: "\n", "\r\n" or a lone "\r"
+            # (not the U+2028, form feed, … that `str.splitlines` splits on).
+            text_lines = source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
             if self.span.line <= len(text_lines):
-                text = text_lines[self.span.line - 1].removesuffix("\r").replace("\t", " ")
-                gutter = f"{self.span.line:>4} | "
-                lines.append(gutter + text)
+                text = text_lines[self.span.line - 1].replace("\t", " ")
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
                     width = self.span.end_column - self.span.column
+                text, column, width = _window(text, self.span.column, width)
+                gutter = f"{self.span.line:>4} | "
+                lines.append(gutter + text)
                 pad = " " * (len(gutter) - 2) + "| "
-                lines.append(pad + " " * (self.span.column - 1) + "^" * width)
+                lines.append(pad + " " * (column - 1) + "^" * width)
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)
@@ -90,6 +91,27 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+SHOWN_WIDTH = 120  # characters of a source line shown under a diagnostic
+
+
+def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """Cut a long source line to about SHOWN_WIDTH characters around the
+    caret (marking the cuts with "…"); returns the text, the caret's column
+    in it and the caret's width."""
+    if len(text) <= SHOWN_WIDTH:
+        return text, column, width
+    width = min(width, SHOWN_WIDTH // 2)
+    start = max(0, column - 1 - SHOWN_WIDTH // 3)
+    end = min(len(text), start + SHOWN_WIDTH)
+    shown = text[start:end]
+    column -= start
+    if start > 0:
+        shown, column = "…" + shown, column + 1
+    if end < len(text):
+        shown += "…"
+    return shown, column, width
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

@@ -647,6 +647,9 @@ def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
 
 def parse_flow(text: str, path: str = "<string>") -> m.Flow:
     """Parse flow text into a `Flow`; raise `FlowInvalid` on syntax errors."""
+    # Old Mac files end lines with a lone "\r": count them as lines too.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         span = Span(path, 1, 1, 1, 1)
         raise FlowInvalid(

@@ -338,3 +338,25 @@ def test_errors_become_exit_codes(error: Exception, code: int) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ")
     if isinstance(error, OSError):
         assert str(error.filename) in lines[0]
+
+
+def test_a_very_long_line_is_shown_around_the_caret(tmp_path: Path) -> None:
+    flow = tmp_path / "long.flow"
+    flow.write_text("flow f\nteam t { stage a initial stage b when " + "x == 1 and " * 5000 + "y = 2 }\n")
+    result = CliRunner().invoke(main, ["check", str(flow)])
+    assert result.exit_code == 1
+    assert len(result.output) < 2000
+    shown = [line for line in result.output.splitlines() if line.startswith("   2 | ")][0]
+    caret = [line for line in result.output.splitlines() if line.strip().startswith("| ") and "^" in line][0]
+    assert shown.startswith("   2 | …")
+    assert shown[caret.index("^")] == "="  # the caret still points at the "="
+
+
+def test_lone_carriage_returns_end_lines(tmp_path: Path) -> None:
+    flow = tmp_path / "mac.flow"
+    flow.write_bytes(b"flow f\rfield x int\rteam t {\r stage a initial\r stage b when y >= 1\r}\r")
+    result = CliRunner().invoke(main, ["check", "--json", str(flow)])
+    found = [d for d in json.loads(result.stdout) if d["code"] == "SF104"]
+    assert [(d["line"], d["column"]) for d in found] == [(5, 15)]
+    text = CliRunner().invoke(main, ["check", str(flow)]).output
+    assert "   5 |  stage b when y >= 1" in text
