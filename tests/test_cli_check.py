@@ -346,8 +346,8 @@ def test_a_very_long_line_is_shown_around_the_caret(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", str(flow)])
     assert result.exit_code == 1
     assert len(result.output) < 2000
-    shown = [line for line in result.output.splitlines() if line.startswith("   2 | ")][0]
-    caret = [line for line in result.output.splitlines() if line.strip().startswith("| ") and "^" in line][0]
+    shown = next(line for line in result.output.splitlines() if line.startswith("   2 | "))
+    caret = next(line for line in result.output.splitlines() if line.strip().startswith("| ") and "^" in line)
     assert shown.startswith("   2 | …")
     assert shown[caret.index("^")] == "="  # the caret still points at the "="
 
