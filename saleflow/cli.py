@@ -34,6 +34,7 @@ from .errors import (
     Diagnostic,
     FlowInvalid,
     SaleflowError,
+    Span,
 )
 from .model import Flow
 from .parse import parse_flow, read_source
@@ -213,7 +214,7 @@ def check_command(ctx: click.Context, flows: tuple[str, ...], as_json: bool, str
     Exit 0 when clean, 1 on errors (or warnings with --strict), 2 when a
     file cannot be read.
     """
-    unreadable = False
+    unreadable: list[Diagnostic] = []
     found: list[tuple[str, str, list[Diagnostic]]] = []
     for path in flows:
         try:
@@ -221,7 +222,7 @@ def check_command(ctx: click.Context, flows: tuple[str, ...], as_json: bool, str
         except BadInput as err:
             # Go on with the other files; the exit code still says 2.
             report_error(err)
-            unreadable = True
+            unreadable.append(Diagnostic("SF000", "error", Span(path, 0, 0, 0, 0), err.message))
             continue
         found.append((path, text, diagnose(text, path)))
 
@@ -229,7 +230,10 @@ def check_command(ctx: click.Context, flows: tuple[str, ...], as_json: bool, str
     errors = sum(d.is_error for d in everything)
     warnings = len(everything) - errors
     if as_json:
-        click.echo(json.dumps([d.to_json() for d in everything], indent=2, ensure_ascii=False))
+        # An unreadable file is an entry too (code SF000, line 0), so that a
+        # program reading the list sees every file it asked about.
+        listed = [d.to_json() for d in [*unreadable, *everything]]
+        click.echo(json.dumps(listed, indent=2, ensure_ascii=False))
     else:
         for path, text, diagnostics in found:
             if not diagnostics:

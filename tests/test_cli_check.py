@@ -360,3 +360,14 @@ def test_lone_carriage_returns_end_lines(tmp_path: Path) -> None:
     assert [(d["line"], d["column"]) for d in found] == [(5, 15)]
     text = CliRunner().invoke(main, ["check", str(flow)]).output
     assert "   5 |  stage b when y >= 1" in text
+
+
+def test_json_lists_unreadable_files_too(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.flow"
+    result = CliRunner().invoke(
+        main, ["check", "--json", str(missing), str(ROOT / "flows" / "the_model.flow")]
+    )
+    assert result.exit_code == 2
+    (entry,) = json.loads(result.stdout)
+    assert (entry["file"], entry["code"], entry["line"]) == (str(missing), "SF000", 0)
+    assert "does not exist" in entry["message"]
