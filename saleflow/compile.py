@@ -168,6 +168,7 @@ class CompiledFlow:
             send_event=True,
         )
         self._transitions: dict[int, tuple[Transition, Any, Any]] = {}
+        self._forward: dict[str, list[Move]] = {}
 
     def _condition(self, gate: Gate) -> Callable[[Any], bool]:
         test = self.evaluator.test
@@ -182,6 +183,19 @@ class CompiledFlow:
     # -- structure ----------------------------------------------------------
     def has_stage(self, name: str) -> bool:
         return name in self._by_source
+
+    def forward_from(self, stage: str) -> list[Move]:
+        """The automatic advances and skips from `stage`, furthest along the
+        main line first (the order automatic progress tries them in)."""
+        found = self._forward.get(stage)
+        if found is None:
+            position = self.flow.position
+            found = sorted(
+                (mv for mv in self.moves_from(stage) if mv.kind in ("advance", "skip") and mv.automatic),
+                key=lambda mv: -(position(mv.target) or 0),
+            )
+            self._forward[stage] = found
+        return found
 
     def moves_from(self, stage: str) -> list[Move]:
         """Every move defined from `stage` (allowed, not necessarily enabled)."""

@@ -562,6 +562,10 @@ class _Tally:
     placed: int = 0
     bad: int = 0
     shown: list[BadRow] = field(default_factory=list)
+    # The first pass's judgement, chunk by chunk, kept for the second pass
+    # while the file is small enough (None: judge again while applying).
+    # Each entry: the chunk's raw rows, their verdicts, the bytes they span.
+    kept: list[tuple[list[tuple[int, list[str]]], list[_Row | BadRow], int]] | None = None
 
     def bad_row(self, row: BadRow) -> None:
         self.bad += 1
@@ -636,21 +640,30 @@ def import_csv(
                 date_format=date_format,
             )
 
-        found = _first_pass(rows, checker(), chunk, _Reporter(source, progress))
+        first = checker()
+        found = _first_pass(rows, first, chunk, _Reporter(source, progress))
     if found.bad and skip_to is None:
         raise BadRows(name, tuple(found.shown), found.bad)
     tally = _Tally()
-    second = checker()
+    second = first if found.kept is not None else checker()
     with closing(source.rows()) as rows:
         next(rows)  # the header
+        reporter = _Reporter(source, progress)
+        if found.kept is not None:
+            # Judged once: the first pass's verdicts (progress by their bytes).
+            judged = ((raw, verdicts) for raw, verdicts, _ in found.kept)
+            spans = iter([size for _, _, size in found.kept])
+            reporter = _Reporter(source, progress, lambda: next(spans, 0))
+        else:
+            judged = ((raw, second.check(raw)) for raw in chunked(rows, chunk))
         if skip_to is not None and found.bad:
             with _open_rejects(skip_to) as out:
                 writer = csv.writer(out)
                 reason = REASON_COLUMN if REASON_COLUMN not in plan.header else f"import_{REASON_COLUMN}"
                 writer.writerow([*header[1], reason])
-                _second_pass(engine, cf, rows, second, chunk, _Reporter(source, progress), tally, writer)
+                _second_pass(engine, cf, judged, second, reporter, tally, writer)
         else:
-            _second_pass(engine, cf, rows, second, chunk, _Reporter(source, progress), tally, None)
+            _second_pass(engine, cf, judged, second, reporter, tally, None)
     return ImportResult(
         path=name,
         flow=cf.name,
@@ -673,13 +686,16 @@ def import_csv(
 class _Reporter:
     """Reports the bytes a pass has read since the last call."""
 
-    def __init__(self, source: _Source, progress: Progress | None) -> None:
+    def __init__(
+        self, source: _Source, progress: Progress | None, replay: Callable[[], int] | None = None
+    ) -> None:
         self.source = source
         self.progress = progress
+        self.replay = replay  # the bytes of the next chunk, when not reading the file
         self.done = 0
 
     def __call__(self) -> None:
-        read = self.source.read
+        read = self.done + self.replay() if self.replay is not None else self.source.read
         if self.progress is not None and read > self.done:
             self.progress(read - self.done)
         self.done = read
@@ -692,17 +708,27 @@ def _open_rejects(path: str) -> IO[str]:
         raise BadInput(f"cannot write {path}: {err.strerror or err}") from None
 
 
+KEPT_ROWS = 50_000  # rows whose verdicts the first pass keeps for the second
+
+
 def _first_pass(
     rows: Iterator[tuple[int, list[str]]], checker: _Checker, chunk: int, report: _Reporter
 ) -> _Tally:
-    """Judge every row; write nothing."""
-    found = _Tally()
+    """Judge every row; write nothing.  Up to `KEPT_ROWS` rows, the
+    verdicts are kept for the second pass."""
+    found = _Tally(kept=[])
     for raw_rows in chunked(rows, chunk):
-        for judged in checker.check(raw_rows):
+        verdicts = checker.check(raw_rows)
+        for judged in verdicts:
             found.rows += 1
             if isinstance(judged, BadRow):
                 found.bad_row(judged)
+        before = report.done
         report()
+        if found.kept is not None:
+            found.kept.append((raw_rows, verdicts, report.done - before))
+            if found.rows > KEPT_ROWS:
+                found.kept = None
     checker.finish()
     return found
 
@@ -710,19 +736,18 @@ def _first_pass(
 def _second_pass(
     engine: Engine,
     cf: CompiledFlow,
-    rows: Iterator[tuple[int, list[str]]],
+    chunks: Iterator[tuple[list[tuple[int, list[str]]], list[_Row | BadRow]]],
     checker: _Checker,
-    chunk: int,
     report: _Reporter,
     tally: _Tally,
     rejects: Any,
 ) -> None:
     """Apply the good rows, a transaction per chunk; bad ones go to `rejects`
     (a csv writer), or stop the import when there is none."""
-    for raw_rows in chunked(rows, chunk):
+    for raw_rows, verdicts in chunks:
         good: list[_Row] = []
         cells_of = dict(raw_rows) if rejects is not None else {}
-        for judged in checker.check(raw_rows):
+        for judged in verdicts:
             tally.rows += 1
             if isinstance(judged, _Row):
                 good.append(judged)

@@ -329,6 +329,10 @@ class Work:
         capacity counts in this transaction see it)."""
         cf = self.flows(lead.flow, lead.version)
         source = lead.stage
+        # A lead that overstayed its stage's SLA and leaves before a tick saw
+        # it is a breach all the same: how often tick runs must not decide
+        # what is counted.
+        self._check_sla(lead, cf, max(self.at, lead.entered_at))
         if kind == "recycle":
             lead.cycle += 1
             events = []
@@ -359,6 +363,11 @@ class Work:
         flow = cf.flow
         visited = {lead.stage}
         moved = False
+        # A move is recorded no earlier than the lead entered its stage (see
+        # `_apply`); its gates are judged at that same moment, so a back-dated
+        # fact cannot open a gate with windows or days that were only true
+        # before the lead got there.
+        at = max(self.at, lead.entered_at)
         step: Step | None = None
         # Within one run the facts stay the same but for the stage's entry
         # time: unless a rule reads days_in_stage, the counts and the score
@@ -368,19 +377,11 @@ class Work:
             stage = flow.stage(lead.stage)
             if stage is None or stage.final:
                 break
-            step = Step(cf, lead, events, self.at, carried)
-            forward = sorted(
-                (
-                    mv
-                    for mv in cf.moves_from(lead.stage)
-                    if mv.kind in ("advance", "skip") and mv.automatic and mv.target not in visited
-                ),
-                key=lambda mv: -(flow.position(mv.target) or 0),
-            )
+            step = Step(cf, lead, events, at, carried)
             chosen: Move | None = None
             wanted: Move | None = None
-            for move in forward:
-                if not cf.fire(move, step.facts):
+            for move in cf.forward_from(lead.stage):
+                if move.target in visited or not cf.fire(move, step.facts):
                     continue
                 if self._full(cf, move.target):
                     wanted = wanted or move
@@ -412,7 +413,7 @@ class Work:
             moved = True
             visited.add(lead.stage)
         if not moved:
-            score = (step or Step(cf, lead, events, self.at, carried)).score()
+            score = (step or Step(cf, lead, events, at, carried)).score()
             if force_save or score != lead.score:
                 lead = self._save(lead, events, score)
         return lead
@@ -451,7 +452,10 @@ class Work:
         self._progress(lead, cf, events)
         return True
 
-    def _check_sla(self, lead: Lead, cf: CompiledFlow) -> None:
+    def _check_sla(self, lead: Lead, cf: CompiledFlow, at: datetime | None = None) -> None:
+        """Record a breach when the lead is (or, leaving at `at`, was) past
+        its stage's SLA; once per lead, stage, cycle and entry."""
+        at = self.at if at is None else at
         stage = cf.flow.stage(lead.stage)
         if stage is None or stage.sla_days is None or stage.final:
             return
@@ -459,7 +463,7 @@ class Work:
             due = lead.entered_at + timedelta(days=stage.sla_days)
         except OverflowError:  # due after the last representable instant: never breached
             return
-        if self.at > due:
+        if at > due:
             self.tx.record_breach(
-                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, self.at)
+                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
             )

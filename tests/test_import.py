@@ -621,3 +621,37 @@ def test_a_utf8_bom_from_excel_is_not_part_of_the_first_column(sqlite_url: str, 
     engine = shop(sqlite_url)
     engine.import_csv(path, flow="shop", id_column="id")
     assert engine.lead("é").fields["email"] == "é@x.example"
+
+
+@pytest.mark.parametrize("kept", [50_000, 3], ids=["verdicts-kept", "judged-again"])
+def test_both_ways_of_the_second_pass_agree(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """Small files reuse the first pass's verdicts; big ones are judged
+    again while applying.  Both give the same leads, history and progress."""
+    import saleflow.importer as importer
+
+    monkeypatch.setattr(importer, "KEPT_ROWS", kept)
+    rows = ["id,at,owner,budget,stage"]
+    for i, lead in enumerate(["a", "b", "c", "a", "b", "c"]):
+        rows.append(f"{lead},2024-01-0{i + 1},ann,2000,{'sql' if i < 3 else ''}")
+    rows.append("a,2024-01-08,ann,2000,lost")
+    rows.append("d,2024-01-09,ann,lots,")  # a bad row, skipped to a file
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    engine = shop(sqlite_url)
+    seen: list[int] = []
+    result = engine.import_csv(
+        path,
+        flow="shop",
+        id_column="id",
+        at_column="at",
+        stage_column="stage",
+        chunk=2,
+        skip_bad=tmp_path / "bad.csv",
+        progress=seen.append,
+    )
+    assert (result.rows, result.imported, result.bad, result.created) == (8, 7, 1, 3)
+    assert {x: engine.lead(x).stage for x in "abc"} == {"a": "lost", "b": "deal", "c": "sql"}
+    assert sum(seen) == 2 * path.stat().st_size
+    assert "lots" in (tmp_path / "bad.csv").read_text()
+    assert engine.verify() == []
