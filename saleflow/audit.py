@@ -95,6 +95,11 @@ def _replay_matches(lead: Lead | None, entries: list[AuditEntry]) -> list[str]:
         return ["has no audit entries"]
     last = entries[-1]
     problems = []
+    if (last.flow, last.version) != (lead.flow, lead.version):
+        problems.append(
+            f'history ends in flow "{last.flow}" version {last.version} but the lead is stored '
+            f'in flow "{lead.flow}" version {lead.version}'
+        )
     if last.to_stage != lead.stage:
         problems.append(f'history ends in "{last.to_stage}" but the lead is stored in "{lead.stage}"')
     cycles = 1 + sum(1 for e in entries if e.kind == "recycle")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,6 +95,8 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
 Failure = SaleflowError | OSError | UnicodeDecodeError
 FAILURES = (SaleflowError, OSError, UnicodeDecodeError)
 
@@ -123,7 +127,17 @@ class SaleflowGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader gone now is the broken pipe below
+            return result
+        except BrokenPipeError:
+            # The reader of our output stopped (`saleflow leads | head`): not
+            # an error to report.  Point stdout at /dev/null so that Python's
+            # last flush does not complain, and exit like a process killed by
+            # SIGPIPE.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(EXIT_BROKEN_PIPE)
         except FAILURES as err:
             ctx.exit(report_error(err))
 

@@ -146,6 +146,15 @@ def _change_cycle(engine: Engine, lead_id: str) -> None:
     raw(engine, "UPDATE leads SET cycle = 3 WHERE id = :id", id=lead_id)
 
 
+def _change_version(engine: Engine, lead_id: str) -> None:
+    # the row now claims a version its history never ran on
+    raw(engine, "UPDATE leads SET version = 7 WHERE id = :id", id=lead_id)
+
+
+def _change_flow(engine: Engine, lead_id: str) -> None:
+    raw(engine, "UPDATE leads SET flow = 'another_flow' WHERE id = :id", id=lead_id)
+
+
 TAMPERING: dict[str, tuple[Tamper, str]] = {
     "edited-reason": (_edit_reason, "does not match its hash (edited)"),
     "edited-actor": (_edit_actor, "does not match its hash (edited)"),
@@ -158,6 +167,8 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     "row-moved": (_move_lead_row, 'the lead is stored in "closed_won"'),
     "row-and-entry": (_move_lead_row_and_entry, "does not match its hash (edited)"),
     "row-cycle": (_change_cycle, "stored in cycle 3"),
+    "row-version": (_change_version, 'stored in flow "the_model" version 7'),
+    "row-flow": (_change_flow, 'stored in flow "another_flow" version 1'),
 }
 
 

@@ -412,3 +412,22 @@ def test_a_subprocess_sees_the_same(sqlite_url: str) -> None:
     assert done.returncode == 3, done.stderr
     assert done.stderr == 'error: lead "nobody" does not exist\n'
     assert dump(sqlite_url) == before
+
+
+def test_a_reader_that_stops_early_is_no_error(sqlite_url: str) -> None:
+    """`saleflow leads | head -1`: the closed pipe is neither an error message
+    nor a traceback; the command exits as if killed by SIGPIPE (141)."""
+    with Engine.open(THE_MODEL, db=sqlite_url) as engine:
+        for n in range(3):
+            engine.add_lead(f"pipe-{n}", email="x@y.z")
+    command = Path(sys.executable).parent / "saleflow"
+    if not command.exists():
+        pytest.skip("the saleflow command is not installed next to this Python")
+    proc = subprocess.Popen(
+        [str(command), "--db", sqlite_url, "leads"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has started writing
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""

@@ -642,6 +642,20 @@ def test_back_dated_fact_keeps_history_in_time_order(db_url: str) -> None:
     assert engine.verify() == []
 
 
+def test_back_dated_fact_is_judged_when_the_move_is_recorded(db_url: str) -> None:
+    engine = model(db_url, now=T0 + timedelta(days=60))
+    engine.add_lead("late-2", flow="the_model", email="x@y.z", authority="user")
+    # Twelve visits 60 days before the lead existed: +60 within their own
+    # 30-day window, but the move would be recorded on day 60, when the
+    # window holds none of them: the lead is nurtured, not an MQL.
+    engine.record("late-2", "web_visit", count=12, at=T0)
+    lead = engine.lead("late-2")
+    assert (lead.stage, lead.score) == ("nurturing", 0)
+    [*_, last] = engine.history("late-2")
+    assert (last.to_stage, last.at) == ("nurturing", T0 + timedelta(days=60))
+    assert engine.verify() == []
+
+
 def test_every_callback_runs_when_one_fails(db_url: str) -> None:
     engine = model(db_url)
     seen: list[str] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import build_kpi_history, kpi_day
+from conftest import KPI_FLOW, build_kpi_history, kpi_day
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -280,26 +280,48 @@ team t { stage s initial }
 
 def test_sla_breach_recorded_once_by_tick_and_listed_as_overdue(kpi_db: str) -> None:
     # b entered sql (cycle 2) on day 6 with an SLA of 2 days: due day 8.
+    # In cycle 1 b sat in sql from day 2 to day 5 (due day 4): that breach was
+    # recorded when b left the stage late, though no tick ran meanwhile.
     with engine_at(kpi_db, kpi_day(7.5)) as engine:
         engine.tick()
-        assert report_for(engine).sla_breaches == 0
+        assert report_for(engine).sla_breaches == 1
         assert list(overdue_leads(engine)) == []
     for day in (9, 10, 11):
         with engine_at(kpi_db, kpi_day(day)) as engine:
             engine.tick()
     with engine_at(kpi_db, NOW) as engine:
         report = report_for(engine)
-        assert report.sla_breaches == 1  # three ticks past due, one breach
+        assert report.sla_breaches == 2  # three ticks past due, one more breach
         [sla] = report.sla
-        assert (sla.stage, sla.sla_days, sla.breaches, sla.overdue_now) == ("sql", 2, 1, 1)
+        assert (sla.stage, sla.sla_days, sla.breaches, sla.overdue_now) == ("sql", 2, 2, 1)
         [late] = overdue_leads(engine)
         assert (late.lead.id, late.due_at, late.overdue_days) == ("b", kpi_day(8), 2.0)
-    # The breach is counted in the period its SLA ran out (day 8).
+    # A breach is counted in the period its SLA ran out (day 4, day 8).
     assert report_json(kpi_db, "--since", kpi_day(8).isoformat())["sla_breaches"] == 1
-    assert report_json(kpi_db, "--until", kpi_day(7).isoformat())["sla_breaches"] == 0
+    between = report_json(kpi_db, "--since", kpi_day(5).isoformat(), "--until", kpi_day(7).isoformat())
+    assert between["sla_breaches"] == 0
+    assert report_json(kpi_db, "--until", kpi_day(7).isoformat())["sla_breaches"] == 1
     assert report_json(kpi_db)["sla"] == [
-        {"stage": "sql", "team": "sales", "sla_days": 2, "breaches": 1, "overdue_now": 1}
+        {"stage": "sql", "team": "sales", "sla_days": 2, "breaches": 2, "overdue_now": 1}
     ]
+
+
+def test_sla_breach_counted_when_the_lead_leaves_late_without_a_tick(db_url: str) -> None:
+    # How often tick runs decides how soon a breach is seen, not whether it
+    # is counted: a lead that overstays and leaves between ticks breached.
+    with Engine.open(db=db_url, now=kpi_day(0), actor="test") as engine:
+        engine.deploy(parse_flow(KPI_FLOW, "kpi.flow"))
+        for lead_id, left in (("late", 5), ("on-time", 1)):
+            engine.add_lead(lead_id, flow="kpi", at=kpi_day(0))
+            engine.advance(lead_id, to="sql", at=kpi_day(0))
+            engine.advance(lead_id, to="won", at=kpi_day(left))
+            engine.advance(lead_id, to="lost", at=kpi_day(left + 0.5))  # won has no SLA
+    with engine_at(db_url, kpi_day(10)) as engine:
+        engine.tick()
+        engine.tick()
+        report = report_for(engine)
+        assert report.sla_breaches == 1
+        assert [(s.stage, s.breaches, s.overdue_now) for s in report.sla] == [("sql", 1, 0)]
 
 
 def test_leads_overdue_command(kpi_db: str) -> None:
