@@ -141,6 +141,27 @@ class SaleflowGroup(click.Group):
         except FAILURES as err:
             ctx.exit(report_error(err))
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """As click's, but a usage error is one `error: …` sentence on
+        stderr (exit 2), like every other failure, not a usage block."""
+        run: Any = super().main  # click types main() per standalone_mode
+        if not standalone_mode:
+            return run(*args, standalone_mode=False, **kwargs)
+        try:
+            code = run(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as err:
+            command = err.ctx.command_path if err.ctx is not None else "saleflow"
+            message = err.format_message().rstrip(".")
+            click.echo(f"error: {message} (see '{command} --help')", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
 
 def read_flow_text(path: str) -> str:
     """A flow file's text; every reason it cannot be used is a `BadInput`."""

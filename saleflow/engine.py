@@ -328,10 +328,19 @@ class Engine:
             if definition is None:
                 hint = did_you_mean(event, [e.name for e in cf.flow.events])
                 raise NotFound(f'flow "{cf.name}" has no event "{event}"' + (f"; {hint}" if hint else ""))
-            record = EventRecord(event, when, channel or definition.channel, content, count, lead.cycle)
+            cycle = self._cycle_at(lead, when)
+            record = EventRecord(event, when, channel or definition.channel, content, count, cycle)
             return self._work(tx, when, actor, entries).record_event(lead, record)
 
         return self._run(body, entries)
+
+    def _cycle_at(self, lead: Lead, when: datetime) -> int:
+        """The cycle a (possibly back-dated) event belongs to: one that
+        happened before a recycle counts in the cycle it happened in."""
+        if lead.cycle == 1 or when >= lead.entered_at:
+            return lead.cycle
+        recycles = [e.at for e in self.store.history(lead.id) if e.kind == "recycle"]
+        return 1 + sum(1 for at in recycles if at <= when)
 
     def advance(
         self,

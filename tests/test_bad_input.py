@@ -195,7 +195,7 @@ def write_files(db: Db) -> None:
 # the cases
 # ---------------------------------------------------------------------------
 
-USAGE = "usage"  # click's own usage error: "Error: …" after the usage lines
+USAGE = "usage"  # click's own usage errors, as one "error: … (see '… --help')" line
 DIAGNOSTICS = "diagnostics"  # an invalid flow: its diagnostics, then "error: …"
 
 
@@ -376,9 +376,10 @@ def test_bad_input_changes_nothing(db: Db, name: str) -> None:
     assert "Traceback" not in result.output
     lines = result.stderr.splitlines()
     if spec.style == USAGE:
-        errors = [line for line in lines if line.startswith("Error: ")]
-        assert len(errors) == 1, result.stderr
-        message = errors[0]
+        # click's usage errors too are one sentence, pointing at --help.
+        assert len(lines) == 1, result.stderr
+        message = lines[0]
+        assert message.startswith("error: ") and "--help')" in message
     elif spec.style == DIAGNOSTICS:
         assert "error[" in result.stderr
         message = lines[-1]

@@ -736,3 +736,21 @@ def test_cli_lead_migrate(sqlite_url: str, tmp_path: Path) -> None:
     missing = runner.invoke(main, [*base, "lead", "migrate", "c-1", "--version", "7"])
     assert missing.exit_code == 3
     assert "version 7" in missing.stderr
+
+
+def test_a_back_dated_event_before_a_recycle_counts_in_its_own_cycle(db_url: str) -> None:
+    engine = model(db_url)
+    engine.add_lead("bd-1", email="x@y.z", **BANT)
+    engine.record("bd-1", "inbound_question", at=T0 + timedelta(days=1))
+    assert engine.lead("bd-1").stage == "sql"
+    engine.set("bd-1", lost_reason="timing", at=T0 + timedelta(days=10))
+    engine.advance("bd-1", to="nurturing", at=T0 + timedelta(days=10))
+    late = later(engine, 11)
+    # A visit that happened before the recycle, entered late.
+    late.record("bd-1", "web_visit", at=T0 + timedelta(days=5))
+    lead = late.lead("bd-1")
+    assert (lead.cycle, lead.events["web_visit"]) == (2, 0)
+    assert [e.cycle for e in late.store.events_of("bd-1") if e.name == "web_visit"] == [1]
+    late.record("bd-1", "web_visit", at=T0 + timedelta(days=11))
+    assert late.lead("bd-1").events["web_visit"] == 1
+    assert late.verify() == []
