@@ -377,7 +377,10 @@ def test_event_windows_count_the_current_cycle_only(db_url: str) -> None:
     engine.advance("w-1", to="contacting", force=True, reason="hand-off")
     engine.advance("w-1", to="nurturing")
     assert engine.lead("w-1").score == -20  # no web visits in the last 30 days of this cycle
-    assert engine.record("w-1", "web_visit", at=T0 - timedelta(days=1)).score == 5 - 20
+    # A visit dated before the recycle belongs to the old cycle ...
+    assert engine.record("w-1", "web_visit", at=T0 - timedelta(days=1)).score == -20
+    # ... one at or after it counts in the new one.
+    assert engine.record("w-1", "web_visit", at=T0).score == 5 - 20
 
 
 def test_auto_recycle_fires_on_tick_when_days_in_stage_pass(db_url: str) -> None:
