@@ -437,11 +437,22 @@ class Engine:
             entries: list[AuditEntry] = []
 
             def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> None:
-                work = self._work(tx, when, actor, entries)
+                # Batch work reads and locks a chunk's leads, last entries and
+                # events in three statements and writes behind, where the store
+                # offers it: per-lead round trips dominate on a server.
+                buffered = getattr(tx, "buffered", None)
+                work_tx: Transaction = buffered() if buffered is not None else tx
+                prefetch = getattr(work_tx, "prefetch", None)
+                if prefetch is not None:
+                    prefetch(ids)
+                work = self._work(work_tx, when, actor, entries)
                 for lead_id in ids:
-                    lead = tx.lock_lead(lead_id)
+                    lead = work_tx.lock_lead(lead_id)
                     if lead is not None:
                         work.reevaluate(lead, sla=sla)
+                flush = getattr(work_tx, "flush", None)
+                if flush is not None:
+                    flush()
 
             self._run(body, entries)
             moves += len(entries)
