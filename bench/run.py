@@ -37,8 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "the_model.flow"
@@ -255,20 +257,24 @@ def advance_all_memory(url: str, n: int) -> dict[str, float]:
     return json.loads(out)  # type: ignore[no-any-return]
 
 
+def on_scratch_database(backend: str, run: Callable[[str, int], dict[str, Any]], n: int) -> dict[str, Any]:
+    """`run(url, n)` on a new, empty SQLite file or PostgreSQL database."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            return run(f"sqlite:///{tmp}/bench.db", n)
+    url = fresh_pg_database()
+    try:
+        return run(url, n)
+    finally:
+        drop_pg_database(url)
+
+
 def bench_memory(quick: bool, backends: list[str]) -> None:
     small, large = (2_000, 20_000) if quick else (10_000, 100_000)
     for backend in backends:
         results = {}
         for n in (small, large):
-            if backend == "sqlite":
-                with tempfile.TemporaryDirectory() as tmp:
-                    results[n] = advance_all_memory(f"sqlite:///{tmp}/m.db", n)
-            else:
-                url = fresh_pg_database()
-                try:
-                    results[n] = advance_all_memory(url, n)
-                finally:
-                    drop_pg_database(url)
+            results[n] = on_scratch_database(backend, advance_all_memory, n)
             r = results[n]
             line(
                 f"{backend}: advance --all over {n:,} leads",
@@ -453,15 +459,7 @@ def bench_report(quick: bool, backends: list[str]) -> None:
     for backend in backends:
         results = {}
         for n in (small, large):
-            if backend == "sqlite":
-                with tempfile.TemporaryDirectory() as tmp:
-                    results[n] = report_run(f"sqlite:///{tmp}/r.db", n)
-            else:
-                url = fresh_pg_database()
-                try:
-                    results[n] = report_run(url, n)
-                finally:
-                    drop_pg_database(url)
+            results[n] = on_scratch_database(backend, report_run, n)
             r = results[n]
             line(
                 f"{backend}: report over {n:,} leads ({r['entries']:,.0f} audit entries)",
