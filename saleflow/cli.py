@@ -13,7 +13,6 @@ section per command group.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .check import check
-from .coerce import parse_time
+from .coerce import default_actor, parse_time
 from .diagram import to_dot, to_mermaid
 from .errors import (
     EXIT_BAD_INPUT,
@@ -63,14 +62,6 @@ class Settings:
 
 
 pass_settings = click.make_pass_decorator(Settings)
-
-
-def default_actor() -> str:
-    """The OS user, or "unknown" where the system cannot say."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 class TimeParam(click.ParamType):

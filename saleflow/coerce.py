@@ -8,6 +8,7 @@ them into what a field of a given type holds, and that parses the times of
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
@@ -114,6 +115,15 @@ def as_utc(value: datetime, what: str = "time") -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:
         raise BadInput(f'{what} "{value.isoformat()}" is out of range once converted to UTC') from None
+
+
+def default_actor() -> str:
+    """Who acts when nobody says: the OS user (getpass reads LOGNAME, USER,
+    LNAME, USERNAME, then the password database), or "unknown"."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

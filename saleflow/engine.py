@@ -9,20 +9,20 @@ inside that transaction live in `progress.py`.  Callbacks registered with
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import audit as audit_mod
 from .check import check
-from .coerce import as_utc, coerce, parse_time
+from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you_mean
 from .model import Flow
@@ -48,15 +48,25 @@ class Deployment:
     created: bool
 
 
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return os.environ.get("USER", "unknown")
-
-
 def content_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def write_behind(tx: Transaction, ids: Iterable[str]) -> Iterator[Transaction]:
+    """`tx` for batch work: where the store offers it, a buffered view that
+    reads (and on PostgreSQL locks) the leads `ids`, their last audit entries
+    and events in a few statements and writes everything at the end of the
+    block; otherwise `tx` itself.  Per-lead round trips dominate batch work
+    on a server."""
+    make = getattr(tx, "buffered", None)
+    if make is None:
+        yield tx
+        return
+    buffered = make()
+    buffered.prefetch(ids)
+    yield buffered
+    buffered.flush()
 
 
 def chunked(rows: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -437,22 +447,12 @@ class Engine:
             entries: list[AuditEntry] = []
 
             def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> None:
-                # Batch work reads and locks a chunk's leads, last entries and
-                # events in three statements and writes behind, where the store
-                # offers it: per-lead round trips dominate on a server.
-                buffered = getattr(tx, "buffered", None)
-                work_tx: Transaction = buffered() if buffered is not None else tx
-                prefetch = getattr(work_tx, "prefetch", None)
-                if prefetch is not None:
-                    prefetch(ids)
-                work = self._work(work_tx, when, actor, entries)
-                for lead_id in ids:
-                    lead = work_tx.lock_lead(lead_id)
-                    if lead is not None:
-                        work.reevaluate(lead, sla=sla)
-                flush = getattr(work_tx, "flush", None)
-                if flush is not None:
-                    flush()
+                with write_behind(tx, ids) as work_tx:
+                    work = self._work(work_tx, when, actor, entries)
+                    for lead_id in ids:
+                        lead = work_tx.lock_lead(lead_id)
+                        if lead is not None:
+                            work.reevaluate(lead, sla=sla)
 
             self._run(body, entries)
             moves += len(entries)

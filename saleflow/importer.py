@@ -35,13 +35,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .coerce import as_utc, coerce, parse_time
 from .compile import CompiledFlow
-from .engine import chunked
+from .engine import chunked, write_behind
 from .errors import BadInput, NotFound, did_you_mean
 from .model import FieldDef
 from .progress import Work
 from .records import AuditEntry, FieldValue, Store, Transaction
 from .store import bulk
-from .store.sql import SqlStore, SqlTransaction
+from .store.sql import SqlStore
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -770,23 +770,18 @@ def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, pa
     label = os.path.basename(path)
 
     def body(tx: Transaction) -> None:
-        buffered = tx.buffered() if isinstance(tx, SqlTransaction) else None
-        work_tx: Transaction = tx if buffered is None else buffered
-        if buffered is not None:
-            buffered.prefetch(row.lead_id for row in rows)
-        work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
-        for row in rows:
-            work.at = row.at
-            lead = work_tx.lock_lead(row.lead_id)
-            placing = row.stage is not None
-            if lead is None:
-                lead = work.create(row.lead_id, cf, row.values, progress=not placing)
-            else:
-                lead = work.set_fields(lead, row.values, progress=not placing)
-            if row.stage is not None:
-                work.place(lead, row.stage, "import", f"{label} line {row.line}")
-        if buffered is not None:
-            buffered.flush()
+        with write_behind(tx, (row.lead_id for row in rows)) as work_tx:
+            work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
+            for row in rows:
+                work.at = row.at
+                lead = work_tx.lock_lead(row.lead_id)
+                placing = row.stage is not None
+                if lead is None:
+                    lead = work.create(row.lead_id, cf, row.values, progress=not placing)
+                else:
+                    lead = work.set_fields(lead, row.values, progress=not placing)
+                if row.stage is not None:
+                    work.place(lead, row.stage, "import", f"{label} line {row.line}")
 
     engine._run(body, entries)
     tally.imported += len(rows)
