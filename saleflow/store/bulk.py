@@ -37,8 +37,6 @@ from .statements import (
     LEAD_UPDATED,
     Compiled,
     Statements,
-    audit_params,
-    lead_params,
 )
 
 if TYPE_CHECKING:
@@ -237,9 +235,8 @@ class BufferedTransaction:
         sql, cur = self._sql, self._cur
         try:
             if self._new:
-                insert = sql.insert_lead
-                rows = [insert.params(lead_params(self._lead(i))) for i in self._new]
-                cur.executemany(insert.sql, rows)
+                lead_row, lead = sql.lead_row, self._lead
+                cur.executemany(sql.insert_lead.sql, [lead_row(lead(i)) for i in self._new])
             if self._dirty:
                 update = _update_to_revision(sql)
                 rows = [update.params(self._update_params(i)) for i in self._dirty]
@@ -247,8 +244,7 @@ class BufferedTransaction:
                 if cur.rowcount >= 0 and cur.rowcount != len(rows):
                     raise Conflict("a lead of this chunk was changed by another process")
             if self._audit:
-                insert = sql.insert_audit
-                cur.executemany(insert.sql, [insert.params(audit_params(e)) for e in self._audit])
+                cur.executemany(sql.insert_audit.sql, list(map(sql.audit_row, self._audit)))
             if self._unwait:
                 remove = sql.remove_waiting
                 cur.executemany(remove.sql, [remove.params({"lead_id": i}) for i in self._unwait])

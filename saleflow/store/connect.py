@@ -12,7 +12,6 @@ engine retries.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import Conflict, SaleflowError, StoreError
+from ..jsontext import compact
 from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
 
 BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another (SQLite busy_timeout, PostgreSQL lock_timeout)
@@ -31,8 +31,6 @@ CONNECT_TIMEOUT_S = 5
 # statement reads, in autocommit).
 BEGIN_OPTION = "saleflow_begin"
 
-# One encoder, built once: `json.dumps` with options builds a new one per call.
-json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def advisory_key(*parts: str) -> int:
@@ -152,7 +150,7 @@ def autocommit(conn: Connection) -> Connection:
 def make_engine(url: URL, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     """An engine for `url`; a writer waits up to `busy_timeout_ms` for another
     before giving up with `Conflict`."""
-    kwargs: dict[str, Any] = {"json_serializer": json_dumps}
+    kwargs: dict[str, Any] = {"json_serializer": compact}
     if url.get_backend_name() == "postgresql":
         query = url.query
         options = query.get("options", "")

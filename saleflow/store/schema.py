@@ -49,6 +49,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+    # (datetime, its SQLite text): replaced whole, so threads never see half
+    _last_text: tuple[datetime | None, str] = (None, "")
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
@@ -58,10 +60,19 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.isoformat(timespec="microseconds")
-        return value
+        if dialect.name != "sqlite":
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # A batch binds the same instant many times over (a lead's three
+        # times, its audit entries' times): the last one's text is kept.
+        last = self._last_text
+        if last[0] is value:
+            return last[1]
+        utc = value
+        if utc.tzinfo is not UTC:
+            utc = utc.replace(tzinfo=UTC) if utc.tzinfo is None else utc.astimezone(UTC)
+        text = utc.isoformat(timespec="microseconds")
+        self._last_text = (value, text)
+        return text
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -40,7 +40,7 @@ from .connect import (
 )
 from .reporting import ReportQueries
 from .schema import flows, leads
-from .statements import LEAD_UPDATED, Compiled, Statements, audit_params, lead_params, statements
+from .statements import LEAD_UPDATED, Compiled, Statements, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -80,7 +80,7 @@ class SqlTransaction:
 
     def insert_lead(self, lead: Lead) -> None:
         try:
-            self._sql.insert_lead.execute(self._cur, lead_params(lead))
+            self._cur.execute(self._sql.insert_lead.sql, self._sql.lead_row(lead))
         except self._sql.error as exc:
             self._fail(exc, f'lead "{lead.id}" was created at the same time by another process')
 
@@ -127,9 +127,8 @@ class SqlTransaction:
         return None if row is None else AuditEntry(*row)
 
     def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        params = audit_params(entry)
         try:
-            self._sql.insert_audit.execute(self._cur, params)
+            self._cur.execute(self._sql.insert_audit.sql, self._sql.audit_row(entry))
         except self._sql.error as exc:
             self._fail(exc, f'audit entry {entry.seq} of lead "{entry.lead_id}" was written concurrently')
         return entry

@@ -1,0 +1,82 @@
+"""The once-built encoders write exactly what `json` writes, and the audit
+hash written key by key is the hash of the canonical payload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from saleflow.jsontext import canonical, compact
+from saleflow.records import AuditEntry
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # NaN and infinities too: JSON's extension, as `json` writes them
+    st.text(),
+    st.dates(),  # no JSON type: written as str()
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(documents)
+def test_canonical_is_sorted_ascii_json(value: object) -> None:
+    assert canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@given(documents)
+def test_compact_is_unicode_json_without_spaces(value: object) -> None:
+    assert compact(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def test_a_date_is_written_as_its_text() -> None:
+    assert canonical({"b": date(2026, 1, 2), "a": 1}) == '{"a":1,"b":"2026-01-02"}'
+
+
+@given(
+    lead_id=st.text(min_size=1),
+    seq=st.integers(min_value=1, max_value=10**9),
+    from_stage=st.none() | st.text(),
+    to_stage=st.text(),
+    kind=st.sampled_from(["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]),
+    actor=st.text(),
+    reason=st.none() | st.text(),
+    at=st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(UTC)),
+    version=st.integers(min_value=1),
+    cycle=st.integers(min_value=1),
+    values=st.dictionaries(st.text(max_size=10), scalars, max_size=5),
+)
+def test_audit_hash_is_the_hash_of_the_canonical_payload(**fields: object) -> None:
+    entry = AuditEntry.sealed(**fields, flow="f", prev_hash="a" * 64)
+    expected = hashlib.sha256(canonical(entry.payload()).encode("utf-8")).hexdigest()
+    assert entry.hash == entry.compute_hash() == expected
+
+
+def test_the_hash_of_a_known_entry_never_changes() -> None:
+    """Databases written by earlier versions must still verify: the hash of
+    this entry as saleflow 0.1 computed it."""
+    entry = AuditEntry.sealed(
+        lead_id="lead-1",
+        seq=2,
+        from_stage="inquiry",
+        to_stage="engaged",
+        kind="advance",
+        actor="ops",
+        reason=None,
+        at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=5),
+        flow="x_education",
+        version=1,
+        cycle=1,
+        values={"total_visits": 5, "tags": "Ringing", "converted": False},
+        prev_hash="0" * 64,
+    )
+    assert entry.hash == "df7adae3edfc6005b4d5ad1d97f5223fa2ef4b70647b8e7e771cd5e0ce8d3934"
