@@ -169,6 +169,7 @@ class CompiledFlow:
         )
         self._transitions: dict[int, tuple[Transition, Any, Any]] = {}
         self._forward: dict[str, list[Move]] = {}
+        self._recycles: dict[str, list[Move]] = {}
 
     def _condition(self, gate: Gate) -> Callable[[Any], bool]:
         test = self.evaluator.test
@@ -195,6 +196,14 @@ class CompiledFlow:
                 key=lambda mv: -(position(mv.target) or 0),
             )
             self._forward[stage] = found
+        return found
+
+    def recycles_from(self, stage: str) -> list[Move]:
+        """The automatic recycles from `stage`, in the flow's order."""
+        found = self._recycles.get(stage)
+        if found is None:
+            found = [mv for mv in self.moves_from(stage) if mv.kind == "recycle" and mv.automatic]
+            self._recycles[stage] = found
         return found
 
     def moves_from(self, stage: str) -> list[Move]:

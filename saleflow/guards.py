@@ -397,8 +397,13 @@ class Evaluator:
         return _points_if(points, self._compile(condition))
 
     def _compare(self, expr: Compare) -> Compiled:
-        tests = self._tests(self._is_date(expr.left) or self._is_date(expr.right))
-        return _compare(tests[expr.op], self._compile(expr.left), self._compile(expr.right))
+        dates = self._is_date(expr.left) or self._is_date(expr.right)
+        test = self._tests(dates)[expr.op]
+        right = expr.right
+        number = right.value if isinstance(right, Literal) else None
+        if not dates and (type(number) is int or type(number) is float):
+            return _compare_number(_OPERATORS[expr.op], test, self._compile(expr.left), number)
+        return _compare(test, self._compile(expr.left), self._compile(right))
 
     def _in_list(self, expr: InList) -> Compiled:
         operand_is_date = self._is_date(expr.operand)
@@ -604,6 +609,21 @@ def _truth(run: Compiled) -> Compiled:
 
 def _compare(test: Test, left: Compiled, right: Compiled) -> Compiled:
     return lambda facts: test(left(facts), right(facts))
+
+
+def _compare_number(apply: Test, test: Test, left: Compiled, number: Number) -> Compiled:
+    """`_compare` against a number literal (`visits >= 3`, the common case):
+    an int or float value is compared at once; anything else (unset, a
+    bool, text) gets the full rules of `test`."""
+
+    def run(facts: Facts) -> bool:
+        value = left(facts)
+        kind = type(value)
+        if kind is int or kind is float:
+            return apply(value, number)
+        return test(value, number)
+
+    return run
 
 
 def _in_list(operand: Compiled, items: list[tuple[Test, Compiled]], negated: bool) -> Compiled:

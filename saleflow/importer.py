@@ -225,6 +225,9 @@ class _Failure:
         self.message = message
 
 
+_UNSEEN = _Failure("")  # a cache miss (never stored)
+
+
 class _Column:
     """A column that feeds a field, with its conversions remembered."""
 
@@ -419,7 +422,10 @@ class _Checker:
             return BadRow(line, plan.header[plan.id_index], "the lead id is empty")
         values: dict[str, FieldValue] = {}
         for column in plan.columns:
-            value = column.convert(cells[column.index])
+            raw = cells[column.index]
+            value = column.cache.get(raw, _UNSEEN)  # most cells repeat: look up first
+            if value is _UNSEEN:
+                value = column.convert(raw)
             if isinstance(value, _Failure):
                 return BadRow(line, column.name, value.message)
             values[column.field] = value

@@ -31,6 +31,7 @@ from .records import (
 )
 
 CountInStage = Callable[[str, str], int]
+_UNREAD: Any = object()  # a lead whose last audit entry is not read yet
 FlowLookup = Callable[[str, int], CompiledFlow]
 
 
@@ -293,23 +294,23 @@ class Work:
         values: dict[str, Any],
         at: datetime | None = None,
     ) -> None:
-        if lead.id not in self._last:
-            self._last[lead.id] = self.tx.last_audit(lead.id)
-        last = self._last[lead.id]
+        last = self._last.get(lead.id, _UNREAD)
+        if last is _UNREAD:
+            last = self._last[lead.id] = self.tx.last_audit(lead.id)
         entry = AuditEntry.sealed(
-            lead_id=lead.id,
-            seq=(last.seq + 1) if last else 1,
-            from_stage=source,
-            to_stage=lead.stage,
-            kind=kind,
-            actor=self.actor,
-            reason=reason,
-            at=at or self.at,
-            flow=lead.flow,
-            version=lead.version,
-            cycle=lead.cycle,
-            values=values,
-            prev_hash=last.hash if last else GENESIS_HASH,
+            lead.id,
+            1 if last is None else last.seq + 1,
+            source,
+            lead.stage,
+            kind,
+            self.actor,
+            reason,
+            at or self.at,
+            lead.flow,
+            lead.version,
+            lead.cycle,
+            values,
+            GENESIS_HASH if last is None else last.hash,
         )
         self.tx.append_audit(entry)
         self._last[lead.id] = entry
@@ -389,17 +390,10 @@ class Work:
                 chosen = move
                 break
             if chosen is None:
-                chosen = next(
-                    (
-                        mv
-                        for mv in cf.moves_from(lead.stage)
-                        if mv.kind == "recycle"
-                        and mv.automatic
-                        and mv.target not in visited
-                        and cf.fire(mv, step.facts)
-                    ),
-                    None,
-                )
+                for move in cf.recycles_from(lead.stage):
+                    if move.target not in visited and cf.fire(move, step.facts):
+                        chosen = move
+                        break
             if chosen is None:
                 if wanted is not None:
                     self.tx.add_waiting(lead.id, lead.flow, wanted.target, step.score(), self.at)

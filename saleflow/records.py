@@ -122,9 +122,9 @@ class AuditEntry:
         }
 
     @classmethod
-    def sealed(cls, **fields: Any) -> AuditEntry:
+    def sealed(cls, *values: Any, **fields: Any) -> AuditEntry:
         """A new entry with its hash computed from its content (once)."""
-        entry = cls(**fields)
+        entry = cls(*values, **fields)
         object.__setattr__(entry, "hash", entry.compute_hash())
         return entry
 
@@ -137,7 +137,7 @@ class AuditEntry:
                 '{"actor":',
                 _text(self.actor),
                 ',"at":',
-                _text(self.at.isoformat()),
+                quote(self.at.isoformat()),
                 ',"cycle":',
                 _integer(self.cycle),
                 ',"flow":',
@@ -149,7 +149,7 @@ class AuditEntry:
                 ',"lead_id":',
                 _text(self.lead_id),
                 ',"prev_hash":',
-                _text(self.prev_hash),
+                quote(self.prev_hash),
                 ',"reason":',
                 _text(self.reason),
                 ',"seq":',
@@ -167,7 +167,9 @@ class AuditEntry:
 
 
 def _text(value: str | None) -> str:
-    return quote(value) if type(value) is str else canonical(value)
+    if type(value) is str:
+        return quote(value)
+    return "null" if value is None else canonical(value)
 
 
 def _integer(value: int) -> str:

@@ -86,12 +86,18 @@ class Compiled:
         which is most of the cost of binding a batch.  Every bound name must
         be among `keys`."""
         where = {key: index for index, key in enumerate(keys)}
-        plan = tuple((where[key], proc) for key, _default, proc in self._slots)
+        order = tuple(where[key] for key, _default, _proc in self._slots)
+        processed = tuple((slot, proc) for slot, (_, _, proc) in enumerate(self._slots) if proc is not None)
         names = self._names
+        if names is None and order == tuple(range(len(keys))):  # already in bind order
+            pick: Callable[[Sequence[Any]], list[Any]] = list
+        else:
+            pick = lambda values: [values[index] for index in order]  # noqa: E731
 
         def bind(record: Any) -> Any:
-            values = getter(record)
-            out = [values[index] if proc is None else proc(values[index]) for index, proc in plan]
+            out = pick(getter(record))
+            for slot, proc in processed:
+                out[slot] = proc(out[slot])
             return out if names is None else dict(zip(names, out, strict=True))
 
         return bind
