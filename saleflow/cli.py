@@ -719,7 +719,10 @@ def _count(number: int) -> str:
     "nulls",
     multiple=True,
     metavar="VALUE",
-    help="A placeholder that means unset (repeatable) [default: Select]; blank cells are always unset.",
+    help=(
+        "A placeholder that means unset (repeatable; replaces the default, Select); "
+        "blank cells are always unset."
+    ),
 )
 @click.option(
     "--skip-bad",
@@ -796,9 +799,13 @@ def import_command(
         f"imported {result.path} into flow {result.flow} version {result.version}",
         f"  rows read        {_count(result.rows)}",
         f"  leads created    {_count(result.created)}",
-        f"  leads updated    {_count(result.updated)}",
-        f"  moves            {_count(result.moves)}"
-        + (f" ({_count(result.placed)} to the stage in the file)" if stage_column else ""),
+        f"  leads updated    {_count(result.updated)} (leads that existed before the import)",
+        f"  moves            {_count(result.moves)}",
+        *(
+            [f"  placed           {_count(result.placed)} (created in or moved to the stage in the file)"]
+            if stage_column
+            else []
+        ),
         f"  bad rows         {_count(result.bad)}"
         + (f" (written to {result.skipped_to})" if result.skipped_to else ""),
     ]

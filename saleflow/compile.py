@@ -159,7 +159,7 @@ class CompiledFlow:
                     "trigger": move.trigger,
                     "source": move.source,
                     "dest": move.target,
-                    "conditions": [self._condition(gate) for gate in move.gates],
+                    "conditions": [self._condition(move, gate) for gate in move.gates],
                 }
                 for moves in self._by_source.values()
                 for move in moves
@@ -170,14 +170,16 @@ class CompiledFlow:
         self._transitions: dict[int, tuple[Transition, Any, Any]] = {}
         self._forward: dict[str, list[Move]] = {}
         self._recycles: dict[str, list[Move]] = {}
+        self._holds: dict[int, Callable[[Facts], bool]] = {}
 
-    def _condition(self, gate: Gate) -> Callable[[Any], bool]:
+    def _condition(self, move: Move, gate: Gate) -> Callable[[Any], bool]:
         test = self.evaluator.test
         expr = gate.expr
 
         def condition(event: Any) -> bool:
-            # `fire` passes the gates it has just seen hold on these facts.
-            return any(g is gate for g in event.kwargs.get("held", ())) or test(expr, event.kwargs["facts"])
+            # `fire` says when it has just seen every gate of this move hold
+            # on these facts.
+            return event.kwargs.get("held") is move or test(expr, event.kwargs["facts"])
 
         return condition
 
@@ -230,8 +232,10 @@ class CompiledFlow:
     # -- firing ---------------------------------------------------------------
     def passes(self, move: Move, facts: Facts) -> bool:
         """Whether every gate of `move` holds."""
-        test = self.evaluator.test
-        return all(test(gate.expr, facts) for gate in move.gates)
+        holds = self._holds.get(id(move))  # by identity, as `_transition`
+        if holds is None:
+            holds = self._holds[id(move)] = self.evaluator.conjunction([gate.expr for gate in move.gates])
+        return holds(facts)
 
     def fire(self, move: Move, facts: Facts) -> bool:
         """Fire `move` on a fresh token; True when transitions moved it to
@@ -245,7 +249,7 @@ class CompiledFlow:
         # The machine's own Transition runs its conditions and changes the
         # token's state; calling it directly skips the event queue that a
         # model-less machine does not need (a third of the cost of a move).
-        data = EventData(state, event, self._machine, token, (), {"facts": facts, "held": move.gates})
+        data = EventData(state, event, self._machine, token, (), {"facts": facts, "held": move})
         return bool(transition.execute(data)) and token.state == move.target
 
     def _transition(self, move: Move) -> tuple[Transition, Any, Any]:

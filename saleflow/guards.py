@@ -289,6 +289,22 @@ class Evaluator:
         """`expr` in boolean context: unset and zero are false."""
         return bool(self.value(expr, facts))
 
+    def conjunction(self, exprs: Sequence[Expr]) -> Callable[[Facts], bool]:
+        """One predicate for "every one of `exprs` holds", compiled once:
+        what a move's gates come to (checked in order, first false stops)."""
+        runs = tuple(self._function(expr) for expr in exprs)
+
+        def holds(facts: Facts) -> bool:
+            try:
+                for run in runs:
+                    if not run(facts):
+                        return False
+            except RecursionError:
+                raise BadInput("a gate's expression nests too deeply to evaluate") from None
+            return True
+
+        return holds
+
     def score(self, facts: Facts) -> Number:
         """The lead score: the sum of the flow's score rules."""
         tally = facts._counts()
@@ -666,7 +682,10 @@ def _all(items: list[Compiled]) -> Compiled:
         return lambda facts: bool(first(facts)) and bool(second(facts))
 
     def run(facts: Facts) -> bool:
-        return all(item(facts) for item in items)
+        for item in items:  # noqa: SIM110 -- a loop: no generator per evaluation
+            if not item(facts):
+                return False
+        return True
 
     return run
 
@@ -677,7 +696,10 @@ def _any(items: list[Compiled]) -> Compiled:
         return lambda facts: bool(first(facts)) or bool(second(facts))
 
     def run(facts: Facts) -> bool:
-        return any(item(facts) for item in items)
+        for item in items:  # noqa: SIM110 -- a loop: no generator per evaluation
+            if item(facts):
+                return True
+        return False
 
     return run
 

@@ -11,10 +11,13 @@ The first pass checks everything (the header, every cell against its
 field's type, stages, times, that each lead's rows run forward in time) and
 writes nothing: a file with bad rows is refused whole, listing them, unless
 `skip_bad` names a file to put them in.  The second pass applies the rows in
-file order, one transaction per chunk of rows; per row, the lead's fields
-are set (the lead is created first if new, at the row's time), it is placed
-in the row's stage (an ungated move of kind ``import``) and then it
-progresses as after any other change.  On SQL stores the chunk's writes go
+file order, one transaction per chunk of rows.  Per row, a new lead is
+created at the row's time with the row's fields, in the row's stage (its
+first audit entry then has kind ``import``) or else in the initial stage; a
+stored lead gets the row's fields and is placed in the row's stage (an
+ungated move of kind ``import``).  Then the lead progresses as after any
+other change.  So the funnel of an imported history is the file's own: a
+lead whose first row is a customer never entered the first stage.  On SQL stores the chunk's writes go
 through `BufferedTransaction` (`saleflow.store.bulk`): a few statements per
 chunk, not per lead.
 """
@@ -30,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from .coerce import as_utc, coerce, parse_time
@@ -101,7 +104,7 @@ class ImportResult:
     created: int  # leads created
     updated: int  # leads that existed before the import and were updated
     moves: int  # changes of stage, automatic ones included (not the creations)
-    placed: int  # of them, moves to the stage given by the stage column
+    placed: int  # leads put in the stage the stage column gives (created there or moved)
     bad: int  # rows not imported (written to `skipped_to`)
     bad_rows: tuple[BadRow, ...]  # the first of them
     skipped_to: str | None
@@ -392,11 +395,14 @@ class _Checker:
         self.at_column = at_column
         self.date_format = date_format
         self.width = len(plan.header)
+        # Per column: where its cell is, its cache's lookup, its field, itself.
+        self.cells = [(c.index, c.cache.get, c.field, c) for c in plan.columns]
         self.met: set[str] = set()  # every lead met so far
         self.uncounted: set[str] = set()  # leads stored before the import, no good row yet
         self.updated = 0  # leads stored before the import that had a good row
         self.elsewhere: dict[str, tuple[str, int]] = {}  # stored leads of another flow or version
         self.last: dict[str, tuple[datetime, int]] = {}  # with a time column: lead -> time, line
+        self.changed: dict[str, datetime] = {}  # stored leads without a good row yet: their last change
         self.dates_read = 0
         self.first_bad_date: tuple[int, str] | None = None
         self._versions: dict[tuple[str, int], tuple[str | None, frozenset[str]]] = {}
@@ -414,21 +420,21 @@ class _Checker:
         plan = self.plan
         if len(cells) != self.width:
             raise BadInput(
-                f"{self.path} line {line} has {len(cells)} cells but the header has {self.width} columns "
-                "(a value holding a comma must be quoted)"
+                f"{self.path} line {line} has {len(cells)} cells but the header has {self.width} columns"
+                + (" (a value holding a comma must be quoted)" if len(cells) > self.width else "")
             )
         lead_id = cells[plan.id_index].strip()
         if not lead_id:
             return BadRow(line, plan.header[plan.id_index], "the lead id is empty")
         values: dict[str, FieldValue] = {}
-        for column in plan.columns:
-            raw = cells[column.index]
-            value = column.cache.get(raw, _UNSEEN)  # most cells repeat: look up first
+        for index, known, name, column in self.cells:
+            raw = cells[index]
+            value = known(raw, _UNSEEN)  # most cells repeat: look up first
             if value is _UNSEEN:
                 value = column.convert(raw)
             if isinstance(value, _Failure):
                 return BadRow(line, column.name, value.message)
-            values[column.field] = value
+            values[name] = value
         stage: str | None = None
         if plan.stage_index is not None:
             raw = cells[plan.stage_index].strip()
@@ -468,12 +474,13 @@ class _Checker:
                 for lead_id in new:
                     lead = self.store.get_lead(lead_id)
                     if lead is not None:
-                        stored[lead_id] = (lead.flow, lead.version)
+                        stored[lead_id] = (lead.flow, lead.version, max(lead.entered_at, lead.updated_at))
             here = (self.cf.name, self.cf.version)
-            for lead_id, where in stored.items():
+            for lead_id, (flow, version, changed) in stored.items():
                 self.uncounted.add(lead_id)
-                if where != here:
-                    self.elsewhere[lead_id] = where
+                self.changed[lead_id] = changed
+                if (flow, version) != here:
+                    self.elsewhere[lead_id] = (flow, version)
             self.met.update(new)
         return [self._in_order(row) if isinstance(row, _Row) else row for row in judged]
 
@@ -484,6 +491,10 @@ class _Checker:
             problem = self._fits(row, *elsewhere)
             if problem is not None:
                 return BadRow(row.line, plan.header[plan.id_index], problem)
+        changed = self.changed.pop(row.lead_id, None)
+        if changed is not None and row.at < changed:
+            self.changed[row.lead_id] = changed  # its next row is judged the same way
+            return BadRow(row.line, self.at_column or plan.header[plan.id_index], self._stale(row, changed))
         if self.at_column is not None:
             before = self.last.get(row.lead_id)
             if before is not None and row.at < before[0]:
@@ -498,6 +509,21 @@ class _Checker:
             self.uncounted.discard(row.lead_id)
             self.updated += 1
         return row
+
+    def _stale(self, row: _Row, changed: datetime) -> str:
+        """Why a row older than its stored lead's last change is refused: a
+        lead's history cannot be rewritten, and applying it would date its
+        moves after the fact (typically: the file was imported before)."""
+        if self.at_column is None:
+            return (
+                f'lead "{row.lead_id}" last changed at {changed.isoformat()}, after this import\'s time '
+                f"({row.at.isoformat()}); without --at-column every row happens now"
+            )
+        return (
+            f'this row of lead "{row.lead_id}" ({row.at.isoformat()}) is older than the lead\'s last change '
+            f"in the database ({changed.isoformat()}); a lead's history cannot be rewritten (was this file "
+            "imported before? --skip-bad FILE sets such rows aside)"
+        )
 
     def _fits(self, row: _Row, flow: str, version: int) -> str | None:
         """Why a stored lead cannot take `row`: another flow, or a version of
@@ -546,7 +572,8 @@ def _check_date_format(date_format: str | None, at_column: str | None) -> None:
         raise BadInput("--date-format needs --at-column: it says how to read that column's times")
     if "%" not in date_format:
         raise BadInput(f'--date-format "{date_format}" has no % directive (for example "%d/%m/%Y")')
-    sample = datetime(2001, 2, 3, 4, 5, 6)
+    # An aware sample, so that %z and %Z print something to read back.
+    sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
     try:
         datetime.strptime(sample.strftime(date_format), date_format)
     except ValueError as err:
@@ -781,13 +808,14 @@ def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, pa
             for row in rows:
                 work.at = row.at
                 lead = work_tx.lock_lead(row.lead_id)
-                placing = row.stage is not None
-                if lead is None:
-                    lead = work.create(row.lead_id, cf, row.values, progress=not placing)
+                reason = f"{label} line {row.line}"
+                if lead is None:  # created where the row says it stands
+                    work.create(row.lead_id, cf, row.values, stage=row.stage, reason=reason)
+                elif row.stage is None:
+                    work.set_fields(lead, row.values)
                 else:
-                    lead = work.set_fields(lead, row.values, progress=not placing)
-                if row.stage is not None:
-                    work.place(lead, row.stage, "import", f"{label} line {row.line}")
+                    lead = work.set_fields(lead, row.values, progress=False)
+                    work.place(lead, row.stage, "import", reason)
 
     engine._run(body, entries)
     tally.imported += len(rows)
@@ -796,8 +824,8 @@ def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, pa
             tally.created += 1
         else:
             tally.moves += 1
-            if entry.kind == "import":
-                tally.placed += 1
+        if entry.kind == "import":
+            tally.placed += 1
 
 
 __all__ = ["DEFAULT_NULLS", "BadRow", "BadRows", "ImportResult", "import_csv", "normalise"]

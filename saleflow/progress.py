@@ -126,19 +126,29 @@ class Work:
 
     # -- the operations ----------------------------------------------------
     def create(
-        self, lead_id: str, cf: CompiledFlow, values: dict[str, FieldValue], *, progress: bool = True
+        self,
+        lead_id: str,
+        cf: CompiledFlow,
+        values: dict[str, FieldValue],
+        *,
+        progress: bool = True,
+        stage: str | None = None,
+        reason: str | None = None,
     ) -> Lead:
-        """A new lead in the initial stage; `progress=False` leaves it there
-        (an import places it next)."""
+        """A new lead in the initial stage; then automatic progress unless
+        `progress` is False.  An import that knows where the lead stands
+        gives `stage`: the lead starts there, ungated, its first audit entry
+        of kind "import" (with `reason`), as the CRM's history says."""
         initial = cf.flow.initial
         assert initial is not None, "a checked flow has an initial stage"
+        kind = "create" if stage is None or stage == initial.name else "import"
         fields: dict[str, FieldValue] = {k: v for k, v in values.items() if v is not None}
-        lead = Lead(lead_id, cf.name, cf.version, initial.name, fields, 1, self.at, self.at, self.at)
+        lead = Lead(lead_id, cf.name, cf.version, stage or initial.name, fields, 1, self.at, self.at, self.at)
         step = Step(cf, lead, [], self.at)
         lead.score = step.score()  # inserted with its score: no update needed
         self.tx.insert_lead(lead)
         self._last[lead_id] = None
-        self._audit(lead, None, "create", None, {})
+        self._audit(lead, None, kind, reason if kind == "import" else None, {})
         if progress:
             lead = self._progress(lead, cf, [], facts=step.facts)
             self._fill()

@@ -129,51 +129,53 @@ class AuditEntry:
         return entry
 
     def compute_hash(self) -> str:
-        """SHA-256 of `canonical(self.payload())`, the text written out key
-        by key in sorted order (a third cheaper than building the payload
-        and encoding it; `tests/test_records.py` proves them equal)."""
-        text = "".join(
+        """SHA-256 of `canonical(self.payload())`.  The text is written out
+        key by key in sorted order, which is a third cheaper than building
+        the payload and encoding it (`tests/test_jsontext.py` proves them
+        equal); a value of an unexpected type takes the general way."""
+        try:
+            text = self._canonical_text()
+        except TypeError:  # not a str where one is expected
+            text = canonical(self.payload())
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def _canonical_text(self) -> str:
+        seq, version, cycle = self.seq, self.version, self.cycle
+        if type(seq) is not int or type(version) is not int or type(cycle) is not int:
+            raise TypeError("a counter that is not an int")
+        values = self.values
+        return "".join(
             (
                 '{"actor":',
-                _text(self.actor),
+                quote(self.actor),
                 ',"at":',
                 quote(self.at.isoformat()),
                 ',"cycle":',
-                _integer(self.cycle),
+                int.__repr__(cycle),
                 ',"flow":',
-                _text(self.flow),
+                quote(self.flow),
                 ',"from":',
-                _text(self.from_stage),
+                "null" if self.from_stage is None else quote(self.from_stage),
                 ',"kind":',
-                _text(self.kind),
+                quote(self.kind),
                 ',"lead_id":',
-                _text(self.lead_id),
+                quote(self.lead_id),
                 ',"prev_hash":',
                 quote(self.prev_hash),
                 ',"reason":',
-                _text(self.reason),
+                "null" if self.reason is None else quote(self.reason),
                 ',"seq":',
-                _integer(self.seq),
+                int.__repr__(seq),
                 ',"to":',
-                _text(self.to_stage),
+                quote(self.to_stage),
                 ',"values":',
-                canonical(self.values if type(self.values) is dict else dict(self.values)),
+                canonical(values if type(values) is dict else dict(values)),
                 ',"version":',
-                _integer(self.version),
+                int.__repr__(version),
                 "}",
             )
         )
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-
-def _text(value: str | None) -> str:
-    if type(value) is str:
-        return quote(value)
-    return "null" if value is None else canonical(value)
-
-
-def _integer(value: int) -> str:
-    return int.__repr__(value) if type(value) is int else canonical(value)
 
 GENESIS_HASH = "0" * 64
 

@@ -223,11 +223,12 @@ def test_rows_replay_a_history_with_real_dates(db_url: str, tmp_path: Path) -> N
         ("new", "sql", "import", "2024-02-01T06:30:00+00:00"),
         ("sql", "won", "import", "2024-03-15T00:00:00+00:00"),
     ]
+    # b's first row says where it stands: it starts there (no pass through "new")
     assert history(engine, "b") == [
-        (None, "new", "create", "2024-01-03T00:00:00+00:00"),
-        ("new", "known", "import", "2024-01-03T00:00:00+00:00"),
+        (None, "known", "import", "2024-01-03T00:00:00+00:00"),
         ("known", "lost", "import", "2024-04-01T00:00:00+00:00"),
     ]
+    assert engine.history("b")[0].reason == "leads.csv line 3"
     entries = engine.history("a")
     assert entries[1].reason == "leads.csv line 4" and entries[1].actor == "tester"
     lead = engine.lead("a")
@@ -248,8 +249,7 @@ def test_a_lead_progresses_after_its_row(db_url: str, tmp_path: Path) -> None:
     engine = shop(db_url)
     engine.import_csv(path, flow="shop", id_column="id", stage_column="stage", at_column="at")
     assert history(engine, "a") == [
-        (None, "new", "create", "2024-01-01T00:00:00+00:00"),
-        ("new", "known", "import", "2024-01-01T00:00:00+00:00"),
+        (None, "known", "import", "2024-01-01T00:00:00+00:00"),
         ("known", "mql", "advance", "2024-01-01T00:00:00+00:00"),
         ("mql", "sql", "advance", "2024-02-01T00:00:00+00:00"),
     ]
@@ -269,6 +269,21 @@ def test_stage_names_match_normalised_and_date_formats(sqlite_url: str, tmp_path
     assert engine.lead("a").stage == "known"
     assert engine.lead("a").entered_at == datetime(2024, 1, 31, 14, 5, tzinfo=UTC)
     assert engine.lead("b").stage == "mql"
+
+
+@pytest.mark.parametrize(
+    ("cell", "date_format"),
+    [("2024-03-05 14:22 +0900", "%Y-%m-%d %H:%M %z"), ("05/03/2024 05:22 UTC", "%d/%m/%Y %H:%M %Z")],
+)
+def test_date_formats_with_an_offset_or_zone(
+    sqlite_url: str, tmp_path: Path, cell: str, date_format: str
+) -> None:
+    path = write(tmp_path, f"id,Stage,Date\na,MQL,{cell}\n")
+    engine = shop(sqlite_url)
+    engine.import_csv(
+        path, flow="shop", id_column="id", stage_column="Stage", at_column="Date", date_format=date_format
+    )
+    assert engine.lead("a").entered_at == datetime(2024, 3, 5, 5, 22, tzinfo=UTC)
 
 
 def test_history_across_chunks_and_capacity_on_import(db_url: str, tmp_path: Path) -> None:
@@ -300,6 +315,52 @@ def test_rows_of_a_lead_must_run_forward_in_time(sqlite_url: str, tmp_path: Path
     (bad,) = caught.value.rows
     assert bad.line == 4 and bad.column == "at"
     assert "older than its row on line 2" in bad.reason
+
+
+def test_a_history_imported_again_is_refused_and_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    """Rows older than what the database holds for a lead would be applied
+    after the fact (dated at the lead's last change, replaying moves out of
+    final stages): they are bad rows, so importing a file twice is refused
+    whole, and an overlapping export imports only its newer rows."""
+    first = write(
+        tmp_path, "id,stage,at\na,known,2024-01-01\na,lost,2024-01-10\nb,known,2024-01-02\n", "one.csv"
+    )
+    engine = shop(db_url)
+    options: dict[str, Any] = {"flow": "shop", "id_column": "id", "stage_column": "stage", "at_column": "at"}
+    engine.import_csv(first, **options)
+    before = dump(db_url)
+    with pytest.raises(BadRows) as caught:
+        engine.import_csv(first, **options)
+    # rows at the last change itself are not older: they change nothing
+    assert [(bad.line, bad.column) for bad in caught.value.rows] == [(2, "at")]
+    assert caught.value.rows[0].reason == (
+        'this row of lead "a" (2024-01-01T00:00:00+00:00) is older than the lead\'s last change in the '
+        "database (2024-01-10T00:00:00+00:00); a lead's history cannot be rewritten (was this file imported "
+        "before? --skip-bad FILE sets such rows aside)"
+    )
+    assert dump(db_url) == before
+    # an export overlapping the first: its old rows are set aside, the new ones applied
+    overlap = write(
+        tmp_path, "id,stage,at\nb,known,2024-01-02\nb,sql,2024-01-20\na,known,2024-01-05\n", "two.csv"
+    )
+    result = engine.import_csv(overlap, **options, skip_bad=tmp_path / "old.csv")
+    assert (result.imported, result.bad) == (2, 1)  # b's row at its last change is not older
+    assert engine.lead("a").stage == "lost" and engine.lead("b").stage == "sql"
+    assert history(engine, "a")[-1] == ("known", "lost", "import", "2024-01-10T00:00:00+00:00")
+    assert engine.verify() == []
+
+
+def test_without_a_time_column_rows_older_than_a_leads_last_change_are_refused(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "id,stage,at\na,known,2024-06-01\n")
+    engine = shop(sqlite_url)  # now: 2024-05-01
+    engine.import_csv(path, flow="shop", id_column="id", stage_column="stage", at_column="at")
+    again = write(tmp_path, "id,email\na,a@x.example\n", "again.csv")
+    with pytest.raises(BadRows) as caught:
+        engine.import_csv(again, flow="shop", id_column="id")
+    (bad,) = caught.value.rows
+    assert bad.column == "id" and "without --at-column every row happens now" in bad.reason
 
 
 def test_a_lead_of_another_flow_is_a_bad_row(db_url: str, tmp_path: Path) -> None:
@@ -553,8 +614,9 @@ def test_cli_summary_and_json(sqlite_url: str, tmp_path: Path) -> None:
     out = result.stdout
     assert "rows read        2" in out
     assert "leads created    2" in out
-    assert "leads updated    0" in out
-    assert "moves            3 (1 to the stage in the file)" in out
+    assert "leads updated    0 (leads that existed before the import)" in out
+    assert "moves            2" in out  # a: new -> known -> mql; b starts in "known"
+    assert "placed           1 (created in or moved to the stage in the file)" in out
     assert "bad rows         0" in out
     assert "ignored columns  1: Remark" in out
     assert "elapsed" in out

@@ -80,3 +80,26 @@ def test_the_hash_of_a_known_entry_never_changes() -> None:
         prev_hash="0" * 64,
     )
     assert entry.hash == "df7adae3edfc6005b4d5ad1d97f5223fa2ef4b70647b8e7e771cd5e0ce8d3934"
+
+
+def test_values_of_unexpected_types_hash_as_their_canonical_payload() -> None:
+    """Entries built by hand (a test, a script) may hold an int id or a bool
+    counter; the key-by-key text is only a faster way to the same hash."""
+    for odd in ({"lead_id": 7}, {"seq": True}, {"actor": None}, {"version": 2.0}):
+        fields = {
+            "lead_id": "l",
+            "seq": 1,
+            "from_stage": None,
+            "to_stage": "a",
+            "kind": "create",
+            "actor": "ops",
+            "reason": None,
+            "at": datetime(2026, 1, 1, tzinfo=UTC),
+            "flow": "f",
+            "version": 1,
+            "cycle": 1,
+            "values": {},
+            "prev_hash": "0" * 64,
+        }
+        entry = AuditEntry.sealed(**{**fields, **odd})
+        assert entry.hash == hashlib.sha256(canonical(entry.payload()).encode()).hexdigest()

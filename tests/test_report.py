@@ -426,20 +426,20 @@ def test_report_errors(db_url: str) -> None:
 
 
 def test_import_moves_count_like_any_other(db_url: str, tmp_path: Path) -> None:
-    # Imported history: lead i created and placed in mql on day 0, moved to
-    # sql on day 1 (both audited "import"), then won on day 3 by hand.
-    # new: 1 entered, advanced, left at once (0 days); mql: 1, advanced,
-    # 1 day; sql: 1, advanced, 2 days.
+    # Imported history: lead i created in mql on day 0 (its first row's
+    # stage: it never entered "new"), moved to sql on day 1 (both audited
+    # "import"), then won on day 3 by hand.  mql: 1 entered, advanced,
+    # 1 day; sql: 1, advanced, 2 days; the file's funnel, stage by stage.
     rows = tmp_path / "history.csv"
     rows.write_text("id,stage,at\ni,mql,2026-01-01T00:00:00Z\ni,sql,2026-01-02T00:00:00Z\n", encoding="utf-8")
     with Engine.open(db=db_url, now=kpi_day(0), actor="test") as engine:
         engine.deploy(parse_flow(KPI_FLOW_FOR_IMPORT, "k.flow"))
         engine.import_csv(rows, flow="imp", id_column="id", stage_column="stage", at_column="at")
         engine.advance("i", to="won", at=kpi_day(3))
-        assert [e.kind for e in engine.history("i")] == ["create", "import", "import", "advance"]
+        assert [e.kind for e in engine.history("i")] == ["import", "import", "advance"]
         report = report_for(engine)
     figures = {s.stage: (s.entered, s.advanced, s.median_days) for s in report.stages}
-    assert figures == {"new": (1, 1, 0.0), "mql": (1, 1, 1.0), "sql": (1, 1, 2.0), "won": (1, 0, None)}
+    assert figures == {"new": (0, 0, None), "mql": (1, 1, 1.0), "sql": (1, 1, 2.0), "won": (1, 0, None)}
 
 
 KPI_FLOW_FOR_IMPORT = """\

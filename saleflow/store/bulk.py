@@ -71,15 +71,16 @@ def _batches(ids: Sequence[str]) -> Iterable[list[str]]:
         yield list(ids[start : start + ID_BATCH])
 
 
-def lead_flows(store: SqlStore, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
-    """The flow and version of each of `ids` that is a stored lead (one
+def lead_flows(store: SqlStore, ids: Iterable[str]) -> dict[str, tuple[str, int, datetime]]:
+    """The flow, version and last change (the later of its entry into its
+    stage and its last update) of each of `ids` that is a stored lead (one
     query per `ID_BATCH` ids, in one read snapshot)."""
     wanted = sorted(set(ids))
-    found: dict[str, tuple[str, int]] = {}
+    found: dict[str, tuple[str, int, datetime]] = {}
     with store.read() as conn:
         for batch in _batches(wanted):
-            stmt = select(L.id, L.flow, L.version).where(L.id.in_(batch))
-            found.update((row[0], (row[1], row[2])) for row in conn.execute(stmt))
+            stmt = select(L.id, L.flow, L.version, L.entered_at, L.updated_at).where(L.id.in_(batch))
+            found.update((row[0], (row[1], row[2], max(row[3], row[4]))) for row in conn.execute(stmt))
     return found
 
 

@@ -32,7 +32,6 @@ CONNECT_TIMEOUT_S = 5
 BEGIN_OPTION = "saleflow_begin"
 
 
-
 def advisory_key(*parts: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
