@@ -38,12 +38,21 @@ def _encoder(*, sort_keys: bool, ensure_ascii: bool) -> Encode:
         chunks = make(None, str, escape, None, ":", ",", sort_keys, False, True)
     except TypeError:  # another Python's private signature: stay with the public encoder
         return reference
-    join = "".join
+    return _Encoder(chunks)
 
-    def encode(value: Any) -> str:
-        return join(chunks(value, 0))
 
-    return encode
+class _Encoder:
+    """A kept C encoder, called as a function.  An object, not a closure:
+    psycopg caches its JSON dumpers by function and refuses (with a warning)
+    to cache closures."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Callable[[Any, int], Any]) -> None:
+        self._chunks = chunks
+
+    def __call__(self, value: Any) -> str:
+        return "".join(self._chunks(value, 0))
 
 
 canonical: Encode = _encoder(sort_keys=True, ensure_ascii=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,3 +105,20 @@ def test_values_of_unexpected_types_hash_as_their_canonical_payload() -> None:
         }
         entry = AuditEntry.sealed(**{**fields, **odd})
         assert entry.hash == hashlib.sha256(canonical(entry.payload()).encode()).hexdigest()
+
+
+def test_json_columns_are_written_without_driver_warnings(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """psycopg caches a JSON dumper per function and warns (and leaks a
+    class per call) when given a closure; the store's encoder is an object."""
+    from pathlib import Path
+
+    from saleflow import Engine
+
+    flow = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
+    with caplog.at_level(logging.WARNING), Engine.open(flow, db=db_url) as engine:
+        engine.add_lead("a", company="Ünïcode GmbH", employees=800)
+        engine.add_lead("b", company="Other", employees=5)
+        assert engine.lead("a").fields["company"] == "Ünïcode GmbH"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
