@@ -90,10 +90,14 @@ class _Tally:
         return by_name.get(name, [])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
     """Everything a gate may read about one lead at one moment.  `events`
-    are the current cycle's only (the engine filters them)."""
+    are the current cycle's only (the engine filters them).
+
+    Read-only by convention, not frozen: facts are built a few times per
+    lead and move (an import builds some 25,000), and a frozen dataclass
+    costs several times as much to build."""
 
     fields: Mapping[str, FieldValue]
     events: Sequence[EventRecord]
@@ -113,14 +117,13 @@ class Facts:
         derived counts and scores are shared: only `days_in_stage` differs,
         so callers use this when no score rule reads it."""
         moved = Facts(self.fields, self.events, self.now, entered_at, self.created_at)
-        object.__setattr__(moved, "_tally", self._tally)
+        moved._tally = self._tally
         return moved
 
     def _counts(self) -> _Tally:
         tally = self._tally
         if tally is None:
-            tally = _Tally(self.events)
-            object.__setattr__(self, "_tally", tally)
+            tally = self._tally = _Tally(self.events)
         return tally
 
     def count(self, event: str) -> int:

@@ -48,13 +48,7 @@ class Step:
     ) -> None:
         self.cf = cf
         self.lead = lead
-        self.facts = facts or Facts(
-            fields=lead.fields,
-            events=events,
-            now=now,
-            entered_at=lead.entered_at,
-            created_at=lead.created_at,
-        )
+        self.facts = facts or Facts(lead.fields, events, now, lead.entered_at, lead.created_at)
 
     def score(self) -> float:
         return self.cf.evaluator.score(self.facts)

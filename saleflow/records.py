@@ -84,9 +84,14 @@ class Blocker:
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEntry:
-    """One change of stage.  `hash` chains it to the lead's previous entry."""
+    """One change of stage.  `hash` chains it to the lead's previous entry.
+
+    Read-only by convention, not frozen: an import builds one per move (some
+    25,000 a run) and a frozen dataclass costs several times as much to
+    build.  Changing a stored entry changes nothing stored, and an edited
+    row fails `audit verify`."""
 
     lead_id: str
     seq: int
@@ -125,7 +130,7 @@ class AuditEntry:
     def sealed(cls, *values: Any, **fields: Any) -> AuditEntry:
         """A new entry with its hash computed from its content (once)."""
         entry = cls(*values, **fields)
-        object.__setattr__(entry, "hash", entry.compute_hash())
+        entry.hash = entry.compute_hash()
         return entry
 
     def compute_hash(self) -> str:
@@ -149,7 +154,7 @@ class AuditEntry:
                 '{"actor":',
                 quote(self.actor),
                 ',"at":',
-                quote(self.at.isoformat()),
+                _quoted_time(self.at),
                 ',"cycle":',
                 int.__repr__(cycle),
                 ',"flow":',
@@ -169,12 +174,28 @@ class AuditEntry:
                 ',"to":',
                 quote(self.to_stage),
                 ',"values":',
-                canonical(values if type(values) is dict else dict(values)),
+                canonical(values if type(values) is dict else dict(values)) if values else "{}",
                 ',"version":',
                 int.__repr__(version),
                 "}",
             )
         )
+
+
+# The last time quoted, with its text: a lead's entries, and all the leads
+# of an import without times, share one instant.  Replaced whole (a tuple),
+# so a thread never sees a half-written pair.
+_last_time: tuple[datetime | None, str] = (None, "")
+
+
+def _quoted_time(at: datetime) -> str:
+    global _last_time
+    last = _last_time
+    if last[0] is at:
+        return last[1]
+    text = quote(at.isoformat())
+    _last_time = (at, text)
+    return text
 
 
 GENESIS_HASH = "0" * 64
