@@ -107,6 +107,10 @@ class AuditEntry:
     values: Mapping[str, Any]
     prev_hash: str
     hash: str = ""
+    # `canonical(values)` as `sealed` hashed it: the store writes this text
+    # instead of encoding the values again.  Not a column and not copied by
+    # `dataclasses.replace`; None on entries read back.
+    values_text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def payload(self) -> dict[str, Any]:
         """The hashed content: everything but the hash itself."""
@@ -130,6 +134,8 @@ class AuditEntry:
     def sealed(cls, *values: Any, **fields: Any) -> AuditEntry:
         """A new entry with its hash computed from its content (once)."""
         entry = cls(*values, **fields)
+        doc = entry.values
+        entry.values_text = canonical(doc if type(doc) is dict else dict(doc)) if doc else "{}"
         entry.hash = entry.compute_hash()
         return entry
 
@@ -139,16 +145,18 @@ class AuditEntry:
         the payload and encoding it (`tests/test_jsontext.py` proves them
         equal); a value of an unexpected type takes the general way."""
         try:
-            text = self._canonical_text()
+            text = self._canonical_text(self.values_text)
         except TypeError:  # not a str where one is expected
             text = canonical(self.payload())
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def _canonical_text(self) -> str:
+    def _canonical_text(self, values_text: str | None) -> str:
         seq, version, cycle = self.seq, self.version, self.cycle
         if type(seq) is not int or type(version) is not int or type(cycle) is not int:
             raise TypeError("a counter that is not an int")
-        values = self.values
+        if values_text is None:
+            values = self.values
+            values_text = canonical(values if type(values) is dict else dict(values)) if values else "{}"
         return "".join(
             (
                 '{"actor":',
@@ -174,7 +182,7 @@ class AuditEntry:
                 ',"to":',
                 quote(self.to_stage),
                 ',"values":',
-                canonical(values if type(values) is dict else dict(values)) if values else "{}",
+                values_text,
                 ',"version":',
                 int.__repr__(version),
                 "}",

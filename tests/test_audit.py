@@ -8,7 +8,7 @@ the API (`Engine.verify`) and the CLI (exit 1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ def raw(engine: Engine, sql: str, **params: Any) -> None:
 
 def insert_entry(engine: Engine, entry: AuditEntry) -> None:
     """Write an audit row straight into the table, as a forger would."""
-    row = {name: getattr(entry, name) for name in AuditEntry.__slots__}
+    row = {f.name: getattr(entry, f.name) for f in fields(AuditEntry) if f.init}
     row["values"] = dict(entry.values)
     with engine.store.engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(audit.insert().values(**row))

@@ -122,3 +122,25 @@ def test_json_columns_are_written_without_driver_warnings(
         engine.add_lead("b", company="Other", employees=5)
         assert engine.lead("a").fields["company"] == "Ünïcode GmbH"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_sqlite_stores_the_gate_reads_as_the_text_that_was_hashed(sqlite_url: str) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    from saleflow import Engine
+
+    flow = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
+    with Engine.open(flow, db=sqlite_url) as engine:
+        engine.add_lead("a", company="Ünïcode GmbH", email="a@x.example", employees=800)
+        engine.record("a", "inbound_question")
+        entries = engine.history("a")
+    stored = sqlite3.connect(sqlite_url.removeprefix("sqlite:///")).execute(
+        'SELECT "values", hash FROM audit WHERE lead_id = ? ORDER BY seq', ("a",)
+    ).fetchall()
+    moved = [(text, digest) for (text, digest), entry in zip(stored, entries, strict=True) if entry.values]
+    assert moved  # some move read a gate
+    for (text, digest), entry in zip(stored, entries, strict=True):
+        assert json.loads(text) == entry.values
+        assert digest == entry.hash == entry.compute_hash()
+    assert all(text == canonical(json.loads(text)) for text, _ in moved)

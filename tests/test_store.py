@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def entry(
 
 
 def _fields(entry_: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry_, name) for name in AuditEntry.__slots__}
+    return {f.name: getattr(entry_, f.name) for f in fields(AuditEntry) if f.init}
 
 
 def add_leads(store: SqlStore, *leads: Lead) -> None:

@@ -14,7 +14,7 @@ Statements whose shape varies (``IN`` lists, optional filters) go through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import cached_property
 from operator import attrgetter
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
+from ..jsontext import compact
 from ..records import AuditEntry, Lead
 from .schema import audit, events, flows, leads, sla_breaches, waiting
 
@@ -80,14 +81,21 @@ class Compiled:
         self._types = [c.type for c in stmt.selected_columns] if isinstance(stmt, Select) else []
         self._loaders: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
 
-    def binder(self, getter: Callable[[Any], Sequence[Any]], keys: Sequence[str]) -> Callable[[Any], Any]:
+    def binder(
+        self, getter: Callable[[Any], Sequence[Any]], keys: Sequence[str], ready: Collection[str] = ()
+    ) -> Callable[[Any], Any]:
         """`params` for a record whose values `getter` returns as a tuple in
         `keys` order (an `operator.attrgetter`): no dict is built per row,
         which is most of the cost of binding a batch.  Every bound name must
-        be among `keys`."""
+        be among `keys`; those in `ready` come as the driver takes them (no
+        bind processing)."""
         where = {key: index for index, key in enumerate(keys)}
         order = tuple(where[key] for key, _default, _proc in self._slots)
-        processed = tuple((slot, proc) for slot, (_, _, proc) in enumerate(self._slots) if proc is not None)
+        processed = tuple(
+            (slot, proc)
+            for slot, (key, _, proc) in enumerate(self._slots)
+            if proc is not None and key not in ready
+        )
         names = self._names
         if names is None and order == tuple(range(len(keys))):  # already in bind order
             pick: Callable[[Sequence[Any]], list[Any]] = list
@@ -261,7 +269,11 @@ class Statements:
 
     @cached_property
     def audit_row(self) -> Callable[[AuditEntry], Any]:
-        """The `insert_audit` parameters of an audit entry."""
+        """The `insert_audit` parameters of an audit entry.  On SQLite, where
+        JSON is text, the gate reads go in as the text the entry's hash was
+        computed over (canonical JSON), not encoded a second time."""
+        if self.dialect.name == "sqlite":
+            return self.insert_audit.binder(_audit_values_as_text, AUDIT_KEYS, ready=("values",))
         return self.insert_audit.binder(_audit_values, AUDIT_KEYS)
 
     @cached_property
@@ -347,6 +359,14 @@ AUDIT_KEYS: tuple[str, ...] = tuple(c.key for c in AUDIT_COLUMNS)
 _lead_values = attrgetter(*LEAD_KEYS)
 _audit_attrs = attrgetter(*AUDIT_KEYS)
 _AUDIT_DOC = AUDIT_KEYS.index("values")
+
+
+def _audit_values_as_text(entry: AuditEntry) -> tuple[Any, ...]:
+    values = _audit_attrs(entry)
+    text = entry.values_text
+    if text is None:
+        text = compact(dict(values[_AUDIT_DOC]))
+    return (*values[:_AUDIT_DOC], text, *values[_AUDIT_DOC + 1 :])
 
 
 def _audit_values(entry: AuditEntry) -> tuple[Any, ...]:
