@@ -1290,3 +1290,97 @@ def unused_events(ctx: _Context) -> Iterator[Diagnostic]:
             f'event "{event.name}" is declared but never used',
             "use it in a gate, a condition or a score rule, or remove it",
         )
+
+
+@rule
+def repeated_recycle_sources(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF306 a stage listed twice in one recycle (reported where repeated)."""
+    for recycle in ctx.flow.recycles:
+        sources = recycle.sources
+        if len(set(sources)) == len(sources):
+            continue  # the usual case: locating names is costly, skip it
+        seen: dict[str, int] = {}
+        for name in sources:
+            earlier = seen[name] = seen.get(name, -1) + 1
+            if not earlier:
+                continue
+            yield ctx.warning(
+                "SF306",
+                ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier),
+                f'stage "{name}" is listed twice in the recycle to "{recycle.target}"',
+                f'the first "{name}" already moves its leads back; remove this one',
+            )
+
+
+@rule
+def empty_lists(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF307 `x in []` is always false; `x not in []` always true (once x
+    is set: an unset value makes `not in` false too)."""
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            if not isinstance(node, InList) or node.items:
+                continue
+            text = shorten(unparse(node))
+            if not node.negated:
+                yield ctx.warning(
+                    "SF307",
+                    node.span,
+                    f'"{text}" is always false: the list is empty',
+                    "list the values to compare with",
+                )
+                continue
+            operand = node.operand
+            unset = isinstance(operand, DaysSince) or (
+                isinstance(operand, Ref) and ctx.kind_of(operand.name) == "field"
+            )
+            if unset:
+                operand_text = shorten(unparse(operand))
+                yield ctx.warning(
+                    "SF307",
+                    node.span,
+                    f'"{text}" is always true once "{operand_text}" is set: the list is empty',
+                    f'write "{operand_text} is set" to require a value',
+                )
+            else:
+                yield ctx.warning(
+                    "SF307",
+                    node.span,
+                    f'"{text}" is always true: the list is empty',
+                    "list the values to exclude, or write true",
+                )
+
+
+@rule
+def score_without_rules(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF308 `score` used in a flow with no score rules: it is always 0."""
+    flow = ctx.flow
+    if flow.score_rules or any(name == "score" for _, name, _ in ctx.facts):
+        return  # a fact named "score" is an error of its own (SF103)
+    numbers = [definition.name for definition in flow.fields if definition.type.kind in NUMERIC_KINDS]
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            if isinstance(node, Ref) and node.name == "score":
+                yield ctx.warning(
+                    "SF308",
+                    node.span,
+                    f'"score" is always 0: flow "{flow.name}" has no score rules',
+                    did_you_mean("score", numbers) or "declare its rules in a score { … } block",
+                )
+
+
+@rule
+def teams_without_stages(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF309 a team with no stages (a duplicate team is reported as such)."""
+    flow = ctx.flow
+    for team in flow.teams:
+        if team.stages or flow.team(team.name) is not team:
+            continue
+        hint = "declare its stages inside it, or remove it"
+        if team.targets:
+            hint = "declare its stages inside it, or move its targets into the team that owns their stages"
+        yield ctx.warning(
+            "SF309",
+            ctx.name_span(team.span, team.name, "team"),
+            f'team "{team.name}" has no stages',
+            hint,
+        )

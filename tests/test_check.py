@@ -375,7 +375,7 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
         'capacity of stage "won"',
         "0",
     ),
-    # ---- SF301..SF305 warnings -------------------------------------------
+    # ---- SF301..SF309 warnings -------------------------------------------
     ("unreachable-side", flow("stage parked\n"), "SF301", 'stage "parked" can never be reached', "parked"),
     (
         "unreachable-before-initial",
@@ -439,6 +439,74 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
         "SF305",
         'the condition "user"',
         "user",
+    ),
+    (
+        "recycle-twice",
+        flow("recycle mql, opportunity, mql -> lead\n"),
+        "SF306",
+        'stage "mql" is listed twice in the recycle to "lead"',
+        "mql",
+    ),
+    ("recycle-twice-hint", flow("recycle mql, mql -> lead\n"), "SF306", "remove this one", None),
+    ("in-empty", cond("industry in []"), "SF307", '"industry in []" is always false', "industry in []"),
+    ("in-empty-hint", cond("industry in []"), "SF307", "list the values to compare with", None),
+    (
+        "not-in-empty-event",
+        cond("web_visit not in []"),
+        "SF307",
+        '"web_visit not in []" is always true: the list is empty',
+        "web_visit not in []",
+    ),
+    (
+        "not-in-empty-field",
+        cond("need and industry not in [ ]"),
+        "SF307",
+        '"industry not in []" is always true once "industry" is set',
+        "industry not in [ ]",
+    ),
+    ("not-in-empty-field-hint", cond("industry not in []"), "SF307", 'write "industry is set"', None),
+    (
+        "not-in-empty-days-since",
+        cond("days_since web_visit not in []"),
+        "SF307",
+        'once "days_since web_visit" is set',
+        "days_since web_visit not in []",
+    ),
+    ("in-empty-gate", flow("stage extra final when need or budget in []\n"), "SF307", "always false", None),
+    ("in-empty-score-rule", flow("score {\n  +5 if employees in []\n}\n"), "SF307", "always false", None),
+    (
+        "score-no-rules",
+        cond("score >= 60"),
+        "SF308",
+        '"score" is always 0: flow "probe" has no score rules',
+        "score",
+    ),
+    ("score-no-rules-hint", cond("score >= 60"), "SF308", "score { … } block", None),
+    ("score-no-rules-gate", flow("stage extra final when score >= 60\n"), "SF308", "always 0", "score"),
+    ("score-no-rules-skip", flow("skip lead -> opportunity when score > 50\n"), "SF308", "always 0", "score"),
+    ("score-no-rules-recycle", flow("recycle won -> lead when score < 10\n"), "SF308", "always 0", "score"),
+    (
+        "score-no-rules-did-you-mean",
+        flow("field lead_score int\ncondition hot = score >= 60\n"),
+        "SF308",
+        'did you mean "lead_score"?',
+        "score",
+    ),
+    ("score-empty-block", flow("score {\n}\ncondition hot = score >= 60\n"), "SF308", "always 0", "score"),
+    ("team-empty", flow('team support "Support" { }\n'), "SF309", 'team "support" has no stages', "support"),
+    (
+        "team-empty-hint",
+        flow("team support {\n}\n"),
+        "SF309",
+        "declare its stages inside it, or remove it",
+        None,
+    ),
+    (
+        "team-targets-only",
+        flow("team kpis {\n  target conversion lead -> mql >= 20%\n}\n"),
+        "SF309",
+        "move its targets into the team that owns their stages",
+        "kpis",
     ),
 ]
 
@@ -539,7 +607,7 @@ VALID = [
     ("window", "web_visit in last 30 days >= 10"),
     ("days-since", "days_since web_visit <= 14"),
     ("days-since-set", "days_since web_visit is set"),
-    ("builtins", "score >= 60 and days_in_stage > 90 and days_since_created < 365"),
+    ("builtins", "days_in_stage > 90 and days_since_created < 365"),
     ("money", "budget >= 10000.5 and budget > employees"),
     ("negative", "budget > -1"),
     ("dates", 'signed_on >= "2024-01-31" and signed_on < signed_on'),
@@ -605,6 +673,18 @@ VALID_FLOWS = [
     ("field-unused", flow("field notes text\n")),
     ("last-stage-recycles", flow("recycle won -> lead\n", teams=TEAMS.replace("stage lost final\n", ""))),
     ("event-used-in-score-only", flow("event webinar\nscore {\n  +5 each webinar\n}\n")),
+    (
+        "score-used-with-rules",
+        flow(
+            "score {\n  +5 each web_visit\n}\ncondition hot = score >= 60 and score > 0\n"
+            "skip lead -> opportunity when score >= 90\nrecycle won -> lead when score < 10\n"
+        ),
+    ),
+    ("score-block-after-use", flow("condition hot = score >= 60\nscore {\n  +5 each web_visit\n}\n")),
+    ("in-list-not-empty", flow("condition c = industry in [saas] and industry not in [retail]\n")),
+    ("recycle-distinct-sources", flow("recycle mql, opportunity, won -> lead\n")),
+    ("recycle-source-is-target-name", flow("recycle opportunity, won -> mql\n")),
+    ("team-with-one-stage", flow('team support "Support" {\n  stage ticket\n}\n')),
     ("event-used-in-days-since", flow("event webinar\ncondition recent = days_since webinar <= 7\n")),
     ("stage-and-team-share-name", flow(teams=TEAMS.replace("team sales {", "team won {"))),
     ("enum-value-named-like-stage", flow("field phase one of [lead, won]\ncondition p = phase == lead\n")),
@@ -740,3 +820,85 @@ def test_huge_flow_checks_quickly() -> None:
     start = time.perf_counter()
     assert check(parsed) == []
     assert time.perf_counter() - start < 2
+
+
+# ---- SF306..SF309 in detail -----------------------------------------------
+
+
+def _warnings(source: str, code: str) -> list[Diagnostic]:
+    return [d for d in check(parse_flow(source, "probe.flow")) if d.code == code]
+
+
+def test_repeated_recycle_stage_is_reported_at_each_repetition() -> None:
+    source = flow("recycle mql, opportunity, mql, won, mql -> lead\n")
+    line = source.count("\n")
+    found = _warnings(source, "SF306")
+    assert [(d.span.line, d.span.column) for d in found] == [(line, 27), (line, 37)]
+    assert all(_pointed(source, d.span) == "mql" for d in found)
+
+
+def test_repeated_recycle_stage_is_a_warning_only() -> None:
+    """A repeated stage does no harm to the moves: the flow is otherwise clean."""
+    diagnostics = check(parse_flow(flow("recycle won, won -> lead\n"), "probe.flow"))
+    assert [(d.code, d.severity) for d in diagnostics] == [("SF306", "warning")]
+
+
+def test_empty_list_says_which_way_it_is_always() -> None:
+    source = flow("condition a = industry in []\ncondition b = web_visit not in []\n")
+    messages = [d.message for d in _warnings(source, "SF307")]
+    assert messages == [
+        '"industry in []" is always false: the list is empty',
+        '"web_visit not in []" is always true: the list is empty',
+    ]
+
+
+def test_empty_list_messages_match_the_evaluator() -> None:
+    """What SF307 says is what guards.py does: `in []` false whatever the
+    value; `not in []` true for a set value, false for an unset one."""
+    from datetime import UTC, datetime
+
+    from saleflow.guards import Evaluator, Facts
+    from saleflow.parse import parse_expr
+
+    parsed = parse_flow(flow(), "probe.flow")
+    evaluator = Evaluator(parsed)
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    set_, unset = (Facts(fields, [], now, now, now) for fields in ({"industry": "saas"}, {}))
+    assert not evaluator.test(parse_expr("industry in []"), set_)
+    assert not evaluator.test(parse_expr("industry in []"), unset)
+    assert evaluator.test(parse_expr("industry not in []"), set_)
+    assert not evaluator.test(parse_expr("industry not in []"), unset)
+    assert evaluator.test(parse_expr("web_visit not in []"), unset)
+
+
+def test_score_without_rules_is_reported_at_every_use() -> None:
+    source = flow("condition a = score >= 60\nstage extra final when score > 10 or need\n")
+    assert [_pointed(source, d.span) for d in _warnings(source, "SF308")] == ["score", "score"]
+
+
+def test_fact_named_score_is_one_diagnostic() -> None:
+    """A field named "score" is refused (SF103); its uses are not also SF308."""
+    source = flow("field score int\ncondition hot = score >= 60\n")
+    assert [d.code for d in check(parse_flow(source, "probe.flow"))] == ["SF103"]
+
+
+def test_duplicate_empty_team_is_one_diagnostic() -> None:
+    source = flow("team sales {\n}\n")
+    assert [d.code for d in check(parse_flow(source, "probe.flow"))] == ["SF101"]
+
+
+def test_every_empty_team_is_reported() -> None:
+    source = flow("team a {\n}\nteam b { }\n")
+    assert [_pointed(source, d.span) for d in _warnings(source, "SF309")] == ["a", "b"]
+
+
+def test_spec_example_checks_clean() -> None:
+    """SPEC §2's example flow (shipped as flows/the_model.flow) gives no
+    diagnostic, not even a warning."""
+    spec = ROOT.parent / "shared" / "SPEC.md"
+    if not spec.is_file():
+        pytest.skip("SPEC.md is not next to the repository")
+    example = re.search(r"## 2\..*?```\n(.*?)```", spec.read_text(encoding="utf-8"), re.S)
+    assert example is not None
+    diagnostics = check(parse_flow(example.group(1), "spec.flow"))
+    assert diagnostics == [], "\n".join(d.headline() for d in diagnostics)
