@@ -468,12 +468,17 @@ def advance_command(
 
 @main.command("tick")
 @click.option("--flow", default=None, metavar="NAME", help="Only this flow's leads.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"moves", "sla_breaches"} as JSON.')
 @pass_settings
-def tick_command(settings: Settings, flow: str | None) -> None:
+def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
     """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
     with open_engine(settings) as engine:
-        moves = engine.tick(flow=flow)
-    click.echo(f"{_plural(moves, 'move')} made")
+        ticked = engine.tick(flow=flow)
+    if as_json:
+        echo_json({"moves": ticked.moves, "sla_breaches": ticked.sla_breaches})
+        return
+    breaches = f"{ticked.sla_breaches} SLA breach" + ("" if ticked.sla_breaches == 1 else "es")
+    click.echo(f"{_plural(ticked.moves, 'move')} made, {breaches} recorded")
 
 
 def _number(value: float) -> int | float:
@@ -607,6 +612,16 @@ def audit_verify_command(ctx: click.Context) -> None:
 # --------------------------------------------------------------------------
 
 
+def _days(value: float, digits: int = 1) -> str:
+    """A number of days for people, rounded to `digits` decimals (`--json`
+    keeps them all); a small positive number does not round to nothing."""
+    smallest = 10**-digits
+    if 0 < value < smallest / 2:
+        return f"<{smallest:.{digits}f} days"
+    text = f"{value:,.{digits}f}".rstrip("0").rstrip(".")
+    return f"{text} day" if text == "1" else f"{text} days"
+
+
 def list_overdue(
     engine: Engine, *, flow: str | None, stage: str | None, team: str | None, as_json: bool
 ) -> None:
@@ -620,7 +635,7 @@ def list_overdue(
     count = 0
     for o in found:
         lead = o.lead
-        late = f"overdue {o.overdue_days:g} days (SLA {o.sla_days:g} days, due {o.due_at.isoformat()})"
+        late = f"overdue {_days(o.overdue_days)} (SLA {_days(o.sla_days, 2)}, due {o.due_at.isoformat()})"
         click.echo(f"{lead.id:<40} {lead.flow:<16} {lead.stage:<16} {_value(lead.score):>6}  {late}")
         count += 1
     click.echo(f"{_plural(count, 'lead')} overdue")

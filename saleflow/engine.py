@@ -28,7 +28,16 @@ from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you
 from .model import Flow
 from .parse import load_flow, parse_flow
 from .progress import Step, Work
-from .records import AuditEntry, EventRecord, FieldValue, Lead, LeadView, MoveVerdict, Store, Transaction
+from .records import (
+    AuditEntry,
+    EventRecord,
+    FieldValue,
+    Lead,
+    LeadView,
+    MoveVerdict,
+    Store,
+    Transaction,
+)
 from .store import open_store
 
 if TYPE_CHECKING:
@@ -79,6 +88,28 @@ def chunked(rows: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+class TickResult(int):
+    """What `Engine.tick` did: the number of moves it made (an int, as it
+    always was) and, as `sla_breaches`, how many SLA breaches it recorded."""
+
+    sla_breaches: int
+
+    def __new__(cls, moves: int, sla_breaches: int = 0) -> TickResult:
+        result = super().__new__(cls, moves)
+        result.sla_breaches = sla_breaches
+        return result
+
+    @property
+    def moves(self) -> int:
+        return int(self)
+
+    def __str__(self) -> str:  # printed and formatted as the number it is
+        return int.__repr__(self)
+
+    def __repr__(self) -> str:
+        return f"TickResult(moves={int(self)}, sla_breaches={self.sla_breaches})"
 
 
 class Engine:
@@ -421,7 +452,7 @@ class Engine:
         at: datetime | str | None = None,
     ) -> int:
         """Every lead, as far as its gates allow; returns the number of moves."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at)
+        return int(self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at))
 
     def tick(
         self,
@@ -430,33 +461,35 @@ class Engine:
         actor: str | None = None,
         chunk: int = 500,
         at: datetime | str | None = None,
-    ) -> int:
+    ) -> TickResult:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
-        for every lead (as of `at`, default now); returns the number of moves."""
+        for every lead (as of `at`, default now); returns the number of moves,
+        with the number of SLA breaches recorded as its `sla_breaches`."""
         return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at)
 
     def _batch(
         self, *, flow: str | None, actor: str | None, chunk: int, sla: bool, at: datetime | str | None
-    ) -> int:
+    ) -> TickResult:
         if flow is not None:
             self.compiled(flow)  # NotFound for an unknown flow
         when = self._at(at)
-        moves = 0
+        moves = breaches = 0
         for leads in self.store.iter_leads(flow=flow, chunk=chunk):
             ids = [lead.id for lead in leads]
             entries: list[AuditEntry] = []
 
-            def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> None:
+            def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> int:
                 with write_behind(tx, ids) as work_tx:
                     work = self._work(work_tx, when, actor, entries)
                     for lead_id in ids:
                         lead = work_tx.lock_lead(lead_id)
                         if lead is not None:
                             work.reevaluate(lead, sla=sla)
+                return work.breaches
 
-            self._run(body, entries)
+            breaches += self._run(body, entries)  # of the attempt that committed
             moves += len(entries)
-        return moves
+        return TickResult(moves, breaches)
 
     # ---------------------------------------------------------------- reads
     def _lead_flow(self, lead: Lead, *, stranded_ok: bool = False) -> CompiledFlow:

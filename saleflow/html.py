@@ -4,8 +4,10 @@ Layer 5, a read-only view of a `Report`.  The page works offline and alone:
 styles inline, charts as inline SVG drawn here, no script, no font, no
 request to anywhere.  It shows a funnel (one bar per main-line stage, with
 its entries and conversion), the flow itself (teams as columns, stages as
-boxes with live counts, skips and recycles as curved arrows; our own layout,
-no Mermaid or Graphviz at run time) and the KPI tables.
+boxes sized to their text with live counts, skips and recycles as arrows
+routed clear of the main line, and a legend; our own layout, no Mermaid or
+Graphviz at run time) and the KPI tables.  No font is shipped, so text is
+measured with the widths of a wide common face (`text_width`).
 
 Every bar, funnel label and stage box carries ``data-stage``,
 ``data-entered`` and ``data-conversion`` (and boxes ``data-current``), so
@@ -15,10 +17,12 @@ tests and scripts can read the figures from the DOM.  All text goes through
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 from itertools import pairwise
+from math import ceil
 
 from .model import Flow
 from .report import Report, StageFigures, TargetResult, days, percent, target_actual, target_verdict
@@ -58,9 +62,11 @@ tr.side td { color: #616e7c; }
 .meter span { display: block; height: 100%; background: #3b82c4; }
 svg { max-width: 100%; height: auto; display: block; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
-.legend { display: flex; gap: 18px; color: #52606d; font-size: 12px; margin: 8px 0 0; }
-.legend i { display: inline-block; width: 22px; height: 0; border-top: 2px solid; vertical-align: middle;
-            margin-right: 6px; }
+.legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 18px; color: #52606d; font-size: 12px;
+          margin: 8px 0 0; }
+.legend span { display: inline-flex; align-items: center; white-space: nowrap; }
+.legend span.explain { white-space: normal; }
+.legend svg.key { display: inline-block; width: 30px; height: 16px; margin-right: 6px; flex: none; }
 """
 
 
@@ -85,6 +91,38 @@ def _data(stage: StageFigures) -> str:
 
 
 # --------------------------------------------------------------------------
+# Text widths
+# --------------------------------------------------------------------------
+
+# Advance widths of printable ASCII (" " to "~"), in hundredths of an em, in
+# DejaVu Sans Book and Bold: the face `system-ui` falls back to on most
+# Linux desktops and one of the widest sans-serif faces, so that a box sized
+# by these widths holds its text in the narrower faces of other systems too.
+# A character outside the table counts as a full em.
+_REGULAR_WIDTHS = (
+    "32 40 46 84 64 95 78 27 39 39 50 84 32 36 32 34 64 64 64 64 64 64 64 64 64 64 34 34 84 84 84 53 "
+    "100 68 69 70 77 63 58 77 75 29 29 66 56 86 75 79 60 79 69 63 61 73 68 99 69 61 69 39 34 39 84 50 "
+    "50 61 63 55 63 62 35 63 63 28 28 58 28 97 63 61 63 63 41 52 39 63 59 82 59 59 52 64 34 64 84"
+)
+_BOLD_WIDTHS = (
+    "35 46 52 84 70 100 87 31 46 46 52 84 38 42 38 37 70 70 70 70 70 70 70 70 70 70 40 40 84 84 84 58 "
+    "100 77 76 73 83 68 68 82 84 37 37 77 64 100 84 85 73 85 77 72 68 81 77 110 77 72 73 46 37 46 84 50 "
+    "50 67 72 59 72 68 44 72 71 34 34 67 34 104 71 69 72 72 49 60 48 71 65 92 65 65 58 71 37 71 84"
+)
+_WIDTHS = {
+    bold: {chr(32 + i): int(w) for i, w in enumerate(table.split())} | {"·": 38, "→": 84}
+    for bold, table in ((False, _REGULAR_WIDTHS), (True, _BOLD_WIDTHS))
+}
+
+
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """A generous estimate of the width in pixels of `text` set at `size`
+    pixels in the page's font (`bold`: weight 600)."""
+    widths = _WIDTHS[bold]
+    return sum(widths.get(char, 100) for char in text) * size / 100 * 1.04
+
+
+# --------------------------------------------------------------------------
 # Funnel
 # --------------------------------------------------------------------------
 
@@ -98,7 +136,8 @@ def _funnel(report: Report) -> str:
     stages = [s for s in report.stages if s.main_line]
     if not stages:
         return '<p class="note">This flow has no main line.</p>'
-    row, name_w, bar_w, text_w = 34, 170, 560, 260
+    row, bar_w, text_w = 34, 560, 260
+    name_w = max(170, ceil(max(text_width(s.stage, 13) for s in stages)) + 20)
     width, height = name_w + bar_w + text_w, row * len(stages) + 10
     most = max((s.entered for s in stages), default=0) or 1
     out = [
@@ -133,89 +172,249 @@ def _funnel(report: Report) -> str:
 # The flow, drawn
 # --------------------------------------------------------------------------
 
-# Geometry: teams are bands (columns) of boxes; moves between bands run in
-# lanes: hand-offs through the gap between two bands, skips over the top,
-# recycles under the bottom.  Moves within one band are arcs beside it.
-_BOX_W, _BOX_H, _GAP_Y, _HEAD = 168, 62, 38, 44
-_BAND_W, _GAP_X = 196, 52
-_COL_W = _BAND_W + _GAP_X
-_MARGIN, _TOP = 24, 48  # the top margin holds the skip lanes
-_PAD = (_BAND_W - _BOX_W) / 2
-# Where in a gap each kind of move runs (offset from its centre).
-_LANE = {"advance": 0.0, "skip": -15.0, "recycle_up": -6.0, "recycle_down": 10.0}
+# Geometry: teams are bands (columns) of boxes, every box as wide as the
+# widest text of any box needs (up to a limit; longer text is set smaller).
+# The main line runs down each band and through the middle of the gap
+# between two bands, from the middle of one box side to the middle of
+# another.  Every other move meets its boxes elsewhere, so that no arrow
+# starts or ends where a main-line arrow does:
+#
+# - a skip leaves its source low on the right and enters its target high on
+#   the left, through the gap between the bands or over them, in the skip
+#   lanes above the bands;
+# - a recycle to another band leaves its source high on the right, rises in
+#   the gap right of the source's band (left of the main line there), runs
+#   back over the bands in a recycle lane of its own (above the skip lanes)
+#   and comes down in the gap right of the target's band to the target's
+#   right side, high up: it never crosses the main line.  Slots in the gaps,
+#   lanes and box ends are given out so that recycles keep off each other
+#   where they can: the one from the furthest source runs outermost;
+# - a move within one band is an arc beside it, a skip on the right and a
+#   recycle on the left, meeting its boxes below the middle.
+_BOX_H, _GAP_Y, _HEAD = 62, 38, 44
+_MIN_BOX_W, _MAX_BOX_W = 168.0, 320.0
+_TEXT_PAD, _MIN_FONT = 10.0, 8.0  # between a box's border and its text; the smallest text
+_PAD = 14.0  # between a band's border and its boxes
+_MARGIN = 24.0
+_MIN_GAP = 52.0
+_SLOT, _FIRST_SLOT = 7.0, 10.0  # between recycles side by side in a gap; the first from its middle
+_SKIP_LANE, _RECYCLE_LANE = 7.0, 7.0  # between lanes above the bands
+# The part of a box's right side where recycles meet it (from its top): above
+# the middle where the main line may leave, above where skips leave.
+_RECYCLE_ENDS, _RECYCLE_ENDS_FREE = (6.0, 24.0), (6.0, 38.0)
+_SKIP_OUT, _SKIP_IN = 46.0, 16.0  # where a skip leaves (right side) and enters (left side) a box
+_ARC_END = 46.0  # where an arc within a band meets its boxes
 
 Point = tuple[float, float]
+Move = tuple[str, str, str]  # (kind, source, target)
+
+# How a stage box is drawn (the legend's keys are drawn the same way): its
+# fill says main line or side stage, its border initial, past the SLA or
+# neither, and a dashed border a manual stage.
+_FILLS = {"main": 'fill="#ffffff"', "side": 'fill="#edf2f7"'}
+_BORDERS = {
+    "stage": 'stroke="#9aa5b1" stroke-width="1.2"',
+    "initial": 'stroke="#2d3748" stroke-width="2.2"',
+    "late": f'stroke="{_RECYCLE}" stroke-width="2.5"',
+}
+_MANUAL_DASH = 'stroke-dasharray="5 3"'
+_MOVE_STYLES = {
+    "advance": f'stroke="{_MAIN}" stroke-width="1.6"',
+    "skip": f'stroke="{_SKIP}" stroke-width="1.6" stroke-dasharray="7 4"',
+    "recycle": f'stroke="{_RECYCLE}" stroke-width="1.6" stroke-dasharray="3 3"',
+}
 
 
 @dataclass(frozen=True, slots=True)
 class _Box:
     x: float
     y: float
+    w: float
     band: int  # the team column; -1 for side stages
+    row: int
+
+    def left_at(self, dy: float) -> Point:
+        return (self.x, self.y + dy)
+
+    def right_at(self, dy: float) -> Point:
+        return (self.x + self.w, self.y + dy)
 
     @property
     def left(self) -> Point:
-        return (self.x, self.y + _BOX_H / 2)
+        return self.left_at(_BOX_H / 2)
 
     @property
     def right(self) -> Point:
-        return (self.x + _BOX_W, self.y + _BOX_H / 2)
+        return self.right_at(_BOX_H / 2)
 
     @property
     def top(self) -> Point:
-        return (self.x + _BOX_W / 2, self.y)
+        return (self.x + self.w / 2, self.y)
 
     @property
     def bottom(self) -> Point:
-        return (self.x + _BOX_W / 2, self.y + _BOX_H)
-
-    @property
-    def gap_left(self) -> float:
-        """The middle of the gap left of this box's band."""
-        return self.x - _PAD - _GAP_X / 2
-
-    @property
-    def gap_right(self) -> float:
-        return self.x - _PAD + _BAND_W + _GAP_X / 2
+        return (self.x + self.w / 2, self.y + _BOX_H)
 
 
 @dataclass(frozen=True, slots=True)
 class _Canvas:
     boxes: dict[str, _Box]
     bands: list[tuple[str, float]]  # (team title, x)
+    box_w: float
+    gap: float  # between two bands
+    skip_x: float  # how far left of a gap's middle skips run
+    top: float  # the bands' top; the lanes run above it
+    skip_lanes: int
+    recycle_lanes: int
     band_height: float
     side_y: float | None
     width: int
     height: int
 
     @property
-    def band_bottom(self) -> float:
-        return _TOP + self.band_height
+    def band_w(self) -> float:
+        return self.box_w + 2 * _PAD
+
+    def gap_middle(self, band: int) -> float:
+        """The x of the middle of the gap right of `band`."""
+        return _MARGIN + (band + 1) * (self.band_w + self.gap)
+
+    def skip_lane(self, lane: int) -> float:
+        return self.top - 10 - _SKIP_LANE * lane
+
+    def recycle_lane(self, lane: int) -> float:
+        """The y of a recycle lane; lane 0 is the highest."""
+        return self.skip_lane(self.skip_lanes) - _RECYCLE_LANE * (self.recycle_lanes - 1 - lane)
 
 
-def _layout(report: Report, recycles: int) -> _Canvas:
-    """Boxes per stage: a band per team, side stages in a row below the
-    lanes that `recycles` cross-band recycles need."""
+def _crosses(move: Move, band_of: dict[str, int]) -> bool:
+    """Whether a move runs from one team's band to another's."""
+    _, source, target = move
+    return source in band_of and target in band_of and band_of[source] != band_of[target]
+
+
+def _over_the_top(move: Move, band_of: dict[str, int]) -> bool:
+    """Whether a skip runs in a skip lane, over a band between its ends."""
+    return move[0] == "skip" and _crosses(move, band_of) and band_of[move[2]] > band_of[move[1]] + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A line of text in a stage box."""
+
+    text: str
+    size: float
+    weight: int = 400
+    fill: str = "#1f2933"
+    css: str = ""
+
+    @property
+    def bold(self) -> bool:
+        return self.weight >= 600
+
+    @property
+    def width(self) -> float:
+        return text_width(self.text, self.size, self.bold)
+
+    def svg(self, cx: float, y: float, room: float) -> str:
+        """The line centred on `cx`; set smaller when it would not fit in
+        `room`, and squeezed into `room` when even the smallest size would not."""
+        size, squeeze = self.size, ""
+        if self.width > room:
+            size = max(_MIN_FONT, int(self.size * room / self.width * 10) / 10)
+            if text_width(self.text, size, self.bold) > room:
+                squeeze = f' textLength="{room:.1f}" lengthAdjust="spacingAndGlyphs"'
+        css = f' class="{self.css}"' if self.css else ""
+        weight = f' font-weight="{self.weight}"' if self.weight != 400 else ""
+        return (
+            f'<text{css} x="{cx:.1f}" y="{y:.1f}" text-anchor="middle" font-size="{size:g}"{weight}'
+            f'{squeeze} fill="{self.fill}">{_e(self.text)}</text>'
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _StageText:
+    """What a stage's box says and how it is drawn."""
+
+    lines: tuple[_Line, _Line, _Line]
+    tooltip: str
+    style: str  # the rect's fill and stroke attributes
+
+
+def _stage_text(stage: StageFigures, flow: Flow, report: Report) -> _StageText:
+    definition = flow.stage(stage.stage)
+    flags = [m for m in ("initial", "manual", "final") if definition is not None and getattr(definition, m)]
+    sla = next((s for s in report.sla if s.stage == stage.stage), None)
+    late = sla is not None and sla.overdue_now > 0
+    counts = f"{stage.current:,} now · {stage.entered:,} entered"
+    tooltip = [f"{stage.stage}: {counts}"]
+    if stage.main_line:
+        detail = f"{percent(stage.conversion)} advanced"
+        tooltip.append(detail)
+    else:
+        detail = ", ".join(flags) or "side stage"
+    if sla is not None:
+        detail += f" · SLA {days(sla.sla_days)}d"
+        breaches = f"{sla.breaches:,} breach" + ("" if sla.breaches == 1 else "es")
+        tooltip.append(f"SLA {days(sla.sla_days)} days: {breaches}, {sla.overdue_now:,} overdue now")
+    # What kind of stage it is, each word once.
+    kind = flags if stage.main_line else ["side stage", *flags]
+    if kind:
+        tooltip.append(", ".join(kind))
+    border = "late" if late else "initial" if "initial" in flags else "stage"
+    style = f"{_FILLS['main' if stage.main_line else 'side']} {_BORDERS[border]}"
+    if "manual" in flags:
+        style += f" {_MANUAL_DASH}"
+    lines = (
+        _Line(stage.stage, 13, weight=600),
+        _Line(counts, 12, css="counts"),
+        _Line(detail, 11, fill=_RECYCLE if late else "#52606d"),
+    )
+    return _StageText(lines, "; ".join(tooltip), style)
+
+
+def _layout(report: Report, texts: Iterable[_StageText], moves: Sequence[Move]) -> _Canvas:
+    """Boxes per stage: a band per team, side stages in a row below; room
+    in the gaps and above the bands for the moves that run there."""
+    band_of = {name: index for index, team in enumerate(report.teams) for name in team.stages}
+    widest = max((line.width for text in texts for line in text.lines), default=0.0)
+    # a team's title is set above its boxes, in the band
+    titles = max((text_width(team.title, 14, bold=True) for team in report.teams), default=0.0)
+    widest = max(widest + 2 * _TEXT_PAD, titles + 8 - 2 * _PAD)
+    box_w = min(_MAX_BOX_W, max(_MIN_BOX_W, float(ceil(widest))))
+    recycles = [m for m in moves if m[0] == "recycle" and _crosses(m, band_of)]
+    slots = Counter(band_of[name] for _, source, target in recycles for name in (source, target))
+    most = max(slots.values(), default=0)
+    skip_x = max(15.0, _FIRST_SLOT + _SLOT * most + 1)
+    gap = max(_MIN_GAP, 2 * (skip_x + 12))
+    skip_lanes = sum(1 for m in moves if _over_the_top(m, band_of))
+    top = _MARGIN + 12 + _SKIP_LANE * skip_lanes + _RECYCLE_LANE * len(recycles)
+    band_w = box_w + 2 * _PAD
+    column = band_w + gap
+
     boxes: dict[str, _Box] = {}
     bands: list[tuple[str, float]] = []
     tallest = 0
     for index, team in enumerate(report.teams):
-        x = _MARGIN + _GAP_X / 2 + index * _COL_W
+        x = _MARGIN + gap / 2 + index * column
         for row, name in enumerate(team.stages):
-            boxes[name] = _Box(x + _PAD, _TOP + _HEAD + row * (_BOX_H + _GAP_Y), index)
+            boxes[name] = _Box(x + _PAD, top + _HEAD + row * (_BOX_H + _GAP_Y), box_w, index, row)
         tallest = max(tallest, len(team.stages))
         bands.append((team.title, x))
     band_height = _HEAD + tallest * (_BOX_H + _GAP_Y) - _GAP_Y + 16
     side = [s.stage for s in report.stages if not s.main_line]
     side_y = None
-    bottom = _TOP + band_height + 24 + 8 * recycles
+    bottom = top + band_height
     if side:
-        side_y = bottom + 34
+        side_y = bottom + 48
         for index, name in enumerate(side):
-            boxes[name] = _Box(_MARGIN + _GAP_X / 2 + _PAD + index * _COL_W, side_y, -1)
+            boxes[name] = _Box(_MARGIN + gap / 2 + _PAD + index * column, side_y, box_w, -1, index)
         bottom = side_y + _BOX_H
-    width = int(_MARGIN * 2 + _GAP_X + max(len(report.teams), len(side), 1) * _COL_W)
-    return _Canvas(boxes, bands, band_height, side_y, width, int(bottom + _MARGIN))
+    width = ceil(2 * _MARGIN + max(len(report.teams), len(side), 1) * column)
+    height = ceil(bottom + _MARGIN)
+    return _Canvas(
+        boxes, bands, box_w, gap, skip_x, top, skip_lanes, len(recycles), band_height, side_y, width, height
+    )
 
 
 def _curve(start: Point, c1: Point, c2: Point, end: Point) -> str:
@@ -223,7 +422,7 @@ def _curve(start: Point, c1: Point, c2: Point, end: Point) -> str:
     return f"M{start[0]:.1f},{start[1]:.1f} C{points}"
 
 
-def _route(points: list[Point], radius: float = 9.0) -> str:
+def _route(points: Sequence[Point], radius: float = 9.0) -> str:
     """A path through `points`, straight segments with rounded corners."""
     out = [f"M{points[0][0]:.1f},{points[0][1]:.1f}"]
     for before, corner, after in zip(points, points[1:], points[2:], strict=False):
@@ -241,84 +440,146 @@ def _route(points: list[Point], radius: float = 9.0) -> str:
     return " ".join(out)
 
 
+def _recycle_routes(
+    recycles: Sequence[Move], canvas: _Canvas, handing_off: set[str]
+) -> dict[Move, list[Point]]:
+    """The corners of each recycle between two bands (see the geometry note);
+    the main line leaves the boxes `handing_off` from the middle of their right side."""
+    boxes = canvas.boxes
+    # Outermost first: from the furthest band, the lowest row, to the furthest target.
+    ranked = sorted(
+        recycles,
+        key=lambda m: (-boxes[m[1]].band, -boxes[m[1]].row, boxes[m[2]].band, boxes[m[2]].row),
+    )
+    # A slot in the gap right of each end's band: the recycles leaving the
+    # band nearest the main line, outermost first; then those arriving,
+    # innermost first.
+    slot: dict[tuple[Move, int], float] = {}
+    for band in {boxes[name].band for m in ranked for name in m[1:]}:
+        ends = [(m, 1) for m in ranked if boxes[m[1]].band == band]
+        ends += [(m, 2) for m in reversed(ranked) if boxes[m[2]].band == band]
+        for index, end in enumerate(ends):
+            slot[end] = canvas.gap_middle(band) - _FIRST_SLOT - _SLOT * index
+    # A point on each box's right side: arrivals above departures,
+    # arrivals outermost first, departures innermost first.
+    anchor: dict[tuple[Move, int], float] = {}
+    for name, box in boxes.items():
+        ends = [(m, 2) for m in ranked if m[2] == name] + [(m, 1) for m in reversed(ranked) if m[1] == name]
+        high, low = _RECYCLE_ENDS if name in handing_off else _RECYCLE_ENDS_FREE
+        for index, end in enumerate(ends):
+            share = 0.5 if len(ends) == 1 else index / (len(ends) - 1)
+            anchor[end] = box.y + high + (low - high) * share
+    routes: dict[Move, list[Point]] = {}
+    for lane, m in enumerate(ranked):
+        source, target = boxes[m[1]], boxes[m[2]]
+        y = canvas.recycle_lane(lane)
+        out_x, out_y, in_x, in_y = slot[(m, 1)], anchor[(m, 1)], slot[(m, 2)], anchor[(m, 2)]
+        routes[m] = [
+            (source.x + source.w, out_y),
+            (out_x, out_y),
+            (out_x, y),
+            (in_x, y),
+            (in_x, in_y),
+            (target.x + target.w, in_y),
+        ]
+    return routes
+
+
 def _edge(source: _Box, target: _Box, kind: str, lane: int, canvas: _Canvas) -> str:
-    """The path of one move (`lane` separates moves of a kind)."""
+    """The path of a move other than a recycle between bands (`lane`: the
+    skip lane of a skip over the top)."""
     if source.band == target.band or -1 in (source.band, target.band):
-        rows = abs(target.y - source.y) / (_BOX_H + _GAP_Y)
         if kind == "advance":
             s, t = source.bottom, target.top
             return _curve(s, (s[0], s[1] + 12), (t[0], t[1] - 12), t)
-        bow = 30 + 10 * rows
+        rows = abs(target.y - source.y) / (_BOX_H + _GAP_Y)
+        # bulging at most about three quarters of `bow`: not as far as the gap's middle
+        bow = min(30 + 10 * rows, (_PAD + canvas.gap / 2 - 8) / 0.75)
         if kind == "skip":  # an arc on the right
-            s, t = source.right, target.right
+            s, t = source.right_at(_ARC_END), target.right_at(_ARC_END)
             return _curve(s, (s[0] + bow, s[1]), (t[0] + bow, t[1]), t)
-        s, t = source.left, target.left  # recycle: an arc on the left
+        s, t = source.left_at(_ARC_END), target.left_at(_ARC_END)  # recycle: an arc on the left
         return _curve(s, (s[0] - bow, s[1]), (t[0] - bow, t[1]), t)
-    s, t = (source.right, target.left) if kind != "recycle" else (source.left, target.right)
     if kind == "advance":
-        x = source.gap_right + _LANE["advance"]
+        s, t = source.right, target.left
+        x = canvas.gap_middle(source.band)
         return _route([s, (x, s[1]), (x, t[1]), t])
-    if kind == "skip":
-        up, down = source.gap_right + _LANE["skip"], target.gap_left + _LANE["skip"]
-        if target.band == source.band + 1:  # next band: straight through the gap
-            return _route([s, (up, s[1]), (up, t[1]), t])
-        top = _TOP - 14 - 7 * lane
-        return _route([s, (up, s[1]), (up, top), (down, top), (down, t[1]), t])
-    # recycle, to an earlier band: down the gap left of the source, along
-    # the bottom, up the gap right of the target
-    down, up = source.gap_left + _LANE["recycle_down"], target.gap_right + _LANE["recycle_up"]
-    bottom = canvas.band_bottom + 14 + 8 * lane
-    return _route([s, (down, s[1]), (down, bottom), (up, bottom), (up, t[1]), t])
+    s, t = source.right_at(_SKIP_OUT), target.left_at(_SKIP_IN)
+    up = canvas.gap_middle(source.band) - canvas.skip_x
+    if target.band == source.band + 1:  # next band: straight through the gap
+        return _route([s, (up, s[1]), (up, t[1]), t])
+    down, y = canvas.gap_middle(target.band - 1) - canvas.skip_x, canvas.skip_lane(lane)
+    return _route([s, (up, s[1]), (up, y), (down, y), (down, t[1]), t])
 
 
-def _stage_box(box: _Box, stage: StageFigures, flow: Flow, report: Report) -> str:
-    definition = flow.stage(stage.stage)
-    flags = [m for m in ("initial", "manual", "final") if definition is not None and getattr(definition, m)]
-    sla = next((s for s in report.sla if s.stage == stage.stage), None)
-    late = sla is not None and sla.overdue_now > 0
-    line2 = f"{stage.current:,} now · {stage.entered:,} entered"
-    line3 = f"{percent(stage.conversion)} advanced" if stage.main_line else (", ".join(flags) or "side stage")
-    if sla is not None:
-        line3 += f" · SLA {days(sla.sla_days)}d"
-    stroke, width = (
-        (_RECYCLE, 2.5) if late else (("#2d3748", 2.2) if "initial" in flags else ("#9aa5b1", 1.2))
-    )
-    dash = ' stroke-dasharray="5 3"' if "manual" in flags else ""
-    fill = "#edf2f7" if not stage.main_line else "#ffffff"
-    tooltip = [f"{stage.stage}: {line2}, {line3}"]
-    if sla is not None:
-        tooltip.append(f"{sla.breaches} SLA breaches, {sla.overdue_now} overdue now")
-    if flags:
-        tooltip.append(", ".join(flags))
-    cx = box.x + _BOX_W / 2
+def _stage_box(box: _Box, stage: StageFigures, text: _StageText) -> str:
+    cx, room = box.x + box.w / 2, box.w - 2 * _TEXT_PAD
+    name, counts, detail = text.lines
     return "\n".join(
         [
             f'<g class="stage" {_data(stage)} data-current="{stage.current}">',
-            f"<title>{_e('; '.join(tooltip))}</title>",
-            f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{_BOX_W}" height="{_BOX_H}" rx="8" '
-            f'fill="{fill}" stroke="{stroke}" stroke-width="{width}"{dash}/>',
-            f'<text x="{cx:.1f}" y="{box.y + 20:.1f}" text-anchor="middle" font-size="13" '
-            f'font-weight="600" fill="#1f2933">{_e(stage.stage)}</text>',
-            f'<text class="counts" x="{cx:.1f}" y="{box.y + 38:.1f}" text-anchor="middle" font-size="12" '
-            f'fill="#1f2933">{_e(line2)}</text>',
-            f'<text x="{cx:.1f}" y="{box.y + 54:.1f}" text-anchor="middle" font-size="11" '
-            f'fill="{_RECYCLE if late else "#52606d"}">{_e(line3)}</text>',
+            f"<title>{_e(text.tooltip)}</title>",
+            f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:g}" height="{_BOX_H}" rx="8" {text.style}/>',
+            name.svg(cx, box.y + 20, room),
+            counts.svg(cx, box.y + 38, room),
+            detail.svg(cx, box.y + 54, room),
             "</g>",
         ]
     )
 
 
+def _legend() -> str:
+    """What the lines and the box borders mean, each key drawn as in the flow."""
+
+    def key(name: str, shape: str, label: str) -> str:
+        return (
+            f'<span data-legend="{name}"><svg class="key" width="30" height="16" viewBox="0 0 30 16" '
+            f'aria-hidden="true">{shape}</svg>{_e(label)}</span>'
+        )
+
+    def line(kind: str) -> str:
+        return f'<path d="M2,8 L28,8" fill="none" {_MOVE_STYLES[kind]}/>'
+
+    def box(*style: str) -> str:
+        return f'<rect x="3" y="3" width="24" height="10" rx="3" {" ".join(style)}/>'
+
+    keys = [
+        key("advance", line("advance"), "main line"),
+        key("skip", line("skip"), "skip"),
+        key("recycle", line("recycle"), "recycle"),
+        key("stage", box(_FILLS["main"], _BORDERS["stage"]), "stage"),
+        key("initial", box(_FILLS["main"], _BORDERS["initial"]), "initial stage"),
+        key(
+            "manual",
+            box(_FILLS["main"], _BORDERS["stage"], _MANUAL_DASH),
+            "manual stage (entered only on request)",
+        ),
+        key("side", box(_FILLS["side"], _BORDERS["stage"]), "side stage"),
+        key("late", box(_FILLS["main"], _BORDERS["late"]), "leads past the stage's SLA"),
+    ]
+    return (
+        '<div class="legend">'
+        + "".join(keys)
+        + '<span class="explain">In a box: leads now · lead-cycles entered in the period · '
+        "share advanced.</span></div>"
+    )
+
+
 def _flow_svg(report: Report) -> str:
     flow = report.definition
-    edges: list[tuple[str, str, str]] = []
     main = [s.stage for s in report.stages if s.main_line]
-    edges += [("advance", a, b) for a, b in pairwise(main)]
-    edges += [("skip", skip.source, skip.target) for skip in flow.skips]
-    edges += [("recycle", source, r.target) for r in flow.recycles for source in dict.fromkeys(r.sources)]
-    band_of = {name: index for index, team in enumerate(report.teams) for name in team.stages}
-    crossing = [e for e in edges if e[0] == "recycle" and band_of.get(e[1]) != band_of.get(e[2])]
-    canvas = _layout(report, len(crossing))
+    moves: list[Move] = [("advance", a, b) for a, b in pairwise(main)]
+    moves += [("skip", skip.source, skip.target) for skip in flow.skips]
+    moves += [("recycle", source, r.target) for r in flow.recycles for source in r.sources]
+    moves = list(dict.fromkeys(moves))  # a move declared twice is drawn once
+    texts = {stage.stage: _stage_text(stage, flow, report) for stage in report.stages}
+    canvas = _layout(report, texts.values(), moves)
     boxes = canvas.boxes
+    moves = [m for m in moves if m[1] in boxes and m[2] in boxes]
+    band_of = {name: box.band for name, box in boxes.items() if box.band >= 0}
+    crossing = [m for m in moves if m[0] == "recycle" and _crosses(m, band_of)]
+    handing_off = {m[1] for m in moves if m[0] == "advance" and _crosses(m, band_of)}
+    routes = _recycle_routes(crossing, canvas, handing_off)
     out = [
         f'<svg class="flow" viewBox="0 0 {canvas.width} {canvas.height}" width="{canvas.width}" '
         f'height="{canvas.height}" role="img" aria-label="The flow: teams, stages and moves, with counts">',
@@ -332,45 +593,37 @@ def _flow_svg(report: Report) -> str:
     out.append("</defs>")
     for title, x in canvas.bands:
         out.append(
-            f'<rect class="team" x="{x:.1f}" y="{_TOP}" width="{_BAND_W}" height="{canvas.band_height:.1f}" '
-            f'rx="10" fill="#f0f4f8" stroke="#d9e2ec"/>'
+            f'<rect class="team" x="{x:.1f}" y="{canvas.top:g}" width="{canvas.band_w:g}" '
+            f'height="{canvas.band_height:.1f}" rx="10" fill="#f0f4f8" stroke="#d9e2ec"/>'
         )
         out.append(
-            f'<text x="{x + _BAND_W / 2:.1f}" y="{_TOP + 27}" text-anchor="middle" font-size="14" '
-            f'font-weight="700" fill="#334e68">{_e(title)}</text>'
+            _Line(title, 14, weight=700, fill="#334e68").svg(
+                x + canvas.band_w / 2, canvas.top + 27, canvas.band_w - 8
+            )
         )
     if canvas.side_y is not None:
         out.append(
-            f'<text x="{_MARGIN + _GAP_X / 2:.1f}" y="{canvas.side_y - 14:.1f}" font-size="13" '
+            f'<text x="{_MARGIN + canvas.gap / 2:.1f}" y="{canvas.side_y - 14:.1f}" font-size="13" '
             f'font-weight="700" fill="#334e68">Side stages</text>'
         )
-    colours = {"advance": _MAIN, "skip": _SKIP, "recycle": _RECYCLE}
-    dashes = {"advance": "", "skip": ' stroke-dasharray="7 4"', "recycle": ' stroke-dasharray="3 3"'}
-    lanes: dict[str, int] = {}
-    for kind, source, target in edges:
-        if source not in boxes or target not in boxes:
-            continue
-        lane = lanes.get(kind, 0)
-        if boxes[source].band != boxes[target].band:
-            lanes[kind] = lane + 1
+    lane = 0
+    for move in moves:
+        kind, source, target = move
+        if move in routes:
+            path = _route(routes[move])
+        else:
+            path = _edge(boxes[source], boxes[target], kind, lane, canvas)
+            lane += _over_the_top(move, band_of)
         out.append(
             f'<path class="move {kind}" data-from="{_e(source)}" data-to="{_e(target)}" '
-            f'd="{_edge(boxes[source], boxes[target], kind, lane, canvas)}" fill="none" '
-            f'stroke="{colours[kind]}" stroke-width="1.6"{dashes[kind]} marker-end="url(#arrow-{kind})">'
+            f'd="{path}" fill="none" {_MOVE_STYLES[kind]} marker-end="url(#arrow-{kind})">'
             f"<title>{_e(kind)} {_e(source)} → {_e(target)}</title></path>"
         )
     for stage in report.stages:
         if stage.stage in boxes:
-            out.append(_stage_box(boxes[stage.stage], stage, flow, report))
+            out.append(_stage_box(boxes[stage.stage], stage, texts[stage.stage]))
     out.append("</svg>")
-    out.append(
-        '<div class="legend">'
-        f'<span><i style="border-color:{_MAIN}"></i>main line</span>'
-        f'<span><i style="border-color:{_SKIP};border-top-style:dashed"></i>skip</span>'
-        f'<span><i style="border-color:{_RECYCLE};border-top-style:dotted"></i>recycle</span>'
-        "<span>boxes: leads now · lead-cycles entered in the period · share advanced; "
-        "a red box has leads past its SLA</span></div>"
-    )
+    out.append(_legend())
     return "\n".join(out)
 
 

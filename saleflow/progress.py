@@ -117,6 +117,7 @@ class Work:
         self.entries = entries
         self._last: dict[str, AuditEntry | None] = {}
         self._freed: set[tuple[str, int, str]] = set()
+        self.breaches = 0  # SLA breaches newly recorded
 
     # -- the operations ----------------------------------------------------
     def create(
@@ -461,7 +462,7 @@ class Work:
             due = lead.entered_at + timedelta(days=stage.sla_days)
         except OverflowError:  # due after the last representable instant: never breached
             return
-        if at > due:
-            self.tx.record_breach(
-                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
-            )
+        if at > due and self.tx.record_breach(
+            SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
+        ):
+            self.breaches += 1

@@ -201,8 +201,8 @@ def test_tick_applies_time(db_url: str) -> None:
     cli("event", "o", "inbound_question")
     cli("event", "o", "meeting_held")
     assert cli.stage("o") == "opportunity"
-    assert cli("tick", now=T0 + timedelta(days=45)).stdout == "0 moves made\n"
-    assert cli("tick", now=T0 + timedelta(days=91)).stdout == "1 move made\n"
+    assert cli("tick", now=T0 + timedelta(days=45)).stdout == "0 moves made, 0 SLA breaches recorded\n"
+    assert cli("tick", now=T0 + timedelta(days=91)).stdout == "1 move made, 0 SLA breaches recorded\n"
     with cli.api() as engine:
         lead = engine.lead("o")
         assert (lead.stage, lead.cycle) == ("nurturing", 2)
@@ -212,7 +212,52 @@ def test_tick_applies_time(db_url: str) -> None:
     result = CliRunner().invoke(
         main, ["--db", db_url, "tick"], env={"SALEFLOW_NOW": "2030-01-01"}, catch_exceptions=False
     )
-    assert result.exit_code == 0 and result.stdout == "0 moves made\n"
+    assert result.exit_code == 0 and result.stdout == "0 moves made, 0 SLA breaches recorded\n"
+
+
+def test_tick_says_how_many_sla_breaches_it_recorded(db_url: str) -> None:
+    """contacting has an SLA of 2 days; each breach is recorded, and counted,
+    once: by the tick that first sees it."""
+    cli = Cli(db_url)
+    cli("deploy", THE_MODEL)
+    for lead, entered in (("s1", T0), ("s2", T0), ("s3", T0 + timedelta(days=1))):
+        cli("lead", "add", lead, "--set", f"email={lead}@x.example")
+        cli("advance", lead, "--to", "contacting", "--force", "--reason", "called in", now=entered)
+
+    def tick(days: float, *args: str) -> str:
+        return str(cli("tick", *args, now=T0 + timedelta(days=days)).stdout)
+
+    assert tick(1) == "0 moves made, 0 SLA breaches recorded\n"
+    assert tick(2.1) == "0 moves made, 2 SLA breaches recorded\n"  # s1, s2
+    assert tick(2.2) == "0 moves made, 0 SLA breaches recorded\n"
+    assert json.loads(tick(3.1, "--json")) == {"moves": 0, "sla_breaches": 1}  # s3
+    assert json.loads(tick(3.2, "--json", "--flow", "the_model")) == {"moves": 0, "sla_breaches": 0}
+    assert tick(4) == "0 moves made, 0 SLA breaches recorded\n"
+    # From Python: still the number of moves, with the breaches beside it.
+    with Engine.open(db=db_url, now=T0 + timedelta(days=30)) as engine:
+        engine.add_lead("s4", email="s4@x.example", at=T0 + timedelta(days=20))
+        engine.advance("s4", to="contacting", force=True, reason="called in", at=T0 + timedelta(days=20))
+        ticked = engine.tick()
+        assert ticked == 0 and ticked.moves == 0 and ticked.sla_breaches == 1
+        assert f"{ticked} moves" == "0 moves"
+        assert engine.tick().sla_breaches == 0
+
+
+def test_leads_overdue_rounds_days_for_people(db_url: str) -> None:
+    cli = Cli(db_url)
+    cli("deploy", THE_MODEL)
+    cli("lead", "add", "o1", "--set", "email=o1@x.example")
+    cli("advance", "o1", "--to", "contacting", "--force", "--reason", "called in")
+    now = T0 + timedelta(days=66, hours=18, minutes=30)  # due on day 2: 64.7708… days late
+    text = cli("leads", "--overdue", now=now).stdout.splitlines()
+    assert text[-1] == "1 lead overdue"
+    assert "overdue 64.8 days (SLA 2 days, due 2024-05-03T09:00:00+00:00)" in text[0]
+    assert "64.77" not in text[0]
+    listed = json.loads(cli("leads", "--overdue", "--json", now=now).stdout)
+    assert listed[0]["overdue_days"] == 64.7708  # as before: not rounded for people
+    # a few minutes late is not "0 days" late
+    soon = cli("leads", "--overdue", now=T0 + timedelta(days=2, minutes=10)).stdout
+    assert "overdue <0.1 days (SLA 2 days," in soon
 
 
 def test_history_json(db_url: str) -> None:

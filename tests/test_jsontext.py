@@ -135,9 +135,11 @@ def test_sqlite_stores_the_gate_reads_as_the_text_that_was_hashed(sqlite_url: st
         engine.add_lead("a", company="Ünïcode GmbH", email="a@x.example", employees=800)
         engine.record("a", "inbound_question")
         entries = engine.history("a")
-    stored = sqlite3.connect(sqlite_url.removeprefix("sqlite:///")).execute(
-        'SELECT "values", hash FROM audit WHERE lead_id = ? ORDER BY seq', ("a",)
-    ).fetchall()
+    stored = (
+        sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+        .execute('SELECT "values", hash FROM audit WHERE lead_id = ? ORDER BY seq', ("a",))
+        .fetchall()
+    )
     moved = [(text, digest) for (text, digest), entry in zip(stored, entries, strict=True) if entry.values]
     assert moved  # some move read a gate
     for (text, digest), entry in zip(stored, entries, strict=True):
