@@ -232,6 +232,8 @@ class Engine:
         """Run the `on_enter` callbacks of committed entries.  Every callback
         runs even if one fails; the first failure is raised afterwards (the
         change itself is committed either way)."""
+        if not self._callbacks:
+            return  # the usual case; a batch commits thousands of entries
         failure: BaseException | None = None
         for entry in entries:
             for callback in self._callbacks.get(entry.to_stage, ()):
