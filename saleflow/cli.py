@@ -580,11 +580,23 @@ def leads_command(
                 [{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads]
             )
             return
+        flow_width, stage_width = _name_widths(engine)
         count = 0
         for lead in leads:
-            click.echo(f"{lead.id:<40} {lead.flow:<16} {lead.stage:<16} {_value(lead.score):>6}")
+            click.echo(
+                f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}"
+            )
             count += 1
         click.echo(f"{_plural(count, 'lead')}")
+
+
+def _name_widths(engine: Engine) -> tuple[int, int]:
+    """Column widths for flow and stage names that keep a streamed listing
+    aligned: the longest names the deployed flows have (at least 16)."""
+    flows = [engine.compiled(name).flow for name in engine.store.flow_names()]
+    flow_width = max([16, *(len(flow.name) for flow in flows)])
+    stage_width = max([16, *(len(stage) for flow in flows for stage in flow.stage_names)])
+    return flow_width, stage_width
 
 
 @main.group("audit")
@@ -632,11 +644,14 @@ def list_overdue(
     if as_json:
         echo_json([{**o.to_json(), "score": _number(o.lead.score)} for o in found])
         return
+    flow_width, stage_width = _name_widths(engine)
     count = 0
     for o in found:
         lead = o.lead
         late = f"overdue {_days(o.overdue_days)} (SLA {_days(o.sla_days, 2)}, due {o.due_at.isoformat()})"
-        click.echo(f"{lead.id:<40} {lead.flow:<16} {lead.stage:<16} {_value(lead.score):>6}  {late}")
+        click.echo(
+            f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}  {late}"
+        )
         count += 1
     click.echo(f"{_plural(count, 'lead')} overdue")
 

@@ -299,6 +299,13 @@ def _plan(
                 f"and {index + 1})"
             )
         first_seen[name] = index
+    if len(header) == 1 and id_column.strip() not in header:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if header[0].count(separator) >= 1:
+                raise BadInput(
+                    f"{path} has one column whose name holds {name}: its values look separated by "
+                    f"{name}, and saleflow reads comma-separated CSV (save the file as CSV with commas)"
+                )
     id_index = _column_index(header, id_column, "--id-column", path)
     stage_index = (
         None if stage_column is None else _column_index(header, stage_column, "--stage-column", path)

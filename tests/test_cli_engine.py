@@ -310,3 +310,19 @@ def test_leads_json_by_flow_stage_and_team(db_url: str) -> None:
     assert text[-1] == "3 leads" and text[0].split()[:3] == ["l1", "the_model", "lead"]
     with cli.api() as engine:
         assert [x.id for x in engine.leads(team="inside_sales")] == ["l3"]
+
+
+def test_the_leads_listing_stays_aligned_with_long_stage_names(db_url: str, tmp_path: Path) -> None:
+    flow = tmp_path / "long.flow"
+    flow.write_text(
+        "flow long_names\nfield email text\n"
+        'team t "T" {\n  stage subscriber initial\n  stage marketingqualifiedlead when email is set\n}\n',
+        encoding="utf-8",
+    )
+    cli = Cli(db_url)
+    cli("deploy", str(flow))
+    cli("lead", "add", "a", "--set", "email=a@x.example")
+    cli("lead", "add", "b")
+    rows = cli("leads").stdout.splitlines()[:-1]
+    assert [row.split()[2] for row in rows] == ["marketingqualifiedlead", "subscriber"]
+    assert len({len(row) for row in rows}) == 1  # the score column lines up

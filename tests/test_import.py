@@ -511,6 +511,7 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         "quote": write(tmp_path, GOOD_HEADER + 'a,"a@x.example,2024-01-01,\n', "quote.csv"),
         "stage": write(tmp_path, GOOD_HEADER + "a,a@x.example,2024-01-01,closed\n", "stage.csv"),
         "good": write(tmp_path, GOOD_HEADER + "a,a@x.example,2024-01-01,\n", "good.csv"),
+        "semicolons": write(tmp_path, "id;email;at;stage\na;a@x.example;2024-01-01;\n", "semi.csv"),
     }
     latin = tmp_path / "latin1.csv"
     latin.write_bytes(
@@ -544,6 +545,7 @@ FILE_CASES: dict[str, tuple[str, list[str], int, str]] = {
     "not UTF-8": ("latin1", [], 2, "latin1.csv is not UTF-8 text: line 3 has the byte 0xe9"),
     "too many cells": ("ragged_long", [], 2, "l.csv line 3 has 5 cells but the header has 4 columns"),
     "too few cells": ("ragged_short", [], 2, "s.csv line 3 has 2 cells but the header has 4 columns"),
+    "separated by semicolons": ("semicolons", [], 2, "its values look separated by semicolons, and saleflow"),
     "unclosed quote": ("quote", [], 2, "quote.csv line 2 is not valid CSV"),
     "unknown stage column": (
         "good",
@@ -577,6 +579,7 @@ def test_file_problems_are_one_sentence_and_change_nothing(db_url: str, tmp_path
     assert "Traceback" not in result.output
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and fragment in last, result.stderr
+    assert name != "too few cells" or "quoted" not in last  # the comma hint is for too many
     assert result.stdout == ""
     assert dump(db_url) == before
 
