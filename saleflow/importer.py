@@ -815,11 +815,15 @@ def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, pa
             for row in rows:
                 work.at = row.at
                 lead = work_tx.lock_lead(row.lead_id)
+                if row.stage is None:
+                    if lead is None:
+                        work.create(row.lead_id, cf, row.values)
+                    else:
+                        work.set_fields(lead, row.values)
+                    continue
                 reason = f"{label} line {row.line}"
                 if lead is None:  # created where the row says it stands
                     work.create(row.lead_id, cf, row.values, stage=row.stage, reason=reason)
-                elif row.stage is None:
-                    work.set_fields(lead, row.values)
                 else:
                     lead = work.set_fields(lead, row.values, progress=False)
                     work.place(lead, row.stage, "import", reason)

@@ -157,38 +157,29 @@ class AuditEntry:
         if values_text is None:
             values = self.values
             values_text = canonical(values if type(values) is dict else dict(values)) if values else "{}"
-        return "".join(
-            (
-                '{"actor":',
-                quote(self.actor),
-                ',"at":',
-                _quoted_time(self.at),
-                ',"cycle":',
-                int.__repr__(cycle),
-                ',"flow":',
-                quote(self.flow),
-                ',"from":',
-                "null" if self.from_stage is None else quote(self.from_stage),
-                ',"kind":',
-                quote(self.kind),
-                ',"lead_id":',
-                quote(self.lead_id),
-                ',"prev_hash":',
-                quote(self.prev_hash),
-                ',"reason":',
-                "null" if self.reason is None else quote(self.reason),
-                ',"seq":',
-                int.__repr__(seq),
-                ',"to":',
-                quote(self.to_stage),
-                ',"values":',
-                values_text,
-                ',"version":',
-                int.__repr__(version),
-                "}",
-            )
+        return _CANONICAL_ENTRY % (
+            quote(self.actor),
+            _quoted_time(self.at),
+            cycle,
+            quote(self.flow),
+            "null" if self.from_stage is None else quote(self.from_stage),
+            quote(self.kind),
+            quote(self.lead_id),
+            quote(self.prev_hash),
+            "null" if self.reason is None else quote(self.reason),
+            seq,
+            quote(self.to_stage),
+            values_text,
+            version,
         )
 
+
+# `canonical(payload)` of an entry, its keys in sorted order; each %s is a
+# JSON text (a quoted string, null, an object), each %d an int.
+_CANONICAL_ENTRY = (
+    '{"actor":%s,"at":%s,"cycle":%d,"flow":%s,"from":%s,"kind":%s,"lead_id":%s,'
+    '"prev_hash":%s,"reason":%s,"seq":%d,"to":%s,"values":%s,"version":%d}'
+)
 
 # The last time quoted, with its text: a lead's entries, and all the leads
 # of an import without times, share one instant.  Replaced whole (a tuple),
