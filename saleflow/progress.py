@@ -189,6 +189,14 @@ class Work:
             )
         if target == lead.stage and not force:
             raise Rejected(f'lead "{lead.id}" is already in "{target}"', lead_id=lead.id, stage=target)
+        if self.at < lead.entered_at:
+            # Automatic moves after a back-dated fact wait for the entry;
+            # a move someone asks for is not silently dated otherwise.
+            raise BadInput(
+                f'lead "{lead.id}" entered "{lead.stage}" at {lead.entered_at.isoformat()}, after the time of '
+                f"this move ({self.at.isoformat()}); a move cannot be dated before the lead's last one "
+                "(give a later --at or --now)"
+            )
         events = self.tx.events(lead.id, lead.cycle)
         if force:
             lead, events = self._apply(lead, "force", target, reason, {}, events)

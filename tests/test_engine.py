@@ -757,3 +757,20 @@ def test_a_back_dated_event_before_a_recycle_counts_in_its_own_cycle(db_url: str
     late.record("bd-1", "web_visit", at=T0 + timedelta(days=11))
     assert late.lead("bd-1").events["web_visit"] == 1
     assert late.verify() == []
+
+
+def test_a_requested_move_cannot_be_dated_before_the_leads_last_move(db_url: str) -> None:
+    """Automatic progress after a back-dated fact waits for the lead's entry
+    into its stage; a move someone asks for at an earlier time is refused,
+    not silently re-dated."""
+    engine = model(db_url)
+    engine.add_lead("t-1", email="x@y.z", **BANT)
+    engine.record("t-1", "inbound_question", at=T0 + timedelta(days=3))
+    entered = engine.lead("t-1").entered_at
+    before = [(e.seq, e.at) for e in engine.history("t-1")]
+    with pytest.raises(BadInput, match="a move cannot be dated before the lead's last one"):
+        engine.advance("t-1", to="nurturing", force=True, reason="test", at=T0 + timedelta(days=1))
+    assert [(e.seq, e.at) for e in engine.history("t-1")] == before
+    assert engine.lead("t-1").entered_at == entered
+    engine.advance("t-1", to="nurturing", force=True, reason="test", at=entered)  # the same instant is fine
+    assert engine.lead("t-1").stage == "nurturing"
