@@ -707,14 +707,14 @@ def report_command(
 # --------------------------------------------------------------------------
 
 
-def parse_mapping(pairs: Sequence[str]) -> dict[str, str]:
+def parse_mapping(pairs: Sequence[str], option: str = "--map", shape: str = "COLUMN=FIELD") -> dict[str, str]:
     """`--map COL=FIELD` (the last "=" splits, so a column name may hold one;
-    an empty FIELD ignores the column)."""
+    an empty FIELD ignores the column); also `--map-stage VALUE=STAGE`."""
     mapping: dict[str, str] = {}
     for pair in pairs:
         column, sep, field = pair.rpartition("=")
         if not sep or not column.strip():
-            raise BadInput(f'--map "{pair}" is not COLUMN=FIELD')
+            raise BadInput(f'{option} "{pair}" is not {shape}')
         mapping[column.strip()] = field.strip()
     return mapping
 
@@ -736,6 +736,14 @@ def _count(number: int) -> str:
     metavar="COL=FIELD",
     help="Column COL sets FIELD (repeatable); COL= ignores the column.  "
     "Other columns whose names match a field map themselves.",
+)
+@click.option(
+    "--map-stage",
+    "stage_pairs",
+    multiple=True,
+    metavar="VALUE=STAGE",
+    help="The stage-column value VALUE means STAGE (repeatable); VALUE= means no stage.  "
+    "Values naming a stage, as written or normalised, need none.",
 )
 @click.option(
     "--stage-column", default=None, metavar="COL", help="Move each lead to this column's stage (ungated)."
@@ -768,6 +776,7 @@ def import_command(
     flow: str,
     id_column: str,
     pairs: tuple[str, ...],
+    stage_pairs: tuple[str, ...],
     stage_column: str | None,
     at_column: str | None,
     date_format: str | None,
@@ -790,12 +799,14 @@ def import_command(
     from .importer import DEFAULT_NULLS, BadRows
 
     mapping = parse_mapping(pairs)
+    stage_map = parse_mapping(stage_pairs, "--map-stage", "VALUE=STAGE")
     with open_engine(settings) as engine:
         flow_name = resolve_flow(engine, flow)
         assert flow_name is not None
         options: dict[str, Any] = {
             "mapping": mapping,
             "stage_column": stage_column,
+            "stage_map": stage_map,
             "at_column": at_column,
             "date_format": date_format,
             "nulls": nulls or DEFAULT_NULLS,

@@ -9,6 +9,7 @@ them into what a field of a given type holds, and that parses the times of
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 from typing import Any
@@ -42,6 +43,14 @@ def _as_number(field: FieldDef, raw: Any) -> int | float:
     return _integral(number)
 
 
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def _loose(text: str) -> str:
+    """`text` lower case, every run of other characters one "_"."""
+    return _NOT_ALNUM.sub("_", text.lower()).strip("_")
+
+
 def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue:
     """Convert `raw` to `field`'s type; None, "" and `nulls` mean unset."""
     if raw is None:
@@ -72,6 +81,11 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
     # enum
     value = str(raw).strip()
     if value not in field.type.choices:
+        # "Decision Maker" from a CRM means decision_maker, when only one
+        # choice reads the same ignoring case, spaces and punctuation.
+        same = [choice for choice in field.type.choices if _loose(choice) == _loose(value)]
+        if len(same) == 1:
+            return same[0]
         hint = did_you_mean(value, field.type.choices)
         choices = ", ".join(field.type.choices)
         raise BadInput(

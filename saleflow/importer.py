@@ -266,7 +266,7 @@ class _Plan:
     at_index: int | None
     columns: list[_Column]
     ignored: list[str]
-    stages: dict[str, str]  # as written in the file (exact or normalised) -> stage
+    stages: dict[str, str]  # as written in the file (exact or normalised) -> stage ("": none)
 
 
 def _column_index(header: list[str], name: str, option: str, path: str) -> int:
@@ -287,6 +287,7 @@ def _plan(
     stage_column: str | None,
     at_column: str | None,
     nulls: frozenset[str],
+    stage_map: Mapping[str, str] | None = None,
 ) -> _Plan:
     header = [cell.strip() for cell in header_cells]
     if not any(header):
@@ -358,6 +359,17 @@ def _plan(
     for name in cf.flow.stage_names:
         stages[name] = name
         stages.setdefault(normalise(name), name)
+    for value, stage in (stage_map or {}).items():
+        value, stage = value.strip(), stage.strip()
+        if stage_column is None:
+            raise BadInput("--map-stage needs --stage-column: it says what that column's values mean")
+        if stage and not cf.has_stage(stage):
+            hint = did_you_mean(stage, cf.flow.stage_names)
+            raise NotFound(
+                f'flow "{cf.name}" has no stage "{stage}" (--map-stage "{value}={stage}")'
+                + (f"; {hint}" if hint else "")
+            )
+        stages[value] = stages[normalise(value)] = stage  # "" : no stage
     return _Plan(header, id_index, stage_index, at_index, columns, ignored, stages)
 
 
@@ -446,14 +458,18 @@ class _Checker:
         if plan.stage_index is not None:
             raw = cells[plan.stage_index].strip()
             if raw:
-                stage = plan.stages.get(raw) or plan.stages.get(normalise(raw))
+                stage = plan.stages.get(raw)
+                if stage is None:
+                    stage = plan.stages.get(normalise(raw))
                 if stage is None:
                     hint = did_you_mean(normalise(raw), self.cf.flow.stage_names)
                     return BadRow(
                         line,
                         plan.header[plan.stage_index],
-                        f'flow "{self.cf.name}" has no stage "{raw}"' + (f"; {hint}" if hint else ""),
+                        f'flow "{self.cf.name}" has no stage "{raw}"'
+                        + (f"; {hint}" if hint else "; say which with --map-stage"),
                     )
+                stage = stage or None  # mapped to no stage
         at = self.now
         if plan.at_index is not None:
             raw = cells[plan.at_index]
@@ -621,6 +637,7 @@ def import_csv(
     id_column: str,
     mapping: Mapping[str, str] | None = None,
     stage_column: str | None = None,
+    stage_map: Mapping[str, str] | None = None,
     at_column: str | None = None,
     date_format: str | None = None,
     nulls: Collection[str] = DEFAULT_NULLS,
@@ -634,7 +651,9 @@ def import_csv(
     (column -> field; an empty field ignores the column), and the other
     columns whose names match a field, as written or normalised, map
     themselves.  `stage_column` places each lead in a stage (an ungated
-    ``import`` move), `at_column` gives each row's time (ISO 8601, or
+    ``import`` move): a value names a stage as written or normalised, or
+    as `stage_map` says (value -> stage; an empty stage: none).
+    `at_column` gives each row's time (ISO 8601, or
     `date_format` for `datetime.strptime`); without it every row happens
     now.  Blank cells and the `nulls` placeholders unset a field.
 
@@ -666,6 +685,7 @@ def import_csv(
             stage_column=stage_column,
             at_column=at_column,
             nulls=null_set,
+            stage_map=stage_map,
         )
 
         def checker() -> _Checker:

@@ -151,6 +151,17 @@ def test_rows_become_typed_leads_and_columns_map_themselves(db_url: str, tmp_pat
     assert engine.verify() == []
 
 
+def test_enum_values_match_ignoring_case_and_punctuation(sqlite_url: str, tmp_path: Path) -> None:
+    """CRM exports write choices as labels ("Gold", "SILVER"); a value that
+    reads as exactly one choice is that choice, anything else a bad row."""
+    path = write(tmp_path, "id,tier\na,Gold\nb, SILVER \nc,gold-\n")
+    engine = shop(sqlite_url)
+    engine.import_csv(path, flow="shop", id_column="id")
+    assert [engine.lead(x).fields["tier"] for x in "abc"] == ["gold", "silver", "gold"]
+    with pytest.raises(BadRows, match="1 bad row"):
+        engine.import_csv(write(tmp_path, "id,tier\nd,platinum\n", "bad.csv"), flow="shop", id_column="id")
+
+
 def test_null_placeholders_are_configurable(sqlite_url: str, tmp_path: Path) -> None:
     path = write(tmp_path, "ID,email,lead_origin\na,N/A,Select\nb, ,n/a\n")
     engine = shop(sqlite_url)
@@ -284,6 +295,30 @@ def test_date_formats_with_an_offset_or_zone(
         path, flow="shop", id_column="id", stage_column="Stage", at_column="Date", date_format=date_format
     )
     assert engine.lead("a").entered_at == datetime(2024, 3, 5, 5, 22, tzinfo=UTC)
+
+
+def test_map_stage_names_what_the_crms_stage_values_mean(db_url: str, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "id,Lifecycle Stage,at\n"
+        "a,Subscriber,2024-01-01\n"
+        "a,Marketing Qualified Lead,2024-01-02\n"
+        "b,Other,2024-01-03\n"
+        "a,Closed Won,2024-01-04\n",
+    )
+    engine = shop(db_url)
+    result = engine.import_csv(
+        path,
+        flow="shop",
+        id_column="id",
+        stage_column="Lifecycle Stage",
+        at_column="at",
+        stage_map={"Subscriber": "new", "marketing qualified lead": "mql", "Other": "", "Closed Won": "won"},
+    )
+    assert (result.bad, result.created) == (0, 2)
+    assert [e.to_stage for e in engine.history("a")] == ["new", "mql", "won"]  # the map matches normalised
+    assert engine.lead("b").stage == "new"  # "Other" means no stage: created in the initial one
+    assert engine.verify() == []
 
 
 def test_history_across_chunks_and_capacity_on_import(db_url: str, tmp_path: Path) -> None:
@@ -433,7 +468,7 @@ def test_bad_rows_are_all_listed_and_nothing_is_written(db_url: str, tmp_path: P
     ]
     assert err.rows[0].reason == 'field "employees" is int; "ten" is not a number'
     assert 'did you mean "gold"' in err.rows[1].reason or "platinum" in err.rows[1].reason
-    assert err.rows[5].reason == 'flow "shop" has no stage "limbo"'
+    assert err.rows[5].reason == 'flow "shop" has no stage "limbo"; say which with --map-stage'
     assert "nothing was imported" in err.message
     assert dump(db_url) == before
 
@@ -480,7 +515,10 @@ def test_skip_bad_imports_the_good_rows_and_writes_the_bad(db_url: str, tmp_path
     assert [row[0] for row in written[1:]] == ["b", "c", "", "d", "e", "f"]
     assert written[1][:5] == ["b", "ten", "gold", "no", ""]
     assert written[1][5] == 'line 3, column "employees": field "employees" is int; "ten" is not a number'
-    assert written[6][5] == 'line 8, column "stage": flow "shop" has no stage "limbo"'
+    assert (
+        written[6][5]
+        == 'line 8, column "stage": flow "shop" has no stage "limbo"; say which with --map-stage'
+    )
 
 
 def test_skip_bad_without_bad_rows_writes_no_file(sqlite_url: str, tmp_path: Path) -> None:
@@ -553,6 +591,14 @@ FILE_CASES: dict[str, tuple[str, list[str], int, str]] = {
         2,
         'no column "Stage" (--stage-column); did you mean "stage"?',
     ),
+    "unknown --map-stage stage": (
+        "good",
+        ["--stage-column", "stage", "--map-stage", "Marketing Qualified=mgl"],
+        3,
+        'flow "shop" has no stage "mgl" (--map-stage "Marketing Qualified=mgl"); did you mean "mql"?',
+    ),
+    "--map-stage alone": ("good", ["--map-stage", "MQL=mql"], 2, "--map-stage needs --stage-column"),
+    "bad --map-stage": ("good", ["--stage-column", "stage", "--map-stage", "mql"], 2, "is not VALUE=STAGE"),
     "unknown --map column": ("good", ["--map", "mail=email"], 2, 'no column "mail" (--map)'),
     "unknown --map field": ("good", ["--map", "email=e_mail"], 3, 'flow "shop" has no field "e_mail"'),
     "bad --map": ("good", ["--map", "email"], 2, '--map "email" is not COLUMN=FIELD'),
