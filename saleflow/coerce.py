@@ -34,6 +34,8 @@ def _as_number(field: FieldDef, raw: Any) -> int | float:
     if isinstance(raw, float):
         return _integral(raw)
     text = str(raw).strip().replace("_", "")
+    if text.isascii() and text.isdigit():  # the usual CSV cell: a whole number, exactly
+        return int(text)
     try:
         number = float(text)
     except ValueError:
