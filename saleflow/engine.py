@@ -183,7 +183,7 @@ class Engine:
         """The compiled flow `name` at `version` (latest deployed if None)."""
         if version is None:
             if name not in self._latest:
-                self._latest[name] = self.store.flow_source(name)[0]
+                self._latest[name] = self.store.latest_version(name)
             version = self._latest[name]
         key = (name, version)
         if key not in self._compiled:
@@ -203,7 +203,7 @@ class Engine:
                 raise BadInput(f"several flows are deployed ({', '.join(names)}); say which with --flow")
         # Ask for the latest version each time: another process may have
         # deployed a newer one since this engine started.
-        self._latest[name] = self.store.flow_source(name)[0]
+        self._latest[name] = self.store.latest_version(name)
         return self.compiled(name)
 
     def on_enter(self, stage: str, callback: Callback) -> None:
@@ -437,7 +437,7 @@ class Engine:
             lead = self._locked(tx, lead_id)
             target = self.compiled(lead.flow, version) if version is not None else None
             if target is None:
-                self._latest[lead.flow] = self.store.flow_source(lead.flow)[0]
+                self._latest[lead.flow] = self.store.latest_version(lead.flow)
                 target = self.compiled(lead.flow)
             if target.version == lead.version:
                 return lead

@@ -411,6 +411,13 @@ class SqlStore(ReportQueries):
             raise NotFound(f'flow "{name}" has no version {version} (deployed versions: {listed})')
         return int(row[0]), row[1], row[2]
 
+    def latest_version(self, name: str) -> int:
+        stmt = select(func.max(flows.c.version)).where(flows.c.name == name)
+        found = self._query(lambda conn: conn.execute(stmt).scalar())
+        if found is None:
+            raise NotFound(f'flow "{name}" is not deployed')
+        return int(found)
+
     def flow_names(self) -> list[str]:
         stmt = select(flows.c.name).distinct().order_by(flows.c.name)
         return self._query(lambda conn: list(conn.execute(stmt).scalars()))
