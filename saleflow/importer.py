@@ -234,15 +234,19 @@ _UNSEEN = _Failure("")  # a cache miss (never stored)
 class _Column:
     """A column that feeds a field, with its conversions remembered."""
 
-    __slots__ = ("cache", "definition", "field", "index", "name", "nulls")
+    __slots__ = ("cache", "date_formats", "definition", "field", "index", "name", "nulls")
 
-    def __init__(self, index: int, name: str, definition: FieldDef, nulls: frozenset[str]) -> None:
+    def __init__(
+        self, index: int, name: str, definition: FieldDef, nulls: frozenset[str], dates: tuple[str, ...] = ()
+    ) -> None:
         self.index = index
         self.name = name
         self.definition = definition
         self.field = definition.name
         self.nulls = nulls
         self.cache: dict[str, FieldValue | _Failure] = {}
+        # A date field also reads --date-format, or its date part.
+        self.date_formats = dates if definition.type.kind == "date" else ()
 
     def convert(self, raw: str) -> FieldValue | _Failure:
         cache = self.cache
@@ -252,10 +256,36 @@ class _Column:
         try:
             value: FieldValue | _Failure = coerce(self.definition, raw, self.nulls)
         except BadInput as err:
-            value = _Failure(err.message)
+            value = self._by_format(raw)
+            if value is None:
+                value = _Failure(err.message)
         if len(cache) < _CACHED_VALUES:
             cache[raw] = value
         return value
+
+    def _by_format(self, raw: str) -> FieldValue:
+        """A date written as --date-format says (or its date part), as ISO."""
+        text = raw.strip()
+        for date_format in self.date_formats:
+            try:
+                moment = datetime.strptime(text, date_format)
+            except ValueError:
+                continue
+            return coerce(self.definition, moment)
+        return None
+
+
+_TIME_DIRECTIVE = re.compile(r"%[HIMSpfzXc]")
+
+
+def _date_formats(date_format: str | None) -> tuple[str, ...]:
+    """The formats a date field reads: --date-format, and its part before
+    the first time directive ("%m/%d/%Y %I:%M %p" reads "4/5/2024" too)."""
+    if date_format is None:
+        return ()
+    found = _TIME_DIRECTIVE.search(date_format)
+    head = date_format[: found.start()].rstrip(" T,;@-") if found else ""
+    return tuple(f for f in dict.fromkeys((date_format, head)) if "%" in f)
 
 
 @dataclass(slots=True)
@@ -288,6 +318,7 @@ def _plan(
     at_column: str | None,
     nulls: frozenset[str],
     stage_map: Mapping[str, str] | None = None,
+    date_format: str | None = None,
 ) -> _Plan:
     header = [cell.strip() for cell in header_cells]
     if not any(header):
@@ -353,23 +384,41 @@ def _plan(
             )
         by_self[target] = column
     chosen.update(by_self)
-    columns = [_Column(header.index(column), column, fields[name], nulls) for name, column in chosen.items()]
+    dates = _date_formats(date_format)
+    columns = [
+        _Column(header.index(column), column, fields[name], nulls, dates) for name, column in chosen.items()
+    ]
     columns.sort(key=lambda c: c.index)
+    if date_format is not None and at_column is None and not any(c.date_formats for c in columns):
+        raise BadInput(
+            "--date-format needs --at-column or a date field among the columns: it says how to read "
+            "their times and dates"
+        )
     stages: dict[str, str] = {}
     for name in cf.flow.stage_names:
         stages[name] = name
         stages.setdefault(normalise(name), name)
-    for value, stage in (stage_map or {}).items():
-        value, stage = value.strip(), stage.strip()
+    mapped: dict[str, tuple[str, str]] = {}  # normalised value -> (value, stage)
+    for value, given in (stage_map or {}).items():
+        value, given = value.strip(), given.strip()
         if stage_column is None:
             raise BadInput("--map-stage needs --stage-column: it says what that column's values mean")
-        if stage and not cf.has_stage(stage):
-            hint = did_you_mean(stage, cf.flow.stage_names)
+        stage = stages.get(given) or stages.get(normalise(given)) if given else ""
+        if stage is None:
+            hint = did_you_mean(given, cf.flow.stage_names)
             raise NotFound(
-                f'flow "{cf.name}" has no stage "{stage}" (--map-stage "{value}={stage}")'
+                f'flow "{cf.name}" has no stage "{given}" (--map-stage "{value}={given}")'
                 + (f"; {hint}" if hint else "")
             )
-        stages[value] = stages[normalise(value)] = stage  # "" : no stage
+        key = normalise(value)
+        if key in mapped and mapped[key][1] != stage:
+            raise BadInput(
+                f'--map-stage gives "{mapped[key][0]}" and "{value}", the same value as the file is read, two '
+                f'stages ("{mapped[key][1] or "none"}" and "{stage or "none"}")'
+            )
+        mapped[key] = (value, stage)
+    for value, stage in mapped.values():
+        stages[value] = stages[normalise(value)] = stage  # "": no stage
     return _Plan(header, id_index, stage_index, at_index, columns, ignored, stages)
 
 
@@ -515,7 +564,10 @@ class _Checker:
             if problem is not None:
                 return BadRow(row.line, plan.header[plan.id_index], problem)
         changed = self.changed.pop(row.lead_id, None)
-        if changed is not None and row.at < changed:
+        # A history's rows must come after what is stored (a row at the very
+        # time of the last change was imported with it); a file without
+        # times describes leads now, so now may be that same instant.
+        if changed is not None and (row.at <= changed if self.at_column is not None else row.at < changed):
             self.changed[row.lead_id] = changed  # its next row is judged the same way
             return BadRow(row.line, self.at_column or plan.header[plan.id_index], self._stale(row, changed))
         if self.at_column is not None:
@@ -542,8 +594,9 @@ class _Checker:
                 f'lead "{row.lead_id}" last changed at {changed.isoformat()}, after this import\'s time '
                 f"({row.at.isoformat()}); without --at-column every row happens now"
             )
+        than = "older than" if row.at < changed else "no newer than"
         return (
-            f'this row of lead "{row.lead_id}" ({row.at.isoformat()}) is older than the lead\'s last change '
+            f'this row of lead "{row.lead_id}" ({row.at.isoformat()}) is {than} the lead\'s last change '
             f"in the database ({changed.isoformat()}); a lead's history cannot be rewritten (was this file "
             "imported before? --skip-bad FILE sets such rows aside)"
         )
@@ -588,14 +641,18 @@ class _Checker:
         )
 
 
-def _check_date_format(date_format: str | None, at_column: str | None) -> None:
+def _check_date_format(date_format: str | None) -> None:
     if date_format is None:
         return
-    if at_column is None:
-        raise BadInput("--date-format needs --at-column: it says how to read that column's times")
     if "%" not in date_format:
         raise BadInput(f'--date-format "{date_format}" has no % directive (for example "%d/%m/%Y")')
-    # An aware sample, so that %z and %Z print something to read back.
+    if "%Z" in date_format:
+        raise BadInput(
+            f'--date-format "{date_format}" uses %Z, a zone name, which Python cannot turn into an '
+            "offset (it would read EST as UTC); use %z for offsets such as +0900 or -05:00, or write the "
+            'name as text for UTC ("%d/%m/%Y %H:%M UTC")'
+        )
+    # An aware sample, so that %z prints something to read back.
     sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
     try:
         datetime.strptime(sample.strftime(date_format), date_format)
@@ -667,7 +724,7 @@ def import_csv(
     name = os.fspath(path)
     skip_to = None if skip_bad is None else os.fspath(skip_bad)
     cf = engine.compiled(flow)
-    _check_date_format(date_format, at_column)
+    _check_date_format(date_format)
     if skip_to is not None and os.path.abspath(skip_to) == os.path.abspath(name):
         raise BadInput(f"--skip-bad must name another file than the one imported ({name})")
     source = _Source(name)
@@ -686,6 +743,7 @@ def import_csv(
             at_column=at_column,
             nulls=null_set,
             stage_map=stage_map,
+            date_format=date_format,
         )
 
         def checker() -> _Checker:

@@ -136,7 +136,7 @@ class Work:
         of kind "import" (with `reason`), as the CRM's history says."""
         initial = cf.flow.initial
         assert initial is not None, "a checked flow has an initial stage"
-        kind = "create" if stage is None or stage == initial.name else "import"
+        kind = "create" if stage is None else "import"
         fields: dict[str, FieldValue] = {k: v for k, v in values.items() if v is not None}
         lead = Lead(lead_id, cf.name, cf.version, stage or initial.name, fields, 1, self.at, self.at, self.at)
         step = Step(cf, lead, [], self.at)
@@ -195,7 +195,7 @@ class Work:
             raise BadInput(
                 f'lead "{lead.id}" entered "{lead.stage}" at {lead.entered_at.isoformat()}, after the time of '
                 f"this move ({self.at.isoformat()}); a move cannot be dated before the lead's last one "
-                "(give a later --at or --now)"
+                "(give a later --now, or at= in Python)"
             )
         events = self.tx.events(lead.id, lead.cycle)
         if force:

@@ -228,9 +228,9 @@ def test_rows_replay_a_history_with_real_dates(db_url: str, tmp_path: Path) -> N
     engine = shop(db_url)
     result = engine.import_csv(path, flow="shop", id_column="id", stage_column="stage", at_column="when")
     assert (result.rows, result.created, result.updated) == (5, 2, 0)
-    assert result.placed == 4  # a: sql, won; b: known, lost
+    assert result.placed == 5  # a: new, sql, won; b: known, lost
     assert history(engine, "a") == [
-        (None, "new", "create", "2024-01-02T10:00:00+00:00"),
+        (None, "new", "import", "2024-01-02T10:00:00+00:00"),
         ("new", "sql", "import", "2024-02-01T06:30:00+00:00"),
         ("sql", "won", "import", "2024-03-15T00:00:00+00:00"),
     ]
@@ -284,7 +284,7 @@ def test_stage_names_match_normalised_and_date_formats(sqlite_url: str, tmp_path
 
 @pytest.mark.parametrize(
     ("cell", "date_format"),
-    [("2024-03-05 14:22 +0900", "%Y-%m-%d %H:%M %z"), ("05/03/2024 05:22 UTC", "%d/%m/%Y %H:%M %Z")],
+    [("2024-03-05 14:22 +0900", "%Y-%m-%d %H:%M %z"), ("05/03/2024 05:22 UTC", "%d/%m/%Y %H:%M UTC")],
 )
 def test_date_formats_with_an_offset_or_zone(
     sqlite_url: str, tmp_path: Path, cell: str, date_format: str
@@ -313,12 +313,25 @@ def test_map_stage_names_what_the_crms_stage_values_mean(db_url: str, tmp_path: 
         id_column="id",
         stage_column="Lifecycle Stage",
         at_column="at",
-        stage_map={"Subscriber": "new", "marketing qualified lead": "mql", "Other": "", "Closed Won": "won"},
+        stage_map={"Subscriber": "new", "marketing qualified lead": "MQL", "Other": "", "Closed Won": "won"},
     )
     assert (result.bad, result.created) == (0, 2)
     assert [e.to_stage for e in engine.history("a")] == ["new", "mql", "won"]  # the map matches normalised
     assert engine.lead("b").stage == "new"  # "Other" means no stage: created in the initial one
     assert engine.verify() == []
+
+
+def test_date_fields_read_the_date_format_or_its_date_part(sqlite_url: str, tmp_path: Path) -> None:
+    path = write(tmp_path, "id,at,signed_on\na,3/4/2024 2:22 PM,4/5/2024\nb,3/4/2024 2:22 PM,2024-04-06\n")
+    engine = shop(sqlite_url)
+    engine.import_csv(path, flow="shop", id_column="id", at_column="at", date_format="%m/%d/%Y %I:%M %p")
+    assert engine.lead("a").fields["signed_on"] == "2024-04-05"  # the format's date part
+    assert engine.lead("b").fields["signed_on"] == "2024-04-06"  # ISO, as always
+    assert engine.lead("a").created_at == datetime(2024, 3, 4, 14, 22, tzinfo=UTC)
+    # without a time column, --date-format is there for the date fields
+    alone = write(tmp_path, "id,signed_on\nc,31/12/2024\n", "alone.csv")
+    engine.import_csv(alone, flow="shop", id_column="id", date_format="%d/%m/%Y")
+    assert engine.lead("c").fields["signed_on"] == "2024-12-31"
 
 
 def test_history_across_chunks_and_capacity_on_import(db_url: str, tmp_path: Path) -> None:
@@ -358,7 +371,10 @@ def test_a_history_imported_again_is_refused_and_changes_nothing(db_url: str, tm
     final stages): they are bad rows, so importing a file twice is refused
     whole, and an overlapping export imports only its newer rows."""
     first = write(
-        tmp_path, "id,stage,at\na,known,2024-01-01\na,lost,2024-01-10\nb,known,2024-01-02\n", "one.csv"
+        tmp_path,
+        "id,stage,at\na,known,2024-01-01\na,lost,2024-01-10\nb,known,2024-01-02\n"
+        "c,known,2024-01-03\nc,mql,2024-01-03\n",  # c: two moves at one instant
+        "one.csv",
     )
     engine = shop(db_url)
     options: dict[str, Any] = {"flow": "shop", "id_column": "id", "stage_column": "stage", "at_column": "at"}
@@ -366,8 +382,17 @@ def test_a_history_imported_again_is_refused_and_changes_nothing(db_url: str, tm
     before = dump(db_url)
     with pytest.raises(BadRows) as caught:
         engine.import_csv(first, **options)
-    # rows at the last change itself are not older: they change nothing
-    assert [(bad.line, bad.column) for bad in caught.value.rows] == [(2, "at")]
+    # a row at the last change itself was imported with it: it would replay c's two moves
+    assert [(bad.line, bad.column) for bad in caught.value.rows] == [
+        (2, "at"),
+        (3, "at"),
+        (4, "at"),
+        (5, "at"),
+        (6, "at"),
+    ]
+    assert (
+        "(2024-01-03T00:00:00+00:00) is no newer than the lead's last change" in caught.value.rows[3].reason
+    )
     assert caught.value.rows[0].reason == (
         'this row of lead "a" (2024-01-01T00:00:00+00:00) is older than the lead\'s last change in the '
         "database (2024-01-10T00:00:00+00:00); a lead's history cannot be rewritten (was this file imported "
@@ -379,7 +404,7 @@ def test_a_history_imported_again_is_refused_and_changes_nothing(db_url: str, tm
         tmp_path, "id,stage,at\nb,known,2024-01-02\nb,sql,2024-01-20\na,known,2024-01-05\n", "two.csv"
     )
     result = engine.import_csv(overlap, **options, skip_bad=tmp_path / "old.csv")
-    assert (result.imported, result.bad) == (2, 1)  # b's row at its last change is not older
+    assert (result.imported, result.bad) == (1, 2)  # b's row at its last change was imported before
     assert engine.lead("a").stage == "lost" and engine.lead("b").stage == "sql"
     assert history(engine, "a")[-1] == ("known", "lost", "import", "2024-01-10T00:00:00+00:00")
     assert engine.verify() == []
@@ -578,7 +603,12 @@ FILE_CASES: dict[str, tuple[str, list[str], int, str]] = {
         'matches --date-format "%d/%m/%Y" (line 2 has "2024-01-01")',
     ),
     "invalid --date-format": ("good", ["--at-column", "at", "--date-format", "%Q"], 2, '"%Q" is not a valid'),
-    "--date-format alone": ("good", ["--date-format", "%Y"], 2, "--date-format needs --at-column"),
+    "--date-format alone": (
+        "good",
+        ["--date-format", "%Y"],
+        2,
+        "--date-format needs --at-column or a date field",
+    ),
     "unknown stage": ("stage", ["--stage-column", "stage"], 2, "1 bad row, so nothing was imported"),
     "not UTF-8": ("latin1", [], 2, "latin1.csv is not UTF-8 text: line 3 has the byte 0xe9"),
     "too many cells": ("ragged_long", [], 2, "l.csv line 3 has 5 cells but the header has 4 columns"),
@@ -596,6 +626,18 @@ FILE_CASES: dict[str, tuple[str, list[str], int, str]] = {
         ["--stage-column", "stage", "--map-stage", "Marketing Qualified=mgl"],
         3,
         'flow "shop" has no stage "mgl" (--map-stage "Marketing Qualified=mgl"); did you mean "mql"?',
+    ),
+    "%Z in --date-format": (
+        "good",
+        ["--at-column", "at", "--date-format", "%Y-%m-%d %Z"],
+        2,
+        "uses %Z, a zone name, which Python cannot turn into an offset",
+    ),
+    "two stages for one value": (
+        "good",
+        ["--stage-column", "stage", "--map-stage", "Won=won", "--map-stage", "WON=lost"],
+        2,
+        '--map-stage gives "Won" and "WON", the same value as the file is read, two stages ("won" and "lost")',
     ),
     "--map-stage alone": ("good", ["--map-stage", "MQL=mql"], 2, "--map-stage needs --stage-column"),
     "bad --map-stage": ("good", ["--stage-column", "stage", "--map-stage", "mql"], 2, "is not VALUE=STAGE"),
@@ -673,10 +715,14 @@ def test_cli_summary_and_json(sqlite_url: str, tmp_path: Path) -> None:
     engine = Engine.open(db=sqlite_url)
     assert engine.lead("a").stage == "mql"
     assert engine.history("b")[-1].actor == "importer"
-    result = CliRunner().invoke(main, [*args, "--json"])
+    # the same history again is refused (its rows are no newer than the leads);
+    # into another database, --json gives the summary
+    assert CliRunner().invoke(main, args).exit_code == 2
+    fresh = ["--db", f"sqlite:///{tmp_path / 'second.db'}", *args[2:]]
+    result = CliRunner().invoke(main, [*fresh, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["rows"] == 2 and summary["updated"] == 2 and summary["created"] == 0
+    assert summary["rows"] == 2 and summary["updated"] == 0 and summary["created"] == 2
     assert summary["columns"] == {"E-mail": "email", "Size": "employees"}
     assert summary["ignored"] == ["Remark"]
 
