@@ -552,10 +552,13 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
             ]
         )
         return
+    # One lead's history is short: size the stage columns to its names.
+    width = max([14, *(len(_value(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)])
     for e in entries:
         reason = f"  ({e.reason})" if e.reason else ""
         click.echo(
-            f"{e.seq:>4}  {e.at.isoformat()}  {_value(e.from_stage):>14} -> {e.to_stage:<14} {e.kind:<8} {e.actor}{reason}"
+            f"{e.seq:>4}  {e.at.isoformat()}  {_value(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
+            f"{e.kind:<8} {e.actor}{reason}"
         )
 
 

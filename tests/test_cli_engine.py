@@ -312,7 +312,7 @@ def test_leads_json_by_flow_stage_and_team(db_url: str) -> None:
         assert [x.id for x in engine.leads(team="inside_sales")] == ["l3"]
 
 
-def test_the_leads_listing_stays_aligned_with_long_stage_names(db_url: str, tmp_path: Path) -> None:
+def test_listings_stay_aligned_with_long_stage_names(db_url: str, tmp_path: Path) -> None:
     flow = tmp_path / "long.flow"
     flow.write_text(
         "flow long_names\nfield email text\n"
@@ -326,3 +326,6 @@ def test_the_leads_listing_stays_aligned_with_long_stage_names(db_url: str, tmp_
     rows = cli("leads").stdout.splitlines()[:-1]
     assert [row.split()[2] for row in rows] == ["marketingqualifiedlead", "subscriber"]
     assert len({len(row) for row in rows}) == 1  # the score column lines up
+    lines = cli("history", "a").stdout.splitlines()
+    assert len(lines) == 2 and len({line.index(" -> ") for line in lines}) == 1
+    assert len({line.index(" advance") if "advance" in line else line.index(" create") for line in lines}) == 1
