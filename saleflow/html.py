@@ -764,6 +764,12 @@ def _ratio_text(s: StageFigures) -> str:
 def _channels(report: Report) -> str:
     if not report.channels:
         return '<p class="note">No entries in the period.</p>'
+    if all(c.channel is None for c in report.channels):
+        return (
+            '<p class="note">No entry had an event with a channel before it, so there is nothing to '
+            "credit; events recorded with a channel (<code>saleflow event ID EVENT --channel web</code>) "
+            "show here.</p>"
+        )
     names = [c.channel or "(none)" for c in report.channels]
     cells: dict[str, dict[str, StageFigures]] = {}
     for channel, name in zip(report.channels, names, strict=True):

@@ -328,4 +328,6 @@ def test_listings_stay_aligned_with_long_stage_names(db_url: str, tmp_path: Path
     assert len({len(row) for row in rows}) == 1  # the score column lines up
     lines = cli("history", "a").stdout.splitlines()
     assert len(lines) == 2 and len({line.index(" -> ") for line in lines}) == 1
-    assert len({line.index(" advance") if "advance" in line else line.index(" create") for line in lines}) == 1
+    assert (
+        len({line.index(" advance") if "advance" in line else line.index(" create") for line in lines}) == 1
+    )

@@ -183,6 +183,17 @@ def test_text_is_escaped(sqlite_url: str) -> None:
     assert "T &lt;b&gt;eam&lt;/b&gt;" in page
 
 
+def test_channels_without_any_channel_say_so_instead_of_an_empty_table(sqlite_url: str) -> None:
+    flow = 'flow plain\nfield ok bool default false\nteam t "T" { stage s initial  stage u when ok }\n'
+    with Engine.open(db=sqlite_url, now=kpi_day(0)) as engine:
+        engine.deploy(parse_flow(flow, "plain.flow"))
+        engine.add_lead("x", ok=True, at=kpi_day(0))
+        page = render_html(report_for(engine))
+    section = page[page.index('id="channels"') :]
+    section = section[: section.index("</section>")]
+    assert "No entry had an event with a channel before it" in section and "<table" not in section
+
+
 # --------------------------------------------------------------------------
 # The flow drawing: text in its boxes, the legend, tooltips, recycle routes
 # --------------------------------------------------------------------------
