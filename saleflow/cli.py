@@ -503,6 +503,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     """A lead's stage, facts, score, and every next move with its gate's verdict."""
     with open_engine(settings) as engine:
         view = engine.lead(lead_id)
+        engine_now = engine.now()
     if as_json:
         echo_json(view.to_json())
         return
@@ -510,6 +511,15 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
     click.echo(f"  stage   {view.stage}{team}, cycle {view.cycle}, since {view.entered_at.isoformat()}")
     click.echo(f"  score   {_value(view.score)}")
+    if view.sla_days is not None:
+        if view.due_at is None:
+            state = "never due"
+        else:
+            late = (engine_now - view.due_at).total_seconds() / 86_400
+            state = f"due {view.due_at.isoformat()}, " + (
+                f"overdue by {_days(late)}" if view.overdue else f"{_days(-late)} left"
+            )
+        click.echo(f"  sla     {_days(view.sla_days, 2)} in this stage, {state}")
     click.echo("  fields  " + ", ".join(f"{k}={_value(v)}" for k, v in view.fields.items()))
     click.echo(
         "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")

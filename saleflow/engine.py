@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import audit as audit_mod
@@ -534,6 +534,13 @@ class Engine:
         counts: dict[str, int] = {e.name: 0 for e in cf.flow.events}
         for event in events:
             counts[event.name] = counts.get(event.name, 0) + event.count
+        sla_days = stage.sla_days if stage is not None and not stage.final else None
+        due_at: datetime | None = None
+        if sla_days is not None:
+            try:
+                due_at = lead.entered_at + timedelta(days=sla_days)
+            except OverflowError:  # after the last representable instant: never due
+                due_at = None
         return LeadView(
             id=lead.id,
             flow=lead.flow,
@@ -547,6 +554,9 @@ class Engine:
             entered_at=lead.entered_at,
             created_at=lead.created_at,
             next=verdicts,
+            sla_days=sla_days,
+            due_at=due_at,
+            overdue=due_at is not None and self.now() > due_at,
         )
 
     def allowed(self, lead_id: str) -> list[MoveVerdict]:

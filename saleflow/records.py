@@ -237,8 +237,20 @@ class LeadView:
     entered_at: datetime
     created_at: datetime
     next: tuple[MoveVerdict, ...] = ()
+    sla_days: float | None = None  # the stage's SLA, when it has one
+    due_at: datetime | None = None  # when that SLA runs out for this lead
+    overdue: bool = False  # past it now
 
     def to_json(self) -> dict[str, Any]:
+        sla = (
+            None
+            if self.sla_days is None
+            else {
+                "days": self.sla_days,
+                "due_at": None if self.due_at is None else self.due_at.isoformat(),
+                "overdue": self.overdue,
+            }
+        )
         return {
             "id": self.id,
             "flow": self.flow,
@@ -252,6 +264,7 @@ class LeadView:
             "entered_at": self.entered_at.isoformat(),
             "created_at": self.created_at.isoformat(),
             "next": [v.to_json() for v in self.next],
+            "sla": sla,
         }
 
 

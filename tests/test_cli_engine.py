@@ -243,6 +243,20 @@ def test_tick_says_how_many_sla_breaches_it_recorded(db_url: str) -> None:
         assert engine.tick().sla_breaches == 0
 
 
+def test_show_tells_the_stages_sla_and_whether_the_lead_is_past_it(db_url: str) -> None:
+    cli = Cli(db_url)
+    cli("deploy", THE_MODEL)
+    cli("lead", "add", "s1", "--set", "email=s1@x.example")
+    assert cli.json("show", "s1")["sla"] is None  # its stage has no SLA
+    cli("advance", "s1", "--to", "contacting", "--force", "--reason", "called in")  # sla 2 days
+    soon = cli("show", "s1", now=T0 + timedelta(days=1)).stdout
+    assert "  sla     2 days in this stage, due 2024-05-03T09:00:00+00:00, 1 day left" in soon
+    late = cli("show", "s1", now=T0 + timedelta(days=66, hours=18, minutes=30)).stdout
+    assert "due 2024-05-03T09:00:00+00:00, overdue by 64.8 days" in late
+    shown = json.loads(cli("show", "s1", "--json", now=T0 + timedelta(days=3)).stdout)
+    assert shown["sla"] == {"days": 2, "due_at": "2024-05-03T09:00:00+00:00", "overdue": True}
+
+
 def test_leads_overdue_rounds_days_for_people(db_url: str) -> None:
     cli = Cli(db_url)
     cli("deploy", THE_MODEL)
