@@ -232,9 +232,10 @@ _UNSEEN = _Failure("")  # a cache miss (never stored)
 
 
 class _Column:
-    """A column that feeds a field, with its conversions remembered."""
+    """A column that feeds a field, with its conversions remembered: good
+    values in `cache` (which `_Checker._one` reads directly), failures apart."""
 
-    __slots__ = ("cache", "date_formats", "definition", "field", "index", "name", "nulls")
+    __slots__ = ("cache", "date_formats", "definition", "failed", "field", "index", "name", "nulls")
 
     def __init__(
         self, index: int, name: str, definition: FieldDef, nulls: frozenset[str], dates: tuple[str, ...] = ()
@@ -244,23 +245,29 @@ class _Column:
         self.definition = definition
         self.field = definition.name
         self.nulls = nulls
-        self.cache: dict[str, FieldValue | _Failure] = {}
+        self.cache: dict[str, FieldValue] = {}
+        self.failed: dict[str, _Failure] = {}
         # A date field also reads --date-format, or its date part.
         self.date_formats = dates if definition.type.kind == "date" else ()
 
     def convert(self, raw: str) -> FieldValue | _Failure:
-        cache = self.cache
-        found = cache.get(raw, cache)
-        if found is not cache:
-            return found  # type: ignore[return-value]
+        found = self.cache.get(raw, _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        failure = self.failed.get(raw)
+        if failure is not None:
+            return failure
         try:
-            value: FieldValue | _Failure = coerce(self.definition, raw, self.nulls)
+            value = coerce(self.definition, raw, self.nulls)
         except BadInput as err:
             value = self._by_format(raw)
             if value is None:
-                value = _Failure(err.message)
-        if len(cache) < _CACHED_VALUES:
-            cache[raw] = value
+                failure = _Failure(err.message)
+                if len(self.failed) < _CACHED_VALUES:
+                    self.failed[raw] = failure
+                return failure
+        if len(self.cache) < _CACHED_VALUES:
+            self.cache[raw] = value
         return value
 
     def _by_format(self, raw: str) -> FieldValue:
@@ -497,11 +504,11 @@ class _Checker:
         values: dict[str, FieldValue] = {}
         for index, known, name, column in self.cells:
             raw = cells[index]
-            value = known(raw, _UNSEEN)  # most cells repeat: look up first
+            value: Any = known(raw, _UNSEEN)  # most cells repeat: a cached value is a good one
             if value is _UNSEEN:
                 value = column.convert(raw)
-            if isinstance(value, _Failure):
-                return BadRow(line, column.name, value.message)
+                if isinstance(value, _Failure):
+                    return BadRow(line, column.name, value.message)
             values[name] = value
         stage: str | None = None
         if plan.stage_index is not None:
