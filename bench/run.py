@@ -193,7 +193,7 @@ def fresh_pg_database() -> str:
     name = f"saleflow_bench_{os.getpid()}"
     dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         con.execute(f'CREATE DATABASE "{name}"')
     return PG_URL.rsplit("/", 1)[0] + "/" + name
 
@@ -530,9 +530,7 @@ def raw_sqlite_import(stored: str, path: str) -> float:
     chunks = _grouped(leads, audit, 1000)
 
     def once() -> None:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path + suffix)
+        remove_sqlite(path)
         con = sqlite3.connect(path, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
@@ -583,36 +581,35 @@ def raw_pg_import(stored: str) -> float:
     return elapsed
 
 
+def remove_sqlite(path: str) -> None:
+    """Delete a SQLite database file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
 def import_sqlite(data: Path) -> tuple[float, int, int, float]:
     """The API import into fresh SQLite files, then the raw rewrite of its rows."""
     with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/api.db"
 
         def fresh_file() -> str:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(f"{tmp}/api.db{suffix}")
-            return f"sqlite:///{tmp}/api.db"
+            remove_sqlite(path)
+            return f"sqlite:///{path}"
 
         t_api, n_leads, n_audit = api_import(fresh_file, data)
-        return t_api, n_leads, n_audit, raw_sqlite_import(f"{tmp}/api.db", f"{tmp}/raw.db")
+        return t_api, n_leads, n_audit, raw_sqlite_import(path, f"{tmp}/raw.db")
 
 
 def import_postgresql(data: Path) -> tuple[float, int, int, float]:
-    """The API import into fresh PostgreSQL databases, then the raw rewrite of its rows."""
-    made: list[str] = []
-
-    def fresh_database() -> str:
-        while made:
-            drop_pg_database(made.pop())
-        made.append(fresh_pg_database())
-        return made[-1]
-
+    """The API import into fresh PostgreSQL databases (`fresh_pg_database`
+    drops and creates the same one each run), then the raw rewrite of its rows."""
+    url = fresh_pg_database()
     try:
-        t_api, n_leads, n_audit = api_import(fresh_database, data)
-        return t_api, n_leads, n_audit, raw_pg_import(made[-1])
+        t_api, n_leads, n_audit = api_import(fresh_pg_database, data)
+        return t_api, n_leads, n_audit, raw_pg_import(url)
     finally:
-        while made:
-            drop_pg_database(made.pop())
+        drop_pg_database(url)
 
 
 def bench_import(data: Path, backends: list[str]) -> None:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import audit as audit_mod
@@ -27,7 +27,7 @@ from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you_mean
 from .model import Flow
 from .parse import load_flow, parse_flow
-from .progress import Step, Work
+from .progress import Step, Work, sla_days, sla_due
 from .records import (
     AuditEntry,
     EventRecord,
@@ -534,13 +534,7 @@ class Engine:
         counts: dict[str, int] = {e.name: 0 for e in cf.flow.events}
         for event in events:
             counts[event.name] = counts.get(event.name, 0) + event.count
-        sla_days = stage.sla_days if stage is not None and not stage.final else None
-        due_at: datetime | None = None
-        if sla_days is not None:
-            try:
-                due_at = lead.entered_at + timedelta(days=sla_days)
-            except OverflowError:  # after the last representable instant: never due
-                due_at = None
+        due_at = sla_due(stage, lead.entered_at)
         return LeadView(
             id=lead.id,
             flow=lead.flow,
@@ -554,7 +548,7 @@ class Engine:
             entered_at=lead.entered_at,
             created_at=lead.created_at,
             next=verdicts,
-            sla_days=sla_days,
+            sla_days=sla_days(stage),
             due_at=due_at,
             overdue=due_at is not None and self.now() > due_at,
         )

@@ -251,9 +251,7 @@ class _Column:
         self.date_formats = dates if definition.type.kind == "date" else ()
 
     def convert(self, raw: str) -> FieldValue | _Failure:
-        found = self.cache.get(raw, _UNSEEN)
-        if found is not _UNSEEN:
-            return found
+        """A cell `cache` does not hold (the caller looked): its value, or why not."""
         failure = self.failed.get(raw)
         if failure is not None:
             return failure

@@ -18,6 +18,7 @@ from .coerce import coerce
 from .compile import CompiledFlow, Move
 from .errors import BadInput, Rejected, did_you_mean
 from .guards import Facts
+from .model import Stage
 from .records import (
     GENESIS_HASH,
     AuditEntry,
@@ -33,6 +34,23 @@ from .records import (
 CountInStage = Callable[[str, str], int]
 _UNREAD: Any = object()  # a lead whose last audit entry is not read yet
 FlowLookup = Callable[[str, int], CompiledFlow]
+
+
+def sla_days(stage: Stage | None) -> float | None:
+    """The SLA of `stage` (None without one; a final stage has none)."""
+    return None if stage is None or stage.final else stage.sla_days
+
+
+def sla_due(stage: Stage | None, entered_at: datetime) -> datetime | None:
+    """When a lead that entered `stage` at `entered_at` is past its SLA;
+    None without an SLA or after the last representable instant (never)."""
+    days = sla_days(stage)
+    if days is None:
+        return None
+    try:
+        return entered_at + timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 class Step:
@@ -463,14 +481,12 @@ class Work:
         """Record a breach when the lead is (or, leaving at `at`, was) past
         its stage's SLA; once per lead, stage, cycle and entry."""
         at = self.at if at is None else at
-        stage = cf.flow.stage(lead.stage)
-        if stage is None or stage.sla_days is None or stage.final:
-            return
-        try:
-            due = lead.entered_at + timedelta(days=stage.sla_days)
-        except OverflowError:  # due after the last representable instant: never breached
-            return
-        if at > due and self.tx.record_breach(
-            SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
+        due = sla_due(cf.flow.stage(lead.stage), lead.entered_at)
+        if (
+            due is not None
+            and at > due
+            and self.tx.record_breach(
+                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
+            )
         ):
             self.breaches += 1

@@ -134,10 +134,16 @@ class AuditEntry:
     def sealed(cls, *values: Any, **fields: Any) -> AuditEntry:
         """A new entry with its hash computed from its content (once)."""
         entry = cls(*values, **fields)
-        doc = entry.values
-        entry.values_text = canonical(doc if type(doc) is dict else dict(doc)) if doc else "{}"
+        entry.values_text = entry.canonical_values()
         entry.hash = entry.compute_hash()
         return entry
+
+    def canonical_values(self) -> str:
+        """`canonical(values)`: the text the hash covers (kept by `sealed`)."""
+        if self.values_text is not None:
+            return self.values_text
+        values = self.values
+        return canonical(values if type(values) is dict else dict(values)) if values else "{}"
 
     def compute_hash(self) -> str:
         """SHA-256 of `canonical(self.payload())`.  The text is written out
@@ -145,18 +151,15 @@ class AuditEntry:
         the payload and encoding it (`tests/test_jsontext.py` proves them
         equal); a value of an unexpected type takes the general way."""
         try:
-            text = self._canonical_text(self.values_text)
+            text = self._canonical_text()
         except TypeError:  # not a str where one is expected
             text = canonical(self.payload())
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def _canonical_text(self, values_text: str | None) -> str:
+    def _canonical_text(self) -> str:
         seq, version, cycle = self.seq, self.version, self.cycle
         if type(seq) is not int or type(version) is not int or type(cycle) is not int:
             raise TypeError("a counter that is not an int")
-        if values_text is None:
-            values = self.values
-            values_text = canonical(values if type(values) is dict else dict(values)) if values else "{}"
         return _CANONICAL_ENTRY % (
             quote(self.actor),
             _quoted_time(self.at),
@@ -169,7 +172,7 @@ class AuditEntry:
             "null" if self.reason is None else quote(self.reason),
             seq,
             quote(self.to_stage),
-            values_text,
+            self.canonical_values(),
             version,
         )
 

@@ -23,7 +23,6 @@ from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
-from ..jsontext import compact
 from ..records import AuditEntry, Lead
 from .schema import audit, events, flows, leads, sla_breaches, waiting
 
@@ -363,10 +362,7 @@ _AUDIT_DOC = AUDIT_KEYS.index("values")
 
 def _audit_values_as_text(entry: AuditEntry) -> tuple[Any, ...]:
     values = _audit_attrs(entry)
-    text = entry.values_text
-    if text is None:
-        text = compact(dict(values[_AUDIT_DOC]))
-    return (*values[:_AUDIT_DOC], text, *values[_AUDIT_DOC + 1 :])
+    return (*values[:_AUDIT_DOC], entry.canonical_values(), *values[_AUDIT_DOC + 1 :])
 
 
 def _audit_values(entry: AuditEntry) -> tuple[Any, ...]:
