@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "saleflow"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "jsontext": 0,
+    "limits": 0,
     "model": 1,
     "records": 1,
     "unparse": 1,

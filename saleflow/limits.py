@@ -1,0 +1,91 @@
+"""The documented range of every value saleflow accepts from outside.
+
+Layer 0, beside `errors`.  A value that a database or Python itself cannot
+hold (a NUL byte in text, a lone surrogate from a command line that was not
+UTF-8, an integer past 64 bits, a time past the year 9999 once a window is
+added to it) must be refused where it enters, with one sentence, before
+anything is written: otherwise it surfaces halfway through a transaction as
+a driver traceback.  Every entry point (the CLI, the Python API, CSV import,
+the flow checker) judges values with the functions here, so the limits are
+the same everywhere and are documented once (README, "Limits").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from .errors import BadInput
+
+# Integers: what a 64-bit signed column (PostgreSQL bigint, SQLite INTEGER)
+# holds.  Field values of type int, number and money must fit.
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+# Counters stored in 32-bit columns: flow versions, event counts, cycles.
+MAX_INT32 = 2**31 - 1
+# Finite floats only; this is the largest magnitude accepted for a number or
+# money field (beyond it arithmetic on scores and reports loses meaning).
+MAX_NUMBER = 1e18  # money in any currency, with room to spare
+
+# Text.  Identifiers (lead ids, actors, channels) are short keys; free text
+# (text fields, an event's content, a reason) may be long but not unbounded.
+MAX_ID_LENGTH = 255
+MAX_TEXT_LENGTH = 100_000
+
+# Times of operations (--at, --now, --since/--until, an import's time
+# column): a window or an SLA of up to MAX_DAYS added to any of them stays
+# representable.
+MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+# Durations in a flow (SLAs, windows, time targets) and the days an
+# expression compares with: at most a thousand years.
+MAX_DAYS = 365_000
+
+
+def check_text(value: str, what: str, *, limit: int = MAX_TEXT_LENGTH) -> str:
+    """`value` if a database can store it as text: no NUL byte, no lone
+    surrogate (what Python makes of bytes that were not UTF-8), at most
+    `limit` characters.  `what` names it in the sentence ("lead id")."""
+    if len(value) > limit:
+        raise BadInput(f"{what} is {len(value):,} characters long; the limit is {limit:,}")
+    if "\x00" in value:
+        raise BadInput(f"{what} holds a NUL byte (\\0), which no database stores in text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(
+            f"{what} is not valid Unicode text (was it given in another encoding than UTF-8?)"
+        ) from None
+    return value
+
+
+def check_id(value: str, what: str = "a lead id") -> str:
+    """A key such as a lead id: non-empty text of at most MAX_ID_LENGTH characters."""
+    if not value or not value.strip():
+        raise BadInput(f"{what} must not be empty")
+    return check_text(value, what, limit=MAX_ID_LENGTH)
+
+
+def check_int(value: int, what: str, low: int = MIN_INT, high: int = MAX_INT) -> int:
+    """`value` if it lies in [low, high]; a sentence naming the range otherwise."""
+    if not low <= value <= high:
+        raise BadInput(f"{what} must be between {low:,} and {high:,}, not {_short(value)}")
+    return value
+
+
+def check_time(value: datetime, what: str = "a time") -> datetime:
+    """`value` (aware) if it lies between MIN_TIME and MAX_TIME."""
+    if not MIN_TIME <= value < MAX_TIME:
+        raise BadInput(
+            f"{what} {value.isoformat()} is out of range: saleflow takes times from "
+            f"{MIN_TIME.date().isoformat()} up to {MAX_TIME.date().isoformat()}"
+        )
+    return value
+
+
+def _short(value: int) -> str:
+    """An integer for a message: a 400-digit one is not printed whole."""
+    digits = len(str(abs(value))) if abs(value) < 10**4000 else None
+    if digits is not None and digits <= 30:
+        return f"{value:,}"
+    sign = "-" if value < 0 else ""
+    return f"{sign}a number of {digits:,} digits" if digits else f"{sign}a number of over 4,000 digits"
