@@ -432,3 +432,20 @@ def test_a_reader_that_stops_early_is_no_error(sqlite_url: str) -> None:
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, stderr
     assert stderr == ""
+
+
+# ---------------------------------------------------------------------------
+# Hardening (issue 8): each area adds its cases in its own block below.
+# ---------------------------------------------------------------------------
+
+# -- the flow language: numbers and sizes in flow files (check, deploy) ------
+
+CASES.update({})
+
+# -- import: CSV files ---------------------------------------------------------
+
+CASES.update({})
+
+# -- runtime and CLI: values, times, ids, databases ------------------------------
+
+CASES.update({})

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "jsontext": 0,
     "limits": 0,
+    "csvcell": 0,
     "model": 1,
     "records": 1,
     "unparse": 1,
