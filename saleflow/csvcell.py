@@ -19,19 +19,19 @@ from collections.abc import Iterable
 from typing import Any
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_ESCAPED = frozenset(FORMULA_STARTS)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A formula, after any number of quotes; escaped, it has at least one.
+_QUOTED_FORMULA = re.compile("'*[=+\\-@\t\r]")
+_ESCAPED_FORMULA = re.compile("'+[=+\\-@\t\r]")
 
 
 def safe_cell(value: Any) -> Any:
     """`value` as a CSV writer should get it: strings that a spreadsheet
-    would read as a formula get a leading ``'``; anything else is unchanged."""
-    if not isinstance(value, str):
-        return value
-    if value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value):
+    would read as a formula get a leading ``'``; anything else is unchanged.
+    (A string that already starts with quotes before such a character gets
+    one more, so that `unescape_cell` always gives back what it was given.)"""
+    if isinstance(value, str) and _QUOTED_FORMULA.match(value) and not _NUMBER.fullmatch(value):
         return "'" + value
-    if value.startswith("'") and value[1:2] in _ESCAPED:
-        return "'" + value  # so that `unescape_cell` gives it back as it was
     return value
 
 
@@ -41,6 +41,4 @@ def safe_row(values: Iterable[Any]) -> list[Any]:
 
 def unescape_cell(text: str) -> str:
     """A cell as `safe_cell` was given it: ``'=x`` reads as ``=x``."""
-    if text[:1] == "'" and text[1:2] in _ESCAPED:
-        return text[1:]
-    return text
+    return text[1:] if _ESCAPED_FORMULA.match(text) else text
