@@ -1,7 +1,8 @@
 # saleflow developer tasks.  `make demo` and `make test` are all a newcomer needs.
 #
-# The virtualenv is (re)built only when pyproject.toml (or setup.py, which
-# packs the grammar) changes: the stamp file records the last install.
+# The virtualenv is (re)built only when pyproject.toml or the version (in
+# saleflow/__init__.py, which the installed metadata copies) changes: the
+# stamp file records the last install.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ LINTED := saleflow tests bench
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard setup.py)
+$(STAMP): pyproject.toml saleflow/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@

@@ -6,15 +6,27 @@ The public API for embedding (SPEC §5)::
     engine = Engine.open("flows/the_model.flow", db="sqlite:///leads.db")
 
 Names are imported on first use, so that `saleflow check` does not pay for
-the database layer it never touches.
+the database layer it never touches.  Type checkers read the same names from
+the `TYPE_CHECKING` block below, so `Engine` is `Engine` to them, not `Any`;
+a test keeps that block and `_EXPORTS` in step.
+
+`__version__` is the one source of the version: the build reads it from
+here (pyproject.toml, `[tool.setuptools.dynamic]`) into the metadata that
+`saleflow --version` prints.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .engine import Deployment, Engine
+    from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, StoreError
+    from .importer import BadRow, BadRows, ImportResult
+    from .records import AuditEntry, Blocker, Lead, LeadView, MoveVerdict
 
 _EXPORTS = {
     "Engine": "engine",
@@ -36,10 +48,35 @@ _EXPORTS = {
     "StoreError": "errors",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "AuditEntry",
+    "BadInput",
+    "BadRow",
+    "BadRows",
+    "Blocker",
+    "Conflict",
+    "Deployment",
+    "Engine",
+    "FlowInvalid",
+    "ImportResult",
+    "Lead",
+    "LeadView",
+    "MoveVerdict",
+    "NotFound",
+    "Rejected",
+    "SaleflowError",
+    "StoreError",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'saleflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

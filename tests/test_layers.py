@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "html": 5,
     "cli": 5,
     "__init__": 6,
+    "__main__": 6,
 }
 
 

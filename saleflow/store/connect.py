@@ -163,7 +163,11 @@ def make_engine(url: URL, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"cannot use the database {describe(url)}: {exc}") from exc
+        reason = str(exc)
+        if isinstance(exc, ImportError) and url.get_backend_name() == "postgresql":
+            # psycopg is the `postgresql` extra: SQLite users do not install it.
+            reason = "PostgreSQL needs the psycopg driver (pip install 'saleflow[postgresql]')"
+        raise StoreError(f"cannot use the database {describe(url)}: {reason}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         event.listen(engine, "begin", _sqlite_on_begin)
