@@ -42,7 +42,7 @@ HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" makes a form post's Origin "null"
     "Cache-Control": "no-store",
 }
 _EXTRA_CSS = """
@@ -88,7 +88,18 @@ def _login(message: str | None = None, status: int = 200) -> HTMLResponse:
     )
 
 
-def _nav(engine: Engine, caller: Caller, current: str | None) -> str:
+def _value(value: object) -> str:
+    """A field's value as the CLI's `show` prints it."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _nav(engine: Engine, caller: Caller, current: str | None, live: bool = False) -> str:
     links = " ".join(
         f'<a href="/?flow={quote(name, safe="")}"'
         + (' aria-current="page"' if name == current else "")
@@ -97,8 +108,8 @@ def _nav(engine: Engine, caller: Caller, current: str | None) -> str:
     )
     return (
         f'<nav class="top"><strong>saleflow</strong> <span>flows: {links or "none"}</span>'
-        f'<span id="live-state">live</span>'
-        f'<form method="post" action="/logout"><span>{_e(caller.name)} ({_e(caller.scope)})</span> '
+        + ('<span id="live-state">live</span>' if live else "")
+        + f'<form method="post" action="/logout"><span>{_e(caller.name)} ({_e(caller.scope)})</span> '
         '<button type="submit">Log out</button></form></nav>'
     )
 
@@ -162,10 +173,10 @@ def home(request: Request, flow: str | None = None) -> Response:
     except SaleflowError as err:
         return _page("saleflow", _nav(engine, caller, name) + f'<p class="error">{_e(err.message)}</p>', 404)
     body = (
-        _nav(engine, caller, name)
+        _nav(engine, caller, name, live=True)
         + f'<main id="live" data-flow="{_e(name)}" data-every="{REFRESH_MS}">'
-        + f'<div id="report">{live["html"]}</div>'
-        + f'<section id="overdue">{live["overdue_html"]}</section></main>'
+        + f'<section id="overdue">{live["overdue_html"]}</section>'
+        + f'<div id="report">{live["html"]}</div></main>'
         + '<script src="/dashboard.js"></script>'
     )
     return _page(f"{name} — saleflow dashboard", body)
@@ -246,9 +257,7 @@ def lead_page(lead_id: str, request: Request) -> Response:
         return _page(
             "saleflow: lead", _nav(engine, caller, None) + f'<p class="error">{_e(err.message)}</p>', status
         )
-    facts = "".join(
-        f"<tr><th>{_e(k)}</th><td>{_e('-' if v is None else v)}</td></tr>" for k, v in view.fields.items()
-    )
+    facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_value(v))}</td></tr>" for k, v in view.fields.items())
     events = "".join(f'<tr><th>{_e(k)}</th><td class="n">{v:,}</td></tr>' for k, v in view.events.items())
     moves = "".join(
         f'<tr data-to="{_e(v.to)}" data-allowed="{str(v.allowed).lower()}"><td>{_e(v.kind)}</td><td>{_e(v.to)}</td>'
