@@ -213,7 +213,9 @@ class Served:
         return httpx.Client(base_url=self.base, headers=headers, timeout=30)
 
 
-def start_service(db: str, tmp_path: Path, *, now: str | None = SERVICE_NOW) -> Iterator[Served]:
+def start_service(
+    db: str, tmp_path: Path, *, now: str | None = SERVICE_NOW, workers: int = 1
+) -> Iterator[Served]:
     """Start `saleflow serve` on `db` in a subprocess and wait for /healthz;
     stop it afterwards, and fail if its log shows a traceback or a 500."""
     import subprocess
@@ -228,7 +230,7 @@ def start_service(db: str, tmp_path: Path, *, now: str | None = SERVICE_NOW) -> 
     command = [str(Path(sys.executable).parent / "saleflow"), "--db", db]
     if now is not None:
         command += ["--now", now]
-    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

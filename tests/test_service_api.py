@@ -250,3 +250,33 @@ def test_scopes(service: Served, scope: str) -> None:
     with service.client(scope) as api:
         answer = api.post("/v1/flows", content=THE_MODEL.read_bytes())
         assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden")
+
+
+def test_several_workers_share_one_postgresql_database(pg_url: str, tmp_path: Path) -> None:
+    from conftest import start_service
+
+    served = start_service(pg_url, tmp_path, workers=2)
+    service = next(served)
+    try:
+        deploy(service)
+        with service.client("write") as api:
+            for n in range(6):
+                assert api.post("/v1/leads", json={"id": f"w{n}"}).status_code == 201
+                assert api.post(f"/v1/leads/w{n}/events", json={"event": "web_visit"}).status_code == 200
+            rows = api.get("/v1/leads").json()["leads"]
+            assert [row["id"] for row in rows] == [f"w{n}" for n in range(6)]
+            assert {api.get(f"/v1/leads/w{n}").json()["events"]["web_visit"] for n in range(6)} == {1}
+    finally:
+        for _ in served:  # stop the server and check its log
+            pass
+
+
+def test_the_cli_does_not_import_the_web_stack() -> None:
+    """`saleflow check` and `show` stay as fast as before: importing the CLI
+    (which registers `serve` and `token`) loads neither FastAPI nor uvicorn."""
+    import subprocess
+    import sys
+
+    code = "import sys, saleflow.cli; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ level, so the CLI's other commands start as fast as before.
 
 Modules: `tokens` (secrets and their hashes), `commands` (the click
 commands), `app` (the application factory), `auth`, `errors`, `bodylimit`,
-`inputs` (request values checked as the CLI checks them), `idempotency`,
+`inputs` (request values checked as the CLI checks them), `context`, `idempotency`,
 `leads`, `flows`, `reports` (the routes), `dashboard` and `script` (the
 pages).
 """

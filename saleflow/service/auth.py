@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from ..errors import SaleflowError
 from ..store.service import token_by_hash, touch_token
 from .errors import ApiError
 from .tokens import allows, matches, token_hash, well_formed
@@ -50,7 +52,9 @@ def identify(request: Request, token: str | None) -> Caller | None:
         if due:
             _touched[row.name] = now
     if due:
-        touch_token(engine.store, row.name, engine.now())
+        # Advisory: a busy database must not fail the request it serves.
+        with suppress(SaleflowError):
+            touch_token(engine.store, row.name, engine.now())
     return Caller(row.name, row.scope)
 
 

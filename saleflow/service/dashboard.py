@@ -28,8 +28,8 @@ from ..html import render_html
 from ..report import overdue_leads, report_for
 from ..serialise import report_json
 from .auth import COOKIE, Caller, from_cookie, identify
+from .context import engine_of
 from .errors import error_response
-from .leads import engine_of
 from .script import SCRIPT
 
 router = APIRouter(include_in_schema=False)

@@ -17,8 +17,8 @@ from ..limits import check_text
 from ..parse import parse_flow
 from . import inputs
 from .auth import Caller, admin, reader
+from .context import IdempotencyKey, engine_of
 from .idempotency import fingerprint, run_once_apart
-from .leads import IdempotencyKey, engine_of
 
 router = APIRouter(prefix="/v1/flows", tags=["flows"])
 

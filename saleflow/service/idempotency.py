@@ -16,11 +16,13 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
 from ..engine import Engine
+from ..errors import SaleflowError
 from ..store.service import KeyRow, KeyTaken, claim_key, find_key, finish_key
 from .errors import ApiError
 
@@ -79,7 +81,10 @@ def run_once(
         assert found is not None
         return _replay(engine, owner, key, found, print_, answer)
     body = answer()
-    finish_key(engine.store, owner, key, json.dumps(body, ensure_ascii=False))
+    # The change is committed: a failure to keep the body must not turn the
+    # answer into an error (a replay then answers with the lead as it is).
+    with suppress(SaleflowError):
+        finish_key(engine.store, owner, key, json.dumps(body, ensure_ascii=False))
     return JSONResponse(body, status_code=status, headers=headers)
 
 

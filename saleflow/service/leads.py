@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,7 @@ from ..serialise import history_json, lead_json, overdue_json, show_json
 from ..store.service import page_leads
 from . import inputs
 from .auth import Caller, reader, writer
+from .context import IdempotencyKey, engine_of
 from .idempotency import fingerprint, run_once
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
@@ -30,7 +31,6 @@ router = APIRouter(prefix="/v1/leads", tags=["leads"])
 # Field values are checked by `inputs.fields` (with a better sentence than a
 # union's validation error): strings, numbers, booleans and nulls.
 Scalar = Any
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
 class _Body(BaseModel):
@@ -61,10 +61,6 @@ class MoveRequest(_Body):
     to: str | None = None
     reason: str | None = None
     force: bool = False
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
 
 
 def _show(engine: Engine, lead_id: str) -> dict[str, Any]:

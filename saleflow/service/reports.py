@@ -17,7 +17,7 @@ from ..report import Period, report_for
 from ..serialise import report_json
 from . import inputs
 from .auth import Caller, reader
-from .leads import engine_of
+from .context import engine_of
 
 router = APIRouter()
 
