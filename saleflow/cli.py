@@ -867,3 +867,11 @@ def import_command(
         lines.append(f"  ignored columns  {len(result.ignored)}: " + ", ".join(result.ignored))
     lines.append(f"  elapsed          {result.seconds:.1f} s{rate}")
     click.echo("\n".join(lines))
+
+
+# The HTTP service's commands, defined in saleflow/service/commands.py (which
+# imports FastAPI only when `serve` runs).
+from .service.commands import serve_command, token_group  # noqa: E402
+
+main.add_command(serve_command)
+main.add_command(token_group)

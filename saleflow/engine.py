@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,6 +49,12 @@ T = TypeVar("T")
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
 Callback = Callable[[AuditEntry], Any]
+
+# A write of the caller's own to make in the same transaction as the next
+# operation (the HTTP service's idempotency key): see `Engine.alongside`.
+# A context variable, not a keyword argument, because `add_lead(**fields)`
+# and `set(**more)` would take such a keyword for a field's name.
+_ALONGSIDE: ContextVar[Callable[[Transaction], None] | None] = ContextVar("alongside", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +213,18 @@ class Engine:
         self._latest[name] = self.store.latest_version(name)
         return self.compiled(name)
 
+    @contextmanager
+    def alongside(self, write: Callable[[Transaction], None]) -> Iterator[None]:
+        """Within the block, each operation's transaction first calls
+        `write(tx)`: the caller's own row commits or rolls back with the
+        change (on a retried conflict it is called again).  Per thread or
+        task, so concurrent requests on one engine do not see each other's."""
+        token = _ALONGSIDE.set(write)
+        try:
+            yield
+        finally:
+            _ALONGSIDE.reset(token)
+
     def on_enter(self, stage: str, callback: Callback) -> None:
         """Call `callback(audit_entry)` after a commit in which a lead entered `stage`."""
         self._callbacks[stage].append(callback)
@@ -213,10 +232,13 @@ class Engine:
     # ------------------------------------------------------- transactions
     def _run(self, body: Callable[[Transaction], T], entries: list[AuditEntry]) -> T:
         """Run `body` in one transaction, retrying conflicts; then callbacks."""
+        alongside = _ALONGSIDE.get()
         for attempt in range(ATTEMPTS):
             entries.clear()
             try:
                 with self.store.transaction() as tx:
+                    if alongside is not None:
+                        alongside(tx)
                     result = body(tx)
                 break
             except Conflict:

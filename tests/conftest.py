@@ -171,3 +171,97 @@ def kpi_db(db_url: str) -> str:
     """`db_url` holding the history of `build_kpi_history`."""
     build_kpi_history(db_url)
     return db_url
+
+
+# --------------------------------------------------------------------------
+# The HTTP service: a real uvicorn server on a loopback port (test_service*.py)
+# --------------------------------------------------------------------------
+
+SERVICE_NOW = "2026-02-01T00:00:00Z"  # the served engine's clock, and the CLI's in comparisons
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def add_token(db: str, name: str, scope: str) -> str:
+    """`saleflow token add NAME --scope SCOPE`, as a user runs it; the printed token."""
+    from click.testing import CliRunner
+
+    from saleflow.cli import main
+
+    result = CliRunner().invoke(main, ["--db", db, "token", "add", name, "--scope", scope])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+class Served:
+    """A `saleflow serve` process: its address, database and one token per scope."""
+
+    def __init__(self, db: str, base: str, tokens: dict[str, str], log: Path) -> None:
+        self.db, self.base, self.tokens, self.log = db, base, tokens, log
+
+    def client(self, scope: str | None = "write", **headers: str) -> Any:
+        import httpx
+
+        if scope is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[scope]}"
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+
+def start_service(
+    db: str, tmp_path: Path, *, now: str | None = SERVICE_NOW, workers: int = 1
+) -> Iterator[Served]:
+    """Start `saleflow serve` on `db` in a subprocess and wait for /healthz;
+    stop it afterwards, and fail if its log shows a traceback or a 500."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    tokens = {scope: add_token(db, f"{scope}-token", scope) for scope in ("read", "write", "admin")}
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    command = [str(Path(sys.executable).parent / "saleflow"), "--db", db]
+    if now is not None:
+        command += ["--now", now]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise AssertionError(f"saleflow serve exited: {log.read_text()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"saleflow serve did not answer: {log.read_text()}")
+        yield Served(db, base, tokens, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and '" 500 ' not in text, text[-4000:]
+    for token in tokens.values():
+        assert token not in text, "a token was logged"
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Served]:
+    """`saleflow serve` over `db_url` (both backends), with the clock at SERVICE_NOW."""
+    yield from start_service(db_url, tmp_path)
+
+
+@pytest.fixture
+def kpi_service(kpi_db: str, tmp_path: Path) -> Iterator[Served]:
+    """`saleflow serve` over the KPI history of `build_kpi_history`."""
+    yield from start_service(kpi_db, tmp_path)

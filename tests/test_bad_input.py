@@ -163,7 +163,9 @@ def newer_schema_on(db: Db) -> None:
 
 
 def newer_schema_off(db: Db) -> None:
-    _stamp(db, "0001")
+    from saleflow.store import SCHEMA_HEAD
+
+    _stamp(db, SCHEMA_HEAD)
 
 
 def _set_stage(db: Db, stage: str) -> None:

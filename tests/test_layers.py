@@ -42,6 +42,8 @@ LAYERS: dict[str, int] = {
     "diagram": 5,
     "html": 5,
     "cli": 5,
+    "serialise": 5,
+    "service": 5,
     "__init__": 6,
     "__main__": 6,
 }

@@ -39,8 +39,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # The newest migration this code knows, and every one it can upgrade from.
 # Kept here (not read from the migration scripts) so that opening a store
 # never has to import Alembic; `tests/test_store.py` checks they agree.
-SCHEMA_HEAD = "0001"
-KNOWN_REVISIONS: frozenset[str] = frozenset({"0001"})
+SCHEMA_HEAD = "0002"
+KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002"})
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -204,4 +204,34 @@ sla_breaches = Table(
     Column("detected_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("lead_id", "stage", "cycle", "entered_at"),
     Index(None, "flow", "stage", "detected_at"),
+)
+
+# -- the HTTP service (saleflow/service, migration 0002) ----------------------
+
+# API tokens: only a hash of each secret is stored.  A revoked token keeps
+# its row, so that its name (the actor of what it wrote) is never reused.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", _key(), primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    UniqueConstraint("hash"),
+)
+
+# Idempotency keys of POST requests, per token: written in the transaction
+# of the change they guard; `body` is the first answer, kept for replays.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", _key(), nullable=False),
+    Column("key", _key(), nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("owner", "key"),
 )
