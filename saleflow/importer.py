@@ -5,21 +5,26 @@ an import has to take a real file as it is: columns named by people ("Lead
 Origin"), placeholders left by forms ("Select"), decimals, Yes/No flags, and
 sometimes a history, one row per change of stage, with its dates.
 
-The file is read twice, streaming: rows are never all held in memory (per
-lead the import remembers its id, and with a time column its last time).
-The first pass checks everything (the header, every cell against its
-field's type, stages, times, that each lead's rows run forward in time) and
-writes nothing: a file with bad rows is refused whole, listing them, unless
-`skip_bad` names a file to put them in.  The second pass applies the rows in
-file order, one transaction per chunk of rows.  Per row, a new lead is
+The file is read twice, streaming, every row bounded in size
+(`limits.MAX_CSV_ROW_BYTES`): rows are never all held in memory (per lead
+the import remembers its id, and with a time column its last time).  The
+first pass checks everything (the header, every cell against its field's
+type and against what a database can hold: limits.py, stages, times, that
+each lead's rows run forward in time) and writes nothing to the database: a
+file with bad rows is refused whole, listing them, unless `skip_bad` names a
+file to put them in, which is then written and closed before the database is
+touched.  The second pass applies the rows in file order, all of them in one
+transaction, so a file lands whole or not at all (a conflict retries the
+whole pass); it writes chunk by chunk inside it.  Per row, a new lead is
 created at the row's time with the row's fields, in the row's stage (its
 first audit entry then has kind ``import``) or else in the initial stage; a
 stored lead gets the row's fields and is placed in the row's stage (an
 ungated move of kind ``import``).  Then the lead progresses as after any
 other change.  So the funnel of an imported history is the file's own: a
-lead whose first row is a customer never entered the first stage.  On SQL stores the chunk's writes go
-through `BufferedTransaction` (`saleflow.store.bulk`): a few statements per
-chunk, not per lead.
+lead whose first row is a customer never entered the first stage.  On SQL
+stores each chunk's writes go through `BufferedTransaction`
+(`saleflow.store.bulk`): a few statements per chunk, not per lead, and the
+memory of one chunk.
 """
 
 from __future__ import annotations
@@ -27,19 +32,35 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import errno
 import os
 import re
+import stat
 import time
+from array import array
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 from .coerce import as_utc, coerce, parse_time
 from .compile import CompiledFlow
+from .csvcell import safe_row, unescape_cell
 from .engine import chunked, write_behind
 from .errors import BadInput, NotFound, did_you_mean
+from .limits import (
+    MAX_CSV_ROW_BYTES,
+    MAX_ID_LENGTH,
+    MAX_NUMBER,
+    MAX_TEXT_LENGTH,
+    MAX_TIME,
+    MIN_TIME,
+    check_int,
+    check_text,
+    check_time,
+)
 from .model import FieldDef
 from .progress import Work
 from .records import AuditEntry, FieldValue, Store, Transaction
@@ -80,14 +101,21 @@ class BadRow:
 
 class BadRows(BadInput):
     """The file has bad rows, so nothing was imported.  `rows` holds the
-    first `SHOWN_BAD_ROWS` of them, `count` says how many there are."""
+    first `SHOWN_BAD_ROWS` of them, `count` says how many there are; the
+    message names the row when there is one."""
 
     def __init__(self, path: str, rows: tuple[BadRow, ...], count: int) -> None:
-        noun = "bad row" if count == 1 else "bad rows"
-        super().__init__(
-            f"{path} has {count} {noun}, so nothing was imported "
-            "(fix them, or import the good rows with --skip-bad FILE)"
-        )
+        if count == 1 and rows:  # one sentence says it all
+            message = (
+                f"{path} has 1 bad row, so nothing was imported: {rows[0]} "
+                "(fix it, or import the good rows with --skip-bad FILE)"
+            )
+        else:
+            message = (
+                f"{path} has {count} bad rows, so nothing was imported "
+                "(fix them, or import the good rows with --skip-bad FILE)"
+            )
+        super().__init__(message)
         self.rows = rows
         self.count = count
 
@@ -167,15 +195,43 @@ def _close_column(name: str, columns: Collection[str]) -> str | None:
 
 class _Source:
     """The CSV file as (line number, cells), counting the bytes read.  Every
-    way the file itself is unusable is one `BadInput` sentence."""
+    way the file itself is unusable is one `BadInput` sentence.
+
+    Reads are bounded: a row (its line, or its lines when a quoted cell
+    holds line breaks) longer than `limits.MAX_CSV_ROW_BYTES` is refused
+    before more of it is read.  Cells are read through `unescape_cell`, so a
+    file saleflow wrote (the rejects of ``--skip-bad``) reads back as the
+    values it was given.  The file must be a regular file: it is read twice,
+    and `unchanged` tells whether it is still the file the first pass read."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.read = 0
-        if not os.path.exists(path):
-            raise BadInput(f"{path} does not exist")
-        if os.path.isdir(path):
+        self._row_bytes = 0  # of the row being read
+        self._row_line = 1  # where it starts
+        self._quoted = False  # a "'" in the row's lines: cells to unescape
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            raise BadInput(f"{path} does not exist") from None
+        except OSError as err:
+            raise BadInput(f"cannot read {path}: {err.strerror or err}") from None
+        if stat.S_ISDIR(found.st_mode):
             raise BadInput(f"{path} is a folder, not a CSV file")
+        if not stat.S_ISREG(found.st_mode):
+            raise BadInput(
+                f"{path} is not a regular file (a device or a pipe); an import reads its file twice, "
+                "so save the data to a file first"
+            )
+        self.identity = _identity(found)
+
+    def unchanged(self) -> bool:
+        """Whether the file is as it was when the import began (same file,
+        size and modification time)."""
+        try:
+            return _identity(os.stat(self.path)) == self.identity
+        except OSError:
+            return False
 
     def _open(self) -> IO[bytes]:
         try:
@@ -184,10 +240,24 @@ class _Source:
             raise BadInput(f"cannot read {self.path}: {err.strerror or err}") from None
 
     def _lines(self, handle: IO[bytes]) -> Iterator[str]:
-        for number, raw in enumerate(handle, start=1):
-            self.read += len(raw)
+        limit = MAX_CSV_ROW_BYTES
+        lines = iter(partial(handle.readline, limit + 1), b"")
+        for number, raw in enumerate(lines, start=1):
+            size = len(raw)
+            self.read += size
+            self._row_bytes += size
+            if self._row_bytes > limit:
+                where = f"line {self._row_line}" + (
+                    f" (a row running on to line {number})" if number > self._row_line else ""
+                )
+                raise BadInput(
+                    f"{self.path} {where} is longer than {limit // 1024:,} KiB, the most saleflow reads "
+                    "as one row (is it a CSV file?)"
+                )
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
+            if b"'" in raw:
+                self._quoted = True
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -199,6 +269,8 @@ class _Source:
     def rows(self) -> Generator[tuple[int, list[str]], None, None]:
         """(line where the row starts, cells), header first; blank lines skipped."""
         self.read = 0
+        self._row_bytes = 0
+        self._row_line = 1
         with self._open() as handle:
             reader = csv.reader(self._lines(handle), strict=True)
             previous = 0
@@ -210,8 +282,17 @@ class _Source:
                 except csv.Error as err:
                     raise BadInput(f"{self.path} line {reader.line_num} is not valid CSV: {err}") from None
                 line, previous = previous + 1, reader.line_num
+                self._row_bytes = 0
+                self._row_line = previous + 1
+                if self._quoted:
+                    cells = [unescape_cell(cell) for cell in cells]
+                    self._quoted = False
                 if cells:
                     yield line, cells
+
+
+def _identity(found: os.stat_result) -> tuple[int, ...]:
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 # --------------------------------------------------------------------------
@@ -235,7 +316,7 @@ class _Column:
     """A column that feeds a field, with its conversions remembered: good
     values in `cache` (which `_Checker._one` reads directly), failures apart."""
 
-    __slots__ = ("cache", "date_formats", "definition", "failed", "field", "index", "name", "nulls")
+    __slots__ = ("cache", "date_formats", "definition", "failed", "field", "index", "limit", "name", "nulls")
 
     def __init__(
         self, index: int, name: str, definition: FieldDef, nulls: frozenset[str], dates: tuple[str, ...] = ()
@@ -249,6 +330,14 @@ class _Column:
         self.failed: dict[str, _Failure] = {}
         # A date field also reads --date-format, or its date part.
         self.date_formats = dates if definition.type.kind == "date" else ()
+        # The longest cell it reads: text up to MAX_TEXT_LENGTH; a number, a
+        # date, a yes or no is short; a choice at most the longest choice.
+        choices = definition.type.choices
+        self.limit = (
+            MAX_TEXT_LENGTH
+            if definition.type.kind == "text"
+            else max(MAX_ID_LENGTH, max(map(len, choices), default=0))
+        )
 
     def convert(self, raw: str) -> FieldValue | _Failure:
         """A cell `cache` does not hold (the caller looked): its value, or why not."""
@@ -256,16 +345,36 @@ class _Column:
         if failure is not None:
             return failure
         try:
-            value = coerce(self.definition, raw, self.nulls)
+            value = self._value(raw)
         except BadInput as err:
-            value = self._by_format(raw)
-            if value is None:
-                failure = _Failure(err.message)
-                if len(self.failed) < _CACHED_VALUES:
-                    self.failed[raw] = failure
-                return failure
+            failure = _Failure(err.message)
+            if len(self.failed) < _CACHED_VALUES:
+                self.failed[raw] = failure
+            return failure
         if len(self.cache) < _CACHED_VALUES:
             self.cache[raw] = value
+        return value
+
+    def _value(self, raw: str) -> FieldValue:
+        """The field's value for `raw`, judged by everything the database
+        and Python can hold (limits.py), or `BadInput` saying why not."""
+        definition = self.definition
+        kind = definition.type.kind
+        reason = bad_text(raw, self.limit)
+        if reason is not None:
+            raise BadInput(reason)
+        try:
+            value = coerce(definition, raw, self.nulls)
+        except (ValueError, OverflowError):  # int() of over 4,300 digits, say
+            raise BadInput(
+                f'field "{self.field}" is {definition.type}; the value is not a number saleflow can hold'
+            ) from None
+        except BadInput:
+            value = self._by_format(raw)
+            if value is None:
+                raise
+        if kind in _NUMERIC and value is not None:
+            _check_number(self.field, kind, value)
         return value
 
     def _by_format(self, raw: str) -> FieldValue:
@@ -278,6 +387,36 @@ class _Column:
                 continue
             return coerce(self.definition, moment)
         return None
+
+
+_NUMERIC = frozenset({"int", "number", "money"})
+
+
+def bad_text(value: str, limit: int, what: str = "the value") -> str | None:
+    """Why a database cannot store the cell `value` as text (a NUL byte, a
+    lone surrogate, more than `limit` characters), or None.  Plain short
+    ASCII, the usual cell, is judged without copying it."""
+    if value.isascii() and len(value) <= limit and "\x00" not in value:
+        return None
+    try:
+        check_text(value, what, limit=limit)
+    except BadInput as err:
+        return err.message
+    return None
+
+
+def _check_number(name: str, kind: str, value: FieldValue) -> None:
+    """A number field's value within limits.py's range: 64 bits for an int,
+    at most `MAX_NUMBER` in size for a number or money."""
+    if kind == "int":
+        assert isinstance(value, int)
+        check_int(value, f'field "{name}"')
+        return
+    assert isinstance(value, int | float)
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise BadInput(
+            f'field "{name}" is {kind}; the value is beyond {MAX_NUMBER:,.0f} in size, the largest saleflow takes'
+        )
 
 
 _TIME_DIRECTIVE = re.compile(r"%[HIMSpfzXc]")
@@ -483,11 +622,13 @@ class _Checker:
     def _time(self, raw: str) -> datetime:
         text = raw.strip()
         if self.date_format is None:
-            return parse_time(text, f'column "{self.at_column}"')
-        try:
-            return as_utc(datetime.strptime(text, self.date_format))
-        except ValueError:
-            raise BadInput(f'"{raw}" is not a time in the format "{self.date_format}"') from None
+            moment = parse_time(text, f'column "{self.at_column}"')
+        else:
+            try:
+                moment = as_utc(datetime.strptime(text, self.date_format))
+            except ValueError:
+                raise BadInput(f'"{raw}" is not a time in the format "{self.date_format}"') from None
+        return moment
 
     def _one(self, line: int, cells: list[str]) -> _Row | BadRow:
         plan = self.plan
@@ -499,6 +640,9 @@ class _Checker:
         lead_id = cells[plan.id_index].strip()
         if not lead_id:
             return BadRow(line, plan.header[plan.id_index], "the lead id is empty")
+        reason = bad_text(lead_id, MAX_ID_LENGTH, "the lead id")
+        if reason is not None:
+            return BadRow(line, plan.header[plan.id_index], reason)
         values: dict[str, FieldValue] = {}
         for index, known, name, column in self.cells:
             raw = cells[index]
@@ -516,6 +660,9 @@ class _Checker:
                 if stage is None:
                     stage = plan.stages.get(normalise(raw))
                 if stage is None:
+                    reason = bad_text(raw, MAX_ID_LENGTH, "the stage")
+                    if reason is not None:
+                        return BadRow(line, plan.header[plan.stage_index], reason)
                     hint = did_you_mean(normalise(raw), self.cf.flow.stage_names)
                     return BadRow(
                         line,
@@ -532,10 +679,16 @@ class _Checker:
             try:
                 at = self._time(raw)
             except BadInput as err:
-                if self.first_bad_date is None:
+                reason = bad_text(raw, MAX_ID_LENGTH, "the time")
+                if reason is None and self.first_bad_date is None:
                     self.first_bad_date = (line, raw)
-                return BadRow(line, plan.header[plan.at_index], err.message)
-            self.dates_read += 1
+                return BadRow(line, plan.header[plan.at_index], reason or err.message)
+            self.dates_read += 1  # a time, even if out of range: the format is right
+            if not MIN_TIME <= at < MAX_TIME:
+                try:
+                    check_time(at, "the time")
+                except BadInput as err:
+                    return BadRow(line, plan.header[plan.at_index], err.message)
         return _Row(line, lead_id, values, stage, at)
 
     def check(self, raw_rows: list[tuple[int, list[str]]]) -> list[_Row | BadRow]:
@@ -674,12 +827,11 @@ def _check_date_format(date_format: str | None) -> None:
 class _Tally:
     rows: int = 0
     imported: int = 0
-    created: int = 0
-    updated: int = 0
-    moves: int = 0
-    placed: int = 0
     bad: int = 0
     shown: list[BadRow] = field(default_factory=list)
+    # The lines of the bad rows, in file order: the second pass, judging
+    # again, must find the same ones.
+    bad_lines: array[int] = field(default_factory=lambda: array("q"))
     # The first pass's judgement, chunk by chunk, kept for the second pass
     # while the file is small enough (None: judge again while applying).
     # Each entry: the chunk's raw rows, their verdicts, the bytes they span.
@@ -687,8 +839,34 @@ class _Tally:
 
     def bad_row(self, row: BadRow) -> None:
         self.bad += 1
+        self.bad_lines.append(row.line)
         if len(self.shown) < SHOWN_BAD_ROWS:
             self.shown.append(row)
+
+
+class _Entries(list[AuditEntry]):
+    """The audit entries of the import's transaction, counted as they come.
+    They are kept only when `on_enter` callbacks will want them: a large
+    file makes millions."""
+
+    def __init__(self, keep: bool) -> None:
+        super().__init__()
+        self.keep = keep
+        self.created = self.moves = self.placed = 0
+
+    def append(self, entry: AuditEntry) -> None:
+        if entry.from_stage is None:
+            self.created += 1
+        else:
+            self.moves += 1
+        if entry.kind == "import":
+            self.placed += 1
+        if self.keep:
+            super().append(entry)
+
+    def clear(self) -> None:
+        self.created = self.moves = self.placed = 0
+        super().clear()
 
 
 def import_csv(
@@ -719,10 +897,13 @@ def import_csv(
     `date_format` for `datetime.strptime`); without it every row happens
     now.  Blank cells and the `nulls` placeholders unset a field.
 
-    A file with bad rows is refused whole (`BadRows`) unless `skip_bad`
-    names a CSV file to write them to, with a ``reason`` column.  Raises
-    `BadInput` for an unusable file, `NotFound` for an unknown flow or
-    field; in every such case nothing is written."""
+    All or nothing: the rows are applied in one transaction, so the file
+    lands whole or not at all.  A file with bad rows is refused whole
+    (`BadRows`) unless `skip_bad` names a CSV file to write them to, with a
+    ``reason`` column; that file is written and closed before the database
+    is touched.  Raises `BadInput` for an unusable file, `NotFound` for an
+    unknown flow or field; in every such case nothing is written.
+    `chunk` rows are judged and written at a time (memory stays bounded)."""
     started = time.perf_counter()
     if chunk < 1:
         raise BadInput(f"the chunk size must be at least 1, not {chunk}")
@@ -764,39 +945,53 @@ def import_csv(
             )
 
         first = checker()
-        found = _first_pass(rows, first, chunk, _Reporter(source, progress))
+        rejects = None if skip_to is None else _Rejects(skip_to, header[1])
+        try:
+            found = _first_pass(rows, first, chunk, _Reporter(source, progress), rejects)
+            if rejects is not None:
+                rejects.close()  # before anything is written to the database
+        finally:
+            if rejects is not None:
+                rejects.abandon()
     if found.bad and skip_to is None:
         raise BadRows(name, tuple(found.shown), found.bad)
-    tally = _Tally()
-    second = first if found.kept is not None else checker()
-    with closing(source.rows()) as rows:
-        next(rows)  # the header
-        reporter = _Reporter(source, progress)
-        if found.kept is not None:
-            # Judged once: the first pass's verdicts (progress by their bytes).
-            judged = ((raw, verdicts) for raw, verdicts, _ in found.kept)
+    entries = _Entries(keep=bool(getattr(engine, "_callbacks", True)))
+    done: list[tuple[_Tally, _Checker]] = []
+
+    def body(tx: Transaction) -> None:
+        # The whole second pass, in the one transaction `engine._run` gives
+        # (and retries whole on a conflict): the file is read again from
+        # its start each time.
+        done.clear()
+        tally = _Tally()
+        if found.kept is not None:  # judged once: the first pass's verdicts
             spans = iter([size for _, _, size in found.kept])
             reporter = _Reporter(source, progress, lambda: next(spans, 0))
-        else:
-            judged = ((raw, second.check(raw)) for raw in chunked(rows, chunk))
-        if skip_to is not None and found.bad:
-            with _open_rejects(skip_to) as out:
-                writer = csv.writer(out)
-                reason = REASON_COLUMN if REASON_COLUMN not in plan.header else f"import_{REASON_COLUMN}"
-                writer.writerow([*header[1], reason])
-                _second_pass(engine, cf, judged, second, reporter, tally, writer)
-        else:
-            _second_pass(engine, cf, judged, second, reporter, tally, None)
+            chunks = iter([(raw, verdicts) for raw, verdicts, _ in found.kept])
+            _second_pass(engine, cf, tx, chunks, first, found, reporter, tally, entries)
+            _same_file(source)
+            done.append((tally, first))
+            return
+        second = checker()
+        with closing(source.rows()) as again:
+            next(again)  # the header
+            judged = ((raw, second.check(raw)) for raw in chunked(again, chunk))
+            _second_pass(engine, cf, tx, judged, second, found, _Reporter(source, progress), tally, entries)
+        _same_file(source)
+        done.append((tally, second))
+
+    engine._run(body, entries)
+    tally, judge = done[0]
     return ImportResult(
         path=name,
         flow=cf.name,
         version=cf.version,
         rows=tally.rows,
         imported=tally.imported,
-        created=tally.created,
-        updated=second.updated,
-        moves=tally.moves,
-        placed=tally.placed,
+        created=entries.created,
+        updated=judge.updated,
+        moves=entries.moves,
+        placed=entries.placed,
         bad=tally.bad,
         bad_rows=tuple(tally.shown),
         skipped_to=skip_to if tally.bad else None,
@@ -824,28 +1019,82 @@ class _Reporter:
         self.done = read
 
 
-def _open_rejects(path: str) -> IO[str]:
-    try:
-        return open(path, "w", encoding="utf-8", newline="")
-    except OSError as err:
-        raise BadInput(f"cannot write {path}: {err.strerror or err}") from None
+class _Rejects:
+    """The ``--skip-bad`` file: the bad rows as they were read, with a reason
+    column, through `safe_row` (so a spreadsheet runs no formula, and an
+    import reads the cells back as they were).  Opened at the first bad row;
+    every failure to write it is one `BadInput` sentence."""
+
+    def __init__(self, path: str, header: list[str]) -> None:
+        self.path = path
+        self.header = header
+        self._out: IO[str] | None = None
+        self._writer: Any = None
+
+    def _fail(self, err: OSError) -> BadInput:
+        return BadInput(f"cannot write {self.path}: {err.strerror or err}; nothing was imported")
+
+    def write(self, cells: list[str], row: BadRow) -> None:
+        try:
+            if self._writer is None:
+                self._out = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by close/abandon)
+                self._writer = csv.writer(self._out)
+                reason = REASON_COLUMN if REASON_COLUMN not in self.header else f"import_{REASON_COLUMN}"
+                self._writer.writerow(safe_row([*self.header, reason]))
+            self._writer.writerow(safe_row([*cells, str(row)]))
+        except OSError as err:
+            raise self._fail(err) from None
+
+    def close(self) -> None:
+        """Flush and close the file, or say why it could not be written."""
+        out, self._out = self._out, None
+        if out is None:
+            return
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.ENOTSUP):  # a device that cannot sync
+                with suppress(OSError):
+                    out.close()
+                raise self._fail(err) from None
+        try:
+            out.close()
+        except OSError as err:
+            raise self._fail(err) from None
+
+    def abandon(self) -> None:
+        """Close the file after a failure (nothing more to report)."""
+        out, self._out = self._out, None
+        if out is not None:
+            with suppress(OSError):
+                out.close()
 
 
 KEPT_ROWS = 50_000  # rows whose verdicts the first pass keeps for the second
 
 
 def _first_pass(
-    rows: Iterator[tuple[int, list[str]]], checker: _Checker, chunk: int, report: _Reporter
+    rows: Iterator[tuple[int, list[str]]],
+    checker: _Checker,
+    chunk: int,
+    report: _Reporter,
+    rejects: _Rejects | None,
 ) -> _Tally:
-    """Judge every row; write nothing.  Up to `KEPT_ROWS` rows, the
-    verdicts are kept for the second pass."""
+    """Judge every row; write nothing to the database, and the bad rows to
+    `rejects` if given.  Up to `KEPT_ROWS` rows, the verdicts are kept for
+    the second pass."""
     found = _Tally(kept=[])
     for raw_rows in chunked(rows, chunk):
         verdicts = checker.check(raw_rows)
+        cells_of: dict[int, list[str]] | None = None
         for judged in verdicts:
             found.rows += 1
             if isinstance(judged, BadRow):
                 found.bad_row(judged)
+                if rejects is not None:
+                    cells_of = cells_of or dict(raw_rows)
+                    rejects.write(cells_of[judged.line], judged)
         before = report.done
         report()
         if found.kept is not None:
@@ -859,67 +1108,72 @@ def _first_pass(
 def _second_pass(
     engine: Engine,
     cf: CompiledFlow,
+    tx: Transaction,
     chunks: Iterator[tuple[list[tuple[int, list[str]]], list[_Row | BadRow]]],
     checker: _Checker,
+    found: _Tally,
     report: _Reporter,
     tally: _Tally,
-    rejects: Any,
+    entries: list[AuditEntry],
 ) -> None:
-    """Apply the good rows, a transaction per chunk; bad ones go to `rejects`
-    (a csv writer), or stop the import when there is none."""
-    for raw_rows, verdicts in chunks:
+    """Apply the good rows in `tx`, chunk by chunk.  The bad rows must be
+    those the first pass found (and wrote to the rejects file): otherwise
+    the file or the database changed in between, and nothing is imported."""
+    expected = iter(found.bad_lines)
+    label = os.path.basename(checker.path)
+    for _raw_rows, verdicts in chunks:
         good: list[_Row] = []
-        cells_of = dict(raw_rows) if rejects is not None else {}
         for judged in verdicts:
             tally.rows += 1
             if isinstance(judged, _Row):
                 good.append(judged)
                 continue
-            if rejects is None:
-                raise BadInput(
-                    f"{checker.path} or the database changed during the import ({judged}); the rows "
-                    f"before line {judged.line} were imported"
-                )
+            if next(expected, None) != judged.line:
+                raise _changed(checker.path, judged)
             tally.bad_row(judged)
-            rejects.writerow([*cells_of[judged.line], str(judged)])
         if good:
-            _apply(engine, cf, good, tally, checker.path)
+            _apply(engine, cf, tx, good, entries, label)
+            tally.imported += len(good)
         report()
+    missing = next(expected, None)
+    if missing is not None:
+        raise _changed(checker.path, f"line {missing} is no longer a bad row")
 
 
-def _apply(engine: Engine, cf: CompiledFlow, rows: list[_Row], tally: _Tally, path: str) -> None:
-    """One chunk of good rows in one transaction (retried whole on conflict)."""
-    entries: list[AuditEntry] = []
-    label = os.path.basename(path)
+def _same_file(source: _Source) -> None:
+    if not source.unchanged():
+        raise BadInput(f"{source.path} changed during the import; nothing was imported (run it again)")
 
-    def body(tx: Transaction) -> None:
-        with write_behind(tx, (row.lead_id for row in rows)) as work_tx:
-            work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
-            for row in rows:
-                work.at = row.at
-                lead = work_tx.lock_lead(row.lead_id)
-                if row.stage is None:
-                    if lead is None:
-                        work.create(row.lead_id, cf, row.values)
-                    else:
-                        work.set_fields(lead, row.values)
-                    continue
-                reason = f"{label} line {row.line}"
-                if lead is None:  # created where the row says it stands
-                    work.create(row.lead_id, cf, row.values, stage=row.stage, reason=reason)
+
+def _changed(path: str, what: object) -> BadInput:
+    return BadInput(
+        f"{path} or the database changed during the import ({what}); nothing was imported (run it again)"
+    )
+
+
+def _apply(
+    engine: Engine, cf: CompiledFlow, tx: Transaction, rows: list[_Row], entries: list[AuditEntry], label: str
+) -> None:
+    """One chunk of good rows, in the import's transaction `tx`: the chunk's
+    leads are read at once and its writes held until its end (write-behind
+    keeps memory bounded by the chunk, not the file)."""
+    with write_behind(tx, (row.lead_id for row in rows)) as work_tx:
+        work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
+        for row in rows:
+            work.at = row.at
+            lead = work_tx.lock_lead(row.lead_id)
+            if row.stage is None:
+                if lead is None:
+                    work.create(row.lead_id, cf, row.values)
                 else:
-                    lead = work.set_fields(lead, row.values, progress=False)
-                    work.place(lead, row.stage, "import", reason)
-
-    engine._run(body, entries)
-    tally.imported += len(rows)
-    for entry in entries:
-        if entry.from_stage is None:
-            tally.created += 1
-        else:
-            tally.moves += 1
-        if entry.kind == "import":
-            tally.placed += 1
+                    work.set_fields(lead, row.values)
+                continue
+            reason = f"{label} line {row.line}"
+            if lead is None:  # created where the row says it stands
+                work.create(row.lead_id, cf, row.values, stage=row.stage, reason=reason)
+            else:
+                lead = work.set_fields(lead, row.values, progress=False)
+                work.place(lead, row.stage, "import", reason)
 
 
 __all__ = ["DEFAULT_NULLS", "BadRow", "BadRows", "ImportResult", "import_csv", "normalise"]
