@@ -364,7 +364,9 @@ class _Column:
         if reason is not None:
             raise BadInput(reason)
         try:
-            value = coerce(definition, raw, self.nulls)
+            whole = _WHOLE.fullmatch(raw) if kind in _NUMERIC and raw not in self.nulls else None
+            # A whole number is read exactly (a float would round -2**63 - 1 into range).
+            value = int(raw) if whole is not None else coerce(definition, raw, self.nulls)
         except (ValueError, OverflowError):  # int() of over 4,300 digits, say
             raise BadInput(
                 f'field "{self.field}" is {definition.type}; the value is not a number saleflow can hold'
@@ -390,6 +392,7 @@ class _Column:
 
 
 _NUMERIC = frozenset({"int", "number", "money"})
+_WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 
 def bad_text(value: str, limit: int, what: str = "the value") -> str | None:
