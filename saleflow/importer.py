@@ -633,6 +633,18 @@ class _Checker:
                 raise BadInput(f'"{raw}" is not a time in the format "{self.date_format}"') from None
         return moment
 
+    def _readable(self, raw: str) -> bool:
+        """Whether `raw` is written as a time (if not one Python can hold in UTC)."""
+        text = raw.strip()
+        try:
+            if self.date_format is None:
+                datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+            else:
+                datetime.strptime(text, self.date_format)
+        except ValueError:
+            return False
+        return True
+
     def _one(self, line: int, cells: list[str]) -> _Row | BadRow:
         plan = self.plan
         if len(cells) != self.width:
@@ -683,7 +695,9 @@ class _Checker:
                 at = self._time(raw)
             except BadInput as err:
                 reason = bad_text(raw, MAX_ID_LENGTH, "the time")
-                if reason is None and self.first_bad_date is None:
+                if reason is None and self._readable(raw):
+                    self.dates_read += 1  # in the format, but out of range in UTC
+                elif reason is None and self.first_bad_date is None:
                     self.first_bad_date = (line, raw)
                 return BadRow(line, plan.header[plan.at_index], reason or err.message)
             self.dates_read += 1  # a time, even if out of range: the format is right
