@@ -624,3 +624,40 @@ def test_odd_files_never_crash_and_a_refusal_changes_nothing(
         assert written[0][-1] in ("reason", "import_reason") and len(written) >= 2
     with shop(url) as engine:
         assert engine.verify() == []
+
+
+def test_a_database_changed_between_the_passes_imports_nothing(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file is judged again while it is applied; a row that turned bad
+    in between (another process wrote its lead) stops the import whole,
+    even with --skip-bad, whose file was written from the first pass."""
+    import saleflow.importer as importer
+
+    monkeypatch.setattr(importer, "KEPT_ROWS", 0)
+    seeded(sqlite_url)
+    path = tmp_path / "race.csv"
+    rows = [_row(id=f"r{n}", at=f"2024-01-0{n}") for n in range(1, 6)] + [_row(id="r2", employees="many")]
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    calls: list[int] = []
+
+    def progress(size: int) -> None:
+        calls.append(size)
+        if len(calls) == 3:  # the first pass has judged the file; another process creates r4
+            with shop(sqlite_url) as other:
+                other.add_lead("r4", flow="shop", at=datetime(2024, 3, 1, tzinfo=UTC))
+
+    with shop(sqlite_url) as engine:
+        with pytest.raises(BadInput, match=r"or the database changed during the import \(line 5"):
+            engine.import_csv(
+                path,
+                flow="shop",
+                id_column="id",
+                at_column="at",
+                chunk=2,
+                skip_bad=tmp_path / "rejects.csv",
+                progress=progress,
+            )
+        assert sorted(lead.id for lead in engine.leads(flow="shop")) == ["keep", "r4"]
+        assert "many" in (tmp_path / "rejects.csv").read_text(encoding="utf-8")
+        assert engine.verify() == []
