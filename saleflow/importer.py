@@ -931,6 +931,8 @@ def import_csv(
     if skip_to is not None and os.path.abspath(skip_to) == os.path.abspath(name):
         raise BadInput(f"--skip-bad must name another file than the one imported ({name})")
     source = _Source(name)
+    if skip_to is not None and _same_file(skip_to, source):
+        raise BadInput(f"--skip-bad must name another file than the one imported ({name})")
     null_set = frozenset((nulls,) if isinstance(nulls, str) else nulls)
     with closing(source.rows()) as rows:
         header = next(rows, None)
@@ -986,7 +988,7 @@ def import_csv(
             reporter = _Reporter(source, progress, lambda: next(spans, 0))
             chunks = iter([(raw, verdicts) for raw, verdicts, _ in found.kept])
             _second_pass(engine, cf, tx, chunks, first, found, reporter, tally, entries)
-            _same_file(source)
+            _check_unchanged(source)
             done.append((tally, first))
             return
         second = checker()
@@ -994,7 +996,7 @@ def import_csv(
             next(again)  # the header
             judged = ((raw, second.check(raw)) for raw in chunked(again, chunk))
             _second_pass(engine, cf, tx, judged, second, found, _Reporter(source, progress), tally, entries)
-        _same_file(source)
+        _check_unchanged(source)
         done.append((tally, second))
 
     engine._run(body, entries)
@@ -1157,7 +1159,16 @@ def _second_pass(
         raise _changed(checker.path, f"line {missing} is no longer a bad row")
 
 
-def _same_file(source: _Source) -> None:
+def _same_file(path: str, source: _Source) -> bool:
+    """Whether `path` is the file `source` reads (by another name, a link)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == source.identity[:2]
+
+
+def _check_unchanged(source: _Source) -> None:
     if not source.unchanged():
         raise BadInput(f"{source.path} changed during the import; nothing was imported (run it again)")
 

@@ -661,3 +661,21 @@ def test_a_database_changed_between_the_passes_imports_nothing(
         assert sorted(lead.id for lead in engine.leads(flow="shop")) == ["keep", "r4"]
         assert "many" in (tmp_path / "rejects.csv").read_text(encoding="utf-8")
         assert engine.verify() == []
+
+
+def test_skip_bad_onto_the_input_by_another_name_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    """The rejects file is written while the input is read: a link to the
+    input would truncate it."""
+    seeded(sqlite_url)
+    path = tmp_path / "mixed.csv"
+    content = f"{HEADER}\n{_row(id='good')}\n{_row(id='bad', employees='many')}\n"
+    path.write_text(content, encoding="utf-8")
+    (tmp_path / "link.csv").symlink_to(path)
+    os.link(path, tmp_path / "hard.csv")
+    before = dump(sqlite_url)
+    for other in ("link.csv", "hard.csv", "./mixed.csv"):
+        result = invoke(sqlite_url, path, "--skip-bad", str(tmp_path / other))
+        assert result.exit_code == 2
+        assert "--skip-bad must name another file than the one imported" in one_sentence(result)
+    assert path.read_text(encoding="utf-8") == content
+    assert dump(sqlite_url) == before
