@@ -1139,7 +1139,9 @@ def _second_pass(
     those the first pass found (and wrote to the rejects file): otherwise
     the file or the database changed in between, and nothing is imported."""
     expected = iter(found.bad_lines)
-    label = os.path.basename(checker.path)
+    # The file's name goes into each placed lead's history: as text a
+    # database stores (a name that is not UTF-8 gets U+FFFD for its bytes).
+    label = os.fsencode(os.path.basename(checker.path)).decode("utf-8", "replace")
     for _raw_rows, verdicts in chunks:
         good: list[_Row] = []
         for judged in verdicts:

@@ -679,3 +679,16 @@ def test_skip_bad_onto_the_input_by_another_name_is_refused(sqlite_url: str, tmp
         assert "--skip-bad must name another file than the one imported" in one_sentence(result)
     assert path.read_text(encoding="utf-8") == content
     assert dump(sqlite_url) == before
+
+
+def test_a_file_name_that_is_not_utf8_goes_into_the_history_as_text(db_url: str, tmp_path: Path) -> None:
+    """The file's name is part of an `import` move's reason: a name whose
+    bytes are not UTF-8 must not fail the transaction at the database."""
+    seeded(db_url)
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.csv"))
+    path.write_text(f"{HEADER}\n{_row(id='n9', stage='known')}\n", encoding="utf-8")
+    with shop(db_url) as engine:
+        assert engine.import_csv(path, flow="shop", id_column="id", stage_column="stage").placed == 1
+        (entry,) = engine.history("n9")
+        assert entry.reason == "caf\ufffd.csv line 2"
+        assert engine.verify() == []
