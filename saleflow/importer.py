@@ -819,6 +819,9 @@ class _Checker:
 def _check_date_format(date_format: str | None) -> None:
     if date_format is None:
         return
+    reason = bad_text(date_format, MAX_ID_LENGTH, "--date-format")
+    if reason is not None:
+        raise BadInput(reason)
     if "%" not in date_format:
         raise BadInput(f'--date-format "{date_format}" has no % directive (for example "%d/%m/%Y")')
     if "%Z" in date_format:
@@ -831,7 +834,7 @@ def _check_date_format(date_format: str | None) -> None:
     sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
     try:
         datetime.strptime(sample.strftime(date_format), date_format)
-    except ValueError as err:
+    except (ValueError, re.error) as err:  # re.error: a directive twice ("%Y %Y")
         raise BadInput(f'--date-format "{date_format}" is not a valid format ({err})') from None
 
 

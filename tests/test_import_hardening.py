@@ -568,14 +568,18 @@ def csv_files(draw: Any) -> bytes:
 
 
 OPTIONS = st.lists(
-    st.sampled_from(
-        [
-            ("--at-column", "at"),
-            ("--stage-column", "stage"),
-            ("--skip-bad", "{rejects}"),
-            ("--date-format", "%Y-%m-%d"),
-            ("--null", "N/A"),
-        ]
+    st.one_of(
+        st.sampled_from(
+            [
+                ("--at-column", "at"),
+                ("--stage-column", "stage"),
+                ("--skip-bad", "{rejects}"),
+                ("--date-format", "%Y-%m-%d"),
+                ("--null", "N/A"),
+            ]
+        ),
+        st.tuples(st.just("--date-format"), st.text(alphabet="%YmdHMSzZpI -/:T\x00é", max_size=12)),
+        st.tuples(st.just("--null"), CELL),
     ),
     unique=True,
     max_size=3,
@@ -692,3 +696,22 @@ def test_a_file_name_that_is_not_utf8_goes_into_the_history_as_text(db_url: str,
         (entry,) = engine.history("n9")
         assert entry.reason == "caf\ufffd.csv line 2"
         assert engine.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("date_format", "fragment"),
+    [
+        ("%Y-%m-%d %Y", "is not a valid format"),
+        ("%d\udcff%m", "--date-format is not valid Unicode"),
+        ("%d\x00%m", "--date-format holds a NUL byte"),
+        ("%Y" * 200, "--date-format is 400 characters long"),
+    ],
+)
+def test_an_odd_date_format_is_one_sentence(
+    sqlite_url: str, tmp_path: Path, date_format: str, fragment: str
+) -> None:
+    seeded(sqlite_url)
+    path = tmp_path / "ok.csv"
+    path.write_text(f"{HEADER}\n{_row()}\n", encoding="utf-8")
+    with shop(sqlite_url) as engine, pytest.raises(BadInput, match=fragment):
+        engine.import_csv(path, flow="shop", id_column="id", at_column="at", date_format=date_format)
