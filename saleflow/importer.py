@@ -42,14 +42,14 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
-from typing import IO, TYPE_CHECKING, Any
+from functools import partial, wraps
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .coerce import as_utc, coerce, parse_time
 from .compile import CompiledFlow
 from .csvcell import safe_row, unescape_cell
 from .engine import chunked, write_behind
-from .errors import BadInput, NotFound, did_you_mean
+from .errors import BadInput, NotFound, SaleflowError, did_you_mean
 from .limits import (
     MAX_CSV_ROW_BYTES,
     MAX_ID_LENGTH,
@@ -69,6 +69,9 @@ from .store.sql import SqlStore
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_NULLS: tuple[str, ...] = ("Select",)
 SHOWN_BAD_ROWS = 20
@@ -94,9 +97,39 @@ class BadRow:
     column: str | None
     reason: str
 
+    def __post_init__(self) -> None:  # the reason quotes cells, which may hold line breaks
+        object.__setattr__(self, "reason", one_line(self.reason))
+        if self.column is not None:
+            object.__setattr__(self, "column", one_line(self.column))
+
     def __str__(self) -> str:
         where = f'line {self.line}, column "{self.column}"' if self.column else f"line {self.line}"
         return f"{where}: {self.reason}"
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters, line and paragraph separators
+    and lone surrogates written as escapes (``\\n``, ``\\x1e``): a message that
+    quotes a cell or a file name stays one printable line."""
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _one_line_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """`function`, whose saleflow errors' messages are made `one_line`."""
+
+    @wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except SaleflowError as err:
+            err.message = one_line(err.message)
+            err.args = (err.message,)
+            raise
+
+    return wrapper
 
 
 class BadRows(BadInput):
@@ -889,6 +922,7 @@ class _Entries(list[AuditEntry]):
         super().clear()
 
 
+@_one_line_errors
 def import_csv(
     engine: Engine,
     path: str | os.PathLike[str],

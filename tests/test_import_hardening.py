@@ -619,13 +619,17 @@ def test_odd_files_never_crash_and_a_refusal_changes_nothing(
     assert result.exit_code in (0, 2), result.output
     event(f"exit {result.exit_code}")
     if result.exit_code == 2:
-        assert result.stderr.splitlines()[-1].startswith("error: "), result.stderr
+        *listed, last = result.stderr.splitlines()
+        assert last.startswith("error: "), result.stderr
+        # before it, only the listing of bad rows, a line each
+        assert all(line.startswith((f"{path}: line ", "… and ")) for line in listed), result.stderr
         assert dump(url) == before
         return
     if rejects.exists():  # what was set aside reads back as a CSV file with a reason
         with rejects.open(newline="", encoding="utf-8") as handle:
             written = list(csv.reader(handle))
         assert written[0][-1] in ("reason", "import_reason") and len(written) >= 2
+        assert all("\n" not in row[-1] and "\r" not in row[-1] for row in written[1:])
     with shop(url) as engine:
         assert engine.verify() == []
 
@@ -715,3 +719,16 @@ def test_an_odd_date_format_is_one_sentence(
     path.write_text(f"{HEADER}\n{_row()}\n", encoding="utf-8")
     with shop(sqlite_url) as engine, pytest.raises(BadInput, match=fragment):
         engine.import_csv(path, flow="shop", id_column="id", at_column="at", date_format=date_format)
+
+
+def test_a_reason_quoting_a_cell_with_line_breaks_stays_one_line(db_url: str, tmp_path: Path) -> None:
+    seeded(db_url)
+    path = tmp_path / "breaks.csv"
+    row = _row(id="n2", tier="gold\nor\u2028\x1esilver")
+    path.write_text(f"{HEADER}\n{row}\n", encoding="utf-8")
+    before = dump(db_url)
+    result = invoke(db_url, path)
+    assert result.exit_code == 2
+    message = one_sentence(result)
+    assert '"gold\\nor\\u2028\\x1esilver" is not' in message
+    assert dump(db_url) == before
