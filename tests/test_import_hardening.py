@@ -268,9 +268,16 @@ def _refuse_lead(url: str, lead_id: str) -> None:
         engine.dispose()
 
 
-def test_the_database_refusing_row_2201_leaves_nothing_behind(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kept", [50_000, 0], ids=["verdicts-kept", "judged-again"])
+def test_the_database_refusing_row_2201_leaves_nothing_behind(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
     """Rows 1-2,200 were written (two chunks) when the database refuses the
-    third chunk: the whole file is rolled back, on both backends."""
+    third chunk: the whole file is rolled back, on both backends, whether
+    the second pass reuses the first pass's verdicts or judges again."""
+    import saleflow.importer as importer
+
+    monkeypatch.setattr(importer, "KEPT_ROWS", kept)
     seeded(db_url)
     _refuse_lead(db_url, "lead-2201")
     path = tmp_path / "big.csv"
