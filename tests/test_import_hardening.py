@@ -275,7 +275,7 @@ def test_the_database_refusing_row_2201_leaves_nothing_behind(
     """Rows 1-2,200 were written (two chunks) when the database refuses the
     third chunk: the whole file is rolled back, on both backends, whether
     the second pass reuses the first pass's verdicts or judges again."""
-    import saleflow.importer as importer
+    import saleflow.importer.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", kept)
     seeded(db_url)
@@ -647,7 +647,7 @@ def test_a_database_changed_between_the_passes_imports_nothing(
     """A big file is judged again while it is applied; a row that turned bad
     in between (another process wrote its lead) stops the import whole,
     even with --skip-bad, whose file was written from the first pass."""
-    import saleflow.importer as importer
+    import saleflow.importer.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", 0)
     seeded(sqlite_url)
