@@ -39,7 +39,7 @@ from .records import (
     Store,
     Transaction,
 )
-from .store import open_store
+from .store import Corrupt, open_store
 
 if TYPE_CHECKING:
     from .importer import ImportResult
@@ -515,9 +515,26 @@ class Engine:
                             work.reevaluate(lead, sla=sla)
                 return work.breaches
 
-            breaches += self._run(body, entries)  # of the attempt that committed
+            try:
+                breaches += self._run(body, entries)  # of the attempt that committed
+            except Corrupt as err:
+                raise self._which_corrupt(err, ids) from None
             moves += len(entries)
         return TickResult(moves, breaches)
+
+    def _which_corrupt(self, err: Corrupt, ids: list[str]) -> Corrupt:
+        """`err` naming its lead: batch reads fetch a chunk's rows at once,
+        so the lead is found by reading each one alone (only on this error)."""
+        if err.lead_id is not None:
+            return err
+        for lead_id in ids:
+            try:
+                self.store.get_lead(lead_id)
+                self.store.history(lead_id)
+                self.store.events_of(lead_id)
+            except Corrupt as found:
+                return found
+        return err
 
     # ---------------------------------------------------------------- reads
     def _lead_flow(self, lead: Lead, *, stranded_ok: bool = False) -> CompiledFlow:

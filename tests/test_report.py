@@ -613,13 +613,25 @@ def test_report_csv_runs_no_formula(db_url: str, tmp_path: Path, start: str) -> 
 
     from saleflow.csvcell import unescape_cell
 
-    value = f"{start}HYPERLINK(\"http://evil.example\",\"x\")"
+    value = f'{start}HYPERLINK("http://evil.example","x")'
     with Engine.open(parse_flow(FORMULA_FLOW, "f.flow"), db=db_url, now=NOW, actor="t") as engine:
         engine.add_lead("l1", note=value, at=NOW - timedelta(days=1))
     out = tmp_path / "r.csv"
     result = CliRunner().invoke(
         main,
-        ["--db", db_url, "--now", NOW.isoformat(), "report", "--by", "note", "--format", "csv", "-o", str(out)],
+        [
+            "--db",
+            db_url,
+            "--now",
+            NOW.isoformat(),
+            "report",
+            "--by",
+            "note",
+            "--format",
+            "csv",
+            "-o",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8"), newline="")))

@@ -39,8 +39,8 @@ from .connect import (
     translate,
 )
 from .reporting import ReportQueries
-from .schema import flows, leads
-from .statements import LEAD_UPDATED, Compiled, Statements, statements
+from .schema import Corrupt, flows, leads
+from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -102,6 +102,8 @@ class SqlTransaction:
             rows = self._sql.events.all(self._cur, {"lead_id": lead_id, "cycle": cycle})
         except self._sql.error as exc:
             self._fail(exc)
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
     def insert_event(self, lead_id: str, event: EventRecord) -> None:
@@ -469,7 +471,10 @@ class SqlStore(ReportQueries):
 
     def events_of(self, lead_id: str) -> list[EventRecord]:
         """Every event of a lead, all cycles, oldest first."""
-        rows = self._fetch(self._sql.events_of, {"lead_id": lead_id})
+        try:
+            rows = self._fetch(self._sql.events_of, {"lead_id": lead_id})
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
     # -- audit ----------------------------------------------------------------
@@ -496,7 +501,7 @@ class SqlStore(ReportQueries):
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:
-    return [Lead(*row) for row in conn.execute(stmt, params)]
+    return read_leads(conn, stmt, params)
 
 
 def _cursor(conn: Connection) -> Any:
