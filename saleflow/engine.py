@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import audit as audit_mod
 from .check import check
 from .coerce import as_utc, coerce, default_actor, parse_time
-from .limits import MAX_INT32, check_id, check_int, check_text, check_time
 from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you_mean
+from .limits import MAX_INT32, check_id, check_int, check_text, check_time
 from .model import Flow
 from .parse import load_flow, parse_flow
 from .progress import Step, Work, sla_days, sla_due

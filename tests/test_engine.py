@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from saleflow import Engine
 from saleflow.errors import BadInput, NotFound, Rejected, SaleflowError
+from saleflow.limits import MAX_DAYS, MAX_TIME, MIN_TIME
 from saleflow.parse import parse_flow
 from saleflow.records import AuditEntry
-from saleflow.limits import MAX_DAYS, MAX_TIME, MIN_TIME
 from saleflow.report import Period, report_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,9 +13,9 @@ DEFAULT_URL = "sqlite:///saleflow.db"
 
 __all__ = [
     "DEFAULT_URL",
-    "Corrupt",
     "KNOWN_REVISIONS",
     "SCHEMA_HEAD",
+    "Corrupt",
     "SqlStore",
     "SqlTransaction",
     "open_store",
