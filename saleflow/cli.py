@@ -327,6 +327,14 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
+    """The lead as stored before a command changes it (for "was ..."); the
+    id is judged as the engine judges it, so bad text is one sentence."""
+    from .limits import check_id
+
+    return engine.store.get_lead(check_id(lead_id, "a lead id"))
+
+
 def _moved(before: str | None, lead: Lead) -> str:
     return f'lead "{lead.id}" is in "{lead.stage}"' + (
         f' (was "{before}")' if before and before != lead.stage else ""
@@ -387,7 +395,7 @@ def lead_set_command(
     """Set fields of a lead (an empty VALUE unsets the field)."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.set(lead_id, values, at=at)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -401,7 +409,7 @@ def lead_set_command(
 def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) -> None:
     """Move a lead to another deployed version of its flow, keeping its stage."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.migrate(lead_id, version=version)
     was = f" (was version {before.version})" if before and before.version != lead.version else " (unchanged)"
     click.echo(f'lead "{lead.id}" is on flow {lead.flow} version {lead.version}{was}, in "{lead.stage}"')
@@ -426,7 +434,7 @@ def event_command(
 ) -> None:
     """Record an event on a lead; it then moves as far as its gates allow."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.record(lead_id, event, at=at, channel=channel, content=content, count=count)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -461,7 +469,7 @@ def advance_command(
             click.echo(f"{_plural(moves, 'move')} made")
             return
         assert lead_id is not None
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.advance(lead_id, to=to, force=force, reason=reason)
     click.echo(_moved(before.stage if before else None, lead))
 

@@ -69,7 +69,8 @@ def _as_number(field: FieldDef, raw: Any) -> int | float:
     text = check_text(str(raw), f'field "{field.name}"').strip().replace("_", "")
     if len(text) > _MAX_NUMBER_TEXT:
         raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is out of range')
-    if text.isascii() and text.isdigit():  # the usual CSV cell: a whole number, exactly
+    if text.isascii() and text.lstrip("+-")[:1].isdigit() and text[1:].isdigit():
+        # a whole number (the usual CSV cell): exactly, not through a float
         return _in_range(field, int(text), raw)
     try:
         number = float(text)

@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 
+from ..limits import MAX_TIME, MIN_TIME
 from ..records import Lead
 from .schema import Corrupt, UtcDateTime, audit, events, leads, sla_breaches
 from .statements import LEAD_COLUMNS, Compiled, read_leads
@@ -88,6 +89,11 @@ class CountRow(NamedTuple):
     leads: int
 
 
+# limits.py's range of times, in microseconds since the epoch, as `_micros` reads them
+_FIRST_MICROS = round(MIN_TIME.timestamp() * 1_000_000)
+_LAST_MICROS = round(MAX_TIME.timestamp() * 1_000_000)
+
+
 def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
     """Append each fetched row to its lead's entries (or touches); rows of
     leads not in `histories` are skipped."""
@@ -103,7 +109,7 @@ def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
         for row in rows:
             found = get(row[0])
             if found is not None:
-                if row[at] is None:
+                if row[at] is None or not _FIRST_MICROS <= row[at] < _LAST_MICROS:
                     raise Corrupt(UtcDateTime.what, row[0])
                 found.append(row)
 
