@@ -37,6 +37,7 @@ from .errors import (
     SaleflowError,
     Span,
 )
+from .limits import one_line
 from .model import Flow
 from .parse import parse_flow, read_source
 
@@ -109,7 +110,7 @@ def report_error(err: Failure) -> int:
     else:
         where = f" {err.filename}" if err.filename else ""
         message, code = f"cannot use{where}: {err.strerror or err}", EXIT_BAD_INPUT
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
     return code
 
 
@@ -142,7 +143,7 @@ class SaleflowGroup(click.Group):
             code = run(*args, standalone_mode=False, **kwargs)
         except click.UsageError as err:
             command = err.ctx.command_path if err.ctx is not None else "saleflow"
-            message = err.format_message().rstrip(".")
+            message = one_line(err.format_message().rstrip("."))
             click.echo(f"error: {message} (see '{command} --help')", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except click.ClickException as err:

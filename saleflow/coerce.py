@@ -15,7 +15,17 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .errors import BadInput, did_you_mean
-from .limits import MAX_ID_LENGTH, MAX_INT, MAX_NUMBER, MAX_TIME, MIN_INT, MIN_TIME, check_text, check_time
+from .limits import (
+    MAX_ID_LENGTH,
+    MAX_INT,
+    MAX_NUMBER,
+    MAX_TIME,
+    MIN_INT,
+    MIN_TIME,
+    check_text,
+    check_time,
+    one_line,
+)
 from .model import FieldDef
 from .records import FieldValue
 
@@ -37,7 +47,7 @@ def _shown(raw: Any) -> str:
     if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 128:
         return "a number of more than 38 digits"
     text = str(raw)
-    return f'"{text}"' if len(text) <= 40 else f"a value of {len(text):,} characters"
+    return f'"{one_line(text)}"' if len(text) <= 40 else f"a value of {len(text):,} characters"
 
 
 def _in_range(field: FieldDef, number: int | float, raw: Any) -> int | float:
@@ -99,7 +109,7 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
     if kind == "int":
         number = _as_number(field, raw)
         if isinstance(number, float):
-            raise BadInput(f'field "{field.name}" is int; "{raw}" is not a whole number')
+            raise BadInput(f'field "{field.name}" is int; {_shown(raw)} is not a whole number')
         return number
     if kind in ("number", "money"):
         return _as_number(field, raw)
@@ -111,7 +121,7 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
             return True
         if word in FALSE_WORDS:
             return False
-        raise BadInput(f'field "{field.name}" is bool; "{raw}" is not true or false')
+        raise BadInput(f'field "{field.name}" is bool; {_shown(raw)} is not true or false')
     if kind == "date":
         return _as_date(field, raw)
     # enum
@@ -125,7 +135,8 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
         hint = did_you_mean(value, field.type.choices)
         choices = ", ".join(field.type.choices)
         raise BadInput(
-            f'field "{field.name}" is one of [{choices}]; "{raw}" is not' + (f" ({hint})" if hint else "")
+            f'field "{field.name}" is one of [{choices}]; {_shown(raw)} is not'
+            + (f" ({hint})" if hint else "")
         )
     return value
 
