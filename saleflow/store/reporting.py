@@ -89,9 +89,11 @@ class CountRow(NamedTuple):
     leads: int
 
 
-# limits.py's range of times, in microseconds since the epoch, as `_micros` reads them
-_FIRST_MICROS = round(MIN_TIME.timestamp() * 1_000_000)
-_LAST_MICROS = round(MAX_TIME.timestamp() * 1_000_000)
+# limits.py's range of times in microseconds since the epoch, with a day to
+# spare (SQLite's date functions work in floating point near the ends)
+_DAY_MICROS = 86_400 * 1_000_000
+_FIRST_MICROS = round(MIN_TIME.timestamp() * 1_000_000) - _DAY_MICROS
+_LAST_MICROS = round(MAX_TIME.timestamp() * 1_000_000) + _DAY_MICROS
 
 
 def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
