@@ -317,6 +317,17 @@ def test_unusable_sqlite_paths(tmp_path: Path) -> None:
         ("mysql://root@localhost/db", "SQLite or PostgreSQL"),
         ("postgresql+asyncpg://u@localhost/db", "unsupported PostgreSQL driver"),
         ("sqlite+aiosqlite:///x.db", "unsupported SQLite driver"),
+        # issue 8: every malformed shape is one sentence, not SQLAlchemy's five lines
+        ("sqlite://host:99/x.db", "names a host"),
+        ("sqlite://host/x.db", "names a host"),
+        ("sqlite://user:pw@/x.db", "names a host"),
+        ("sqlite:///:memory:?timeout=soon", "cannot use the database in memory"),
+        ("sqlite:///:memory:?check_same_thread=maybe", "cannot use the database in memory"),
+        ("postgresql://u@h:port/d", "not a database URL"),
+        ("postgresql://u@[::1/d", "not a database URL"),
+        ("sqlite:///x\x00.db", "NUL byte"),
+        ("sqlite:///x\udcff.db", "not valid Unicode"),
+        ("", "not a database URL"),
     ],
 )
 def test_bad_urls(url: str, fragment: str) -> None:
