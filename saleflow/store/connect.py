@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from ..errors import BadInput, Conflict, SaleflowError, StoreError
 from ..jsontext import compact
 from ..limits import MAX_ID_LENGTH, check_text
-from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
+from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
 
 BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another (SQLite busy_timeout, PostgreSQL lock_timeout)
 CONNECT_TIMEOUT_S = 5
@@ -239,6 +239,10 @@ def translate(
     if name.startswith("SQLITE_FULL"):
         return StoreError(f"the disk holding the database {where} is full")
     psycopg = type(orig).__module__.startswith("psycopg")
+    if psycopg and state is None and type(orig).__name__ == "DataError":
+        # The driver could not load a stored value (a timestamp of
+        # 'infinity'): nothing saleflow writes.
+        return Corrupt(f"a value saleflow cannot read ({reason})")
     operational = any(cls.__name__ == "OperationalError" for cls in type(orig).__mro__)
     if invalidated or (
         psycopg and ((state is None and operational) or (state or "").startswith(("08", "57P")))

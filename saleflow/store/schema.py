@@ -62,7 +62,8 @@ class Corrupt(StoreError):
         )
 
     def naming(self, lead_id: str) -> Corrupt:
-        return Corrupt(self.what, lead_id)
+        """This error, naming `lead_id` unless it names a lead already."""
+        return self if self.lead_id is not None else Corrupt(self.what, lead_id)
 
 
 _DECODE_FAILURES = (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError)
