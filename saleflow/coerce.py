@@ -50,7 +50,7 @@ def _shown(raw: Any) -> str:
     return f'"{one_line(text)}"' if len(text) <= 40 else f"a value of {len(text):,} characters"
 
 
-def _in_range(field: FieldDef, number: int | float, raw: Any) -> int | float:
+def in_range(field: FieldDef, number: int | float, raw: Any) -> int | float:
     """`number` if the field's type holds it: a 64-bit integer for int, a
     finite number of at most MAX_NUMBER in magnitude for number and money."""
     if isinstance(number, float):
@@ -75,18 +75,18 @@ def _as_number(field: FieldDef, raw: Any) -> int | float:
     if isinstance(raw, bool):
         raise BadInput(f'field "{field.name}" is {field.type}; {raw!r} is not a number')
     if isinstance(raw, int | float):
-        return _in_range(field, raw, raw)
+        return in_range(field, raw, raw)
     text = check_text(str(raw), f'field "{field.name}"').strip().replace("_", "")
     if len(text) > _MAX_NUMBER_TEXT:
         raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is out of range')
     if text.isascii() and text.lstrip("+-")[:1].isdigit() and text[1:].isdigit():
         # a whole number (the usual CSV cell): exactly, not through a float
-        return _in_range(field, int(text), raw)
+        return in_range(field, int(text), raw)
     try:
         number = float(text)
     except ValueError:
         raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is not a number') from None
-    return _in_range(field, number, raw)
+    return in_range(field, number, raw)
 
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
