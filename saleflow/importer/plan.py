@@ -112,6 +112,7 @@ class Column:
         reason = bad_text(raw, self.limit)
         if reason is not None:
             raise BadInput(reason)
+        value: FieldValue
         try:
             whole = _WHOLE.fullmatch(raw) if kind in _NUMERIC and raw not in self.nulls else None
             # A whole number is read exactly (a float would round -2**63 - 1 into range).
