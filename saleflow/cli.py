@@ -37,6 +37,7 @@ from .errors import (
     SaleflowError,
     Span,
 )
+from .limits import one_line
 from .model import Flow
 from .parse import parse_flow, read_source
 
@@ -109,7 +110,7 @@ def report_error(err: Failure) -> int:
     else:
         where = f" {err.filename}" if err.filename else ""
         message, code = f"cannot use{where}: {err.strerror or err}", EXIT_BAD_INPUT
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
     return code
 
 
@@ -142,7 +143,7 @@ class SaleflowGroup(click.Group):
             code = run(*args, standalone_mode=False, **kwargs)
         except click.UsageError as err:
             command = err.ctx.command_path if err.ctx is not None else "saleflow"
-            message = err.format_message().rstrip(".")
+            message = one_line(err.format_message().rstrip("."))
             click.echo(f"error: {message} (see '{command} --help')", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except click.ClickException as err:
@@ -327,6 +328,14 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
+    """The lead as stored before a command changes it (for "was ..."); the
+    id is judged as the engine judges it, so bad text is one sentence."""
+    from .limits import check_id
+
+    return engine.store.get_lead(check_id(lead_id, "a lead id"))
+
+
 def _moved(before: str | None, lead: Lead) -> str:
     return f'lead "{lead.id}" is in "{lead.stage}"' + (
         f' (was "{before}")' if before and before != lead.stage else ""
@@ -387,7 +396,7 @@ def lead_set_command(
     """Set fields of a lead (an empty VALUE unsets the field)."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.set(lead_id, values, at=at)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -401,7 +410,7 @@ def lead_set_command(
 def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) -> None:
     """Move a lead to another deployed version of its flow, keeping its stage."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.migrate(lead_id, version=version)
     was = f" (was version {before.version})" if before and before.version != lead.version else " (unchanged)"
     click.echo(f'lead "{lead.id}" is on flow {lead.flow} version {lead.version}{was}, in "{lead.stage}"')
@@ -426,7 +435,7 @@ def event_command(
 ) -> None:
     """Record an event on a lead; it then moves as far as its gates allow."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.record(lead_id, event, at=at, channel=channel, content=content, count=count)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -461,7 +470,7 @@ def advance_command(
             click.echo(f"{_plural(moves, 'move')} made")
             return
         assert lead_id is not None
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.advance(lead_id, to=to, force=force, reason=reason)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -840,7 +849,7 @@ def import_command(
             else:
                 result = engine.import_csv(csv_path, flow=flow_name, id_column=id_column, **options)
         except BadRows as err:
-            for row in err.rows:
+            for row in err.rows if err.count > 1 else ():  # one bad row is named in the error
                 click.echo(f"{csv_path}: {row}", err=True)
             if err.count > len(err.rows):
                 click.echo(f"… and {_plural(err.count - len(err.rows), 'more bad row')}", err=True)
