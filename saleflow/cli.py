@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import serialise
 from .check import check
 from .coerce import default_actor, parse_time
 from .diagram import to_dot, to_mermaid
@@ -378,7 +379,7 @@ def lead_add_command(
     with open_engine(settings) as engine:
         lead = engine.add_lead(lead_id, flow=resolve_flow(engine, flow), at=at, fields=values)
         if as_json:
-            echo_json(engine.lead(lead_id).to_json())
+            echo_json(serialise.show_json(engine.lead(lead_id)))
         else:
             click.echo(
                 f'created lead "{lead.id}" in flow {lead.flow} version {lead.version}; it is in "{lead.stage}"'
@@ -490,10 +491,6 @@ def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
     click.echo(f"{_plural(ticked.moves, 'move')} made, {breaches} recorded")
 
 
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
 def _value(value: Any) -> str:
     if value is None:
         return "-"
@@ -514,7 +511,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
         view = engine.lead(lead_id)
         engine_now = engine.now()
     if as_json:
-        echo_json(view.to_json())
+        echo_json(serialise.show_json(view))
         return
     team = f" ({view.team})" if view.team else ""
     click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
@@ -552,24 +549,7 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     with open_engine(settings) as engine:
         entries = engine.history(lead_id)
     if as_json:
-        echo_json(
-            [
-                {
-                    "seq": e.seq,
-                    "from": e.from_stage,
-                    "to": e.to_stage,
-                    "kind": e.kind,
-                    "actor": e.actor,
-                    "reason": e.reason,
-                    "at": e.at.isoformat(),
-                    "cycle": e.cycle,
-                    "flow": e.flow,
-                    "version": e.version,
-                    "values": dict(e.values),
-                }
-                for e in entries
-            ]
-        )
+        echo_json(serialise.history_json(entries))
         return
     # One lead's history is short: size the stage columns to its names.
     width = max([14, *(len(_value(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)])
@@ -598,9 +578,7 @@ def leads_command(
             return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json(
-                [{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads]
-            )
+            echo_json([serialise.lead_json(lead) for lead in leads])
             return
         flow_width, stage_width = _name_widths(engine)
         count = 0
@@ -664,7 +642,7 @@ def list_overdue(
 
     found = overdue_leads(engine, flow=flow, stage=stage, team=team)
     if as_json:
-        echo_json([{**o.to_json(), "score": _number(o.lead.score)} for o in found])
+        echo_json([serialise.overdue_json(o) for o in found])
         return
     flow_width, stage_width = _name_widths(engine)
     count = 0
@@ -710,7 +688,7 @@ def report_command(
     with open_engine(settings) as engine:
         report = report_for(engine, flow, period=period, by=by)
     if fmt == "json":
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(serialise.report_json(report), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":
