@@ -39,6 +39,7 @@ from .model import (
     Literal,
     Not,
     Or,
+    Recycle,
     Ref,
     Stage,
     Window,
@@ -77,10 +78,7 @@ class _Locator:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.starts = [0]
-        for index, char in enumerate(source):
-            if char == "\n":
-                self.starts.append(index + 1)
+        self.starts = [0, *(match.end() for match in re.finditer("\n", source))]
 
     def _offset(self, line: int, column: int) -> int | None:
         if not self.source or line < 1 or line > len(self.starts):
@@ -130,8 +128,30 @@ class _Locator:
         match = re.compile(stop).search(self.source, end)
         return self._span(span.file, start, match.start() if match else len(self.source))
 
+    def names(self, span: Span, *, after: str) -> list[Span]:
+        """The span of every name written inside `span` after the first
+        match of `after`, in order, comments and strings left out: the
+        values of `one of [..]`, the stages of a recycle.  One pass, so that
+        a list of 100,000 names is located in linear time."""
+        start = self._offset(span.line, span.column)
+        end = self._offset(span.end_line, span.end_column)
+        if start is None or end is None or end <= start:
+            return []
+        anchor = re.compile(after).search(self.source, start, end)
+        if anchor is None:
+            return []
+        return [
+            self._span(span.file, match.start(1), match.end(1))
+            for match in _NAME_OR_SKIPPED.finditer(self.source, anchor.end(), end)
+            if match.group(1)
+        ]
+
     def word(self, span: Span, word: str, *, after: str | None = None, nth: int = 0) -> Span:
         return self.find(span, rf"(?<!{_WORD}){re.escape(word)}(?!{_WORD})", after=after, nth=nth)
+
+
+# A name, or something whose words are not names (a comment, a string).
+_NAME_OR_SKIPPED = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|([a-z_][a-z0-9_]*)')
 
 
 def _keyword(word: str) -> str:
@@ -179,6 +199,7 @@ class _Context:
             kinds.setdefault(name, kind)  # on a clash (reported), the first declaration wins
         self.kinds = kinds
         self.names = set(kinds)
+        self._recycles: dict[int, tuple[Recycle, list[Span]]] = {}
 
     # diagnostics ----------------------------------------------------------
     @staticmethod
@@ -193,6 +214,16 @@ class _Context:
     def name_span(self, span: Span, name: str, keyword: str) -> Span:
         """Where `name` is written after `keyword` in a declaration."""
         return self.locate.word(span, name, after=_keyword(keyword))
+
+    def recycle_source(self, recycle: Recycle, nth: int) -> Span:
+        """Where the `nth` source stage of `recycle` is written (the list
+        is located once, however many of its stages have a diagnostic)."""
+        located = self._recycles.get(id(recycle))
+        if located is None or located[0] is not recycle:
+            located = (recycle, self.locate.names(recycle.span, after=_keyword("recycle")))
+            self._recycles[id(recycle)] = located
+        spans = located[1]
+        return spans[nth] if nth < len(spans) else recycle.span
 
     def stage_name_span(self, stage: Stage) -> Span:
         return self.locate.word(stage.span, stage.name)
@@ -339,18 +370,24 @@ def enum_values(ctx: _Context) -> Iterator[Diagnostic]:
     a word of expressions."""
     for definition in ctx.flow.fields:
         choices = definition.type.choices
+        located: list[Span] | None = None
+        seen: dict[str, int] = {}
         for index, choice in enumerate(choices):
-            if choice in RESERVED_WORDS and choice not in choices[:index]:
-                where = ctx.locate.word(definition.span, choice, after=r"\[")
+            earlier = seen.get(choice, 0)
+            seen[choice] = earlier + 1
+            if choice not in RESERVED_WORDS and not earlier:
+                continue  # the usual case: no diagnostic, nothing to locate
+            if located is None:  # every value at once: one pass over the list
+                located = ctx.locate.names(definition.span, after=r"\[")
+            where = located[index] if index < len(located) else definition.span
+            if choice in RESERVED_WORDS and not earlier:
                 yield ctx.error(
                     "SF103",
                     where,
                     f'value "{choice}" of field "{definition.name}" is spelt like the word "{choice}" of expressions',
                     f"a bare {choice} would never mean the value; choose another value",
                 )
-            earlier = choices[:index].count(choice)
             if earlier:
-                where = ctx.locate.word(definition.span, choice, after=r"\[", nth=earlier)
                 message = f'value "{choice}" is listed twice in field "{definition.name}"'
                 yield ctx.error("SF101", where, message)
 
@@ -772,6 +809,7 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
     """SF117 a condition that depends on itself."""
     flow = ctx.flow
     order = [c.name for c in flow.conditions if flow.condition(c.name) is c]
+    position = {name: index for index, name in enumerate(order)}
     uses: dict[str, list[Ref]] = {}
     for name in order:
         definition = flow.condition(name)
@@ -780,7 +818,7 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
             node for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name)
         ]
     for component in _cycles(order, {name: [r.name for r in refs] for name, refs in uses.items()}):
-        head = min(component, key=order.index)
+        head = min(component, key=position.__getitem__)
         path = _path_back(head, component, {n: [r.name for r in uses[n]] for n in component})
         ref = next(r for r in uses[head] if r.name == path[1])
         yield ctx.error(
@@ -792,37 +830,46 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
 
 
 def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[set[str]]:
-    """Strongly connected components that contain a cycle (Tarjan)."""
+    """Strongly connected components that contain a cycle (Tarjan's
+    algorithm, without recursion: a chain of 50,000 conditions is fine)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
     found: list[set[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in edges.get(node, []):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component: set[str] = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1 or node in edges.get(node, []):
-                found.append(component)
-
-    for node in order:
-        if node not in index:
-            visit(node)
+    for root in order:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, [])))]
+        while work:
+            node, pending = work[-1]
+            nxt = next(pending, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(edges.get(nxt, []))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges.get(node, []):
+                    found.append(component)
     return found
 
 
@@ -867,9 +914,12 @@ def unknown_stages(ctx: _Context) -> Iterator[Diagnostic]:
             if flow.stage(name) is None:
                 yield _unknown_stage(ctx, name, ctx.name_span(skip.span, name, keyword), "a skip")
     for recycle in flow.recycles:
-        for name in recycle.sources:
+        first: dict[str, int] = {}
+        for nth, name in enumerate(recycle.sources):
+            first.setdefault(name, nth)
             if flow.stage(name) is None:
-                yield _unknown_stage(ctx, name, ctx.name_span(recycle.span, name, "recycle"), "a recycle")
+                where = ctx.recycle_source(recycle, first[name])
+                yield _unknown_stage(ctx, name, where, "a recycle")
         if flow.stage(recycle.target) is None:
             where = ctx.locate.word(recycle.span, recycle.target, after="->")
             yield _unknown_stage(ctx, recycle.target, where, "a recycle")
@@ -1033,8 +1083,7 @@ def recycles(ctx: _Context) -> Iterator[Diagnostic]:
             target_index = None if target is None else flow.position(target.name)
             if not problem and (target_index is None or source_index is None or source_index > target_index):
                 continue  # fine, or judged elsewhere: locating the name is costly, skip it
-            earlier = recycle.sources[:nth].count(name)
-            where = ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier)
+            where = ctx.recycle_source(recycle, nth)
             if problem:
                 hint = "a recycle moves leads back from a later stage of the main line"
                 if source.final:
@@ -1203,20 +1252,35 @@ def dead_ends(ctx: _Context) -> Iterator[Diagnostic]:
         )
 
 
-def _static(flow: Flow, expr: Expr, seen: frozenset[str] = frozenset()) -> bool | None:
-    """The value of `expr` when it is the same for every lead, else None."""
+# How deep `_static` looks (expression levels plus condition names
+# followed); beyond it a value counts as unknown, which is always safe for a
+# warning.  It keeps a chain of 50,000 conditions from exhausting the stack.
+_STATIC_DEPTH = 200
+
+
+def _static(flow: Flow, expr: Expr, memo: dict[str, bool | None], depth: int = 0) -> bool | None:
+    """The value of `expr` when it is the same for every lead, else None.
+    `memo` holds what is known of each condition, so that every condition
+    is judged once however many expressions use it."""
+    if depth > _STATIC_DEPTH:
+        return None
     if isinstance(expr, Literal):
         return expr.value if isinstance(expr.value, bool) else None
     if isinstance(expr, Not):
-        inner = _static(flow, expr.operand, seen)
+        inner = _static(flow, expr.operand, memo, depth + 1)
         return None if inner is None else not inner
     if isinstance(expr, Ref):
         condition = flow.condition(expr.name)
-        if condition is None or expr.name in seen:
+        if condition is None:
             return None
-        return _static(flow, condition.expr, seen | {expr.name})
+        if expr.name in memo:  # judged already, or being judged (a cycle)
+            return memo[expr.name]
+        memo[expr.name] = None
+        value = _static(flow, condition.expr, memo, depth + 1)
+        memo[expr.name] = value
+        return value
     if isinstance(expr, (And, Or, AtLeast)):
-        values = [_static(flow, item, seen) for item in expr.items]
+        values = [_static(flow, item, memo, depth + 1) for item in expr.items]
         need = len(values) if isinstance(expr, And) else 1 if isinstance(expr, Or) else expr.count
         if values.count(True) >= need:
             return True
@@ -1242,11 +1306,12 @@ def _static(flow: Flow, expr: Expr, seen: frozenset[str] = frozenset()) -> bool 
 def impossible_at_least(ctx: _Context) -> Iterator[Diagnostic]:
     """SF303 `at least N of {..}` with fewer than N items that can be true."""
     flow = ctx.flow
+    memo: dict[str, bool | None] = {}
     for top, _ in ctx.expressions():
         for node in walk(top):
             if not isinstance(node, AtLeast) or node.count < 1:
                 continue
-            possible = [item for item in node.items if _static(flow, item) is not False]
+            possible = [item for item in node.items if _static(flow, item, memo) is not False]
             if node.count <= len(possible):
                 continue
             where = ctx.locate.find(node.span, r"(\S+)", after=_keyword("least"))
@@ -1300,13 +1365,13 @@ def repeated_recycle_sources(ctx: _Context) -> Iterator[Diagnostic]:
         if len(set(sources)) == len(sources):
             continue  # the usual case: locating names is costly, skip it
         seen: dict[str, int] = {}
-        for name in sources:
+        for index, name in enumerate(sources):
             earlier = seen[name] = seen.get(name, -1) + 1
             if not earlier:
                 continue
             yield ctx.warning(
                 "SF306",
-                ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier),
+                ctx.recycle_source(recycle, index),
                 f'stage "{name}" is listed twice in the recycle to "{recycle.target}"',
                 f'the first "{name}" already moves its leads back; remove this one',
             )
