@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import difflib
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,21 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from .errors import Diagnostic, Span, did_you_mean
+from .limits import (
+    MAX_AT_LEAST,
+    MAX_CAPACITY,
+    MAX_DAYS,
+    MAX_DEPTH,
+    MAX_INT,
+    MAX_NUMBER,
+    MAX_POINTS,
+    MAX_TEXT_LENGTH,
+    MAX_TIME,
+    MAX_VERSION,
+    MIN_INT,
+    MIN_TIME,
+    number_text,
+)
 from .model import (
     BUILTINS,
     NUMERIC_KINDS,
@@ -43,6 +59,7 @@ from .model import (
     Ref,
     Stage,
     Window,
+    children,
     walk,
 )
 from .unparse import literal_text, shorten, unparse
@@ -457,6 +474,44 @@ def field_defaults(ctx: _Context) -> Iterator[Diagnostic]:
         )
 
 
+def _default_range(definition: FieldDef) -> str | None:
+    """Why a default that has the field's type cannot be stored, or None."""
+    value = definition.default
+    kind = definition.type.kind
+    if kind == "int" and isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        return f"is not a 64-bit integer: a whole number from {MIN_INT:,} to {MAX_INT:,}"
+    if kind in ("number", "money") and isinstance(value, (int, float)) and not _finite_number(value):
+        return f"is beyond {MAX_NUMBER:g}, the largest number a field holds"
+    if kind == "text" and isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value):,} characters long; the limit is {MAX_TEXT_LENGTH:,}"
+    if kind == "date" and isinstance(value, str):
+        day = dt.date.fromisoformat(value)
+        if not MIN_TIME.date() <= day < MAX_TIME.date():
+            return f"is out of range: dates are from {MIN_TIME.date()} up to {MAX_TIME.date()}"
+    return None
+
+
+def _finite_number(value: int | float) -> bool:
+    """Whether `value` lies within ±MAX_NUMBER (never inf, never NaN)."""
+    if isinstance(value, int):
+        return -MAX_NUMBER <= value <= MAX_NUMBER
+    return math.isfinite(value) and abs(value) <= MAX_NUMBER
+
+
+@rule
+def default_ranges(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF108 a default of the right type that no field can hold."""
+    for definition in ctx.flow.fields:
+        if definition.default is None or not _default_fits(definition):
+            continue  # a default of the wrong type is SF107
+        problem = _default_range(definition)
+        if problem is None:
+            continue
+        where = ctx.locate.find(definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=_keyword("default"))
+        shown = number_text(definition.default) if definition.type.kind in NUMERIC_KINDS else "value"
+        yield ctx.error("SF108", where, f'default {shown} of field "{definition.name}" {problem}')
+
+
 # --------------------------------------------------------------------------
 # SF1xx: expressions (names and types)
 # --------------------------------------------------------------------------
@@ -742,7 +797,7 @@ class _Expressions:
                 self.ctx.error(
                     "SF115",
                     where,
-                    f"at least {expr.count} of {{..}} is always true",
+                    f"at least {number_text(expr.count)} of {{..}} is always true",
                     "the count must be 1 or more",
                 )
             )
@@ -802,6 +857,145 @@ def expression_types(ctx: _Context) -> Iterator[Diagnostic]:
             assert isinstance(expr, (Ref, Window))
             checker.each(expr)
     yield from checker.found
+
+
+def _number_in_range(value: int | float) -> bool:
+    """A number in an expression: a whole one fits 64 bits, any other lies
+    within ±MAX_NUMBER (what an int, number or money field can hold)."""
+    if isinstance(value, int):
+        return MIN_INT <= value <= MAX_INT
+    return _finite_number(value)
+
+
+def _counts_days(ctx: _Context, expr: Expr) -> bool:
+    """`days_since EVENT`, `days_in_stage`, `days_since_created`."""
+    return isinstance(expr, DaysSince) or (
+        isinstance(expr, Ref) and ctx.kind_of(expr.name) == "builtin" and expr.name.startswith("days_")
+    )
+
+
+def _numeric(expr: Expr) -> int | float | None:
+    if isinstance(expr, Literal) and isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool):
+        return expr.value
+    return None
+
+
+@rule
+def expression_numbers(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF118 a number in an expression or a score rule beyond its range:
+    numbers, window days, days compared with, `at least` counts, points."""
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            value = _numeric(node)
+            if value is not None and not _number_in_range(value):
+                yield ctx.error(
+                    "SF118",
+                    node.span,
+                    f"number {number_text(value)} is out of range: a whole number fits 64 bits "
+                    f"({MIN_INT:,} to {MAX_INT:,}), any other lies within ±{MAX_NUMBER:g}",
+                )
+            elif isinstance(node, Window) and node.days > MAX_DAYS:
+                yield ctx.error(
+                    "SF118",
+                    ctx.locate.find(node.span, r"(\S+)\s+days", after=_keyword("last")),
+                    f"a window of {number_text(node.days)} days is longer than {MAX_DAYS:,} days",
+                )
+            elif isinstance(node, AtLeast) and node.count > MAX_AT_LEAST:
+                yield ctx.error(
+                    "SF118",
+                    ctx.locate.find(node.span, r"(\S+)", after=_keyword("least")),
+                    f"at least {number_text(node.count)} of {{..}}: the count is at most {MAX_AT_LEAST:,}",
+                )
+            elif isinstance(node, Compare):
+                for days, other in ((node.left, node.right), (node.right, node.left)):
+                    number = _numeric(other)
+                    if _counts_days(ctx, days) and number is not None and _number_in_range(number):
+                        if abs(number) > MAX_DAYS:
+                            yield ctx.error(
+                                "SF118",
+                                other.span,
+                                f"{number_text(number)} days is out of range: days compared with "
+                                f"lie within ±{MAX_DAYS:,}",
+                            )
+    for score_rule in ctx.flow.score_rules:
+        if abs(score_rule.points) > MAX_POINTS:
+            yield ctx.error(
+                "SF118",
+                ctx.locate.find(score_rule.span, r"([+-]\s*[0-9.]+)"),
+                f"{number_text(abs(score_rule.points))} points is out of range: a rule gives at most "
+                f"{MAX_POINTS:,} points",
+            )
+
+
+def _levels(expr: Expr, conditions: dict[str, int]) -> int:
+    """How deeply `expr` nests, as SF007 counts, plus the depth of every
+    condition it names (`conditions`, those judged so far).  No recursion."""
+    deepest = 0
+    stack: list[tuple[Expr, int]] = [(expr, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (Not, AtLeast, Compare, InList, IsSet)) or (
+            isinstance(node, (And, Or)) and len(node.items) > 1
+        ):
+            depth += 1
+        if isinstance(node, Ref):
+            depth += conditions.get(node.name, 0)
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children(node))
+    return deepest
+
+
+def _condition_depths(flow: Flow) -> dict[str, int]:
+    """The depth of every condition, conditions it names included: those it
+    names are judged first (a depth-first walk without recursion; a cycle,
+    SF117, is cut where it closes)."""
+    depths: dict[str, int] = {}
+    started: set[str] = set()
+    for root in flow.conditions:
+        if root.name in started:
+            continue
+        started.add(root.name)
+        work: list[tuple[str, Iterator[str]]] = [(root.name, _named_conditions(flow, root.name))]
+        while work:
+            name, pending = work[-1]
+            nxt = next(pending, None)
+            if nxt is None:
+                work.pop()
+                definition = flow.condition(name)
+                assert definition is not None
+                depths[name] = _levels(definition.expr, depths)
+            elif nxt not in started:
+                started.add(nxt)
+                work.append((nxt, _named_conditions(flow, nxt)))
+    return depths
+
+
+def _named_conditions(flow: Flow, name: str) -> Iterator[str]:
+    definition = flow.condition(name)
+    assert definition is not None
+    return (node.name for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name))
+
+
+@rule
+def condition_depth(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF119 an expression that nests too deeply through the conditions it
+    names (one diagnostic per chain: where it first passes the limit)."""
+    flow = ctx.flow
+    depths = _condition_depths(flow)
+    for top, _ in ctx.expressions():
+        if _levels(top, depths) <= MAX_DEPTH:
+            continue
+        named = [node for node in walk(top) if isinstance(node, Ref) and node.name in depths]
+        if any(depths[node.name] > MAX_DEPTH for node in named):
+            continue  # that condition is reported itself
+        deepest = max(named, key=lambda node: depths[node.name], default=None)
+        yield ctx.error(
+            "SF119",
+            top.span if deepest is None else deepest.span,
+            f"expression nested too deeply through the conditions it names (more than {MAX_DEPTH} levels)",
+            "a condition that names a condition that names a condition … is evaluated inside all of them; "
+            "write some of them out",
+        )
 
 
 @rule
@@ -1120,7 +1314,7 @@ def targets(ctx: _Context) -> Iterator[Diagnostic]:
                     yield ctx.error(
                         "SF210",
                         ctx.locate.find(target.span, r"(-?[0-9.]+)\s*%"),
-                        f"conversion target {target.value:g}% is not a percentage between 0 and 100",
+                        f"conversion target {number_text(target.value)}% is not a percentage between 0 and 100",
                     )
                 start = flow.position(target.stage)
                 end = flow.position(target.to) if target.to is not None else None
@@ -1136,7 +1330,13 @@ def targets(ctx: _Context) -> Iterator[Diagnostic]:
                 yield ctx.error(
                     "SF210",
                     ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
-                    f"time target of {target.value:g} days is negative",
+                    f"time target of {number_text(target.value)} days is negative",
+                )
+            elif target.value > MAX_DAYS:
+                yield ctx.error(
+                    "SF210",
+                    ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
+                    f"time target of {number_text(target.value)} days is more than {MAX_DAYS:,} days",
                 )
 
 
@@ -1155,6 +1355,32 @@ def stage_limits(ctx: _Context) -> Iterator[Diagnostic]:
                 "SF212",
                 ctx.stage_option(stage, _keyword("capacity") + r"\s*(-?[0-9.]+)"),
                 f'capacity of stage "{stage.name}" must be at least 1 lead',
+            )
+
+
+@rule
+def flow_numbers(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF213 a version, an `sla` or a `capacity` beyond its range."""
+    flow = ctx.flow
+    if not 1 <= flow.version <= MAX_VERSION:
+        yield ctx.error(
+            "SF213",
+            ctx.locate.find(flow.span, _keyword("version") + r"\s*(\S+)"),
+            f"version {number_text(flow.version)} is out of range: a version is from 1 to {MAX_VERSION:,}",
+        )
+    for stage in flow.stages:
+        if stage.sla_days is not None and stage.sla_days > MAX_DAYS:
+            yield ctx.error(
+                "SF213",
+                ctx.stage_option(stage, _keyword("sla") + r"\s*(-?[0-9.]+)"),
+                f'sla of stage "{stage.name}" is {number_text(stage.sla_days)} days; the limit is {MAX_DAYS:,} days',
+            )
+        if stage.capacity is not None and stage.capacity > MAX_CAPACITY:
+            yield ctx.error(
+                "SF213",
+                ctx.stage_option(stage, _keyword("capacity") + r"\s*(-?[0-9.]+)"),
+                f'capacity of stage "{stage.name}" is {number_text(stage.capacity)} leads; '
+                f"the limit is {MAX_CAPACITY:,}",
             )
 
 
@@ -1316,17 +1542,16 @@ def impossible_at_least(ctx: _Context) -> Iterator[Diagnostic]:
                 continue
             where = ctx.locate.find(node.span, r"(\S+)", after=_keyword("least"))
             size = len(node.items)
+            count = number_text(node.count)
             if size < node.count:
-                message = f"at least {node.count} of {size} items can never be true"
+                message = f"at least {count} of {size} items can never be true"
             elif possible:
                 message = (
-                    f"at least {node.count} of {{..}} can never be true: "
+                    f"at least {count} of {{..}} can never be true: "
                     f"only {len(possible)} of its {size} items can ever be true"
                 )
             else:
-                message = (
-                    f"at least {node.count} of {{..}} can never be true: none of its items can ever be true"
-                )
+                message = f"at least {count} of {{..}} can never be true: none of its items can ever be true"
             # A count of 0 is an error of its own (SF115): never suggest it.
             hint = f"lower the count to {len(possible)} or fewer" if possible else "fix or replace its items"
             yield ctx.warning("SF303", where, message, hint)

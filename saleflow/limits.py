@@ -107,10 +107,20 @@ MAX_CAPACITY = 1_000_000_000
 MAX_POINTS = 1_000_000
 # `at least N of { … }`: more than any gate can list.
 MAX_AT_LEAST = MAX_INT32
+# How deeply an expression nests (`not not …`, `at least 1 of { at least … }`),
+# counting the levels of the conditions it names: checking, evaluating and
+# drawing recurse over it.  No real gate comes near it.
+MAX_DEPTH = 100
 
 
 def number_text(value: int | float) -> str:
-    """A number for a message, however large: 400 digits are not printed whole."""
+    """A number for a message, however large: `1,000,000.5`, `inf`, and a
+    400-digit integer as `999999…999 (400 digits)`, never printed whole."""
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"{value:g}"
-    return _short(value)
+        return f"{value:,.15g}"
+    if abs(value) >= 10**4000:
+        return f"{'-' if value < 0 else ''}a number of over 4,000 digits"
+    digits = str(abs(value))
+    if len(digits) <= 30:
+        return f"{value:,}"
+    return f"{'-' if value < 0 else ''}{digits[:6]}…{digits[-3:]} ({len(digits):,} digits)"

@@ -30,7 +30,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import model as m
 from .errors import BadInput, Diagnostic, FlowInvalid, Span
-from .limits import MAX_FLOW_BYTES, MAX_NUMBER_LENGTH
+from .limits import MAX_DEPTH, MAX_FLOW_BYTES, MAX_NUMBER_LENGTH
 
 _OPTIONS: dict[str, Any] = {
     "parser": "lalr",
@@ -622,10 +622,6 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     return Diagnostic("SF003", "error", span, message)
 
 
-# How deeply rules may nest (`not not …`, `at least 1 of { at least … }`):
-# checking, evaluating and drawing an expression recurse over it, so a flow
-# past this depth would crash them; no real gate comes near it.
-MAX_DEPTH = 100
 
 
 _NESTING = frozenset({"not_", "at_least", "compare", "in_list", "not_in_list", "is_set", "is_not_set"})
