@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import difflib
+import gc
 import math
 import re
 from collections import deque
@@ -69,13 +70,21 @@ ORDERING_OPS = ("<", "<=", ">", ">=")
 
 def check(flow: Flow) -> list[Diagnostic]:
     """Every diagnostic of every rule for `flow`, sorted by position."""
-    ctx = _Context(flow)
-    found: dict[tuple[object, ...], Diagnostic] = {}
-    for rule in RULES:
-        for diagnostic in rule(ctx):
-            key = (diagnostic.code, diagnostic.span, diagnostic.message)
-            found.setdefault(key, diagnostic)
-    return sorted(found.values(), key=_position)
+    # As in parse.py: the cyclic collector would walk the big flow's nodes
+    # again and again while the rules make their small objects.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        ctx = _Context(flow)
+        found: dict[tuple[object, ...], Diagnostic] = {}
+        for rule in RULES:
+            for diagnostic in rule(ctx):
+                key = (diagnostic.code, diagnostic.span, diagnostic.message)
+                found.setdefault(key, diagnostic)
+        return sorted(found.values(), key=_position)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _position(d: Diagnostic) -> tuple[str, int, int, int, str]:
