@@ -517,7 +517,10 @@ def default_ranges(ctx: _Context) -> Iterator[Diagnostic]:
         if problem is None:
             continue
         where = ctx.locate.find(definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=_keyword("default"))
-        shown = number_text(definition.default) if definition.type.kind in NUMERIC_KINDS else "value"
+        value = definition.default
+        shown = (
+            number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "value"
+        )
         yield ctx.error("SF108", where, f'default {shown} of field "{definition.name}" {problem}')
 
 
@@ -884,7 +887,11 @@ def _counts_days(ctx: _Context, expr: Expr) -> bool:
 
 
 def _numeric(expr: Expr) -> int | float | None:
-    if isinstance(expr, Literal) and isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool):
+    if (
+        isinstance(expr, Literal)
+        and isinstance(expr.value, (int, float))
+        and not isinstance(expr.value, bool)
+    ):
         return expr.value
     return None
 
@@ -918,14 +925,17 @@ def expression_numbers(ctx: _Context) -> Iterator[Diagnostic]:
             elif isinstance(node, Compare):
                 for days, other in ((node.left, node.right), (node.right, node.left)):
                     number = _numeric(other)
-                    if _counts_days(ctx, days) and number is not None and _number_in_range(number):
-                        if abs(number) > MAX_DAYS:
-                            yield ctx.error(
-                                "SF118",
-                                other.span,
-                                f"{number_text(number)} days is out of range: days compared with "
-                                f"lie within ±{MAX_DAYS:,}",
-                            )
+                    if (
+                        _counts_days(ctx, days)
+                        and number is not None
+                        and _number_in_range(number)
+                        and abs(number) > MAX_DAYS
+                    ):
+                        yield ctx.error(
+                            "SF118",
+                            other.span,
+                            f"{number_text(number)} days is out of range: days compared with lie within ±{MAX_DAYS:,}",
+                        )
     for score_rule in ctx.flow.score_rules:
         if abs(score_rule.points) > MAX_POINTS:
             yield ctx.error(
@@ -982,7 +992,9 @@ def _condition_depths(flow: Flow) -> dict[str, int]:
 def _named_conditions(flow: Flow, name: str) -> Iterator[str]:
     definition = flow.condition(name)
     assert definition is not None
-    return (node.name for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name))
+    return (
+        node.name for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name)
+    )
 
 
 @rule

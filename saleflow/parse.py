@@ -622,8 +622,6 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     return Diagnostic("SF003", "error", span, message)
 
 
-
-
 _NESTING = frozenset({"not_", "at_least", "compare", "in_list", "not_in_list", "is_set", "is_not_set"})
 
 

@@ -382,7 +382,13 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
     ("number-default-inf", flow(f"field big number default 1{'0' * 309}.5\n"), "SF108", "default inf", None),
     ("money-default-huge", flow(f"field big money default {'1' * 20}\n"), "SF108", "1e+18", None),
     ("date-default-far", flow('field due date default "9999-12-31"\n'), "SF108", "out of range", None),
-    ("compare-2**63", cond("employees > 9223372036854775808"), "SF118", "fits 64 bits", "9223372036854775808"),
+    (
+        "compare-2**63",
+        cond("employees > 9223372036854775808"),
+        "SF118",
+        "fits 64 bits",
+        "9223372036854775808",
+    ),
     ("compare-inf", cond(f"budget < -1{'0' * 309}.0"), "SF118", "number -inf", None),
     ("in-list-huge", cond(f"employees in [1, {'7' * 400}]"), "SF118", "(400 digits)", None),
     ("window-days", cond("web_visit in last 365001 days >= 1"), "SF118", "longer than 365,000", "365001"),
@@ -393,14 +399,28 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
     ("points-negative-huge", flow("score { -2000000 if need }\n"), "SF118", "2,000,000 points", None),
     (
         "condition-chain",
-        flow("".join(f"condition c{i} = c{i + 1} and need\n" for i in range(120)) + "condition c120 = need\n"),
+        flow(
+            "".join(f"condition c{i} = c{i + 1} and need\n" for i in range(120)) + "condition c120 = need\n"
+        ),
         "SF119",
         "nested too deeply through the conditions",
         None,
     ),
-    ("version-2**63", "flow probe version 9223372036854775808\n" + flow(facts=FACTS[11:]), "SF213", "version", None),
+    (
+        "version-2**63",
+        "flow probe version 9223372036854775808\n" + flow(facts=FACTS[11:]),
+        "SF213",
+        "version",
+        None,
+    ),
     ("version-zero", "flow probe version 0\n" + flow(facts=FACTS[11:]), "SF213", "from 1 to", "0"),
-    ("sla-long", flow(teams=TEAMS.replace("stage won", "stage won sla 365001 days")), "SF213", "sla", "365001"),
+    (
+        "sla-long",
+        flow(teams=TEAMS.replace("stage won", "stage won sla 365001 days")),
+        "SF213",
+        "sla",
+        "365001",
+    ),
     (
         "capacity-huge",
         flow(teams=TEAMS.replace("stage won", f"stage won capacity {'9' * 400}")),
