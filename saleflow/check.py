@@ -31,6 +31,7 @@ from .limits import (
     MAX_CAPACITY,
     MAX_DAYS,
     MAX_DEPTH,
+    MAX_ID_LENGTH,
     MAX_INT,
     MAX_NUMBER,
     MAX_POINTS,
@@ -110,6 +111,10 @@ class _Locator:
         if not self.source or line < 1 or line > len(self.starts):
             return None
         return self.starts[line - 1] + max(column, 1) - 1
+
+    def at(self, file: str, start: int, end: int) -> Span:
+        """The span of the characters `start`…`end` of the source."""
+        return self._span(file, start, end)
 
     def _span(self, file: str, start: int, end: int) -> Span:
         line = bisect.bisect_right(self.starts, start)
@@ -382,6 +387,24 @@ def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
             )
         else:
             facts[name] = (kind, span)
+
+
+@rule
+def long_names(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF120 a name longer than MAX_ID_LENGTH characters: flows, stages,
+    fields, events and their channels become keys in the database."""
+    source = ctx.flow.source
+    for match in _NAME_OR_SKIPPED.finditer(source):
+        name = match.group(1)
+        if name is None or len(name) <= MAX_ID_LENGTH:
+            continue
+        span = ctx.locate.at(ctx.flow.path, match.start(1), match.end(1))
+        yield ctx.error(
+            "SF120",
+            span,
+            f"a name of {len(name):,} characters; names have at most {MAX_ID_LENGTH:,}",
+            "choose a shorter name",
+        )
 
 
 # Words an expression reads as part of the language wherever a name could

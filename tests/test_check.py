@@ -435,6 +435,14 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
         "more than 365,000 days",
         "400000",
     ),
+    ("long-stage-name", flow(f"stage {'s' * 256} final\n"), "SF120", "256 characters", "s" * 256),
+    (
+        "long-event-name",
+        flow(f"event e{'1' * 300} channel {'c' * 256}\n"),
+        "SF120",
+        "names have at most",
+        None,
+    ),
     # ---- SF301..SF309 warnings -------------------------------------------
     ("unreachable-side", flow("stage parked\n"), "SF301", 'stage "parked" can never be reached', "parked"),
     (
