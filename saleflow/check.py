@@ -78,6 +78,9 @@ def check(flow: Flow) -> list[Diagnostic]:
     try:
         ctx = _Context(flow)
         found: dict[tuple[object, ...], Diagnostic] = {}
+        too_deep = list(_too_deep(ctx))
+        if too_deep:  # the rules recurse over expressions: judge nothing else
+            return too_deep
         for rule in RULES:
             for diagnostic in rule(ctx):
                 key = (diagnostic.code, diagnostic.span, diagnostic.message)
@@ -86,6 +89,20 @@ def check(flow: Flow) -> list[Diagnostic]:
     finally:
         if collecting:
             gc.enable()
+
+
+def _too_deep(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF007 for an expression nested past MAX_DEPTH.  The parser refuses
+    them in flow text; a `Flow` built in Python may still hold one (a chain
+    of 50,000 `Or` nodes), and the rules would recurse over it."""
+    for top, _ in ctx.expressions():
+        if _levels(top, {}) > MAX_DEPTH:
+            yield ctx.error(
+                "SF007",
+                top.span,
+                f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                "name parts of it with condition NAME = … and use the names",
+            )
 
 
 def _position(d: Diagnostic) -> tuple[str, int, int, int, str]:

@@ -970,3 +970,20 @@ def test_spec_example_checks_clean() -> None:
     assert example is not None
     diagnostics = check(parse_flow(example.group(1), "spec.flow"))
     assert diagnostics == [], "\n".join(d.headline() for d in diagnostics)
+
+
+def test_a_flow_built_in_python_with_a_deep_chain_is_refused_not_crashed() -> None:
+    """A left-nested chain of 50,000 `or` nodes cannot come from flow text
+    (SF007 in the parser), but a `Flow` built in Python may hold one: check
+    reports it instead of recursing into a RecursionError."""
+    from saleflow.model import Compare, Flow, Literal, Or, Ref, Stage, Team
+
+    gate: Or | Compare = Compare("==", Ref("x"), Literal(0))
+    for i in range(1, 50_000):
+        gate = Or((gate, Compare("==", Ref("x"), Literal(i))))
+    flow = Flow(
+        "deep",
+        teams=(Team("t", None, ("a", "b")),),
+        stages=(Stage("a", team="t", initial=True), Stage("b", team="t", when=gate)),
+    )
+    assert [d.code for d in check(flow)] == ["SF007"]
