@@ -229,11 +229,16 @@ def _cpu(work: Callable[[], Any]) -> float:
 
 
 def _check_text(source: str) -> Callable[[], Any]:
+    """What `saleflow check` does: parse, check, render every diagnostic."""
+
     def work() -> Any:
         try:
-            return check(parse_flow(source, "big.flow"))
+            found = check(parse_flow(source, "big.flow"))
         except FlowInvalid as err:
-            return err.diagnostics
+            found = list(err.diagnostics)
+        for diagnostic in found:
+            diagnostic.render(source)
+        return found
 
     return work
 
