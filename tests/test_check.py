@@ -381,6 +381,13 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
     ("int-default-min", flow("field big int default -9223372036854775809\n"), "SF108", "64-bit", None),
     ("number-default-inf", flow(f"field big number default 1{'0' * 309}.5\n"), "SF108", "default inf", None),
     ("money-default-huge", flow(f"field big money default {'1' * 20}\n"), "SF108", "1e+18", None),
+    (
+        "text-default-long",
+        flow(f'field note text default "{"a" * 100_001}"\n'),
+        "SF108",
+        "100,001 characters",
+        None,
+    ),
     ("date-default-far", flow('field due date default "9999-12-31"\n'), "SF108", "out of range", None),
     (
         "compare-2**63",
