@@ -197,6 +197,18 @@ def test_valid_flows_run_on_postgresql(
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def test_the_largest_capacity_on_both_backends(db_url: str, tmp_path: Path) -> None:
+    """Found by `make fuzz`: a lead passing through a stage of capacity
+    1,000,000,000 asked PostgreSQL for `LIMIT 4,000,000,008` waiting leads, past
+    its 32-bit LIMIT ("integer out of range", exit 2)."""
+    path = tmp_path / "roomy.flow"
+    path.write_text(
+        "flow roomy\nteam t {\n  stage a initial\n  stage b capacity 1000000000\n  stage c sla 365000 days\n}\n",
+        encoding="utf-8",
+    )
+    _pipeline(path, db_url)
+
+
 # ---------------------------------------------------------------------------
 # size: linear calls and linear time
 # ---------------------------------------------------------------------------
