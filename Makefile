@@ -35,6 +35,13 @@ lint: venv
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
+# The fuzzing suite's long run (tests/test_fuzz_flows.py): SALEFLOW_FUZZ_EXAMPLES
+# valid flows through the whole pipeline, ten times as many mutants through
+# check, a new random seed each run, and the issue's full sizes.
+.PHONY: fuzz
+fuzz: venv
+	SALEFLOW_FUZZ_EXAMPLES=$${SALEFLOW_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q tests/test_fuzz_flows.py
+
 bench: venv
 	$(BIN)/python bench/run.py
 
