@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import serialise
 from .check import check
 from .coerce import default_actor, parse_time
 from .diagram import to_dot, to_mermaid
@@ -378,7 +379,7 @@ def lead_add_command(
     with open_engine(settings) as engine:
         lead = engine.add_lead(lead_id, flow=resolve_flow(engine, flow), at=at, fields=values)
         if as_json:
-            echo_json(engine.lead(lead_id).to_json())
+            echo_json(serialise.show_json(engine.lead(lead_id)))
         else:
             click.echo(
                 f'created lead "{lead.id}" in flow {lead.flow} version {lead.version}; it is in "{lead.stage}"'
@@ -490,20 +491,6 @@ def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
     click.echo(f"{_plural(ticked.moves, 'move')} made, {breaches} recorded")
 
 
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 @main.command("show")
 @click.argument("lead_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True)
@@ -514,12 +501,12 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
         view = engine.lead(lead_id)
         engine_now = engine.now()
     if as_json:
-        echo_json(view.to_json())
+        echo_json(serialise.show_json(view))
         return
     team = f" ({view.team})" if view.team else ""
     click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
     click.echo(f"  stage   {view.stage}{team}, cycle {view.cycle}, since {view.entered_at.isoformat()}")
-    click.echo(f"  score   {_value(view.score)}")
+    click.echo(f"  score   {serialise.value_text(view.score)}")
     if view.sla_days is not None:
         if view.due_at is None:
             state = "never due"
@@ -529,7 +516,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
                 f"overdue by {_days(late)}" if view.overdue else f"{_days(-late)} left"
             )
         click.echo(f"  sla     {_days(view.sla_days, 2)} in this stage, {state}")
-    click.echo("  fields  " + ", ".join(f"{k}={_value(v)}" for k, v in view.fields.items()))
+    click.echo("  fields  " + ", ".join(f"{k}={serialise.value_text(v)}" for k, v in view.fields.items()))
     click.echo(
         "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")
     )
@@ -552,31 +539,16 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     with open_engine(settings) as engine:
         entries = engine.history(lead_id)
     if as_json:
-        echo_json(
-            [
-                {
-                    "seq": e.seq,
-                    "from": e.from_stage,
-                    "to": e.to_stage,
-                    "kind": e.kind,
-                    "actor": e.actor,
-                    "reason": e.reason,
-                    "at": e.at.isoformat(),
-                    "cycle": e.cycle,
-                    "flow": e.flow,
-                    "version": e.version,
-                    "values": dict(e.values),
-                }
-                for e in entries
-            ]
-        )
+        echo_json(serialise.history_json(entries))
         return
     # One lead's history is short: size the stage columns to its names.
-    width = max([14, *(len(_value(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)])
+    width = max(
+        [14, *(len(serialise.value_text(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)]
+    )
     for e in entries:
         reason = f"  ({e.reason})" if e.reason else ""
         click.echo(
-            f"{e.seq:>4}  {e.at.isoformat()}  {_value(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
+            f"{e.seq:>4}  {e.at.isoformat()}  {serialise.value_text(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
             f"{e.kind:<8} {e.actor}{reason}"
         )
 
@@ -598,15 +570,13 @@ def leads_command(
             return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json(
-                [{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads]
-            )
+            echo_json([serialise.lead_json(lead) for lead in leads])
             return
         flow_width, stage_width = _name_widths(engine)
         count = 0
         for lead in leads:
             click.echo(
-                f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}"
+                f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}"
             )
             count += 1
         click.echo(f"{_plural(count, 'lead')}")
@@ -664,7 +634,7 @@ def list_overdue(
 
     found = overdue_leads(engine, flow=flow, stage=stage, team=team)
     if as_json:
-        echo_json([{**o.to_json(), "score": _number(o.lead.score)} for o in found])
+        echo_json([serialise.overdue_json(o) for o in found])
         return
     flow_width, stage_width = _name_widths(engine)
     count = 0
@@ -672,7 +642,7 @@ def list_overdue(
         lead = o.lead
         late = f"overdue {_days(o.overdue_days)} (SLA {_days(o.sla_days, 2)}, due {o.due_at.isoformat()})"
         click.echo(
-            f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}  {late}"
+            f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}  {late}"
         )
         count += 1
     click.echo(f"{_plural(count, 'lead')} overdue")
@@ -710,7 +680,7 @@ def report_command(
     with open_engine(settings) as engine:
         report = report_for(engine, flow, period=period, by=by)
     if fmt == "json":
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(serialise.report_json(report), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":
