@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
+from .checktests import check_tests
 from .errors import Diagnostic, Span, did_you_mean
 from .model import (
     BUILTINS,
@@ -42,6 +43,7 @@ from .model import (
     Ref,
     Stage,
     Window,
+    duration_text,
     walk,
 )
 from .unparse import literal_text, shorten, unparse
@@ -532,9 +534,10 @@ class _Expressions:
         else:
             where = self.ctx.locate.word(expr.span, expr.event)
         self.event_name(expr.event, where)
-        if isinstance(expr, Window) and expr.days < 1:
-            days = self.ctx.locate.find(expr.span, r"(\S+)\s+days", after=_keyword("last"))
-            self.report(self.ctx.error("SF116", days, f"a window of {expr.days} days never holds any event"))
+        if isinstance(expr, Window) and expr.days <= 0:
+            days = self.ctx.locate.find(expr.span, r"(\S+)\s+(?:days?|hours?)\b", after=_keyword("last"))
+            length = duration_text(expr.days)
+            self.report(self.ctx.error("SF116", days, f"a window of {length} never holds any event"))
 
     def event_name(self, name: str, where: Span) -> None:
         if self.flow.event(name) is not None:
@@ -765,6 +768,19 @@ def expression_types(ctx: _Context) -> Iterator[Diagnostic]:
             assert isinstance(expr, (Ref, Window))
             checker.each(expr)
     yield from checker.found
+
+
+@rule
+def test_blocks(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF4xx test blocks (`checktests.py`), and the types and names of
+    their `expect EXPR` steps, judged like gates."""
+    checker = _Expressions(ctx)
+    for test in ctx.flow.tests:
+        for step in test.steps:
+            if step.expr is not None:
+                checker.boolean(step.expr)
+    yield from checker.found
+    yield from check_tests(ctx.flow)
 
 
 @rule
