@@ -295,6 +295,34 @@ def graph_command(flow_path: str, fmt: str, output: str | None, exits: bool) -> 
     write_output(render(flow, exits=exits), output)
 
 
+@main.command("test")
+@click.argument("flows", nargs=-1, required=True, metavar="FLOW...")
+@click.option("-k", "select", default=None, metavar="TEXT", help="Only the tests whose name contains TEXT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
+@click.pass_context
+def test_command(ctx: click.Context, flows: tuple[str, ...], select: str | None, as_json: bool) -> None:
+    """Run the test blocks of flow files, each on a fresh in-memory store.
+
+    Exit 0 when every test passes, 1 when any fails, 2 when a file does
+    not check.
+    """
+    from .testing import run_tests, summary
+
+    loaded = [load_checked_flow(path) for path in flows]  # every file checks before any test runs
+    results = []
+    for flow in loaded:
+        found = run_tests(flow, select=select)
+        results.extend(found)
+        if not as_json:
+            for result in found:
+                click.echo(result.render(flow.source))
+    if as_json:
+        echo_json([result.to_json() for result in results])
+    else:
+        click.echo(summary(results))
+    ctx.exit(EXIT_OK if all(result.passed for result in results) else EXIT_REJECTED)
+
+
 # --------------------------------------------------------------------------
 # Leads: deploy, lead add/set, event, advance, tick, show, history, leads
 # --------------------------------------------------------------------------
