@@ -37,7 +37,7 @@ from .errors import (
     SaleflowError,
     Span,
 )
-from .model import Flow
+from .model import Flow, duration_text
 from .parse import parse_flow, read_source
 
 if TYPE_CHECKING:
@@ -547,7 +547,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
             state = f"due {view.due_at.isoformat()}, " + (
                 f"overdue by {_days(late)}" if view.overdue else f"{_days(-late)} left"
             )
-        click.echo(f"  sla     {_days(view.sla_days, 2)} in this stage, {state}")
+        click.echo(f"  sla     {duration_text(view.sla_days)} in this stage, {state}")
     click.echo("  fields  " + ", ".join(f"{k}={_value(v)}" for k, v in view.fields.items()))
     click.echo(
         "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")
@@ -689,7 +689,7 @@ def list_overdue(
     count = 0
     for o in found:
         lead = o.lead
-        late = f"overdue {_days(o.overdue_days)} (SLA {_days(o.sla_days, 2)}, due {o.due_at.isoformat()})"
+        late = f"overdue {_days(o.overdue_days)} (SLA {duration_text(o.sla_days)}, due {o.due_at.isoformat()})"
         click.echo(
             f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}  {late}"
         )

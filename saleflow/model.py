@@ -61,16 +61,19 @@ class Ref:
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
-def duration_text(days: float) -> str:
+def duration_text(days: float, *, singular: bool = True) -> str:
     """A duration as a flow file writes it: whole days as `N days`, whole
     hours as `N hours` (`sla 4 hours` is stored as 4/24 of a day), any
-    other fraction as decimal days."""
+    other fraction as decimal days; `1 day`, `1 hour` in the singular
+    unless `singular` is false (expression text, which keys the values an
+    audit entry records, has always said `1 days`)."""
     if float(days).is_integer():
-        return f"{int(days)} days"
-    hours = days * 24
-    if abs(hours - round(hours)) < 1e-9:
-        return f"{round(hours)} hours"
-    return f"{days:g} days"
+        number, unit = f"{int(days)}", "day"
+    elif abs(days * 24 - round(days * 24)) < 1e-9:
+        number, unit = f"{round(days * 24)}", "hour"
+    else:
+        number, unit = f"{days:g}", "day"
+    return f"{number} {unit}" if singular and number == "1" else f"{number} {unit}s"
 
 
 @dataclass(frozen=True, slots=True)
