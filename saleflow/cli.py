@@ -41,7 +41,7 @@ from .model import Flow, duration_text
 from .parse import parse_flow, read_source
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Deployment, Engine
     from .records import Lead
 
 DEFAULT_DB = "sqlite:///saleflow.db"
@@ -345,6 +345,14 @@ def resolve_flow(engine: Engine, flow: str | None) -> str | None:
     return flow
 
 
+def resolve_flow_version(engine: Engine, flow: str | None) -> str | Deployment | None:
+    """As `resolve_flow`, but a flow file stands for its own version (SPEC
+    §7: `lead add --flow FILE` uses the version that FILE is)."""
+    if flow is not None and flow.endswith(".flow"):
+        return engine.deploy(load_checked_flow(flow))
+    return flow
+
+
 def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
     from .coerce import parse_assignment
 
@@ -395,7 +403,7 @@ def lead_add_command(
     """Create a lead in its flow's initial stage; it then moves as far as its gates allow."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
-        lead = engine.add_lead(lead_id, flow=resolve_flow(engine, flow), at=at, fields=values)
+        lead = engine.add_lead(lead_id, flow=resolve_flow_version(engine, flow), at=at, fields=values)
         if as_json:
             echo_json(engine.lead(lead_id).to_json())
         else:
