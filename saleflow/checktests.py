@@ -77,7 +77,9 @@ def _check_test(flow: Flow, test: FlowTest) -> Iterator[Diagnostic]:
             assert step.name is not None
             if step.name in leads:
                 yield _error(
-                    "SF403", step.name_span, f'lead "{step.name}" is created twice in test "{test.name}"',
+                    "SF403",
+                    step.name_span,
+                    f'lead "{step.name}" is created twice in test "{test.name}"',
                     f'use "use {step.name}" to make it the current lead again',
                 )
             leads.add(step.name)
@@ -87,7 +89,9 @@ def _check_test(flow: Flow, test: FlowTest) -> Iterator[Diagnostic]:
             if step.name not in leads:
                 hint = did_you_mean(step.name, sorted(leads))
                 yield _error(
-                    "SF404", step.name_span, f'test "{test.name}" has no lead "{step.name}" yet',
+                    "SF404",
+                    step.name_span,
+                    f'test "{test.name}" has no lead "{step.name}" yet',
                     hint or f'create it first with "lead {step.name}"',
                 )
             else:
@@ -100,7 +104,7 @@ def _check_test(flow: Flow, test: FlowTest) -> Iterator[Diagnostic]:
                 yield _error(
                     "SF405",
                     step.span,
-                    f"the test's clock cannot go back: {step.time} is before {clock.isoformat()}",
+                    f"the test's clock cannot go back: {step.time} is before {_iso(clock)}",
                     "a test's time only moves forward; use a later time",
                 )
             else:
@@ -153,8 +157,10 @@ def _assignments(flow: Flow, assignments: tuple[Assignment, ...]) -> Iterator[Di
             hint = did_you_mean(item.field, [f.name for f in flow.fields])
             yield _error("SF104", item.span, f'unknown field "{item.field}"', hint)
             continue
-        if item.bare and definition.type.kind != "enum" and not (
-            definition.type.kind == "bool" and item.value in ("true", "false")
+        if (
+            item.bare
+            and definition.type.kind != "enum"
+            and not (definition.type.kind == "bool" and item.value in ("true", "false"))
         ):
             yield _error(
                 "SF407",
@@ -191,3 +197,7 @@ def _stage(flow: Flow, step: FlowTestStep) -> Iterator[Diagnostic]:
             f'stage "{step.name}" has no capacity, so no lead ever waits for it',
             "expect waiting names a stage declared with capacity N",
         )
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")

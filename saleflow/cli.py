@@ -697,7 +697,9 @@ def list_overdue(
     count = 0
     for o in found:
         lead = o.lead
-        late = f"overdue {_days(o.overdue_days)} (SLA {duration_text(o.sla_days)}, due {o.due_at.isoformat()})"
+        late = (
+            f"overdue {_days(o.overdue_days)} (SLA {duration_text(o.sla_days)}, due {o.due_at.isoformat()})"
+        )
         click.echo(
             f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}  {late}"
         )

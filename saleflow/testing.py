@@ -22,6 +22,7 @@ from .checktests import TEST_START
 from .coerce import parse_time
 from .engine import Engine
 from .errors import Diagnostic, FlowInvalid, Rejected, SaleflowError, Span
+from .limits import check_time
 from .model import Flow, FlowTest, FlowTestStep
 from .progress import Step
 from .records import MoveVerdict
@@ -125,7 +126,7 @@ class _Runner:
         getattr(self, f"_{step.kind}")(step)
 
     def _at(self, step: FlowTestStep) -> None:
-        when = parse_time(str(step.time), "the test's time")
+        when = check_time(parse_time(str(step.time), "the test's time"), "the test's time")
         if when < self.engine.clock:
             raise _Failed(f"the test's clock cannot go back to {step.time}")
         self.engine.clock = when
@@ -146,10 +147,16 @@ class _Runner:
     def _event(self, step: FlowTestStep) -> None:
         assert step.name is not None
         count = int(step.number) if step.number is not None else 1
-        self.engine.record(self._lead_id(), step.name, at=self.engine.clock, channel=step.channel, count=count)
+        self.engine.record(
+            self._lead_id(), step.name, at=self.engine.clock, channel=step.channel, count=count
+        )
 
     def _wait(self, step: FlowTestStep) -> None:
-        self.engine.clock = self.engine.clock + timedelta(days=float(step.number or 0))
+        try:
+            later = self.engine.clock + timedelta(days=float(step.number or 0))
+        except OverflowError:
+            raise _Failed("the test's clock would run past the year 9999") from None
+        self.engine.clock = check_time(later, "the test's clock")
         self.engine.tick(at=self.engine.clock)
 
     def _advance(self, step: FlowTestStep) -> None:
@@ -159,7 +166,9 @@ class _Runner:
             raise _Failed(f"advance to {step.name} was refused: {err}", self.blockers(step.name)) from None
 
     def _force(self, step: FlowTestStep) -> None:
-        self.engine.advance(self._lead_id(), to=step.name, force=True, reason=step.reason, at=self.engine.clock)
+        self.engine.advance(
+            self._lead_id(), to=step.name, force=True, reason=step.reason, at=self.engine.clock
+        )
 
     def _expect_stage(self, step: FlowTestStep) -> None:
         view = self.engine.lead(self._lead_id())
@@ -217,7 +226,7 @@ class _Runner:
         facts = Step(cf, lead, events, self.engine.clock).facts
         if not cf.evaluator.test(step.expr, facts):
             why = cf.evaluator.explain(step.expr, facts) or [f"{unparse(step.expr)} is false"]
-            raise _Failed(f"expected {unparse(step.expr)}; for lead \"{lead_id}\" " + "; ".join(why))
+            raise _Failed(f'expected {unparse(step.expr)}; for lead "{lead_id}" ' + "; ".join(why))
 
     # -- helpers ----------------------------------------------------------
     def _lead_id(self) -> str:

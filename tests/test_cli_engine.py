@@ -67,7 +67,9 @@ def test_deploy_is_idempotent_and_versions_are_honest(db_url: str, tmp_path: Pat
     source = Path(THE_MODEL).read_text(encoding="utf-8")
     changed = tmp_path / "the_model.flow"
     # Comments, layout and tests are not the flow's meaning: still version 1.
-    changed.write_text("# reworded\n" + source.replace("field email          text", "field email text") + "\n# x\n")
+    changed.write_text(
+        "# reworded\n" + source.replace("field email          text", "field email text") + "\n# x\n"
+    )
     assert cli("deploy", str(changed)).stdout == "already deployed, unchanged: the_model version 1\n"
     # A change that keeps version 1 is refused, naming the number to use.
     changed.write_text(source.replace("capacity 50", "capacity 40"))

@@ -355,11 +355,18 @@ def test_plain_postgresql_scheme_means_psycopg(pg_url: str) -> None:
 def test_deploy_is_idempotent_by_content_and_never_renumbers(store: SqlStore) -> None:
     assert store.deploy_flow("m", 1, "h1", "src1", "flows/m.flow") == (1, True)
     assert store.deploy_flow("m", 1, "h1", "src1", "flows/m.flow") == (1, False)
-    with pytest.raises(BadInput, match=r'version 1 is already deployed with other content; raise its version to 2') as caught:
+    with pytest.raises(
+        BadInput, match=r"version 1 is already deployed with other content; raise its version to 2"
+    ) as caught:
         store.deploy_flow("m", 1, "h2", "src2", "flows/m.flow")
     assert one_sentence(str(caught.value))
-    assert store.deploy_flow("m", 5, "h3", "src3", "flows/m.flow") == (5, True)  # the declared version, gaps allowed
-    with pytest.raises(BadInput, match=r"version 3 is below the latest deployed version 5; raise its version to 6"):
+    assert store.deploy_flow("m", 5, "h3", "src3", "flows/m.flow") == (
+        5,
+        True,
+    )  # the declared version, gaps allowed
+    with pytest.raises(
+        BadInput, match=r"version 3 is below the latest deployed version 5; raise its version to 6"
+    ):
         store.deploy_flow("m", 3, "h4", "src4", "flows/m.flow")
     assert store.deploy_flow("m", 9, "h3", "src3", "flows/m.flow") == (5, False)  # known content
     assert store.deploy_flow("other", 3, "h1", "x", "o.flow") == (3, True)  # versions are per flow

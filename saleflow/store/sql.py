@@ -380,9 +380,9 @@ class SqlStore(ReportQueries):
                 for version, known_hash, known_source in existing:
                     if known_hash == content_hash:
                         return int(version), False
-                    if identity_of is not None and not is_identity(known_hash):
-                        if identity_of(known_source) == content_hash:
-                            return int(version), False
+                    legacy = identity_of is not None and not is_identity(known_hash)
+                    if legacy and identity_of(known_source) == content_hash:  # type: ignore[misc]
+                        return int(version), False
                 latest = max((int(version) for version, _, _ in existing), default=0)
                 if declared_version <= latest:
                     taken = any(int(version) == declared_version for version, _, _ in existing)
