@@ -75,7 +75,7 @@ class _Tally:
         self.totals = totals
         self._events = events
         self._by_name: dict[str, list[EventRecord]] | None = None
-        self.windows: dict[tuple[str, int], int] = {}
+        self.windows: dict[tuple[str, float], int] = {}
         self.latest: dict[str, float | None] = {}
         self.scores: dict[Evaluator, Number] = {}
 
