@@ -7,6 +7,7 @@ so every verdict here is the engine's own."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -469,3 +470,16 @@ def test_a_wait_past_the_year_9000_is_a_failed_step_not_a_crash() -> None:
     assert not result.passed
     assert "out of range" in result.message, result.message
     assert result.span.line == FLOW.count("\n") + 2 + 7  # the wait that went too far
+
+
+def test_the_readme_example_flow_passes_its_tests_and_fails_as_shown() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [source] = [text for text in re.findall(r"```flow\n(.*?)```", readme, re.S) if "\ntest " in text]
+    assert all(r.passed for r in run_tests(parse_flow(source, "flows/inbound.flow")))
+    broken = source.replace(
+        'lead acme with email = "cto@acme.example", tier = pro', 'lead acme with email = "cto@acme.example"'
+    )
+    flow = parse_flow(broken, "flows/inbound.flow")
+    shown = re.search(r"```text\n(FAIL a pro demo.*?)```", readme, re.S)
+    assert shown is not None
+    assert run_tests(flow)[0].render(flow.source) + "\n" == shown.group(1)
