@@ -878,7 +878,7 @@ def import_command(
             else:
                 result = engine.import_csv(csv_path, flow=flow_name, id_column=id_column, **options)
         except BadRows as err:
-            for row in err.rows:
+            for row in err.rows if err.count > 1 else ():  # one bad row is named in the error
                 click.echo(f"{csv_path}: {row}", err=True)
             if err.count > len(err.rows):
                 click.echo(f"… and {_plural(err.count - len(err.rows), 'more bad row')}", err=True)

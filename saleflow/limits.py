@@ -40,6 +40,12 @@ MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 # expression compares with: at most a thousand years.
 MAX_DAYS = 365_000
 
+# Files read from outside (CSV imports): a row, its line or, when a quoted
+# cell holds line breaks, its lines together, is at most this many bytes.
+# Reads are bounded by it, so a file without line breaks (/dev/zero, a
+# corrupt export) is refused instead of being read into memory whole.
+MAX_CSV_ROW_BYTES = 1 << 20  # 1 MiB
+
 
 def check_text(value: str, what: str, *, limit: int = MAX_TEXT_LENGTH) -> str:
     """`value` if a database can store it as text: no NUL byte, no lone

@@ -452,7 +452,85 @@ CASES.update({})
 
 # -- import: CSV files ---------------------------------------------------------
 
-CASES.update({})
+IMPORT_FILES: dict[str, bytes] = {
+    "nul.csv": b"id,email\nnew-i1,ok@x.example\nnew-i2,a\x00b@x.example\n",
+    "nul_id.csv": b"id,email\nnew-i1\x00,a@x.example\n",
+    "int64.csv": b"id,employees\nnew-i1,18446744073709551616\n",
+    "int63.csv": b"id,employees\nnew-i1,-9223372036854775809\n",
+    "digits.csv": b"id,employees\nnew-i1," + b"9" * 4301 + b"\n",
+    "float_int.csv": b"id,employees\nnew-i1,1e19\n",
+    "inf.csv": b"id,budget\nnew-i1,1e309\n",
+    "nan.csv": b"id,budget\nnew-i1,nan\n",
+    "big_money.csv": b"id,budget\nnew-i1,5e18\n",
+    "long_id.csv": b"id,email\n" + b"i" * 256 + b",a@x.example\n",
+    "long_text.csv": b"id,email\nnew-i1," + b"e" * 100_001 + b"\n",
+    "latin1.csv": b"id,email\nnew-i1,caf\xe9@x.example\n",
+    "surrogate.csv": b"id,email\nnew-i1,\xed\xa0\x80@x.example\n",
+    "long_line.csv": b"id,email\nnew-i1," + b"x" * (1 << 20) + b"\n",
+    "year_9999.csv": b"id,email,at\nnew-i1,a@x.example,9999-12-31T23:59:59Z\n",
+    "year_1800.csv": b"id,email,at\nnew-i1,a@x.example,1800-01-01\n",
+    "past_last.csv": b"id,email,at\nnew-i1,a@x.example,9999-12-31T23:59:59.999999-05:00\n",
+    "nul_stage.csv": b"id,email,stage\nnew-i1,a@x.example,s\x00ql\n",
+    "good_and_bad.csv": b"id,employees\nnew-i1,5\nnew-i2,many\n",
+}
+
+
+def write_import_files(db: Db) -> None:
+    for name, data in IMPORT_FILES.items():
+        (db.folder / name).write_bytes(data)
+
+
+def _import(file: str, more: str = "", **kwargs: Any) -> Case:
+    command = f"import '{{folder}}/{file}' --flow the_model --id-column id {more}"
+    return case(command, code=kwargs.pop("code", 2), setup=write_import_files, **kwargs)
+
+
+CASES.update(
+    {
+        "import: a NUL byte in a text cell": _import(
+            "nul.csv", fragment='line 3, column "email": the value holds a NUL byte'
+        ),
+        "import: a NUL byte in a lead id": _import("nul_id.csv", fragment="the lead id holds a NUL byte"),
+        "import: an int of 2**64": _import("int64.csv", fragment='field "employees" must be between'),
+        "import: an int below -2**63": _import("int63.csv", fragment='field "employees" must be between'),
+        "import: a 4,301-digit number": _import("digits.csv", fragment="4,301 characters long"),
+        "import: 1e19 for an int": _import("float_int.csv", fragment="must be between"),
+        "import: 1e309 money": _import("inf.csv", fragment="not a finite number"),
+        "import: nan money": _import("nan.csv", fragment="not a finite number"),
+        "import: money beyond the limit": _import("big_money.csv", fragment="in size"),
+        "import: a lead id of 256 characters": _import("long_id.csv", fragment="256 characters long"),
+        "import: text beyond 100,000 characters": _import("long_text.csv", fragment="the limit is 100,000"),
+        "import: a byte that is not UTF-8": _import("latin1.csv", fragment="is not UTF-8 text: line 2"),
+        "import: an encoded surrogate": _import("surrogate.csv", fragment="is not UTF-8 text: line 2"),
+        "import: a line over 1 MiB": _import("long_line.csv", fragment="line 2 is longer than 1,024 KiB"),
+        "import: /dev/zero": case(
+            "import /dev/zero --flow the_model --id-column id", code=2, fragment="not a regular file"
+        ),
+        "import: a time in year 9999": _import(
+            "year_9999.csv",
+            "--at-column at",
+            fragment='column "at": the time 9999-12-31T23:59:59+00:00 is out',
+        ),
+        "import: a time in year 1800": _import("year_1800.csv", "--at-column at", fragment="out of range"),
+        "import: a time past the last instant": _import(
+            "past_last.csv", "--at-column at", fragment="out of range"
+        ),
+        "import: a NUL byte in a stage": _import(
+            "nul_stage.csv", "--stage-column stage", fragment="the stage holds a NUL byte"
+        ),
+        "import: --skip-bad to a full disk": _import(
+            "good_and_bad.csv", "--skip-bad /dev/full", fragment="cannot write /dev/full"
+        ),
+        "import: --skip-bad into a missing folder": _import(
+            "good_and_bad.csv", "--skip-bad '{folder}/no/such/rejects.csv'", fragment="cannot write"
+        ),
+    }
+)
+
+
+def test_import_cases_are_many() -> None:
+    assert len([name for name in CASES if name.startswith("import: ")]) >= 20
+
 
 # -- runtime and CLI: values, times, ids, databases ------------------------------
 

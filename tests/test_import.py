@@ -786,7 +786,7 @@ def test_both_ways_of_the_second_pass_agree(
 ) -> None:
     """Small files reuse the first pass's verdicts; big ones are judged
     again while applying.  Both give the same leads, history and progress."""
-    import saleflow.importer as importer
+    import saleflow.importer.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", kept)
     rows = ["id,at,owner,budget,stage"]
