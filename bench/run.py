@@ -99,7 +99,9 @@ def bench_flow_tests(quick: bool) -> None:
     assert all(result.passed for result in run_tests(flow))  # warm, and correct
     seconds = median_time(lambda: run_tests(flow), 3 if quick else 7)
     count = len(flow.tests)
-    line(f"run the {count} tests of the_model.flow (in-process)", f"{seconds * 1000:.0f} ms", "goal < 1000 ms")
+    line(
+        f"run the {count} tests of the_model.flow (in-process)", f"{seconds * 1000:.0f} ms", "goal < 1000 ms"
+    )
 
 
 # ------------------------------------------------------------------ ops
