@@ -483,3 +483,23 @@ def test_the_readme_example_flow_passes_its_tests_and_fails_as_shown() -> None:
     shown = re.search(r"```text\n(FAIL a pro demo.*?)```", readme, re.S)
     assert shown is not None
     assert run_tests(flow)[0].render(flow.source) + "\n" == shown.group(1)
+
+
+def test_a_database_from_before_identities_keeps_its_versions(db_url: str) -> None:
+    """Rows deployed by an earlier saleflow hold a hash of the raw text, and
+    may have been renumbered silently (a `version 1` file stored as 2)."""
+    from saleflow.engine import Engine, content_hash
+    from saleflow.errors import BadInput
+    from saleflow.store import open_store
+
+    changed = FLOW.replace("capacity 1", "capacity 2")
+    store = open_store(db_url)
+    store.deploy_flow("shop", 1, content_hash(FLOW), FLOW, "shop.flow")
+    store.deploy_flow("shop", 2, content_hash(changed), changed, "shop.flow")  # says version 1
+    with Engine(store, now="2026-01-01T00:00:00Z") as engine:
+        relaid = "# moved around\n" + FLOW.replace("field size   int default 0", "field size int  default 0")
+        assert engine.deploy(parse_flow(relaid, "shop.flow")).version == 1
+        assert engine.deploy(parse_flow(changed + 'test "t" { lead a }\n', "shop.flow")).version == 2
+        with pytest.raises(BadInput, match=r"raise its version to 3"):
+            engine.deploy(parse_flow(FLOW.replace("capacity 1", "capacity 5"), "shop.flow"))
+        assert store.latest_version("shop") == 2
