@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from .coerce import coerce, parse_time
 from .errors import BadInput, Diagnostic, Span, did_you_mean
-from .limits import MAX_DAYS, MAX_INT32
+from .limits import MAX_DAYS, MAX_INT32, check_time
 from .model import Assignment, Flow, FlowTest, FlowTestStep
 
 # The test clock starts here (SPEC §7).
@@ -129,7 +129,7 @@ def _check_test(flow: Flow, test: FlowTest) -> Iterator[Diagnostic]:
 
 def _time(step: FlowTestStep) -> datetime | Diagnostic:
     try:
-        return parse_time(str(step.time), "the test's time")
+        return check_time(parse_time(str(step.time), "the test's time"), "the test's time")
     except BadInput as err:
         return _error("SF405", step.span, str(err), "write it as ISO 8601, like 2026-03-02T09:00:00Z")
 

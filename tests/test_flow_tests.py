@@ -314,6 +314,7 @@ CHECKS = [
     ('test "a" { lead x use y }', "SF404", 'has no lead "y" yet'),
     ('test "a" { at 2025-12-31T23:59:59Z }', "SF405", "cannot go back"),
     ('test "a" { at 2026-02-30T00:00:00Z }', "SF405", "2026-02-30"),
+    ('test "a" { at 9999-12-31T00:00:00Z }', "SF405", "out of range"),
     ('test "a" { lead x event visit x 0 }', "SF406", "from 1 to"),
     ('test "a" { wait 0 hours }', "SF406", "longer than 0"),
     ('test "a" { lead x expect cycle 0 }', "SF406", "cycle"),
