@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import serialise
 from .check import check
 from .coerce import default_actor, parse_time
 from .diagram import to_dot, to_mermaid
@@ -37,6 +38,7 @@ from .errors import (
     SaleflowError,
     Span,
 )
+from .limits import one_line
 from .model import Flow, duration_text
 from .parse import parse_flow, read_source
 
@@ -109,7 +111,7 @@ def report_error(err: Failure) -> int:
     else:
         where = f" {err.filename}" if err.filename else ""
         message, code = f"cannot use{where}: {err.strerror or err}", EXIT_BAD_INPUT
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
     return code
 
 
@@ -142,7 +144,7 @@ class SaleflowGroup(click.Group):
             code = run(*args, standalone_mode=False, **kwargs)
         except click.UsageError as err:
             command = err.ctx.command_path if err.ctx is not None else "saleflow"
-            message = err.format_message().rstrip(".")
+            message = one_line(err.format_message().rstrip("."))
             click.echo(f"error: {message} (see '{command} --help')", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except click.ClickException as err:
@@ -363,6 +365,14 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
+    """The lead as stored before a command changes it (for "was ..."); the
+    id is judged as the engine judges it, so bad text is one sentence."""
+    from .limits import check_id
+
+    return engine.store.get_lead(check_id(lead_id, "a lead id"))
+
+
 def _moved(before: str | None, lead: Lead) -> str:
     return f'lead "{lead.id}" is in "{lead.stage}"' + (
         f' (was "{before}")' if before and before != lead.stage else ""
@@ -405,7 +415,7 @@ def lead_add_command(
     with open_engine(settings) as engine:
         lead = engine.add_lead(lead_id, flow=resolve_flow_version(engine, flow), at=at, fields=values)
         if as_json:
-            echo_json(engine.lead(lead_id).to_json())
+            echo_json(serialise.show_json(engine.lead(lead_id)))
         else:
             click.echo(
                 f'created lead "{lead.id}" in flow {lead.flow} version {lead.version}; it is in "{lead.stage}"'
@@ -423,7 +433,7 @@ def lead_set_command(
     """Set fields of a lead (an empty VALUE unsets the field)."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.set(lead_id, values, at=at)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -437,7 +447,7 @@ def lead_set_command(
 def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) -> None:
     """Move a lead to another deployed version of its flow, keeping its stage."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.migrate(lead_id, version=version)
     was = f" (was version {before.version})" if before and before.version != lead.version else " (unchanged)"
     click.echo(f'lead "{lead.id}" is on flow {lead.flow} version {lead.version}{was}, in "{lead.stage}"')
@@ -462,7 +472,7 @@ def event_command(
 ) -> None:
     """Record an event on a lead; it then moves as far as its gates allow."""
     with open_engine(settings) as engine:
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.record(lead_id, event, at=at, channel=channel, content=content, count=count)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -497,7 +507,7 @@ def advance_command(
             click.echo(f"{_plural(moves, 'move')} made")
             return
         assert lead_id is not None
-        before = engine.store.get_lead(lead_id)
+        before = stored_lead(engine, lead_id)
         lead = engine.advance(lead_id, to=to, force=force, reason=reason)
     click.echo(_moved(before.stage if before else None, lead))
 
@@ -515,10 +525,6 @@ def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
         return
     breaches = f"{ticked.sla_breaches} SLA breach" + ("" if ticked.sla_breaches == 1 else "es")
     click.echo(f"{_plural(ticked.moves, 'move')} made, {breaches} recorded")
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def _value(value: Any) -> str:
@@ -541,7 +547,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
         view = engine.lead(lead_id)
         engine_now = engine.now()
     if as_json:
-        echo_json(view.to_json())
+        echo_json(serialise.show_json(view))
         return
     team = f" ({view.team})" if view.team else ""
     click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
@@ -579,24 +585,7 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     with open_engine(settings) as engine:
         entries = engine.history(lead_id)
     if as_json:
-        echo_json(
-            [
-                {
-                    "seq": e.seq,
-                    "from": e.from_stage,
-                    "to": e.to_stage,
-                    "kind": e.kind,
-                    "actor": e.actor,
-                    "reason": e.reason,
-                    "at": e.at.isoformat(),
-                    "cycle": e.cycle,
-                    "flow": e.flow,
-                    "version": e.version,
-                    "values": dict(e.values),
-                }
-                for e in entries
-            ]
-        )
+        echo_json(serialise.history_json(entries))
         return
     # One lead's history is short: size the stage columns to its names.
     width = max([14, *(len(_value(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)])
@@ -625,9 +614,7 @@ def leads_command(
             return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json(
-                [{"id": x.id, "flow": x.flow, "stage": x.stage, "score": _number(x.score)} for x in leads]
-            )
+            echo_json([serialise.lead_json(lead) for lead in leads])
             return
         flow_width, stage_width = _name_widths(engine)
         count = 0
@@ -691,7 +678,7 @@ def list_overdue(
 
     found = overdue_leads(engine, flow=flow, stage=stage, team=team)
     if as_json:
-        echo_json([{**o.to_json(), "score": _number(o.lead.score)} for o in found])
+        echo_json([serialise.overdue_json(o) for o in found])
         return
     flow_width, stage_width = _name_widths(engine)
     count = 0
@@ -739,7 +726,7 @@ def report_command(
     with open_engine(settings) as engine:
         report = report_for(engine, flow, period=period, by=by)
     if fmt == "json":
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(serialise.report_json(report), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":

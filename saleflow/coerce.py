@@ -15,6 +15,17 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .errors import BadInput, did_you_mean
+from .limits import (
+    MAX_ID_LENGTH,
+    MAX_INT,
+    MAX_NUMBER,
+    MAX_TIME,
+    MIN_INT,
+    MIN_TIME,
+    check_text,
+    check_time,
+    one_line,
+)
 from .model import FieldDef
 from .records import FieldValue
 
@@ -26,23 +37,56 @@ def _integral(number: float) -> int | float:
     return int(number) if number.is_integer() else number
 
 
+# Longer text is no number in range: it is refused before int() or float()
+# sees it (int() raises ValueError past 4,300 digits).
+_MAX_NUMBER_TEXT = 100
+
+
+def _shown(raw: Any) -> str:
+    """A value for a message: a 4,301-digit one is not printed whole."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 128:
+        return "a number of more than 38 digits"
+    text = str(raw)
+    return f'"{one_line(text)}"' if len(text) <= 40 else f"a value of {len(text):,} characters"
+
+
+def in_range(field: FieldDef, number: int | float, raw: Any) -> int | float:
+    """`number` if the field's type holds it: a 64-bit integer for int, a
+    finite number of at most MAX_NUMBER in magnitude for number and money."""
+    if isinstance(number, float):
+        if number != number or number in (float("inf"), float("-inf")):
+            raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is not a finite number')
+        number = _integral(number)
+    if field.type.kind == "int":
+        if not MIN_INT <= number <= MAX_INT:
+            raise BadInput(
+                f'field "{field.name}" is int; {_shown(raw)} is out of range '
+                f"(from {MIN_INT:,} to {MAX_INT:,})"
+            )
+    elif not -MAX_NUMBER <= number <= MAX_NUMBER:
+        raise BadInput(
+            f'field "{field.name}" is {field.type}; {_shown(raw)} is out of range '
+            f"(from {-MAX_NUMBER:,.0f} to {MAX_NUMBER:,.0f})"
+        )
+    return number
+
+
 def _as_number(field: FieldDef, raw: Any) -> int | float:
     if isinstance(raw, bool):
         raise BadInput(f'field "{field.name}" is {field.type}; {raw!r} is not a number')
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float):
-        return _integral(raw)
-    text = str(raw).strip().replace("_", "")
-    if text.isascii() and text.isdigit():  # the usual CSV cell: a whole number, exactly
-        return int(text)
+    if isinstance(raw, int | float):
+        return in_range(field, raw, raw)
+    text = check_text(str(raw), f'field "{field.name}"').strip().replace("_", "")
+    if len(text) > _MAX_NUMBER_TEXT:
+        raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is out of range')
+    if text.isascii() and text.lstrip("+-")[:1].isdigit() and text[1:].isdigit():
+        # a whole number (the usual CSV cell): exactly, not through a float
+        return in_range(field, int(text), raw)
     try:
         number = float(text)
     except ValueError:
-        raise BadInput(f'field "{field.name}" is {field.type}; "{raw}" is not a number') from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise BadInput(f'field "{field.name}" is {field.type}; "{raw}" is not a finite number')
-    return _integral(number)
+        raise BadInput(f'field "{field.name}" is {field.type}; {_shown(raw)} is not a number') from None
+    return in_range(field, number, raw)
 
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -61,27 +105,27 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
         return None
     kind = field.type.kind
     if kind == "text":
-        return str(raw)
+        return check_text(str(raw), f'field "{field.name}"')
     if kind == "int":
         number = _as_number(field, raw)
         if isinstance(number, float):
-            raise BadInput(f'field "{field.name}" is int; "{raw}" is not a whole number')
+            raise BadInput(f'field "{field.name}" is int; {_shown(raw)} is not a whole number')
         return number
     if kind in ("number", "money"):
         return _as_number(field, raw)
     if kind == "bool":
         if isinstance(raw, bool):
             return raw
-        word = str(raw).strip().lower()
+        word = check_text(str(raw), f'field "{field.name}"', limit=MAX_ID_LENGTH).strip().lower()
         if word in TRUE_WORDS:
             return True
         if word in FALSE_WORDS:
             return False
-        raise BadInput(f'field "{field.name}" is bool; "{raw}" is not true or false')
+        raise BadInput(f'field "{field.name}" is bool; {_shown(raw)} is not true or false')
     if kind == "date":
         return _as_date(field, raw)
     # enum
-    value = str(raw).strip()
+    value = check_text(str(raw), f'field "{field.name}"', limit=MAX_ID_LENGTH).strip()
     if value not in field.type.choices:
         # "Decision Maker" from a CRM means decision_maker, when only one
         # choice reads the same ignoring case, spaces and punctuation.
@@ -91,37 +135,45 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
         hint = did_you_mean(value, field.type.choices)
         choices = ", ".join(field.type.choices)
         raise BadInput(
-            f'field "{field.name}" is one of [{choices}]; "{raw}" is not' + (f" ({hint})" if hint else "")
+            f'field "{field.name}" is one of [{choices}]; {_shown(raw)} is not'
+            + (f" ({hint})" if hint else "")
         )
     return value
 
 
 def _as_date(field: FieldDef, raw: Any) -> str:
     if isinstance(raw, datetime):
-        return raw.date().isoformat()
-    if isinstance(raw, date):
-        return raw.isoformat()
-    text = str(raw).strip()
-    try:
-        return (
-            date.fromisoformat(text[:10]).isoformat()
-            if len(text) >= 10
-            else date.fromisoformat(text).isoformat()
+        day = raw.date()
+    elif isinstance(raw, date):
+        day = raw
+    else:
+        text = check_text(str(raw), f'field "{field.name}"', limit=MAX_ID_LENGTH).strip()
+        try:
+            day = date.fromisoformat(text[:10]) if len(text) >= 10 else date.fromisoformat(text)
+        except ValueError:
+            raise BadInput(
+                f'field "{field.name}" is a date; {_shown(raw)} is not a date like 2026-03-31'
+            ) from None
+    # A flow adds days to a date field (windows, "within N days"): keep it
+    # where times are representable.
+    if not MIN_TIME.date() <= day < MAX_TIME.date():
+        raise BadInput(
+            f'field "{field.name}" is a date; {day.isoformat()} is out of range: saleflow takes dates '
+            f"from {MIN_TIME.date().isoformat()} up to {MAX_TIME.date().isoformat()}"
         )
-    except ValueError:
-        raise BadInput(f'field "{field.name}" is a date; "{raw}" is not a date like 2026-03-31') from None
+    return day.isoformat()
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
     """ISO 8601 date or date-time → aware UTC datetime (naive means UTC)."""
-    raw = text.strip()
+    raw = check_text(text, what, limit=MAX_ID_LENGTH).strip()
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
         raise BadInput(
-            f'{what} "{text}" is not an ISO 8601 time such as 2026-03-31 or 2026-03-31T09:30:00Z'
+            f"{what} {_shown(text)} is not an ISO 8601 time such as 2026-03-31 or 2026-03-31T09:30:00Z"
         ) from None
-    return as_utc(value, what)
+    return check_time(as_utc(value, what), what)
 
 
 def as_utc(value: datetime, what: str = "time") -> datetime:
@@ -146,5 +198,5 @@ def parse_assignment(text: str) -> tuple[str, str]:
     """`FIELD=VALUE` → (field, value)."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise BadInput(f'"{text}" is not FIELD=VALUE')
+        raise BadInput(f"{_shown(text)} is not FIELD=VALUE")
     return name.strip(), value

@@ -27,6 +27,7 @@ from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
 from .identity import identity
+from .limits import MAX_INT32, check_id, check_int, check_text, check_time
 from .model import Flow
 from .parse import load_flow, parse_flow
 from .progress import Step, Work, sla_days, sla_due
@@ -40,7 +41,7 @@ from .records import (
     Store,
     Transaction,
 )
-from .store import open_store
+from .store import Corrupt, open_store
 
 if TYPE_CHECKING:
     from .importer import ImportResult
@@ -142,8 +143,9 @@ class Engine:
         default_flow: str | None = None,
     ) -> None:
         self.store = store
-        self.actor = actor or default_actor()
-        self._fixed_now = parse_time(now, "--now") if isinstance(now, str) else (as_utc(now) if now else None)
+        self.actor = _name(actor, "the actor") if actor else default_actor()
+        fixed = parse_time(now, "--now") if isinstance(now, str) else (as_utc(now, "--now") if now else None)
+        self._fixed_now = None if fixed is None else check_time(fixed, "--now")
         self.default_flow = default_flow
         self._compiled: dict[tuple[str, int], CompiledFlow] = {}
         self._latest: dict[str, int] = {}
@@ -179,10 +181,19 @@ class Engine:
     def now(self) -> datetime:
         return self._fixed_now or datetime.now(UTC)
 
-    def _at(self, at: datetime | str | None) -> datetime:
+    def _at(self, at: datetime | str | None) -> datetime | None:
+        """An explicit time (`at`), checked; None when there is none, in
+        which case the operation asks `_when` inside its transaction."""
         if at is None:
-            return self.now()
-        return parse_time(at, "--at") if isinstance(at, str) else as_utc(at)
+            return None
+        return check_time(parse_time(at, "--at") if isinstance(at, str) else as_utc(at, "--at"), "--at")
+
+    def _when(self, at: datetime | None) -> datetime:
+        """The time of an operation: the explicit one, else now.  Called in
+        the transaction's body after the lead is locked, on every attempt,
+        so that a retry after another writer's commit is not back-dated
+        before that writer's move."""
+        return at if at is not None else self.now()
 
     def deploy(self, flow: str | os.PathLike[str] | Flow) -> Deployment:
         """Check `flow` and register it at its declared version.  A flow
@@ -223,7 +234,7 @@ class Engine:
     def _flow_for_new_lead(self, flow: str | Deployment | None) -> CompiledFlow:
         if isinstance(flow, Deployment):  # a file's own version (`lead add --flow FILE`)
             return self.compiled(flow.name, flow.version)
-        name = flow or self.default_flow
+        name = _name(flow, "a flow name") if flow else self.default_flow
         if name is None:
             names = self.store.flow_names()
             if len(names) == 1:
@@ -291,7 +302,7 @@ class Engine:
             raise failure
 
     def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[AuditEntry]) -> Work:
-        return Work(tx, self.compiled, at, actor or self.actor, entries)
+        return Work(tx, self.compiled, at, _name(actor, "the actor") if actor else self.actor, entries)
 
     def _locked(self, tx: Transaction, lead_id: str) -> Lead:
         lead = tx.lock_lead(lead_id)
@@ -314,8 +325,7 @@ class Engine:
         """Create a lead in its flow's initial stage, then let it progress.
         `flow` is a flow's name (its latest version) or what `deploy`
         returned (that version)."""
-        if not lead_id or not str(lead_id).strip():
-            raise BadInput("a lead id must not be empty")
+        lead_id = _lead_id(lead_id)
         cf = self._flow_for_new_lead(flow)
         when = self._at(at)
         values = self._coerce(cf, {**(fields or {}), **more_fields}, lead_id)
@@ -324,7 +334,7 @@ class Engine:
         def body(tx: Transaction) -> Lead:
             if tx.lock_lead(lead_id) is not None:
                 raise BadInput(f'lead "{lead_id}" already exists')
-            return self._work(tx, when, actor, entries).create(lead_id, cf, values)
+            return self._work(tx, self._when(when), actor, entries).create(lead_id, cf, values)
 
         return self._run(body, entries)
 
@@ -343,7 +353,7 @@ class Engine:
         when = self._at(at)
         created = 0
         for batch in chunked(rows, chunk):
-            typed = [(lead_id, self._coerce(cf, values, lead_id)) for lead_id, values in batch]
+            typed = [(_lead_id(lead_id), self._coerce(cf, values, lead_id)) for lead_id, values in batch]
             entries: list[AuditEntry] = []
 
             def body(
@@ -351,7 +361,7 @@ class Engine:
                 typed: list[tuple[str, dict[str, FieldValue]]] = typed,
                 entries: list[AuditEntry] = entries,
             ) -> None:
-                work = self._work(tx, when, actor, entries)
+                work = self._work(tx, self._when(when), actor, entries)
                 for lead_id, values in typed:
                     if tx.lock_lead(lead_id) is not None:
                         raise BadInput(f'lead "{lead_id}" already exists')
@@ -382,6 +392,7 @@ class Engine:
         **more: Any,
     ) -> Lead:
         """Set (or, with None, unset) fields of a lead, then let it progress."""
+        lead_id = _lead_id(lead_id)
         when = self._at(at)
         raw = {**(values or {}), **more}
         entries: list[AuditEntry] = []
@@ -390,7 +401,7 @@ class Engine:
             lead = self._locked(tx, lead_id)
             cf = self._lead_flow(lead)
             typed = self._coerce(cf, raw, lead_id)
-            return self._work(tx, when, actor, entries).set_fields(lead, typed)
+            return self._work(tx, self._when(when), actor, entries).set_fields(lead, typed)
 
         return self._run(body, entries)
 
@@ -407,6 +418,10 @@ class Engine:
         actor: str | None = None,
     ) -> Lead:
         """Record an event on a lead, then let it progress."""
+        lead_id = _lead_id(lead_id)
+        event = _name(event, "an event name")
+        channel = _name(channel, "an event's channel") if channel is not None else None
+        content = check_text(content, "an event's content") if content is not None else None
         when = self._at(at)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise BadInput(f"an event's count must be a whole number from 1 to {MAX_COUNT}, not {count!r}")
@@ -419,9 +434,10 @@ class Engine:
             if definition is None:
                 hint = did_you_mean(event, [e.name for e in cf.flow.events])
                 raise NotFound(f'flow "{cf.name}" has no event "{event}"' + (f"; {hint}" if hint else ""))
-            cycle = self._cycle_at(lead, when)
-            record = EventRecord(event, when, channel or definition.channel, content, count, cycle)
-            return self._work(tx, when, actor, entries).record_event(lead, record)
+            at_ = self._when(when)
+            cycle = self._cycle_at(lead, at_)
+            record = EventRecord(event, at_, channel or definition.channel, content, count, cycle)
+            return self._work(tx, at_, actor, entries).record_event(lead, record)
 
         return self._run(body, entries)
 
@@ -448,6 +464,9 @@ class Engine:
         stage by its defined move (advance, skip, exit, recycle).  `force`
         makes any move, gates ignored, and needs a reason.  Raises
         `Rejected` with the blockers when a gate fails."""
+        lead_id = _lead_id(lead_id)
+        to = _name(to, "a stage name") if to is not None else None
+        reason = check_text(reason, "a reason") if reason is not None else None
         if force and not (reason and reason.strip()):
             raise BadInput("a forced move needs a reason (--reason)")
         when = self._at(at)
@@ -463,7 +482,9 @@ class Engine:
                     f'flow "{cf.name}" version {cf.version} has no stage "{to}"'
                     + (f"; {hint}" if hint else "")
                 )
-            return self._work(tx, when, actor, entries).request(lead, to, force=force, reason=reason)
+            return self._work(tx, self._when(when), actor, entries).request(
+                lead, to, force=force, reason=reason
+            )
 
         return self._run(body, entries)
 
@@ -478,6 +499,11 @@ class Engine:
     ) -> Lead:
         """Move a lead to another deployed version of its flow (the latest
         when `version` is None), keeping its stage, fields and cycle."""
+        lead_id = _lead_id(lead_id)
+        if version is not None:
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise BadInput(f"a flow version is a whole number, not {version!r}")
+            check_int(version, "a flow version", 1, MAX_INT32)
         when = self._at(at)
         entries: list[AuditEntry] = []
 
@@ -489,7 +515,7 @@ class Engine:
                 target = self.compiled(lead.flow)
             if target.version == lead.version:
                 return lead
-            return self._work(tx, when, actor, entries).migrate(lead, target)
+            return self._work(tx, self._when(when), actor, entries).migrate(lead, target)
 
         return self._run(body, entries)
 
@@ -521,7 +547,7 @@ class Engine:
         self, *, flow: str | None, actor: str | None, chunk: int, sla: bool, at: datetime | str | None
     ) -> TickResult:
         if flow is not None:
-            self.compiled(flow)  # NotFound for an unknown flow
+            self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
         when = self._at(at)
         moves = breaches = 0
         for leads in self.store.iter_leads(flow=flow, chunk=chunk):
@@ -530,16 +556,33 @@ class Engine:
 
             def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> int:
                 with write_behind(tx, ids) as work_tx:
-                    work = self._work(work_tx, when, actor, entries)
+                    work = self._work(work_tx, self._when(when), actor, entries)
                     for lead_id in ids:
                         lead = work_tx.lock_lead(lead_id)
                         if lead is not None:
                             work.reevaluate(lead, sla=sla)
                 return work.breaches
 
-            breaches += self._run(body, entries)  # of the attempt that committed
+            try:
+                breaches += self._run(body, entries)  # of the attempt that committed
+            except Corrupt as err:
+                raise self._which_corrupt(err, ids) from None
             moves += len(entries)
         return TickResult(moves, breaches)
+
+    def _which_corrupt(self, err: Corrupt, ids: list[str]) -> Corrupt:
+        """`err` naming its lead: batch reads fetch a chunk's rows at once,
+        so the lead is found by reading each one alone (only on this error)."""
+        if err.lead_id is not None:
+            return err
+        for lead_id in ids:
+            try:
+                self.store.get_lead(lead_id)
+                self.store.history(lead_id)
+                self.store.events_of(lead_id)
+            except Corrupt as found:
+                return found
+        return err
 
     # ---------------------------------------------------------------- reads
     def _lead_flow(self, lead: Lead, *, stranded_ok: bool = False) -> CompiledFlow:
@@ -559,7 +602,7 @@ class Engine:
     def _coerce(self, cf: CompiledFlow, raw: Mapping[str, Any], lead_id: str) -> dict[str, FieldValue]:
         typed: dict[str, FieldValue] = {}
         for name, value in raw.items():
-            definition = cf.flow.field(name)
+            definition = cf.flow.field(_name(name, "a field name"))
             if definition is None:
                 hint = did_you_mean(name, [f.name for f in cf.flow.fields])
                 raise NotFound(
@@ -571,6 +614,7 @@ class Engine:
 
     def lead(self, lead_id: str) -> LeadView:
         """The lead with its team, score, event counts and next moves."""
+        lead_id = _lead_id(lead_id)
         lead = self.store.get_lead(lead_id)
         if lead is None:
             raise NotFound(f'lead "{lead_id}" does not exist')
@@ -611,6 +655,7 @@ class Engine:
 
     def blockers(self, lead_id: str, to: str) -> list[Any]:
         """Why the lead cannot move to `to` now ([] when it can)."""
+        to = _name(to, "a stage name")
         for verdict in self.lead(lead_id).next:
             if verdict.to == to:
                 return list(verdict.blockers)
@@ -621,6 +666,9 @@ class Engine:
     ) -> Iterator[Lead]:
         """Stored leads, streamed, optionally by flow, stage or team.
         `NotFound` for a flow, stage or team no deployed flow has."""
+        flow = _name(flow, "a flow name") if flow is not None else None
+        stage = _name(stage, "a stage name") if stage is not None else None
+        team = _name(team, "a team name") if team is not None else None
         names = self.store.flow_names() if flow is None else [flow]
         if flow is not None:
             self.compiled(flow)  # NotFound when it is not deployed
@@ -645,6 +693,7 @@ class Engine:
             yield from chunk
 
     def history(self, lead_id: str) -> list[AuditEntry]:
+        lead_id = _lead_id(lead_id)
         if self.store.get_lead(lead_id) is None:
             raise NotFound(f'lead "{lead_id}" does not exist')
         return self.store.history(lead_id)
@@ -652,3 +701,17 @@ class Engine:
     def verify(self) -> list[audit_mod.Problem]:
         """Recompute every hash chain and replay every lead's history."""
         return audit_mod.verify(self.store, self.compiled)
+
+
+def _lead_id(value: Any) -> str:
+    """A lead id from a caller: non-empty text a database can store as a key."""
+    if not isinstance(value, str):
+        raise BadInput(f"a lead id is text, not {type(value).__name__}")
+    return check_id(value, "a lead id")
+
+
+def _name(value: Any, what: str) -> str:
+    """A name (flow, stage, event, field, channel, actor) from a caller."""
+    if not isinstance(value, str):
+        raise BadInput(f"{what} is text, not {type(value).__name__}")
+    return check_id(value, what)

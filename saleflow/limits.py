@@ -12,6 +12,7 @@ the same everywhere and are documented once (README, "Limits").
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from .errors import BadInput
@@ -65,10 +66,27 @@ def check_text(value: str, what: str, *, limit: int = MAX_TEXT_LENGTH) -> str:
 
 
 def check_id(value: str, what: str = "a lead id") -> str:
-    """A key such as a lead id: non-empty text of at most MAX_ID_LENGTH characters."""
+    """A key such as a lead id: non-empty text of at most MAX_ID_LENGTH
+    characters, on one line (no control character or line separator: an id
+    is printed in listings and sentences)."""
     if not value or not value.strip():
         raise BadInput(f"{what} must not be empty")
-    return check_text(value, what, limit=MAX_ID_LENGTH)
+    check_text(value, what, limit=MAX_ID_LENGTH)
+    if _CONTROL.search(value):
+        raise BadInput(f"{what} holds a control character or a line break")
+    return value
+
+
+# C0 and C1 controls, DEL, and the line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks and other control characters as
+    escapes (a sentence that quotes what a user typed stays one sentence)."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def check_int(value: int, what: str, low: int = MIN_INT, high: int = MAX_INT) -> int:

@@ -491,13 +491,17 @@ CASES.update(
             "nul.csv", fragment='line 3, column "email": the value holds a NUL byte'
         ),
         "import: a NUL byte in a lead id": _import("nul_id.csv", fragment="the lead id holds a NUL byte"),
-        "import: an int of 2**64": _import("int64.csv", fragment='field "employees" must be between'),
-        "import: an int below -2**63": _import("int63.csv", fragment='field "employees" must be between'),
+        "import: an int of 2**64": _import(
+            "int64.csv", fragment='field "employees" is int; "18446744073709551616" is out of range'
+        ),
+        "import: an int below -2**63": _import(
+            "int63.csv", fragment='"-9223372036854775809" is out of range'
+        ),
         "import: a 4,301-digit number": _import("digits.csv", fragment="4,301 characters long"),
-        "import: 1e19 for an int": _import("float_int.csv", fragment="must be between"),
+        "import: 1e19 for an int": _import("float_int.csv", fragment='"1e19" is out of range'),
         "import: 1e309 money": _import("inf.csv", fragment="not a finite number"),
         "import: nan money": _import("nan.csv", fragment="not a finite number"),
-        "import: money beyond the limit": _import("big_money.csv", fragment="in size"),
+        "import: money beyond the limit": _import("big_money.csv", fragment='"5e18" is out of range'),
         "import: a lead id of 256 characters": _import("long_id.csv", fragment="256 characters long"),
         "import: text beyond 100,000 characters": _import("long_text.csv", fragment="the limit is 100,000"),
         "import: a byte that is not UTF-8": _import("latin1.csv", fragment="is not UTF-8 text: line 2"),
@@ -509,7 +513,7 @@ CASES.update(
         "import: a time in year 9999": _import(
             "year_9999.csv",
             "--at-column at",
-            fragment='column "at": the time 9999-12-31T23:59:59+00:00 is out',
+            fragment='column "at" 9999-12-31T23:59:59+00:00 is out of range',
         ),
         "import: a time in year 1800": _import("year_1800.csv", "--at-column at", fragment="out of range"),
         "import: a time past the last instant": _import(
@@ -534,4 +538,159 @@ def test_import_cases_are_many() -> None:
 
 # -- runtime and CLI: values, times, ids, databases ------------------------------
 
-CASES.update({})
+_KEPT: dict[tuple[str, str], Any] = {}  # (database URL, what) -> the value a hook replaced
+
+
+def _swap(db: Db, what: str, read: str, write: str, value: Any) -> None:
+    """Replace a value of "acme" behind saleflow's back, keeping the stored one."""
+    engine = create_engine(db.url)
+    try:
+        with engine.begin() as conn:
+            _KEPT[(db.url, what)] = conn.execute(text(read)).scalar_one()
+            conn.execute(text(write), {"v": value})
+    finally:
+        engine.dispose()
+
+
+def _restore(db: Db, what: str, write: str) -> None:
+    engine = create_engine(db.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(write), {"v": _KEPT.pop((db.url, what))})
+    finally:
+        engine.dispose()
+
+
+def _fields_sql(db: Db) -> tuple[str, str]:
+    cast = "CAST(:v AS jsonb)" if db.backend == "postgresql" else ":v"
+    read = "SELECT CAST(fields AS TEXT) FROM leads WHERE id = 'acme'"
+    return read, f"UPDATE leads SET fields = {cast} WHERE id = 'acme'"
+
+
+def corrupt_fields(db: Db) -> None:
+    """acme's fields: a JSON list, not the object saleflow writes."""
+    read, write = _fields_sql(db)
+    _swap(db, "fields", read, write, "[1, 2]")
+
+
+def uncorrupt_fields(db: Db) -> None:
+    _restore(db, "fields", _fields_sql(db)[1])
+
+
+_LAST_ENTRY = "lead_id = 'acme' AND seq = (SELECT max(seq) FROM audit WHERE lead_id = 'acme')"
+
+
+def corrupt_time(db: Db) -> None:
+    """acme's last audit entry dated 9999-12-31: out of every range saleflow writes."""
+    far: Any = datetime(9999, 12, 31, tzinfo=UTC)
+    if db.backend == "sqlite":
+        far = "9999-12-31T00:00:00.000000+00:00"
+    _swap(
+        db,
+        "at",
+        f"SELECT at FROM audit WHERE {_LAST_ENTRY}",
+        f"UPDATE audit SET at = :v WHERE {_LAST_ENTRY}",
+        far,
+    )
+
+
+def uncorrupt_time(db: Db) -> None:
+    _restore(db, "at", f"UPDATE audit SET at = :v WHERE {_LAST_ENTRY}")
+
+
+CORRUPT = 'the database is corrupted: lead "acme"'
+HUGE = "9" * 4301  # past int()'s 4,300 digits
+FAR = "out of range"
+
+CASES.update(
+    {
+        # integers beyond their column
+        "migrate --version 2**63": case(
+            f"lead migrate acme --version {2**63}", code=2, fragment="a flow version must be between 1 and"
+        ),
+        "migrate --version 2**31": case(
+            f"lead migrate acme --version {2**31}", code=2, fragment="2,147,483,647"
+        ),
+        "migrate --version 0": case(
+            "lead migrate acme --version 0", code=2, fragment="--version", style=USAGE
+        ),
+        "--count 2**63": case(
+            f"event acme web_visit --count {2**63}", code=2, fragment="from 1 to 2147483647"
+        ),
+        "an int field of 2**63": case(f"lead set acme employees={2**63}", code=2, fragment=FAR),
+        "an int field below -2**63": case(f"lead set acme employees={-(2**63) - 1}", code=2, fragment=FAR),
+        "money beyond MAX_NUMBER": case("lead set acme budget=1e19", code=2, fragment=FAR),
+        "money of 1e309": case("lead set acme budget=1e309", code=2, fragment="not a finite number"),
+        "a 4,301-digit value": case(f"lead set acme employees={HUGE}", code=2, fragment=FAR),
+        "a 4,301-digit value (money)": case(f"lead set acme budget=-{HUGE}", code=2, fragment=FAR),
+        "a 4,301-digit value on add": case(f"lead add new-6 --set employees={HUGE}", code=2, fragment=FAR),
+        # text a database cannot hold
+        "a NUL in a field value": case("lead set acme company=a\x00b", code=2, fragment="NUL byte"),
+        "a NUL in a field name": case("lead set acme comp\x00any=x", code=2, fragment="NUL byte"),
+        "a NUL in a lead id": case("show a\x00b", code=2, fragment="NUL byte"),
+        "a NUL in --content": case("event acme web_visit --content x\x00", code=2, fragment="NUL byte"),
+        "a NUL in --reason": case(
+            "advance acme --to sql --force --reason x\x00", code=2, fragment="NUL byte"
+        ),
+        "a lead id that is not UTF-8 (show)": case("show \udcff", code=2, fragment="not valid Unicode"),
+        "a lead id that is not UTF-8 (add)": case("lead add x\udcffy", code=2, fragment="not valid Unicode"),
+        "a lead id that is not UTF-8 (event)": case(
+            "event \udcff web_visit", code=2, fragment="not valid Unicode"
+        ),
+        "a channel that is not UTF-8": case(
+            "event acme web_visit --channel \udcff", code=2, fragment="not valid Unicode"
+        ),
+        "a field value that is not UTF-8": case(
+            "lead set acme company=\udcff", code=2, fragment="not valid Unicode"
+        ),
+        "a stage that is not UTF-8 (leads)": case(
+            "leads --stage \udcff", code=2, fragment="not valid Unicode"
+        ),
+        "a lead id too long": case(f"lead add {'x' * 256}", code=2, fragment="the limit is 255"),
+        # times at the edges
+        "--at in year 9000": case("event acme web_visit --at 9000-01-01", code=2, fragment=FAR, style=USAGE),
+        "--at before 1900": case("lead set acme need=yes --at 1899-12-31", code=2, fragment=FAR, style=USAGE),
+        "lead add --at the last microsecond": case(
+            "lead add new-7 --at 9999-12-31T23:59:59.999999Z", code=2, fragment=FAR, style=USAGE
+        ),
+        "--now in year 9999": case(
+            "show acme", code=2, fragment=FAR, style=USAGE, env={"SALEFLOW_NOW": "9999-12-31"}
+        ),
+        "report --until 9999-12-31": case("report --until 9999-12-31", code=2, fragment=FAR),
+        "report --since 0001-01-01": case("report --since 0001-01-01", code=2, fragment=FAR),
+        "report --until beyond year 9999": case("report --until 99999-01-01", code=2, fragment="ISO 8601"),
+        # database URLs, one sentence each
+        "a SQLite URL with a host and port": case(
+            "show acme", code=2, fragment="names a host", db="sqlite://host:99/x.db"
+        ),
+        "a SQLite URL with a host": case(
+            "show acme", code=2, fragment="names a host", db="sqlite://host/x.db"
+        ),
+        "a SQLite URL with a bad argument": case(
+            "show acme", code=2, fragment="cannot use the database", db="sqlite:///{folder}/x.db?timeout=soon"
+        ),
+        "a database URL with a NUL": case(
+            "show acme", code=2, fragment="NUL byte", db="sqlite:///{folder}/x\x00.db"
+        ),
+        "a PostgreSQL URL with a bad port": case(
+            "show acme", code=2, fragment="not a database URL", db="postgresql://u@h:port/d"
+        ),
+        # a lead that exists: bad input (2), as everywhere (README, "Exit codes")
+        "a lead added twice, with fields": case(
+            "lead add acme --set employees=5", code=2, fragment='lead "acme" already exists'
+        ),
+        # rows edited behind saleflow's back
+        **{
+            f"corrupted fields ({command})": case(
+                command, code=2, fragment=CORRUPT, setup=corrupt_fields, teardown=uncorrupt_fields
+            )
+            for command in ("show acme", "leads", "history acme", "tick", "advance --all", "audit verify")
+        },
+        **{
+            f"a corrupted time ({command})": case(
+                command, code=2, fragment=CORRUPT, setup=corrupt_time, teardown=uncorrupt_time
+            )
+            for command in ("history acme", "report", "tick", "advance --all", "audit verify")
+        },
+    }
+)

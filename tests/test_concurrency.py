@@ -204,6 +204,56 @@ def test_capacity_holds_under_concurrency(db_url: str, pool: Any) -> None:
 
 
 # ---------------------------------------------------------------------------
+# eight processes forcing one lead back and forth, on the real clock
+# ---------------------------------------------------------------------------
+
+RACERS = 8
+FORCES = 10
+
+
+def _force_back_and_forth(url: str, worker: int, barrier: Any) -> list[str]:
+    """`FORCES` forced moves of one lead between "warm" and "done", with no
+    fixed clock and no --at: each move's time is taken when it is made.
+    Returns what each call ended in ("ok" or the error's class and text)."""
+    outcomes: list[str] = []
+    with Engine(open_store(url, lock_timeout=30), actor=f"racer-{worker}") as engine:
+        engine.lead("racer")  # connected and compiled before the race starts
+        barrier.wait(timeout=60)
+        for n in range(FORCES):
+            to = "warm" if (worker + n) % 2 else "done"
+            try:
+                engine.advance("racer", to=to, force=True, reason=f"racer {worker} move {n}")
+            except Exception as err:  # every refusal is reported, none expected
+                outcomes.append(f"{type(err).__name__}: {err}")
+            else:
+                outcomes.append("ok")
+    return outcomes
+
+
+def test_eight_processes_forcing_one_lead_are_never_refused(db_url: str) -> None:
+    """Issue 8, item 1: a retry after another writer's commit took the time
+    from before it and was refused as back-dated (exit 2 on 12 of 80 calls).
+    The time of an operation is now taken after the lead is locked."""
+    engine = Engine.open(parse_flow(HOT, "hot.flow"), db=db_url)
+    engine.add_lead("racer")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(RACERS)
+    with context.Pool(RACERS) as racers:
+        pending = racers.starmap_async(_force_back_and_forth, [(db_url, w, barrier) for w in range(RACERS)])
+        results = pending.get(timeout=300)
+    outcomes = [outcome for result in results for outcome in result]
+    assert outcomes == ["ok"] * (RACERS * FORCES), [o for o in outcomes if o != "ok"]
+    history = engine.history("racer")
+    assert len([e for e in history if e.kind == "force"]) == RACERS * FORCES
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    assert [e.at for e in history] == sorted(e.at for e in history)
+    lead = engine.store.get_lead("racer")
+    assert lead is not None and lead.stage == history[-1].to_stage
+    assert engine.verify() == []
+    engine.close()
+
+
+# ---------------------------------------------------------------------------
 # a conflict that persists
 # ---------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ from sqlalchemy import text
 
 from saleflow import Engine
 from saleflow.errors import BadInput, NotFound, Rejected, SaleflowError
+from saleflow.limits import MAX_DAYS, MAX_TIME, MIN_TIME
 from saleflow.parse import parse_flow
 from saleflow.records import AuditEntry
+from saleflow.report import Period, report_for
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = ROOT / "flows" / "the_model.flow"
@@ -612,25 +614,39 @@ def test_api_bad_input(db_url: str) -> None:
     assert engine.lead("b-1").events["web_visit"] == 0
 
 
-def test_times_at_the_edges_of_the_calendar(db_url: str) -> None:
-    wide = """\
+def test_times_at_the_edges_of_the_range(db_url: str) -> None:
+    """Times from MIN_TIME to just before MAX_TIME, with the longest SLA and
+    window a flow may have (MAX_DAYS), overflow nowhere; times outside the
+    range are refused with one sentence, and nothing is written."""
+    wide = f"""\
 flow wide
 event ping
-team t "T" {
-  stage a initial sla 99999999 days
-  stage b when ping in last 99999999 days >= 1
-}
+team t "T" {{
+  stage a initial sla {MAX_DAYS} days
+  stage b when ping in last {MAX_DAYS} days >= 1
+}}
 stage gone final
 """
-    engine = Engine.open(parse_flow(wide, "wide.flow"), db=db_url, now=T0)
-    engine.add_lead("early", at=datetime(1, 1, 2, tzinfo=UTC))
-    assert engine.tick() == 0  # an SLA due after year 9999 is never breached
-    assert engine.record("early", "ping", at=datetime(1, 1, 3, tzinfo=UTC)).stage == "b"
-    assert engine.lead("early").entered_at == datetime(1, 1, 3, tzinfo=UTC)
+    last = MAX_TIME - timedelta(microseconds=1)
+    engine = Engine.open(parse_flow(wide, "wide.flow"), db=db_url, now=last)
+    engine.add_lead("early", at=MIN_TIME)
+    engine.add_lead("late", at=last)
+    assert engine.tick() == 0  # "early" is overdue, "late" is not; no move
+    assert engine.record("early", "ping", at=MIN_TIME + timedelta(days=1)).stage == "b"
+    assert engine.lead("late").due_at == last + timedelta(days=MAX_DAYS)
+    report_for(engine, "wide", period=Period.parse("1900-01-01", "8999-12-31"))
+    before = engine.history("early")
+    for bad in ("1899-12-31T23:59:59Z", "9000-01-01", "9999-12-31T23:00:00-05:00", "0001-01-01"):
+        with pytest.raises(BadInput, match="out of range"):
+            engine.record("early", "ping", at=bad)
     with pytest.raises(BadInput, match="out of range"):
-        engine.record("early", "ping", at="9999-12-31T23:00:00-05:00")
+        engine.add_lead("later", at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    with pytest.raises(BadInput, match="out of range"):
+        Engine(engine.store, now="9000-01-01")
     with pytest.raises(BadInput, match="from 1 to 2147483647"):
         engine.record("early", "ping", count=2**31)
+    assert engine.history("early") == before
+    assert engine.store.get_lead("later") is None
     assert engine.verify() == []
 
 

@@ -590,3 +590,52 @@ def test_medians_in_bounded_memory_are_exact(values: list[tuple[str, float]], li
             wanted = [v for k, v in values if k == key]
             assert medians.median(key) == (median(wanted) if wanted else None)
             assert medians.counts.get(key, 0) == len(wanted)
+
+
+# --------------------------------------------------------------------------
+# CSV a spreadsheet opens safely (issue 8, item 5)
+# --------------------------------------------------------------------------
+
+FORMULA_FLOW = """\
+flow formulas
+field note text
+team t "T" { stage new initial  stage done manual }
+"""
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_report_csv_runs_no_formula(db_url: str, tmp_path: Path, start: str) -> None:
+    """`report --format csv --by note`: a field value that a spreadsheet
+    would run (=, +, -, @, tab, CR first) is written with a leading quote,
+    and reads back as the value through csvcell.unescape_cell."""
+    import csv
+    import io
+
+    from saleflow.csvcell import unescape_cell
+
+    value = f'{start}HYPERLINK("http://evil.example","x")'
+    with Engine.open(parse_flow(FORMULA_FLOW, "f.flow"), db=db_url, now=NOW, actor="t") as engine:
+        engine.add_lead("l1", note=value, at=NOW - timedelta(days=1))
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            "--db",
+            db_url,
+            "--now",
+            NOW.isoformat(),
+            "report",
+            "--by",
+            "note",
+            "--format",
+            "csv",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8"), newline="")))
+    cells = [cell for row in rows for cell in row]
+    assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in cells), cells
+    assert "'" + value in cells
+    assert value in [unescape_cell(cell) for cell in cells]

@@ -317,6 +317,17 @@ def test_unusable_sqlite_paths(tmp_path: Path) -> None:
         ("mysql://root@localhost/db", "SQLite or PostgreSQL"),
         ("postgresql+asyncpg://u@localhost/db", "unsupported PostgreSQL driver"),
         ("sqlite+aiosqlite:///x.db", "unsupported SQLite driver"),
+        # issue 8: every malformed shape is one sentence, not SQLAlchemy's five lines
+        ("sqlite://host:99/x.db", "names a host"),
+        ("sqlite://host/x.db", "names a host"),
+        ("sqlite://user:pw@/x.db", "names a host"),
+        ("sqlite:///:memory:?timeout=soon", "cannot use the database in memory"),
+        ("sqlite:///:memory:?check_same_thread=maybe", "cannot use the database in memory"),
+        ("postgresql://u@h:port/d", "not a database URL"),
+        ("postgresql://u@[::1/d", "not a database URL"),
+        ("sqlite:///x\x00.db", "NUL byte"),
+        ("sqlite:///x\udcff.db", "not valid Unicode"),
+        ("", "not a database URL"),
     ],
 )
 def test_bad_urls(url: str, fragment: str) -> None:
@@ -943,3 +954,66 @@ def test_write_transactions_run_at_least_a_quarter_of_raw_sqlite_speed(tmp_path:
     ratio = best_raw / best_ours
     print(f"store {n / best_ours:.0f} tx/s, raw sqlite3 {n / best_raw:.0f} tx/s, ratio {ratio:.2f}")
     assert ratio >= 0.25
+
+
+# ---------------------------------------------------------------------------
+# rows edited behind saleflow's back (issue 8)
+# ---------------------------------------------------------------------------
+
+CORRUPTIONS = {
+    "fields not an object": ("UPDATE leads SET fields = :v WHERE id = 'b'", "[1, 2]", "fields"),
+    "a field holding an object": ("UPDATE leads SET fields = :v WHERE id = 'b'", '{"x": {"y": 1}}', "fields"),
+    "a time past the range": (
+        "UPDATE leads SET entered_at = :v WHERE id = 'b'",
+        datetime(9999, 12, 31, tzinfo=UTC),
+        "a time",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_a_corrupted_row_is_named(db_url: str, name: str) -> None:
+    """Every read of a corrupted row is one `StoreError` sentence that says
+    the database is corrupted and names the lead: one lead, a page of
+    leads, a transaction's lock."""
+    sql, value, what = CORRUPTIONS[name]
+    with open_store(db_url) as store:
+        add_leads(store, make_lead("a"), make_lead("b"), make_lead("c"))
+    if "fields" in sql and db_url.startswith("postgresql"):
+        sql = sql.replace(":v", "CAST(:v AS jsonb)")
+    engine = raw_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(sql), {"v": value})
+    engine.dispose()
+    with open_store(db_url) as store:
+        for read in (
+            lambda: store.get_lead("b"),
+            lambda: [lead for page in store.iter_leads(chunk=2) for lead in page],
+            lambda: _locked(store, "b"),
+        ):
+            with pytest.raises(StoreError) as caught:
+                read()
+            message = str(caught.value)
+            assert message.startswith('the database is corrupted: lead "b" has ' + what), message
+            assert one_sentence(message)
+        assert store.get_lead("a") is not None  # the others still read
+
+
+def _locked(store: SqlStore, lead_id: str) -> Any:
+    with store.transaction() as tx:
+        return tx.lock_lead(lead_id)
+
+
+def test_an_unloadable_timestamp_is_named(pg_url: str) -> None:
+    """PostgreSQL holds 'infinity', which no Python datetime is."""
+    with open_store(pg_url) as store:
+        add_leads(store, make_lead("a"), make_lead("inf"))
+    engine = raw_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE leads SET entered_at = 'infinity' WHERE id = 'inf'"))
+    engine.dispose()
+    with open_store(pg_url) as store:
+        for read in (lambda: store.get_lead("inf"), lambda: list(store.iter_leads())):
+            with pytest.raises(StoreError, match='the database is corrupted: lead "inf"') as caught:
+                read()
+            assert one_sentence(str(caught.value))

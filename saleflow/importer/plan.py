@@ -8,10 +8,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..coerce import coerce
+from ..coerce import coerce, in_range
 from ..compile import CompiledFlow
 from ..errors import BadInput, NotFound, did_you_mean
-from ..limits import MAX_ID_LENGTH, MAX_NUMBER, MAX_TEXT_LENGTH, check_int, check_text
+from ..limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH, check_text
 from ..model import FieldDef
 from ..records import FieldValue
 
@@ -112,10 +112,14 @@ class Column:
         reason = bad_text(raw, self.limit)
         if reason is not None:
             raise BadInput(reason)
+        value: FieldValue
         try:
             whole = _WHOLE.fullmatch(raw) if kind in _NUMERIC and raw not in self.nulls else None
             # A whole number is read exactly (a float would round -2**63 - 1 into range).
-            value = int(raw) if whole is not None else coerce(definition, raw, self.nulls)
+            if whole is not None:
+                value = in_range(definition, int(raw), raw)
+            else:
+                value = coerce(definition, raw, self.nulls)
         except (ValueError, OverflowError):  # int() of over 4,300 digits, say
             raise BadInput(
                 f'field "{self.field}" is {definition.type}; the value is not a number saleflow can hold'
@@ -124,8 +128,6 @@ class Column:
             value = self._by_format(raw)
             if value is None:
                 raise
-        if kind in _NUMERIC and value is not None:
-            _check_number(self.field, kind, value)
         return value
 
     def _by_format(self, raw: str) -> FieldValue:
@@ -155,20 +157,6 @@ def bad_text(value: str, limit: int, what: str = "the value") -> str | None:
     except BadInput as err:
         return err.message
     return None
-
-
-def _check_number(name: str, kind: str, value: FieldValue) -> None:
-    """A number field's value within limits.py's range: 64 bits for an int,
-    at most `MAX_NUMBER` in size for a number or money."""
-    if kind == "int":
-        assert isinstance(value, int)
-        check_int(value, f'field "{name}"')
-        return
-    assert isinstance(value, int | float)
-    if not -MAX_NUMBER <= value <= MAX_NUMBER:
-        raise BadInput(
-            f'field "{name}" is {kind}; the value is beyond {MAX_NUMBER:,.0f} in size, the largest saleflow takes'
-        )
 
 
 _TIME_DIRECTIVE = re.compile(r"%[HIMSpfzXc]")

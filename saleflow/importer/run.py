@@ -354,7 +354,7 @@ def _second_pass(
                 raise _changed(checker.path, judged)
             tally.bad_row(judged)
         if good:
-            _apply(engine, cf, tx, good, entries, label)
+            _apply(engine, cf, tx, good, entries, label, timed=checker.at_column is not None)
             tally.imported += len(good)
         report()
     missing = next(expected, None)
@@ -383,15 +383,26 @@ def _changed(path: str, what: object) -> BadInput:
 
 
 def _apply(
-    engine: Engine, cf: CompiledFlow, tx: Transaction, rows: list[Row], entries: list[AuditEntry], label: str
+    engine: Engine,
+    cf: CompiledFlow,
+    tx: Transaction,
+    rows: list[Row],
+    entries: list[AuditEntry],
+    label: str,
+    *,
+    timed: bool,
 ) -> None:
     """One chunk of good rows, in the import's transaction `tx`: the chunk's
     leads are read at once and its writes held until its end (write-behind
-    keeps memory bounded by the chunk, not the file)."""
+    keeps memory bounded by the chunk, not the file).  Without a time
+    column the rows happen now, and now is taken here, once the chunk's
+    leads are held: a lead another process changed since the checking pass
+    began is then not written before that change (issue 8: time under lock)."""
     with write_behind(tx, (row.lead_id for row in rows)) as work_tx:
-        work = Work(work_tx, engine.compiled, engine.now(), engine.actor, entries)
+        now = engine.now()
+        work = Work(work_tx, engine.compiled, now, engine.actor, entries)
         for row in rows:
-            work.at = row.at
+            work.at = row.at if timed else now
             lead = work_tx.lock_lead(row.lead_id)
             if row.stage is None:
                 if lead is None:

@@ -9,6 +9,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..csvcell import safe_row
+
 if TYPE_CHECKING:
     pass
 
@@ -144,8 +146,10 @@ def render_csv(report: Report) -> str:
     fixed += ["conversion", "median_days"]
     column = None if report.by is None else (report.by if report.by not in fixed else f"by_{report.by}")
     buffer = io.StringIO()
+    # Names and field values are text anyone may have typed: every row goes
+    # through safe_row, so a spreadsheet runs no cell as a formula.
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(fixed[:2] + ([column] if column else []) + fixed[2:])
+    writer.writerow(safe_row(fixed[:2] + ([column] if column else []) + fixed[2:]))
 
     def row(prefix: list[Any], s: StageFigures) -> list[Any]:
         conversion = "" if s.conversion is None else f"{s.conversion:.6g}"
@@ -155,9 +159,9 @@ def render_csv(report: Report) -> str:
 
     if report.by is None:
         for s in report.stages:
-            writer.writerow(row([report.flow, report.version], s))
+            writer.writerow(safe_row(row([report.flow, report.version], s)))
     else:
         for group in report.groups:
             for s in group.stages:
-                writer.writerow(row([report.flow, report.version, group.value or ""], s))
+                writer.writerow(safe_row(row([report.flow, report.version, group.value or ""], s)))
     return buffer.getvalue()

@@ -6,9 +6,17 @@ PostgreSQL, creating or migrating the schema (Alembic, shipped in
 `saleflow.migrations`) on first use.
 """
 
-from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
+from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
 from .sql import SqlStore, SqlTransaction, open_store
 
 DEFAULT_URL = "sqlite:///saleflow.db"
 
-__all__ = ["DEFAULT_URL", "KNOWN_REVISIONS", "SCHEMA_HEAD", "SqlStore", "SqlTransaction", "open_store"]
+__all__ = [
+    "DEFAULT_URL",
+    "KNOWN_REVISIONS",
+    "SCHEMA_HEAD",
+    "Corrupt",
+    "SqlStore",
+    "SqlTransaction",
+    "open_store",
+]

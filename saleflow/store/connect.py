@@ -20,9 +20,10 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from ..errors import Conflict, SaleflowError, StoreError
+from ..errors import BadInput, Conflict, SaleflowError, StoreError
 from ..jsontext import compact
-from .schema import KNOWN_REVISIONS, SCHEMA_HEAD
+from ..limits import MAX_ID_LENGTH, check_text
+from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
 
 BUSY_TIMEOUT_MS = 5000  # how long a writer waits for another (SQLite busy_timeout, PostgreSQL lock_timeout)
 CONNECT_TIMEOUT_S = 5
@@ -49,8 +50,12 @@ MIGRATION_LOCK = advisory_key("saleflow", "migrate")
 def parse_url(url: str) -> URL:
     """The SQLAlchemy URL for a ``--db`` value; bare ``postgresql://`` means psycopg 3."""
     try:
+        check_text(url, "the database URL", limit=16 * MAX_ID_LENGTH)
+    except BadInput as exc:
+        raise StoreError(exc.message) from None
+    try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
+    except (ArgumentError, ValueError, TypeError) as exc:
         raise StoreError(
             f'"{url}" is not a database URL (expected sqlite:///FILE or postgresql+psycopg://USER@HOST/DB)'
         ) from exc
@@ -65,6 +70,11 @@ def parse_url(url: str) -> URL:
     elif backend == "sqlite":
         if driver != "pysqlite":
             raise StoreError(f'unsupported SQLite driver "{driver}" in "{url}" (use sqlite:///FILE)')
+        if parsed.host or parsed.port or parsed.username or parsed.password:
+            raise StoreError(
+                f'"{url}" names a host, but a SQLite database is a file: use sqlite:///FILE '
+                "(three slashes; four before an absolute path)"
+            )
     else:
         raise StoreError(f'saleflow stores its data in SQLite or PostgreSQL, not "{backend}" ("{url}")')
     return parsed
@@ -162,8 +172,8 @@ def make_engine(url: URL, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
         kwargs["connect_args"] = connect_args
     try:
         engine = create_engine(url, **kwargs)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        reason = str(exc)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError, TypeError) as exc:
+        reason = first_line(exc)
         if isinstance(exc, ImportError) and url.get_backend_name() == "postgresql":
             # psycopg is the `postgresql` extra: SQLite users do not install it.
             reason = "PostgreSQL needs the psycopg driver (pip install 'saleflow[postgresql]')"
@@ -185,6 +195,12 @@ _SQLITE_CONFLICT = (
     "SQLITE_CONSTRAINT_UNIQUE",
     "SQLITE_CONSTRAINT_PRIMARYKEY",
 )
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (SQLAlchemy's run to several)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.splitlines()[0].split()).rstrip(".:")
 
 
 def _reason(orig: BaseException) -> str:
@@ -227,6 +243,10 @@ def translate(
     if name.startswith("SQLITE_FULL"):
         return StoreError(f"the disk holding the database {where} is full")
     psycopg = type(orig).__module__.startswith("psycopg")
+    if psycopg and state is None and type(orig).__name__ == "DataError":
+        # The driver could not load a stored value (a timestamp of
+        # 'infinity'): nothing saleflow writes.
+        return Corrupt(f"a value saleflow cannot read ({reason})")
     operational = any(cls.__name__ == "OperationalError" for cls in type(orig).__mro__)
     if invalidated or (
         psycopg and ((state is None and operational) or (state or "").startswith(("08", "57P")))
@@ -281,6 +301,10 @@ def ensure_schema(engine: Engine, where: str) -> bool:
             revisions = _schema_revisions(autocommit(conn))
     except db_errors(engine) as exc:
         raise translate(exc, where) from exc
+    except (ValueError, TypeError) as exc:
+        # A connection argument of the URL the driver refuses (timeout=x,
+        # a NUL byte in a file name): nothing has been opened.
+        raise StoreError(f"cannot use the database {where}: {first_line(exc)}") from exc
     if revisions is not None:
         _refuse_newer(revisions, where)
         if revisions == {SCHEMA_HEAD}:

@@ -57,9 +57,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 
+from ..limits import MAX_TIME, MIN_TIME
 from ..records import Lead
-from .schema import audit, events, leads, sla_breaches
-from .statements import LEAD_COLUMNS, Compiled
+from .schema import Corrupt, UtcDateTime, audit, events, leads, sla_breaches
+from .statements import LEAD_COLUMNS, Compiled, read_leads
 
 A, E, L, S = audit.c, events.c, leads.c, sla_breaches.c
 
@@ -88,6 +89,13 @@ class CountRow(NamedTuple):
     leads: int
 
 
+# limits.py's range of times in microseconds since the epoch, with a day to
+# spare (SQLite's date functions work in floating point near the ends)
+_DAY_MICROS = 86_400 * 1_000_000
+_FIRST_MICROS = round(MIN_TIME.timestamp() * 1_000_000) - _DAY_MICROS
+_LAST_MICROS = round(MAX_TIME.timestamp() * 1_000_000) + _DAY_MICROS
+
+
 def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
     """Append each fetched row to its lead's entries (or touches); rows of
     leads not in `histories` are skipped."""
@@ -95,6 +103,7 @@ def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
         lead_id: history.touches if touches else history.entries for lead_id, history in histories.items()
     }
     get = lists.get
+    at = 1 if touches else 5  # the time, in microseconds: NULL when the stored text is no time
     while True:
         rows = cur.fetchmany(5000)
         if not rows:
@@ -102,6 +111,8 @@ def _collect(cur: Any, histories: dict[str, History], touches: bool) -> None:
         for row in rows:
             found = get(row[0])
             if found is not None:
+                if row[at] is None or not _FIRST_MICROS <= row[at] < _LAST_MICROS:
+                    raise Corrupt(UtcDateTime.what, row[0])
                 found.append(row)
 
 
@@ -287,7 +298,7 @@ class ReportQueries:
                 stmt = stmt.where(L.id > after)
             stmt = stmt.order_by(L.id).limit(chunk)
             with self.read() as conn:
-                page = [Lead(*row) for row in conn.execute(stmt)]
+                page = read_leads(conn, stmt)
             if page:
                 yield page
             if len(page) < chunk:

@@ -36,6 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from ..errors import StoreError
+from ..limits import MAX_TIME, MIN_TIME
+
 # The newest migration this code knows, and every one it can upgrade from.
 # Kept here (not read from the migration scripts) so that opening a store
 # never has to import Alembic; `tests/test_store.py` checks they agree.
@@ -43,12 +46,58 @@ SCHEMA_HEAD = "0002"
 KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002"})
 
 
-class UtcDateTime(TypeDecorator[datetime]):
+class Corrupt(StoreError):
+    """A stored value saleflow never writes (edited behind its back, or a
+    damaged file): a time that does not parse or lies outside the range of
+    limits.py, fields that are not a JSON object of plain values.  The store
+    adds which lead holds it (`naming`)."""
+
+    def __init__(self, what: str, lead_id: str | None = None) -> None:
+        self.what = what
+        self.lead_id = lead_id
+        whose = f'lead "{lead_id}"' if lead_id is not None else "a lead"
+        super().__init__(
+            f"the database is corrupted: {whose} has {what}; restore it from a backup "
+            "or correct the row behind it"
+        )
+
+    def naming(self, lead_id: str) -> Corrupt:
+        """This error, naming `lead_id` unless it names a lead already."""
+        return self if self.lead_id is not None else Corrupt(self.what, lead_id)
+
+
+_DECODE_FAILURES = (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError)
+
+
+class _Checked:
+    """Result processing that turns a value saleflow cannot read into `Corrupt`."""
+
+    what = "a value that cannot be read"
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        inner = super().result_processor(dialect, coltype)  # type: ignore[misc]
+        if inner is None:
+            return None
+        what = self.what
+
+        def process(value: Any) -> Any:
+            try:
+                return inner(value)
+            except Corrupt:
+                raise
+            except _DECODE_FAILURES:
+                raise Corrupt(what) from None
+
+        return process
+
+
+class UtcDateTime(_Checked, TypeDecorator[datetime]):
     """An aware UTC datetime: ``timestamptz`` on PostgreSQL, sortable ISO text
     on SQLite.  Naive values are taken to be UTC already."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+    what = "a time that is not a time from 1900 to 9000"
     # (datetime, its SQLite text): replaced whole, so threads never see half
     _last_text: tuple[datetime | None, str] = (None, "")
 
@@ -80,16 +129,31 @@ class UtcDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value if value.tzinfo is UTC else value.astimezone(UTC)
+            value = value.replace(tzinfo=UTC)
+        elif value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        if not MIN_TIME <= value < MAX_TIME:
+            raise Corrupt(self.what)  # saleflow writes none: later arithmetic would overflow
+        return value
 
 
-class JsonDoc(TypeDecorator[Any]):
+class JsonDoc(_Checked, TypeDecorator[Any]):
     """JSON; ``jsonb`` on PostgreSQL so reports can index and group by a field.
-    The PostgreSQL type is imported only when a PostgreSQL database is used."""
+    The PostgreSQL type is imported only when a PostgreSQL database is used.
+    What saleflow stores is an object of plain values (text, numbers,
+    booleans, null); anything else is `Corrupt`."""
 
     impl = JSON
     cache_ok = True
+    what = "fields that are not a JSON object of plain values"
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if not isinstance(value, dict) or not all(
+            isinstance(key, str) and (item is None or isinstance(item, str | int | float | bool))
+            for key, item in value.items()
+        ):
+            raise Corrupt(self.what)
+        return value
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
@@ -103,6 +167,15 @@ class JsonDoc(TypeDecorator[Any]):
 # pagination) is the same on SQLite and PostgreSQL whatever the server locale.
 def _key() -> TypeEngine[str]:
     return Text().with_variant(Text(collation="C"), "postgresql")
+
+
+class StoredJson(_Checked, TypeDecorator[Any]):
+    """JSON saleflow wrote (an audit entry's values): one that does not
+    parse is `Corrupt`."""
+
+    impl = JSON
+    cache_ok = True
+    what = "an audit entry whose values are not valid JSON"
 
 
 _Serial = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid on SQLite
@@ -174,7 +247,7 @@ audit = Table(
     Column("flow", _key(), nullable=False),
     Column("version", Integer, nullable=False),
     Column("cycle", Integer, nullable=False),
-    Column("values", JSON, nullable=False),
+    Column("values", StoredJson, nullable=False),
     Column("prev_hash", Text, nullable=False),
     Column("hash", Text, nullable=False),
     PrimaryKeyConstraint("lead_id", "seq"),

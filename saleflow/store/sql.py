@@ -40,8 +40,8 @@ from .connect import (
     translate,
 )
 from .reporting import ReportQueries
-from .schema import flows, leads
-from .statements import LEAD_UPDATED, Compiled, Statements, statements
+from .schema import Corrupt, flows, leads
+from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -76,7 +76,10 @@ class SqlTransaction:
         try:
             row = self._sql.lock_lead.first(self._cur, {"id": lead_id})
         except self._sql.error as exc:
-            self._fail(exc, f'lead "{lead_id}" is held by another process')
+            try:
+                self._fail(exc, f'lead "{lead_id}" is held by another process')
+            except Corrupt as err:
+                raise err.naming(lead_id) from None
         return None if row is None else Lead(*row)
 
     def insert_lead(self, lead: Lead) -> None:
@@ -100,9 +103,12 @@ class SqlTransaction:
 
     def events(self, lead_id: str, cycle: int) -> list[EventRecord]:
         try:
-            rows = self._sql.events.all(self._cur, {"lead_id": lead_id, "cycle": cycle})
-        except self._sql.error as exc:
-            self._fail(exc)
+            try:
+                rows = self._sql.events.all(self._cur, {"lead_id": lead_id, "cycle": cycle})
+            except self._sql.error as exc:
+                self._fail(exc)
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
     def insert_event(self, lead_id: str, event: EventRecord) -> None:
@@ -124,7 +130,10 @@ class SqlTransaction:
         try:
             row = self._sql.last_audit.first(self._cur, {"lead_id": lead_id})
         except self._sql.error as exc:
-            self._fail(exc)
+            try:
+                self._fail(exc)
+            except Corrupt as err:
+                raise err.naming(lead_id) from None
         return None if row is None else AuditEntry(*row)
 
     def append_audit(self, entry: AuditEntry) -> AuditEntry:
@@ -444,7 +453,10 @@ class SqlStore(ReportQueries):
     # -- leads ----------------------------------------------------------------
 
     def get_lead(self, lead_id: str) -> Lead | None:
-        rows = self._fetch(self._sql.get_lead, {"id": lead_id})
+        try:
+            rows = self._fetch(self._sql.get_lead, {"id": lead_id})
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return Lead(*rows[0]) if rows else None
 
     def iter_leads(
@@ -469,13 +481,31 @@ class SqlStore(ReportQueries):
         first = True
         while True:
             stmt = self._sql.lead_page(first, flow is not None, stages is not None)
-            page = self._query(partial(_leads, stmt, params))
+            try:
+                page = self._query(partial(_leads, stmt, params))
+            except Corrupt as err:
+                raise self._culprit(err, stmt, params) from None
             if page:
                 yield page
             if len(page) < chunk:
                 return
             first = False
             params["after"] = page[-1].id
+
+    def _culprit(self, err: Corrupt, stmt: Any, params: dict[str, Any]) -> Corrupt:
+        """`err` naming its lead, when the driver refused a whole page: each
+        lead of the page read alone (only on this error)."""
+        if err.lead_id is not None:
+            return err
+        ids = self._query(
+            lambda conn: list(conn.execute(stmt.with_only_columns(leads.c.id), params).scalars())
+        )
+        for lead_id in ids:
+            try:
+                self.get_lead(lead_id)
+            except Corrupt as found:
+                return found
+        return err
 
     def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
         """How many leads (of a flow, in a stage): an index-only count."""
@@ -488,13 +518,19 @@ class SqlStore(ReportQueries):
 
     def events_of(self, lead_id: str) -> list[EventRecord]:
         """Every event of a lead, all cycles, oldest first."""
-        rows = self._fetch(self._sql.events_of, {"lead_id": lead_id})
+        try:
+            rows = self._fetch(self._sql.events_of, {"lead_id": lead_id})
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
     # -- audit ----------------------------------------------------------------
 
     def history(self, lead_id: str) -> list[AuditEntry]:
-        rows = self._fetch(self._sql.history, {"lead_id": lead_id})
+        try:
+            rows = self._fetch(self._sql.history, {"lead_id": lead_id})
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
         return [AuditEntry(*row) for row in rows]
 
     def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
@@ -515,7 +551,7 @@ class SqlStore(ReportQueries):
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:
-    return [Lead(*row) for row in conn.execute(stmt, params)]
+    return read_leads(conn, stmt, params)
 
 
 def _cursor(conn: Connection) -> Any:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
 from ..records import AuditEntry, Lead
-from .schema import audit, events, flows, leads, sla_breaches, waiting
+from .schema import Corrupt, audit, events, flows, leads, sla_breaches, waiting
 
 L, E, A, W, F = leads.c, events.c, audit.c, waiting.c, flows.c
 
@@ -54,7 +54,7 @@ _REQUIRED = object()
 class Compiled:
     """One Core statement compiled for one dialect, executed on a DBAPI cursor."""
 
-    __slots__ = ("_dialect", "_loaders", "_names", "_slots", "_types", "sql")
+    __slots__ = ("_dialect", "_key", "_loaders", "_names", "_slots", "_types", "sql")
 
     def __init__(
         self, stmt: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None = None
@@ -78,6 +78,9 @@ class Compiled:
             self._slots = tuple(binds.values())
         self._dialect = dialect
         self._types = [c.type for c in stmt.selected_columns] if isinstance(stmt, Select) else []
+        # Where a row says which lead it belongs to, for naming a corrupted one.
+        names = [c.key for c in stmt.selected_columns] if isinstance(stmt, Select) else []
+        self._key = next((names.index(k) for k in ("lead_id", "id") if k in names), None)
         self._loaders: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
 
     def binder(
@@ -139,8 +142,11 @@ class Compiled:
         if loaders is None:
             loaders = self._result_processors(cursor)
         values = list(row)
-        for index, proc in loaders:
-            values[index] = proc(values[index])
+        try:
+            for index, proc in loaders:
+                values[index] = proc(values[index])
+        except Corrupt as err:
+            raise err if self._key is None else err.naming(str(row[self._key])) from None
         return values
 
     def first(self, cursor: Any, given: Mapping[str, Any]) -> list[Any] | None:
@@ -370,6 +376,23 @@ def _audit_values(entry: AuditEntry) -> tuple[Any, ...]:
     if type(values[_AUDIT_DOC]) is not dict:  # any Mapping: the JSON encoder takes a dict
         values = (*values[:_AUDIT_DOC], dict(values[_AUDIT_DOC]), *values[_AUDIT_DOC + 1 :])
     return values
+
+
+def read_leads(conn: Any, stmt: Any, params: dict[str, Any] | None = None) -> list[Lead]:
+    """The leads a statement ordered by id selects; a corrupted row is
+    `Corrupt` naming its lead (the first after the last one read: the rows
+    come in id order)."""
+    page: list[Lead] = []
+    try:
+        for row in conn.execute(stmt, params or {}):
+            page.append(Lead(*row))
+    except Corrupt as err:
+        culprit = stmt.with_only_columns(leads.c.id)
+        if page:
+            culprit = culprit.where(leads.c.id > page[-1].id)
+        found = conn.execute(culprit.limit(1), params or {}).scalar()
+        raise err if found is None else err.naming(found) from None
+    return page
 
 
 def statements(dialect: Dialect) -> Statements:
