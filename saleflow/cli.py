@@ -383,7 +383,12 @@ def _moved(before: str | None, lead: Lead) -> str:
 @click.argument("flow_path", metavar="FLOW")
 @pass_settings
 def deploy_command(settings: Settings, flow_path: str) -> None:
-    """Register a flow version (idempotent by content)."""
+    """Register a flow at the version its flow line declares.
+
+    A file that differs from a deployed version only in comments, layout or
+    tests is that version; a changed flow must raise its version above every
+    deployed one (exit 2 otherwise, naming the number to use).
+    """
     with open_engine(settings) as engine:
         deployment = engine.deploy(load_checked_flow(flow_path))
     state = "deployed" if deployment.created else "already deployed, unchanged:"
@@ -397,7 +402,7 @@ def lead_group() -> None:
 
 @lead_group.command("add")
 @click.argument("lead_id", metavar="ID")
-@click.option("--flow", default=None, metavar="NAME", help="A deployed flow's name, or a .flow file.")
+@click.option("--flow", default=None, metavar="NAME", help="A deployed flow's name (its latest version), or a .flow file (the version it is).")
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Set a field (repeatable).")
 @click.option("--at", type=TIME, default=None, help="When the lead was created (ISO 8601).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lead as JSON (as `show --json`).")
