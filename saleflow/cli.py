@@ -402,7 +402,12 @@ def lead_group() -> None:
 
 @lead_group.command("add")
 @click.argument("lead_id", metavar="ID")
-@click.option("--flow", default=None, metavar="NAME", help="A deployed flow's name (its latest version), or a .flow file (the version it is).")
+@click.option(
+    "--flow",
+    default=None,
+    metavar="NAME",
+    help="A deployed flow's name (its latest version), or a .flow file (the version it is).",
+)
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Set a field (repeatable).")
 @click.option("--at", type=TIME, default=None, help="When the lead was created (ISO 8601).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lead as JSON (as `show --json`).")
