@@ -35,6 +35,15 @@ lint: venv
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
+# The fuzzing suites' long run: SALEFLOW_FUZZ_EXAMPLES examples each (flows
+# through the whole pipeline and ten times as many mutants through check,
+# with a new random seed and the issue's full sizes; odd values through the
+# API and the CLI; odd CSV files through import), on both backends.
+FUZZED := tests/test_fuzz_flows.py tests/test_runtime_fuzz.py tests/test_import_hardening.py
+.PHONY: fuzz
+fuzz: venv
+	SALEFLOW_FUZZ_EXAMPLES=$${SALEFLOW_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q $(FUZZED)
+
 bench: venv
 	$(BIN)/python bench/run.py
 

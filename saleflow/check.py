@@ -17,6 +17,8 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import difflib
+import gc
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,22 @@ from itertools import pairwise
 
 from .checktests import check_tests
 from .errors import Diagnostic, Span, did_you_mean
+from .limits import (
+    MAX_AT_LEAST,
+    MAX_CAPACITY,
+    MAX_DAYS,
+    MAX_DEPTH,
+    MAX_ID_LENGTH,
+    MAX_INT,
+    MAX_NUMBER,
+    MAX_POINTS,
+    MAX_TEXT_LENGTH,
+    MAX_TIME,
+    MAX_VERSION,
+    MIN_INT,
+    MIN_TIME,
+    number_text,
+)
 from .model import (
     BUILTINS,
     NUMERIC_KINDS,
@@ -40,9 +58,11 @@ from .model import (
     Literal,
     Not,
     Or,
+    Recycle,
     Ref,
     Stage,
     Window,
+    children,
     duration_text,
     walk,
 )
@@ -53,13 +73,38 @@ ORDERING_OPS = ("<", "<=", ">", ">=")
 
 def check(flow: Flow) -> list[Diagnostic]:
     """Every diagnostic of every rule for `flow`, sorted by position."""
-    ctx = _Context(flow)
-    found: dict[tuple[object, ...], Diagnostic] = {}
-    for rule in RULES:
-        for diagnostic in rule(ctx):
-            key = (diagnostic.code, diagnostic.span, diagnostic.message)
-            found.setdefault(key, diagnostic)
-    return sorted(found.values(), key=_position)
+    # As in parse.py: the cyclic collector would walk the big flow's nodes
+    # again and again while the rules make their small objects.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        ctx = _Context(flow)
+        found: dict[tuple[object, ...], Diagnostic] = {}
+        too_deep = list(_too_deep(ctx))
+        if too_deep:  # the rules recurse over expressions: judge nothing else
+            return too_deep
+        for rule in RULES:
+            for diagnostic in rule(ctx):
+                key = (diagnostic.code, diagnostic.span, diagnostic.message)
+                found.setdefault(key, diagnostic)
+        return sorted(found.values(), key=_position)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _too_deep(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF007 for an expression nested past MAX_DEPTH.  The parser refuses
+    them in flow text; a `Flow` built in Python may still hold one (a chain
+    of 50,000 `Or` nodes), and the rules would recurse over it."""
+    for top, _ in ctx.expressions():
+        if _levels(top, {}) > MAX_DEPTH:
+            yield ctx.error(
+                "SF007",
+                top.span,
+                f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                "name parts of it with condition NAME = … and use the names",
+            )
 
 
 def _position(d: Diagnostic) -> tuple[str, int, int, int, str]:
@@ -79,15 +124,16 @@ class _Locator:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.starts = [0]
-        for index, char in enumerate(source):
-            if char == "\n":
-                self.starts.append(index + 1)
+        self.starts = [0, *(match.end() for match in re.finditer("\n", source))]
 
     def _offset(self, line: int, column: int) -> int | None:
         if not self.source or line < 1 or line > len(self.starts):
             return None
         return self.starts[line - 1] + max(column, 1) - 1
+
+    def at(self, file: str, start: int, end: int) -> Span:
+        """The span of the characters `start`…`end` of the source."""
+        return self._span(file, start, end)
 
     def _span(self, file: str, start: int, end: int) -> Span:
         line = bisect.bisect_right(self.starts, start)
@@ -132,8 +178,30 @@ class _Locator:
         match = re.compile(stop).search(self.source, end)
         return self._span(span.file, start, match.start() if match else len(self.source))
 
+    def names(self, span: Span, *, after: str) -> list[Span]:
+        """The span of every name written inside `span` after the first
+        match of `after`, in order, comments and strings left out: the
+        values of `one of [..]`, the stages of a recycle.  One pass, so that
+        a list of 100,000 names is located in linear time."""
+        start = self._offset(span.line, span.column)
+        end = self._offset(span.end_line, span.end_column)
+        if start is None or end is None or end <= start:
+            return []
+        anchor = re.compile(after).search(self.source, start, end)
+        if anchor is None:
+            return []
+        return [
+            self._span(span.file, match.start(1), match.end(1))
+            for match in _NAME_OR_SKIPPED.finditer(self.source, anchor.end(), end)
+            if match.group(1)
+        ]
+
     def word(self, span: Span, word: str, *, after: str | None = None, nth: int = 0) -> Span:
         return self.find(span, rf"(?<!{_WORD}){re.escape(word)}(?!{_WORD})", after=after, nth=nth)
+
+
+# A name, or something whose words are not names (a comment, a string).
+_NAME_OR_SKIPPED = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|([a-z_][a-z0-9_]*)')
 
 
 def _keyword(word: str) -> str:
@@ -181,6 +249,7 @@ class _Context:
             kinds.setdefault(name, kind)  # on a clash (reported), the first declaration wins
         self.kinds = kinds
         self.names = set(kinds)
+        self._recycles: dict[int, tuple[Recycle, list[Span]]] = {}
 
     # diagnostics ----------------------------------------------------------
     @staticmethod
@@ -195,6 +264,16 @@ class _Context:
     def name_span(self, span: Span, name: str, keyword: str) -> Span:
         """Where `name` is written after `keyword` in a declaration."""
         return self.locate.word(span, name, after=_keyword(keyword))
+
+    def recycle_source(self, recycle: Recycle, nth: int) -> Span:
+        """Where the `nth` source stage of `recycle` is written (the list
+        is located once, however many of its stages have a diagnostic)."""
+        located = self._recycles.get(id(recycle))
+        if located is None or located[0] is not recycle:
+            located = (recycle, self.locate.names(recycle.span, after=_keyword("recycle")))
+            self._recycles[id(recycle)] = located
+        spans = located[1]
+        return spans[nth] if nth < len(spans) else recycle.span
 
     def stage_name_span(self, stage: Stage) -> Span:
         return self.locate.word(stage.span, stage.name)
@@ -329,6 +408,24 @@ def duplicate_names(ctx: _Context) -> Iterator[Diagnostic]:
             facts[name] = (kind, span)
 
 
+@rule
+def long_names(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF120 a name longer than MAX_ID_LENGTH characters: flows, stages,
+    fields, events and their channels become keys in the database."""
+    source = ctx.flow.source
+    for match in _NAME_OR_SKIPPED.finditer(source):
+        name = match.group(1)
+        if name is None or len(name) <= MAX_ID_LENGTH:
+            continue
+        span = ctx.locate.at(ctx.flow.path, match.start(1), match.end(1))
+        yield ctx.error(
+            "SF120",
+            span,
+            f"a name of {len(name):,} characters; names have at most {MAX_ID_LENGTH:,}",
+            "choose a shorter name",
+        )
+
+
 # Words an expression reads as part of the language wherever a name could
 # stand (`true`, `not b`, `at least`, `days_since e`): a field, condition,
 # event or enum value spelt like one could never be written bare.
@@ -341,18 +438,24 @@ def enum_values(ctx: _Context) -> Iterator[Diagnostic]:
     a word of expressions."""
     for definition in ctx.flow.fields:
         choices = definition.type.choices
+        located: list[Span] | None = None
+        seen: dict[str, int] = {}
         for index, choice in enumerate(choices):
-            if choice in RESERVED_WORDS and choice not in choices[:index]:
-                where = ctx.locate.word(definition.span, choice, after=r"\[")
+            earlier = seen.get(choice, 0)
+            seen[choice] = earlier + 1
+            if choice not in RESERVED_WORDS and not earlier:
+                continue  # the usual case: no diagnostic, nothing to locate
+            if located is None:  # every value at once: one pass over the list
+                located = ctx.locate.names(definition.span, after=r"\[")
+            where = located[index] if index < len(located) else definition.span
+            if choice in RESERVED_WORDS and not earlier:
                 yield ctx.error(
                     "SF103",
                     where,
                     f'value "{choice}" of field "{definition.name}" is spelt like the word "{choice}" of expressions',
                     f"a bare {choice} would never mean the value; choose another value",
                 )
-            earlier = choices[:index].count(choice)
             if earlier:
-                where = ctx.locate.word(definition.span, choice, after=r"\[", nth=earlier)
                 message = f'value "{choice}" is listed twice in field "{definition.name}"'
                 yield ctx.error("SF101", where, message)
 
@@ -420,6 +523,47 @@ def field_defaults(ctx: _Context) -> Iterator[Diagnostic]:
             f'default {shown} does not fit field "{definition.name}" of type {kind}',
             f"write {wanted}",
         )
+
+
+def _default_range(definition: FieldDef) -> str | None:
+    """Why a default that has the field's type cannot be stored, or None."""
+    value = definition.default
+    kind = definition.type.kind
+    if kind == "int" and isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        return f"is not a 64-bit integer: a whole number from {MIN_INT:,} to {MAX_INT:,}"
+    if kind in ("number", "money") and isinstance(value, (int, float)) and not _finite_number(value):
+        return f"is beyond {MAX_NUMBER:g}, the largest number a field holds"
+    if kind == "text" and isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value):,} characters long; the limit is {MAX_TEXT_LENGTH:,}"
+    if kind == "date" and isinstance(value, str):
+        day = dt.date.fromisoformat(value)
+        if not MIN_TIME.date() <= day < MAX_TIME.date():
+            return f"is out of range: dates are from {MIN_TIME.date()} up to {MAX_TIME.date()}"
+    return None
+
+
+def _finite_number(value: int | float) -> bool:
+    """Whether `value` lies within ±MAX_NUMBER (never inf, never NaN)."""
+    if isinstance(value, int):
+        return -MAX_NUMBER <= value <= MAX_NUMBER
+    return math.isfinite(value) and abs(value) <= MAX_NUMBER
+
+
+@rule
+def default_ranges(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF108 a default of the right type that no field can hold."""
+    for definition in ctx.flow.fields:
+        if definition.default is None or not _default_fits(definition):
+            continue  # a default of the wrong type is SF107
+        problem = _default_range(definition)
+        if problem is None:
+            continue
+        where = ctx.locate.find(definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=_keyword("default"))
+        value = definition.default
+        shown = (
+            number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "value"
+        )
+        yield ctx.error("SF108", where, f'default {shown} of field "{definition.name}" {problem}')
 
 
 # --------------------------------------------------------------------------
@@ -708,7 +852,7 @@ class _Expressions:
                 self.ctx.error(
                     "SF115",
                     where,
-                    f"at least {expr.count} of {{..}} is always true",
+                    f"at least {number_text(expr.count)} of {{..}} is always true",
                     "the count must be 1 or more",
                 )
             )
@@ -770,6 +914,154 @@ def expression_types(ctx: _Context) -> Iterator[Diagnostic]:
     yield from checker.found
 
 
+def _number_in_range(value: int | float) -> bool:
+    """A number in an expression: a whole one fits 64 bits, any other lies
+    within ±MAX_NUMBER (what an int, number or money field can hold)."""
+    if isinstance(value, int):
+        return MIN_INT <= value <= MAX_INT
+    return _finite_number(value)
+
+
+def _counts_days(ctx: _Context, expr: Expr) -> bool:
+    """`days_since EVENT`, `days_in_stage`, `days_since_created`."""
+    return isinstance(expr, DaysSince) or (
+        isinstance(expr, Ref) and ctx.kind_of(expr.name) == "builtin" and expr.name.startswith("days_")
+    )
+
+
+def _numeric(expr: Expr) -> int | float | None:
+    if (
+        isinstance(expr, Literal)
+        and isinstance(expr.value, (int, float))
+        and not isinstance(expr.value, bool)
+    ):
+        return expr.value
+    return None
+
+
+@rule
+def expression_numbers(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF118 a number in an expression or a score rule beyond its range:
+    numbers, window days, days compared with, `at least` counts, points."""
+    for top, _ in ctx.expressions():
+        for node in walk(top):
+            value = _numeric(node)
+            if value is not None and not _number_in_range(value):
+                yield ctx.error(
+                    "SF118",
+                    node.span,
+                    f"number {number_text(value)} is out of range: a whole number fits 64 bits "
+                    f"({MIN_INT:,} to {MAX_INT:,}), any other lies within ±{MAX_NUMBER:g}",
+                )
+            elif isinstance(node, Window) and node.days > MAX_DAYS:
+                yield ctx.error(
+                    "SF118",
+                    ctx.locate.find(node.span, r"(\S+)\s+days", after=_keyword("last")),
+                    f"a window of {number_text(node.days)} days is longer than {MAX_DAYS:,} days",
+                )
+            elif isinstance(node, AtLeast) and node.count > MAX_AT_LEAST:
+                yield ctx.error(
+                    "SF118",
+                    ctx.locate.find(node.span, r"(\S+)", after=_keyword("least")),
+                    f"at least {number_text(node.count)} of {{..}}: the count is at most {MAX_AT_LEAST:,}",
+                )
+            elif isinstance(node, Compare):
+                for days, other in ((node.left, node.right), (node.right, node.left)):
+                    number = _numeric(other)
+                    if (
+                        _counts_days(ctx, days)
+                        and number is not None
+                        and _number_in_range(number)
+                        and abs(number) > MAX_DAYS
+                    ):
+                        yield ctx.error(
+                            "SF118",
+                            other.span,
+                            f"{number_text(number)} days is out of range: days compared with lie within ±{MAX_DAYS:,}",
+                        )
+    for score_rule in ctx.flow.score_rules:
+        if abs(score_rule.points) > MAX_POINTS:
+            yield ctx.error(
+                "SF118",
+                ctx.locate.find(score_rule.span, r"([+-]\s*[0-9.]+)"),
+                f"{number_text(abs(score_rule.points))} points is out of range: a rule gives at most "
+                f"{MAX_POINTS:,} points",
+            )
+
+
+def _levels(expr: Expr, conditions: dict[str, int]) -> int:
+    """How deeply `expr` nests, as SF007 counts, plus the depth of every
+    condition it names (`conditions`, those judged so far).  No recursion."""
+    deepest = 0
+    stack: list[tuple[Expr, int]] = [(expr, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (Not, AtLeast, Compare, InList, IsSet)) or (
+            isinstance(node, (And, Or)) and len(node.items) > 1
+        ):
+            depth += 1
+        if isinstance(node, Ref):
+            depth += conditions.get(node.name, 0)
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children(node))
+    return deepest
+
+
+def _condition_depths(flow: Flow) -> dict[str, int]:
+    """The depth of every condition, conditions it names included: those it
+    names are judged first (a depth-first walk without recursion; a cycle,
+    SF117, is cut where it closes)."""
+    depths: dict[str, int] = {}
+    started: set[str] = set()
+    for root in flow.conditions:
+        if root.name in started:
+            continue
+        started.add(root.name)
+        work: list[tuple[str, Iterator[str]]] = [(root.name, _named_conditions(flow, root.name))]
+        while work:
+            name, pending = work[-1]
+            nxt = next(pending, None)
+            if nxt is None:
+                work.pop()
+                definition = flow.condition(name)
+                assert definition is not None
+                depths[name] = _levels(definition.expr, depths)
+            elif nxt not in started:
+                started.add(nxt)
+                work.append((nxt, _named_conditions(flow, nxt)))
+    return depths
+
+
+def _named_conditions(flow: Flow, name: str) -> Iterator[str]:
+    definition = flow.condition(name)
+    assert definition is not None
+    return (
+        node.name for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name)
+    )
+
+
+@rule
+def condition_depth(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF119 an expression that nests too deeply through the conditions it
+    names (one diagnostic per chain: where it first passes the limit)."""
+    flow = ctx.flow
+    depths = _condition_depths(flow)
+    for top, _ in ctx.expressions():
+        if _levels(top, depths) <= MAX_DEPTH:
+            continue
+        named = [node for node in walk(top) if isinstance(node, Ref) and node.name in depths]
+        if any(depths[node.name] > MAX_DEPTH for node in named):
+            continue  # that condition is reported itself
+        deepest = max(named, key=lambda node: depths[node.name], default=None)
+        yield ctx.error(
+            "SF119",
+            top.span if deepest is None else deepest.span,
+            f"expression nested too deeply through the conditions it names (more than {MAX_DEPTH} levels)",
+            "a condition that names a condition that names a condition … is evaluated inside all of them; "
+            "write some of them out",
+        )
+
+
 @rule
 def test_blocks(ctx: _Context) -> Iterator[Diagnostic]:
     """SF4xx test blocks (`checktests.py`), and the types and names of
@@ -788,6 +1080,7 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
     """SF117 a condition that depends on itself."""
     flow = ctx.flow
     order = [c.name for c in flow.conditions if flow.condition(c.name) is c]
+    position = {name: index for index, name in enumerate(order)}
     uses: dict[str, list[Ref]] = {}
     for name in order:
         definition = flow.condition(name)
@@ -796,7 +1089,7 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
             node for node in walk(definition.expr) if isinstance(node, Ref) and flow.condition(node.name)
         ]
     for component in _cycles(order, {name: [r.name for r in refs] for name, refs in uses.items()}):
-        head = min(component, key=order.index)
+        head = min(component, key=position.__getitem__)
         path = _path_back(head, component, {n: [r.name for r in uses[n]] for n in component})
         ref = next(r for r in uses[head] if r.name == path[1])
         yield ctx.error(
@@ -808,37 +1101,46 @@ def condition_cycles(ctx: _Context) -> Iterator[Diagnostic]:
 
 
 def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[set[str]]:
-    """Strongly connected components that contain a cycle (Tarjan)."""
+    """Strongly connected components that contain a cycle (Tarjan's
+    algorithm, without recursion: a chain of 50,000 conditions is fine)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
     found: list[set[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in edges.get(node, []):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component: set[str] = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1 or node in edges.get(node, []):
-                found.append(component)
-
-    for node in order:
-        if node not in index:
-            visit(node)
+    for root in order:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, [])))]
+        while work:
+            node, pending = work[-1]
+            nxt = next(pending, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(edges.get(nxt, []))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges.get(node, []):
+                    found.append(component)
     return found
 
 
@@ -883,9 +1185,12 @@ def unknown_stages(ctx: _Context) -> Iterator[Diagnostic]:
             if flow.stage(name) is None:
                 yield _unknown_stage(ctx, name, ctx.name_span(skip.span, name, keyword), "a skip")
     for recycle in flow.recycles:
-        for name in recycle.sources:
+        first: dict[str, int] = {}
+        for nth, name in enumerate(recycle.sources):
+            first.setdefault(name, nth)
             if flow.stage(name) is None:
-                yield _unknown_stage(ctx, name, ctx.name_span(recycle.span, name, "recycle"), "a recycle")
+                where = ctx.recycle_source(recycle, first[name])
+                yield _unknown_stage(ctx, name, where, "a recycle")
         if flow.stage(recycle.target) is None:
             where = ctx.locate.word(recycle.span, recycle.target, after="->")
             yield _unknown_stage(ctx, recycle.target, where, "a recycle")
@@ -1049,8 +1354,7 @@ def recycles(ctx: _Context) -> Iterator[Diagnostic]:
             target_index = None if target is None else flow.position(target.name)
             if not problem and (target_index is None or source_index is None or source_index > target_index):
                 continue  # fine, or judged elsewhere: locating the name is costly, skip it
-            earlier = recycle.sources[:nth].count(name)
-            where = ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier)
+            where = ctx.recycle_source(recycle, nth)
             if problem:
                 hint = "a recycle moves leads back from a later stage of the main line"
                 if source.final:
@@ -1087,7 +1391,7 @@ def targets(ctx: _Context) -> Iterator[Diagnostic]:
                     yield ctx.error(
                         "SF210",
                         ctx.locate.find(target.span, r"(-?[0-9.]+)\s*%"),
-                        f"conversion target {target.value:g}% is not a percentage between 0 and 100",
+                        f"conversion target {number_text(target.value)}% is not a percentage between 0 and 100",
                     )
                 start = flow.position(target.stage)
                 end = flow.position(target.to) if target.to is not None else None
@@ -1103,7 +1407,13 @@ def targets(ctx: _Context) -> Iterator[Diagnostic]:
                 yield ctx.error(
                     "SF210",
                     ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
-                    f"time target of {target.value:g} days is negative",
+                    f"time target of {number_text(target.value)} days is negative",
+                )
+            elif target.value > MAX_DAYS:
+                yield ctx.error(
+                    "SF210",
+                    ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
+                    f"time target of {number_text(target.value)} days is more than {MAX_DAYS:,} days",
                 )
 
 
@@ -1122,6 +1432,32 @@ def stage_limits(ctx: _Context) -> Iterator[Diagnostic]:
                 "SF212",
                 ctx.stage_option(stage, _keyword("capacity") + r"\s*(-?[0-9.]+)"),
                 f'capacity of stage "{stage.name}" must be at least 1 lead',
+            )
+
+
+@rule
+def flow_numbers(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF213 a version, an `sla` or a `capacity` beyond its range."""
+    flow = ctx.flow
+    if not 1 <= flow.version <= MAX_VERSION:
+        yield ctx.error(
+            "SF213",
+            ctx.locate.find(flow.span, _keyword("version") + r"\s*(\S+)"),
+            f"version {number_text(flow.version)} is out of range: a version is from 1 to {MAX_VERSION:,}",
+        )
+    for stage in flow.stages:
+        if stage.sla_days is not None and stage.sla_days > MAX_DAYS:
+            yield ctx.error(
+                "SF213",
+                ctx.stage_option(stage, _keyword("sla") + r"\s*(-?[0-9.]+)"),
+                f'sla of stage "{stage.name}" is {number_text(stage.sla_days)} days; the limit is {MAX_DAYS:,} days',
+            )
+        if stage.capacity is not None and stage.capacity > MAX_CAPACITY:
+            yield ctx.error(
+                "SF213",
+                ctx.stage_option(stage, _keyword("capacity") + r"\s*(-?[0-9.]+)"),
+                f'capacity of stage "{stage.name}" is {number_text(stage.capacity)} leads; '
+                f"the limit is {MAX_CAPACITY:,}",
             )
 
 
@@ -1219,20 +1555,35 @@ def dead_ends(ctx: _Context) -> Iterator[Diagnostic]:
         )
 
 
-def _static(flow: Flow, expr: Expr, seen: frozenset[str] = frozenset()) -> bool | None:
-    """The value of `expr` when it is the same for every lead, else None."""
+# How deep `_static` looks (expression levels plus condition names
+# followed); beyond it a value counts as unknown, which is always safe for a
+# warning.  It keeps a chain of 50,000 conditions from exhausting the stack.
+_STATIC_DEPTH = 200
+
+
+def _static(flow: Flow, expr: Expr, memo: dict[str, bool | None], depth: int = 0) -> bool | None:
+    """The value of `expr` when it is the same for every lead, else None.
+    `memo` holds what is known of each condition, so that every condition
+    is judged once however many expressions use it."""
+    if depth > _STATIC_DEPTH:
+        return None
     if isinstance(expr, Literal):
         return expr.value if isinstance(expr.value, bool) else None
     if isinstance(expr, Not):
-        inner = _static(flow, expr.operand, seen)
+        inner = _static(flow, expr.operand, memo, depth + 1)
         return None if inner is None else not inner
     if isinstance(expr, Ref):
         condition = flow.condition(expr.name)
-        if condition is None or expr.name in seen:
+        if condition is None:
             return None
-        return _static(flow, condition.expr, seen | {expr.name})
+        if expr.name in memo:  # judged already, or being judged (a cycle)
+            return memo[expr.name]
+        memo[expr.name] = None
+        value = _static(flow, condition.expr, memo, depth + 1)
+        memo[expr.name] = value
+        return value
     if isinstance(expr, (And, Or, AtLeast)):
-        values = [_static(flow, item, seen) for item in expr.items]
+        values = [_static(flow, item, memo, depth + 1) for item in expr.items]
         need = len(values) if isinstance(expr, And) else 1 if isinstance(expr, Or) else expr.count
         if values.count(True) >= need:
             return True
@@ -1258,26 +1609,26 @@ def _static(flow: Flow, expr: Expr, seen: frozenset[str] = frozenset()) -> bool 
 def impossible_at_least(ctx: _Context) -> Iterator[Diagnostic]:
     """SF303 `at least N of {..}` with fewer than N items that can be true."""
     flow = ctx.flow
+    memo: dict[str, bool | None] = {}
     for top, _ in ctx.expressions():
         for node in walk(top):
             if not isinstance(node, AtLeast) or node.count < 1:
                 continue
-            possible = [item for item in node.items if _static(flow, item) is not False]
+            possible = [item for item in node.items if _static(flow, item, memo) is not False]
             if node.count <= len(possible):
                 continue
             where = ctx.locate.find(node.span, r"(\S+)", after=_keyword("least"))
             size = len(node.items)
+            count = number_text(node.count)
             if size < node.count:
-                message = f"at least {node.count} of {size} items can never be true"
+                message = f"at least {count} of {size} items can never be true"
             elif possible:
                 message = (
-                    f"at least {node.count} of {{..}} can never be true: "
+                    f"at least {count} of {{..}} can never be true: "
                     f"only {len(possible)} of its {size} items can ever be true"
                 )
             else:
-                message = (
-                    f"at least {node.count} of {{..}} can never be true: none of its items can ever be true"
-                )
+                message = f"at least {count} of {{..}} can never be true: none of its items can ever be true"
             # A count of 0 is an error of its own (SF115): never suggest it.
             hint = f"lower the count to {len(possible)} or fewer" if possible else "fix or replace its items"
             yield ctx.warning("SF303", where, message, hint)
@@ -1316,13 +1667,13 @@ def repeated_recycle_sources(ctx: _Context) -> Iterator[Diagnostic]:
         if len(set(sources)) == len(sources):
             continue  # the usual case: locating names is costly, skip it
         seen: dict[str, int] = {}
-        for name in sources:
+        for index, name in enumerate(sources):
             earlier = seen[name] = seen.get(name, -1) + 1
             if not earlier:
                 continue
             yield ctx.warning(
                 "SF306",
-                ctx.locate.word(recycle.span, name, after=_keyword("recycle"), nth=earlier),
+                ctx.recycle_source(recycle, index),
                 f'stage "{name}" is listed twice in the recycle to "{recycle.target}"',
                 f'the first "{name}" already moves its leads back; remove this one',
             )

@@ -665,7 +665,17 @@ class Engine:
         self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
     ) -> Iterator[Lead]:
         """Stored leads, streamed, optionally by flow, stage or team.
-        `NotFound` for a flow, stage or team no deployed flow has."""
+        `NotFound` for a flow, stage or team no deployed flow has, raised
+        by this call, not by the first `next()`."""
+        flow, stages = self.lead_filter(flow=flow, stage=stage, team=team)
+        return (lead for chunk in self.store.iter_leads(flow=flow, stages=stages) for lead in chunk)
+
+    def lead_filter(
+        self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
+    ) -> tuple[str | None, list[str] | None]:
+        """What a listing by flow, stage or team reads: the flow, and the
+        stages (None: all of them).  `NotFound`, with a hint, for a flow,
+        stage or team no deployed flow has."""
         flow = _name(flow, "a flow name") if flow is not None else None
         stage = _name(stage, "a stage name") if stage is not None else None
         team = _name(team, "a team name") if team is not None else None
@@ -688,9 +698,8 @@ class Engine:
                     team_stages.update(found.stages)
             if not team_stages:
                 raise NotFound(f'no deployed flow has a team "{team}"')
-            stages = [s for s in (stages or team_stages) if s in team_stages]
-        for chunk in self.store.iter_leads(flow=flow, stages=stages):
-            yield from chunk
+            stages = sorted(s for s in (stages or team_stages) if s in team_stages)
+        return flow, stages
 
     def history(self, lead_id: str) -> list[AuditEntry]:
         lead_id = _lead_id(lead_id)

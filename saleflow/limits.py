@@ -113,3 +113,38 @@ def _short(value: int) -> str:
         return f"{value:,}"
     sign = "-" if value < 0 else ""
     return f"{sign}a number of {digits:,} digits" if digits else f"{sign}a number of over 4,000 digits"
+
+
+# Flow files (the flow language's share; docs/diagnostics.md, SF008 and
+# SF108/SF118/SF119/SF213).  A flow file is read up to MAX_FLOW_BYTES: room for
+# a 100,000-value enum many times over, but /dev/zero is refused.
+MAX_FLOW_BYTES = 16 * 1024 * 1024
+# A number written in a flow has at most this many characters: far more than
+# any value in range needs, far fewer than Python's int() refuses (4,300).
+MAX_NUMBER_LENGTH = 1_000
+# `version N`: a 32-bit column holds it.
+MAX_VERSION = MAX_INT32
+# `capacity N`: leads in one stage at once.
+MAX_CAPACITY = 1_000_000_000
+# Score points of one rule (`+N each e`, `-N if c`): a score summed over
+# MAX_INT32 events of every rule stays far inside MAX_NUMBER.
+MAX_POINTS = 1_000_000
+# `at least N of { … }`: more than any gate can list.
+MAX_AT_LEAST = MAX_INT32
+# How deeply an expression nests (`not not …`, `at least 1 of { at least … }`),
+# counting the levels of the conditions it names: checking, evaluating and
+# drawing recurse over it.  No real gate comes near it.
+MAX_DEPTH = 100
+
+
+def number_text(value: int | float) -> str:
+    """A number for a message, however large: `1,000,000.5`, `inf`, and a
+    400-digit integer as `999999…999 (400 digits)`, never printed whole."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{value:,.15g}"
+    if abs(value) >= 10**4000:
+        return f"{'-' if value < 0 else ''}a number of over 4,000 digits"
+    digits = str(abs(value))
+    if len(digits) <= 30:
+        return f"{value:,}"
+    return f"{'-' if value < 0 else ''}{digits[:6]}…{digits[-3:]} ({len(digits):,} digits)"

@@ -13,6 +13,7 @@ exceptions never leave this module: they become `Diagnostic`s inside a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import model as m
 from .errors import BadInput, Diagnostic, FlowInvalid, Span
+from .limits import MAX_DEPTH, MAX_FLOW_BYTES, MAX_NUMBER_LENGTH
 
 _OPTIONS: dict[str, Any] = {
     "parser": "lalr",
@@ -143,19 +145,41 @@ class _Builder:
 
     def _whole(self, token: Token, what: str) -> int:
         text = str(token)
+        if self._too_long(token):
+            return 0
         if "." in text:
             self.problems.append(
                 Diagnostic("SF004", "error", self._tspan(token), f"{what} must be a whole number, not {text}")
             )
-            return int(float(text))
+            return int(text.partition(".")[0])  # never through float: 1e400 has no int
         return int(text)
+
+    def _number(self, token: Token) -> int | float:
+        """A number as written; a float beyond the largest one is inf, for
+        the checker to refuse where it goes (SF108, SF118, SF210, SF213)."""
+        return 0 if self._too_long(token) else _number(token)
+
+    def _too_long(self, token: Token) -> bool:
+        """SF008 a number of more than MAX_NUMBER_LENGTH characters: no value
+        in range needs them, and Python's int() refuses past 4,300 digits."""
+        if len(token) <= MAX_NUMBER_LENGTH:
+            return False
+        self.problems.append(
+            Diagnostic(
+                "SF008",
+                "error",
+                self._tspan(token),
+                f"a number written with {len(token):,} characters; the limit is {MAX_NUMBER_LENGTH:,}",
+            )
+        )
+        return True
 
     # -- literals ---------------------------------------------------------
     def number(self, meta: Any, children: list[Token]) -> m.Literal:
-        return m.Literal(_number(children[0]), self._span(meta))
+        return m.Literal(self._number(children[0]), self._span(meta))
 
     def negative(self, meta: Any, children: list[Token]) -> m.Literal:
-        return m.Literal(-_number(children[0]), self._span(meta))
+        return m.Literal(-self._number(children[0]), self._span(meta))
 
     def string(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(_unquote(children[0]), self._span(meta))
@@ -310,7 +334,7 @@ class _Builder:
         return ("when", children[0], self._span(meta))
 
     def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
-        return ("sla_days", _in_days(_number(children[0]), children[1]), self._span(meta))
+        return ("sla_days", _in_days(self._number(children[0]), children[1]), self._span(meta))
 
     def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
         return ("capacity", self._whole(children[0], "a capacity"), self._span(meta))
@@ -347,11 +371,11 @@ class _Builder:
 
     def conversion_target(self, meta: Any, children: list[Token]) -> m.Target:
         source, to, op, value = children
-        return m.Target("conversion", str(source), str(to), str(op), _number(value), self._span(meta))  # type: ignore[arg-type]
+        return m.Target("conversion", str(source), str(to), str(op), self._number(value), self._span(meta))  # type: ignore[arg-type]
 
     def time_target(self, meta: Any, children: list[Any]) -> m.Target:
         stage, op, value, unit = children
-        days = _in_days(_number(value), unit)
+        days = _in_days(self._number(value), unit)
         return m.Target("time", str(stage), None, str(op), days, self._span(meta))  # type: ignore[arg-type]
 
     # -- test blocks ------------------------------------------------------
@@ -388,7 +412,7 @@ class _Builder:
         return ("repeat", self._whole(children[0], "an event's count"))
 
     def wait_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "wait", number=_in_days(_number(children[0]), children[1]))
+        return self._step(meta, "wait", number=_in_days(self._number(children[0]), children[1]))
 
     def reason(self, meta: Any, children: list[Token]) -> tuple[str, str]:
         return ("reason", _unquote(children[0]))
@@ -517,7 +541,10 @@ def _in_days(amount: int | float, unit: str) -> int | float:
     become a fraction of a day (48 hours is 2)."""
     if unit == "days":
         return amount
-    days = amount / 24
+    try:
+        days = amount / 24
+    except OverflowError:  # an integer past any float: out of range, for check to say
+        return float("inf")
     return int(days) if days.is_integer() else days
 
 
@@ -697,12 +724,6 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, start: str) -
     return Diagnostic("SF003", "error", span, message)
 
 
-# How deeply rules may nest (`not not …`, `at least 1 of { at least … }`):
-# checking, evaluating and drawing an expression recurse over it, so a flow
-# past this depth would crash them; no real gate comes near it.
-MAX_DEPTH = 100
-
-
 _NESTING = frozenset({"not_", "at_least", "compare", "in_list", "not_in_list", "is_set", "is_not_set"})
 
 
@@ -732,16 +753,40 @@ def _too_deep(tree: Tree[Token], path: str) -> Diagnostic | None:
 
 
 def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
+    nul = _nul(text, path)
+    if nul is not None:
+        raise FlowInvalid(path, [nul], text)
     p = parser()
+    # A big flow makes millions of small objects that all live until the
+    # parse ends; the cyclic collector would walk them again and again
+    # (superlinear time), and they hold no cycles worth collecting early.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        tree = p.parse(text, start=start)
-    except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF) as err:
-        raise FlowInvalid(path, [_syntax_diagnostic(err, text, path, start)], text) from None
-    deep = _too_deep(tree, path)
-    if deep is not None:
-        raise FlowInvalid(path, [deep], text)
-    builder = _Builder(path)
-    return builder.build(tree), builder.problems
+        try:
+            tree = p.parse(text, start=start)
+        except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF) as err:
+            raise FlowInvalid(path, [_syntax_diagnostic(err, text, path, start)], text) from None
+        deep = _too_deep(tree, path)
+        if deep is not None:
+            raise FlowInvalid(path, [deep], text)
+        builder = _Builder(path)
+        return builder.build(tree), builder.problems
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _nul(text: str, path: str) -> Diagnostic | None:
+    """SF002 at the first NUL character: the grammar lets comments and
+    strings hold any character, but no database stores a NUL in text."""
+    at = text.find("\x00")
+    if at < 0:
+        return None
+    line = text.count("\n", 0, at) + 1
+    column = at - text.rfind("\n", 0, at)
+    span = Span(path, line, column, line, column + 1)
+    return Diagnostic("SF002", "error", span, "unexpected character '\\x00' (a NUL byte)")
 
 
 def parse_flow(text: str, path: str = "<string>") -> m.Flow:
@@ -776,11 +821,14 @@ def read_source(path: str | os.PathLike[str]) -> str:
     if where.is_dir():
         raise BadInput(f"{where} is a folder, not a flow file")
     try:
-        data = where.read_bytes()
+        with where.open("rb") as file:
+            data = file.read(MAX_FLOW_BYTES + 1)  # /dev/zero or a 1 GB file is not read whole
     except FileNotFoundError:
         raise BadInput(f"flow file {where} does not exist") from None
     except OSError as err:
         raise BadInput(f"cannot read flow file {where}: {err.strerror}") from None
+    if len(data) > MAX_FLOW_BYTES:
+        raise BadInput(f"{where} is larger than {MAX_FLOW_BYTES // 2**20} MiB, the limit for a flow file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

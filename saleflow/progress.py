@@ -455,7 +455,8 @@ class Work:
             room = stage.capacity - self.tx.count_in_stage(flow_name, stage_name)
             if room <= 0:
                 continue
-            for lead_id in self.tx.waiting(flow_name, stage_name, room * 4 + 8):
+            wanted = min(room * 4 + 8, 2**31 - 1)  # a LIMIT is a 32-bit integer on PostgreSQL
+            for lead_id in self.tx.waiting(flow_name, stage_name, wanted):
                 if room <= 0:
                     break
                 if self._admit(lead_id, stage_name):

@@ -448,7 +448,132 @@ def test_a_reader_that_stops_early_is_no_error(sqlite_url: str) -> None:
 
 # -- the flow language: numbers and sizes in flow files (check, deploy) ------
 
-CASES.update({})
+NUMBERS_FLOW = """\
+flow numbers version {version}
+field seats  int default {seats}
+field budget money default {budget}
+field rating number default {rating}
+event call
+score {{ +{points} each call }}
+team sales {{
+  stage new initial
+  stage qualified when call in last {window} days >= 1 and seats < {compare}
+    and at least {at_least} of {{ call >= 1 }} and days_since call <= {days}
+  stage won final sla {sla} days capacity {capacity}
+  target time in qualified <= {target_days} days
+  target conversion new -> won >= {percent}%
+}}
+stage lost final  # {comment}
+"""
+FITTING = {
+    "version": "1",
+    "seats": "0",
+    "budget": "0.5",
+    "rating": "1",
+    "points": "5",
+    "window": "30",
+    "compare": "100",
+    "at_least": "1",
+    "days": "14",
+    "sla": "3",
+    "capacity": "10",
+    "target_days": "5",
+    "percent": "20",
+    "comment": "fine",
+}
+DIGITS_400 = "9" * 400
+INF = "1" + "0" * 309 + ".0"  # 1e309, written out: a float() of it is inf
+TWO_63 = str(2**63)
+# (file, the slot made bad, the value, a fragment of the last diagnostic's count line)
+NUMBER_SLOTS = {
+    "version-2**63": ("version", TWO_63),
+    "version-0": ("version", "0"),
+    "capacity-400-digits": ("capacity", DIGITS_400),
+    "capacity-past-a-billion": ("capacity", "1000000001"),
+    "sla-400-digits": ("sla", DIGITS_400),
+    "sla-1e309": ("sla", INF),
+    "int-default-2**63": ("seats", TWO_63),
+    "money-default-1e309": ("budget", INF),
+    "number-default-400-digits": ("rating", DIGITS_400),
+    "points-2**63": ("points", TWO_63),
+    "window-400-digits": ("window", DIGITS_400),
+    "compare-400-digits": ("compare", DIGITS_400),
+    "compare-1e309": ("compare", INF),
+    "at-least-2**63": ("at_least", TWO_63),
+    "days-since-2**63": ("days", TWO_63),
+    "target-days-1e309": ("target_days", INF),
+    "target-percent-400-digits": ("percent", DIGITS_400),
+    "number-of-5000-digits": ("capacity", "7" * 5000),
+    "nul-in-a-comment": ("comment", "a\x00b"),
+}
+
+
+def write_number_flows(db: Db) -> None:
+    """Flows with one number beyond its range each, and files too large to read."""
+    for name, (slot, value) in NUMBER_SLOTS.items():
+        text = NUMBERS_FLOW.format(**{**FITTING, slot: value})
+        (db.folder / f"{name}.flow").write_text(text, encoding="utf-8")
+    (db.folder / "fits.flow").write_text(NUMBERS_FLOW.format(**FITTING), encoding="utf-8")
+    huge = db.folder / "huge.flow"
+    if not huge.exists():
+        with huge.open("wb") as file:  # sparse: 17 MiB that take no room
+            file.write(b"flow huge\n")
+            file.truncate(17 * 2**20)
+
+
+FLOW_NUMBER_CASES: dict[str, Case] = {
+    **{
+        f"deploy a flow with {name}": case(
+            f"deploy '{{folder}}/{name}.flow'",
+            code=2,
+            fragment=f"{name}.flow is not a valid flow",
+            style=DIAGNOSTICS,
+            setup=write_number_flows,
+        )
+        for name in NUMBER_SLOTS
+    },
+    "lead add --flow FILE with a 400-digit capacity": case(
+        "lead add new-9 --flow '{folder}/capacity-400-digits.flow'",
+        code=2,
+        fragment="is not a valid flow",
+        style=DIAGNOSTICS,
+        setup=write_number_flows,
+    ),
+    "graph of a flow with version 2**63": case(
+        "graph '{folder}/version-2**63.flow'",
+        code=2,
+        fragment="is not a valid flow",
+        style=DIAGNOSTICS,
+        setup=write_number_flows,
+    ),
+    "deploy a 17 MiB flow file": case(
+        "deploy '{folder}/huge.flow'", code=2, fragment="larger than 16 MiB", setup=write_number_flows
+    ),
+    "check a 17 MiB flow file": case(
+        "check '{folder}/huge.flow'", code=2, fragment="larger than 16 MiB", setup=write_number_flows
+    ),
+    "check /dev/zero": case("check /dev/zero", code=2, fragment="/dev/zero is larger than 16 MiB"),
+    "deploy /dev/zero": case("deploy /dev/zero", code=2, fragment="/dev/zero is larger than 16 MiB"),
+}
+CASES.update(FLOW_NUMBER_CASES)
+
+
+def test_the_number_flows_fit_but_for_their_one_number(tmp_path: Path) -> None:
+    """The flows above are refused for their one bad number, not for anything
+    else: the same flow with every number in range checks clean."""
+    from saleflow.check import check
+    from saleflow.parse import parse_flow
+
+    assert check(parse_flow(NUMBERS_FLOW.format(**FITTING))) == []
+    db = Db("sqlite", "", tmp_path)
+    write_number_flows(db)
+    for name in NUMBER_SLOTS:
+        result = CliRunner().invoke(main, ["check", str(tmp_path / f"{name}.flow")])
+        assert result.exit_code == 1, (name, result.output)
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if "error[" in line]
+        assert len(errors) == 1, (name, result.output)
+
 
 # -- import: CSV files ---------------------------------------------------------
 

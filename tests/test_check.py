@@ -375,6 +375,81 @@ CASES: list[tuple[str, str, str, str, str | None]] = [
         'capacity of stage "won"',
         "0",
     ),
+    # ---- SF108, SF118, SF119, SF213: numbers beyond their range ------------
+    ("int-default-2**63", flow("field big int default 9223372036854775808\n"), "SF108", "64-bit", None),
+    ("int-default-400-digits", flow(f"field big int default {'9' * 400}\n"), "SF108", "(400 digits)", None),
+    ("int-default-min", flow("field big int default -9223372036854775809\n"), "SF108", "64-bit", None),
+    ("number-default-inf", flow(f"field big number default 1{'0' * 309}.5\n"), "SF108", "default inf", None),
+    ("money-default-huge", flow(f"field big money default {'1' * 20}\n"), "SF108", "1e+18", None),
+    (
+        "text-default-long",
+        flow(f'field note text default "{"a" * 100_001}"\n'),
+        "SF108",
+        "100,001 characters",
+        None,
+    ),
+    ("date-default-far", flow('field due date default "9999-12-31"\n'), "SF108", "out of range", None),
+    (
+        "compare-2**63",
+        cond("employees > 9223372036854775808"),
+        "SF118",
+        "fits 64 bits",
+        "9223372036854775808",
+    ),
+    ("compare-inf", cond(f"budget < -1{'0' * 309}.0"), "SF118", "number -inf", None),
+    ("in-list-huge", cond(f"employees in [1, {'7' * 400}]"), "SF118", "(400 digits)", None),
+    ("window-days", cond("web_visit in last 365001 days >= 1"), "SF118", "longer than 365,000", "365001"),
+    ("days-since-days", cond("days_since web_visit > 400000"), "SF118", "days compared with", "400000"),
+    ("days-in-stage-days", cond("400000 <= days_in_stage"), "SF118", "days compared with", "400000"),
+    ("at-least-huge", cond(f"at least {'5' * 400} of {{ need }}"), "SF118", "at most 2,147,483,647", None),
+    ("points-huge", flow("score { +1000001 each web_visit }\n"), "SF118", "1,000,001 points", None),
+    ("points-negative-huge", flow("score { -2000000 if need }\n"), "SF118", "2,000,000 points", None),
+    (
+        "condition-chain",
+        flow(
+            "".join(f"condition c{i} = c{i + 1} and need\n" for i in range(120)) + "condition c120 = need\n"
+        ),
+        "SF119",
+        "nested too deeply through the conditions",
+        None,
+    ),
+    (
+        "version-2**63",
+        "flow probe version 9223372036854775808\n" + flow(facts=FACTS[11:]),
+        "SF213",
+        "version",
+        None,
+    ),
+    ("version-zero", "flow probe version 0\n" + flow(facts=FACTS[11:]), "SF213", "from 1 to", "0"),
+    (
+        "sla-long",
+        flow(teams=TEAMS.replace("stage won", "stage won sla 365001 days")),
+        "SF213",
+        "sla",
+        "365001",
+    ),
+    (
+        "capacity-huge",
+        flow(teams=TEAMS.replace("stage won", f"stage won capacity {'9' * 400}")),
+        "SF213",
+        "the limit is 1,000,000,000",
+        None,
+    ),
+    (
+        "target-days-long",
+        flow(teams=TEAMS.replace("  stage won\n", "  stage won\n  target time in won <= 400000 days\n")),
+        "SF210",
+        "more than 365,000 days",
+        "400000",
+    ),
+    ("long-stage-name", flow(f"stage {'s' * 256} final\n"), "SF120", "256 characters", "s" * 256),
+    (
+        "long-event-name",
+        flow(f"event e{'1' * 300} channel {'c' * 256}\n"),
+        "SF120",
+        "names have at most",
+        None,
+    ),
     # ---- SF301..SF309 warnings -------------------------------------------
     ("unreachable-side", flow("stage parked\n"), "SF301", 'stage "parked" can never be reached', "parked"),
     (
@@ -902,3 +977,20 @@ def test_spec_example_checks_clean() -> None:
     assert example is not None
     diagnostics = check(parse_flow(example.group(1), "spec.flow"))
     assert diagnostics == [], "\n".join(d.headline() for d in diagnostics)
+
+
+def test_a_flow_built_in_python_with_a_deep_chain_is_refused_not_crashed() -> None:
+    """A left-nested chain of 50,000 `or` nodes cannot come from flow text
+    (SF007 in the parser), but a `Flow` built in Python may hold one: check
+    reports it instead of recursing into a RecursionError."""
+    from saleflow.model import Compare, Flow, Literal, Or, Ref, Stage, Team
+
+    gate: Or | Compare = Compare("==", Ref("x"), Literal(0))
+    for i in range(1, 50_000):
+        gate = Or((gate, Compare("==", Ref("x"), Literal(i))))
+    flow = Flow(
+        "deep",
+        teams=(Team("t", None, ("a", "b")),),
+        stages=(Stage("a", team="t", initial=True), Stage("b", team="t", when=gate)),
+    )
+    assert [d.code for d in check(flow)] == ["SF007"]

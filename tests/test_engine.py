@@ -584,8 +584,13 @@ def test_leads_by_flow_stage_and_team(db_url: str) -> None:
     assert [x.id for x in engine.leads(team="inside_sales")] == ["l-3"]
     assert [x.id for x in engine.leads(team="marketing", stage="awareness")] == ["l-2"]
     assert [x.id for x in engine.leads(flow="the_model")] == ["l-1", "l-2", "l-3"]
-    with pytest.raises(NotFound):
-        list(engine.leads(team="nobody"))
+    # Refused by the call itself, not by the first next() of what it returns.
+    with pytest.raises(NotFound, match='team "nobody"'):
+        engine.leads(team="nobody")
+    with pytest.raises(NotFound, match='stage "sqll"; did you mean "sql"'):
+        engine.leads(stage="sqll")
+    with pytest.raises(NotFound, match='flow "nope"'):
+        engine.leads(flow="nope")
 
 
 def test_api_bad_input(db_url: str) -> None:

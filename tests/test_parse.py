@@ -15,7 +15,8 @@ from lark import Lark
 
 from saleflow import model as m
 from saleflow.errors import BadInput, FlowInvalid
-from saleflow.parse import grammar_path, load_flow, parse_expr, parse_flow
+from saleflow.limits import MAX_FLOW_BYTES
+from saleflow.parse import grammar_path, load_flow, parse_expr, parse_flow, read_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +98,12 @@ def test_expressions(text: str, expected: m.Expr) -> None:
         ),
         ("flow f\ncondition c = d > 2026-1-5", "SF001", "a date is written in quotes", 2, 23),
         ("flow f\nstage a when " + "not " * 101 + "b", "SF007", "nested too deeply", 2, 414),
+        ("flow f\nstage a capacity " + "9" * 1001, "SF008", "1,001 characters", 2, 18),
+        ("flow f\nfield x int default " + "9" * 5000, "SF008", "5,000 characters", 2, 21),
+        ("flow f\nfield x number default 1" + "0" * 4999 + ".5", "SF008", "the limit is 1,000", 2, 24),
+        ("flow f version " + "1" * 400 + ".5", "SF004", "whole number", 1, 16),
+        ('flow f\nfield x text default "a\x00b"', "SF002", "NUL", 2, 24),
+        ("flow f # \x00", "SF002", "NUL", 1, 10),
     ],
 )
 def test_syntax_errors_are_positioned_diagnostics(
@@ -182,3 +189,16 @@ def test_corrupt_cache_is_rebuilt_quietly(tmp_path: Path) -> None:
     found.write_bytes(b"garbage")
     result = _probe(cache)
     assert result.stdout.strip() == "ok" and result.stderr == ""
+
+
+def test_flow_files_are_read_up_to_a_limit(tmp_path: Path) -> None:
+    """/dev/zero or a file past MAX_FLOW_BYTES is refused in one sentence,
+    after reading at most one byte more than the limit."""
+    big = tmp_path / "big.flow"
+    big.write_bytes(b"flow f\n" + b"#" * MAX_FLOW_BYTES)
+    for path in (big, Path("/dev/zero")):
+        with pytest.raises(BadInput, match="larger than 16 MiB, the limit for a flow file"):
+            read_source(path)
+    fits = tmp_path / "fits.flow"
+    fits.write_bytes(b"flow f\n" + b"#" * (MAX_FLOW_BYTES - 7))
+    assert len(read_source(fits)) == MAX_FLOW_BYTES

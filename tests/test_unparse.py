@@ -235,7 +235,7 @@ literals = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**12), max_value=10**12),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
+    st.text(st.characters(blacklist_characters="\x00"), max_size=12),  # a NUL is refused (SF002)
 ).map(Literal)
 operands_base = st.one_of(
     literals,

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..engine import Engine
-from ..errors import NotFound, did_you_mean
 from ..serialise import history_json, lead_json, overdue_json, show_json
 from ..store.service import page_leads
 from . import inputs
@@ -121,38 +120,13 @@ def list_leads(
         page = [overdue_json(o) for o in rows]
         last = rows[-1].lead.id if rows else None
     else:
-        stages = _stages(engine, flow, stage, team)
+        flow, stages = engine.lead_filter(flow=flow, stage=stage, team=team)
         leads = page_leads(engine.store, flow=flow, stages=stages, after=after, limit=size + 1)
         more = len(leads) > size
         leads = leads[:size]
         page = [lead_json(x) for x in leads]
         last = leads[-1].id if leads else None
     return {"leads": page, "next": inputs.encode_cursor(last) if more and last is not None else None}
-
-
-def _stages(engine: Engine, flow: str | None, stage: str | None, team: str | None) -> list[str] | None:
-    """The stages a listing may show (None: all), refusing names no deployed
-    flow has with the sentences of `Engine.leads`."""
-    names = engine.store.flow_names() if flow is None else [flow]
-    if flow is not None:
-        engine.compiled(flow)  # NotFound when it is not deployed
-    if stage is not None:
-        known = {s for name in names for s in engine.compiled(name).flow.stage_names}
-        if stage not in known and not engine.store.count_leads(flow, stage):
-            hint = did_you_mean(stage, sorted(known))
-            where = f'flow "{flow}" has no' if flow else "no deployed flow has a"
-            raise NotFound(f'{where} stage "{stage}"' + (f"; {hint}" if hint else ""))
-    stages: list[str] | None = [stage] if stage else None
-    if team is not None:
-        team_stages: set[str] = set()
-        for name in names:
-            found = engine.compiled(name).flow.team(team)
-            if found is not None:
-                team_stages.update(found.stages)
-        if not team_stages:
-            raise NotFound(f'no deployed flow has a team "{team}"')
-        stages = sorted(s for s in (stages or team_stages) if s in team_stages)
-    return stages
 
 
 @router.get("/{lead_id:path}/history", summary="A lead's audit entries (history JSON)")
