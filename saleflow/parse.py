@@ -544,7 +544,7 @@ def _in_days(amount: int | float, unit: str) -> int | float:
     try:
         days = amount / 24
     except OverflowError:  # an integer past any float: out of range, for check to say
-        return float("inf")
+        return int(amount) // 24
     return int(days) if days.is_integer() else days
 
 
