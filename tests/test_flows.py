@@ -64,3 +64,17 @@ def test_saleflow_test_command_runs_every_shipped_flow() -> None:
     assert result.exit_code == 0, result.output
     total = sum(len(load_flow(path).tests) for path in FLOWS)
     assert result.output.splitlines()[-1] == f"{total} passed, 0 failed"
+
+
+def test_the_model_carries_the_spec_test_block_and_it_passes() -> None:
+    if not SPEC.is_file():
+        pytest.skip("shared/SPEC.md is not beside this checkout")
+    spec = SPEC.read_text(encoding="utf-8")
+    example = re.search(r"### Tests in the flow file.*?```\n(test .*?)```", spec, re.S)
+    assert example, "SPEC §7 test block not found"
+    shipped = (ROOT / "flows" / "the_model.flow").read_text(encoding="utf-8")
+    assert example.group(1) in shipped
+    name = re.match(r'test "([^"]+)"', example.group(1))
+    assert name is not None
+    [result] = run_tests(load_flow(ROOT / "flows" / "the_model.flow"), select=name.group(1))
+    assert result.passed, result.message
