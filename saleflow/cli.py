@@ -537,16 +537,6 @@ def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
     click.echo(f"{_plural(ticked.moves, 'move')} made, {breaches} recorded")
 
 
-def _value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 @main.command("show")
 @click.argument("lead_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True)
@@ -562,7 +552,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
     team = f" ({view.team})" if view.team else ""
     click.echo(f"lead {view.id} — flow {view.flow} version {view.version}")
     click.echo(f"  stage   {view.stage}{team}, cycle {view.cycle}, since {view.entered_at.isoformat()}")
-    click.echo(f"  score   {_value(view.score)}")
+    click.echo(f"  score   {serialise.value_text(view.score)}")
     if view.sla_days is not None:
         if view.due_at is None:
             state = "never due"
@@ -572,7 +562,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
                 f"overdue by {_days(late)}" if view.overdue else f"{_days(-late)} left"
             )
         click.echo(f"  sla     {duration_text(view.sla_days)} in this stage, {state}")
-    click.echo("  fields  " + ", ".join(f"{k}={_value(v)}" for k, v in view.fields.items()))
+    click.echo("  fields  " + ", ".join(f"{k}={serialise.value_text(v)}" for k, v in view.fields.items()))
     click.echo(
         "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")
     )
@@ -598,11 +588,13 @@ def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
         echo_json(serialise.history_json(entries))
         return
     # One lead's history is short: size the stage columns to its names.
-    width = max([14, *(len(_value(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)])
+    width = max(
+        [14, *(len(serialise.value_text(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)]
+    )
     for e in entries:
         reason = f"  ({e.reason})" if e.reason else ""
         click.echo(
-            f"{e.seq:>4}  {e.at.isoformat()}  {_value(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
+            f"{e.seq:>4}  {e.at.isoformat()}  {serialise.value_text(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
             f"{e.kind:<8} {e.actor}{reason}"
         )
 
@@ -630,7 +622,7 @@ def leads_command(
         count = 0
         for lead in leads:
             click.echo(
-                f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}"
+                f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}"
             )
             count += 1
         click.echo(f"{_plural(count, 'lead')}")
@@ -698,7 +690,7 @@ def list_overdue(
             f"overdue {_days(o.overdue_days)} (SLA {duration_text(o.sla_days)}, due {o.due_at.isoformat()})"
         )
         click.echo(
-            f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {_value(lead.score):>6}  {late}"
+            f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}  {late}"
         )
         count += 1
     click.echo(f"{_plural(count, 'lead')} overdue")

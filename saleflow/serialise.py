@@ -23,6 +23,18 @@ def number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+def value_text(value: object) -> str:
+    """A field's value (or a score) as text shows it, in the CLI and on the
+    dashboard alike: "-" for unset, true/false, 12 not 12.0."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def show_json(view: LeadView) -> dict[str, Any]:
     """`show --json`: stage, facts, score, next moves with their verdicts."""
     return view.to_json()

@@ -26,7 +26,7 @@ from ..errors import NotFound, SaleflowError
 from ..html import _CSS as REPORT_CSS
 from ..html import render_html
 from ..report import overdue_leads, report_for
-from ..serialise import report_json
+from ..serialise import report_json, value_text
 from .auth import COOKIE, Caller, from_cookie, identify
 from .context import engine_of
 from .errors import error_response
@@ -86,17 +86,6 @@ def _login(message: str | None = None, status: int = 200) -> HTMLResponse:
         '<button type="submit">Log in</button></form>',
         status,
     )
-
-
-def _value(value: object) -> str:
-    """A field's value as the CLI's `show` prints it."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _nav(engine: Engine, caller: Caller, current: str | None, live: bool = False) -> str:
@@ -257,7 +246,7 @@ def lead_page(lead_id: str, request: Request) -> Response:
         return _page(
             "saleflow: lead", _nav(engine, caller, None) + f'<p class="error">{_e(err.message)}</p>', status
         )
-    facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_value(v))}</td></tr>" for k, v in view.fields.items())
+    facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(value_text(v))}</td></tr>" for k, v in view.fields.items())
     events = "".join(f'<tr><th>{_e(k)}</th><td class="n">{v:,}</td></tr>' for k, v in view.events.items())
     moves = "".join(
         f'<tr data-to="{_e(v.to)}" data-allowed="{str(v.allowed).lower()}"><td>{_e(v.kind)}</td><td>{_e(v.to)}</td>'
