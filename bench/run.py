@@ -94,6 +94,22 @@ def bench_language(quick: bool) -> None:
     line("`saleflow check` wall time", f"{t_cli * 1000:.0f} ms")
     line("`python -c 'import sqlalchemy, lark, transitions, click'`", f"{t_base * 1000:.0f} ms")
     line("ratio check / imports", f"{t_cli / t_base:.2f}", "goal <= 1.5")
+    bench_flow_tests(quick)
+
+
+def bench_flow_tests(quick: bool) -> None:
+    """Issue 11: every test of the_model.flow, in-process, under a second
+    (each test on its own in-memory store, through the real engine)."""
+    from saleflow.parse import load_flow
+    from saleflow.testing import run_tests
+
+    flow = load_flow(FLOW)
+    assert all(result.passed for result in run_tests(flow))  # warm, and correct
+    seconds = median_time(lambda: run_tests(flow), 3 if quick else 7)
+    count = len(flow.tests)
+    line(
+        f"run the {count} tests of the_model.flow (in-process)", f"{seconds * 1000:.0f} ms", "goal < 1000 ms"
+    )
 
 
 # ------------------------------------------------------------------ ops

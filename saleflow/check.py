@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
+from .checktests import check_tests
 from .errors import Diagnostic, Span, did_you_mean
 from .limits import (
     MAX_AT_LEAST,
@@ -62,6 +63,7 @@ from .model import (
     Stage,
     Window,
     children,
+    duration_text,
     walk,
 )
 from .unparse import literal_text, shorten, unparse
@@ -676,9 +678,10 @@ class _Expressions:
         else:
             where = self.ctx.locate.word(expr.span, expr.event)
         self.event_name(expr.event, where)
-        if isinstance(expr, Window) and expr.days < 1:
-            days = self.ctx.locate.find(expr.span, r"(\S+)\s+days", after=_keyword("last"))
-            self.report(self.ctx.error("SF116", days, f"a window of {expr.days} days never holds any event"))
+        if isinstance(expr, Window) and expr.days <= 0:
+            days = self.ctx.locate.find(expr.span, r"(\S+)\s+(?:days?|hours?)\b", after=_keyword("last"))
+            length = duration_text(expr.days)
+            self.report(self.ctx.error("SF116", days, f"a window of {length} never holds any event"))
 
     def event_name(self, name: str, where: Span) -> None:
         if self.flow.event(name) is not None:
@@ -1057,6 +1060,19 @@ def condition_depth(ctx: _Context) -> Iterator[Diagnostic]:
             "a condition that names a condition that names a condition … is evaluated inside all of them; "
             "write some of them out",
         )
+
+
+@rule
+def test_blocks(ctx: _Context) -> Iterator[Diagnostic]:
+    """SF4xx test blocks (`checktests.py`), and the types and names of
+    their `expect EXPR` steps, judged like gates."""
+    checker = _Expressions(ctx)
+    for test in ctx.flow.tests:
+        for step in test.steps:
+            if step.expr is not None:
+                checker.boolean(step.expr)
+    yield from checker.found
+    yield from check_tests(ctx.flow)
 
 
 @rule

@@ -39,11 +39,11 @@ from .errors import (
     Span,
 )
 from .limits import one_line
-from .model import Flow
+from .model import Flow, duration_text
 from .parse import parse_flow, read_source
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Deployment, Engine
     from .records import Lead
 
 DEFAULT_DB = "sqlite:///saleflow.db"
@@ -297,6 +297,34 @@ def graph_command(flow_path: str, fmt: str, output: str | None, exits: bool) -> 
     write_output(render(flow, exits=exits), output)
 
 
+@main.command("test")
+@click.argument("flows", nargs=-1, required=True, metavar="FLOW...")
+@click.option("-k", "select", default=None, metavar="TEXT", help="Only the tests whose name contains TEXT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as a JSON list.")
+@click.pass_context
+def test_command(ctx: click.Context, flows: tuple[str, ...], select: str | None, as_json: bool) -> None:
+    """Run the test blocks of flow files, each on a fresh in-memory store.
+
+    Exit 0 when every test passes, 1 when any fails, 2 when a file does
+    not check.
+    """
+    from .testing import run_tests, summary
+
+    loaded = [load_checked_flow(path) for path in flows]  # every file checks before any test runs
+    results = []
+    for flow in loaded:
+        found = run_tests(flow, select=select)
+        results.extend(found)
+        if not as_json:
+            for result in found:
+                click.echo(result.render(flow.source))
+    if as_json:
+        echo_json([result.to_json() for result in results])
+    else:
+        click.echo(summary(results))
+    ctx.exit(EXIT_OK if all(result.passed for result in results) else EXIT_REJECTED)
+
+
 # --------------------------------------------------------------------------
 # Leads: deploy, lead add/set, event, advance, tick, show, history, leads
 # --------------------------------------------------------------------------
@@ -316,6 +344,14 @@ def resolve_flow(engine: Engine, flow: str | None) -> str | None:
     """`--flow` takes a deployed flow's name, or a flow file (deployed first)."""
     if flow is not None and flow.endswith(".flow"):
         return engine.deploy(load_checked_flow(flow)).name
+    return flow
+
+
+def resolve_flow_version(engine: Engine, flow: str | None) -> str | Deployment | None:
+    """As `resolve_flow`, but a flow file stands for its own version (SPEC
+    §7: `lead add --flow FILE` uses the version that FILE is)."""
+    if flow is not None and flow.endswith(".flow"):
+        return engine.deploy(load_checked_flow(flow))
     return flow
 
 
@@ -347,7 +383,12 @@ def _moved(before: str | None, lead: Lead) -> str:
 @click.argument("flow_path", metavar="FLOW")
 @pass_settings
 def deploy_command(settings: Settings, flow_path: str) -> None:
-    """Register a flow version (idempotent by content)."""
+    """Register a flow at the version its flow line declares.
+
+    A file that differs from a deployed version only in comments, layout or
+    tests is that version; a changed flow must raise its version above every
+    deployed one (exit 2 otherwise, naming the number to use).
+    """
     with open_engine(settings) as engine:
         deployment = engine.deploy(load_checked_flow(flow_path))
     state = "deployed" if deployment.created else "already deployed, unchanged:"
@@ -361,7 +402,12 @@ def lead_group() -> None:
 
 @lead_group.command("add")
 @click.argument("lead_id", metavar="ID")
-@click.option("--flow", default=None, metavar="NAME", help="A deployed flow's name, or a .flow file.")
+@click.option(
+    "--flow",
+    default=None,
+    metavar="NAME",
+    help="A deployed flow's name (its latest version), or a .flow file (the version it is).",
+)
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Set a field (repeatable).")
 @click.option("--at", type=TIME, default=None, help="When the lead was created (ISO 8601).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lead as JSON (as `show --json`).")
@@ -377,7 +423,7 @@ def lead_add_command(
     """Create a lead in its flow's initial stage; it then moves as far as its gates allow."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
-        lead = engine.add_lead(lead_id, flow=resolve_flow(engine, flow), at=at, fields=values)
+        lead = engine.add_lead(lead_id, flow=resolve_flow_version(engine, flow), at=at, fields=values)
         if as_json:
             echo_json(serialise.show_json(engine.lead(lead_id)))
         else:
@@ -515,7 +561,7 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
             state = f"due {view.due_at.isoformat()}, " + (
                 f"overdue by {_days(late)}" if view.overdue else f"{_days(-late)} left"
             )
-        click.echo(f"  sla     {_days(view.sla_days, 2)} in this stage, {state}")
+        click.echo(f"  sla     {duration_text(view.sla_days)} in this stage, {state}")
     click.echo("  fields  " + ", ".join(f"{k}={serialise.value_text(v)}" for k, v in view.fields.items()))
     click.echo(
         "  events  " + (", ".join(f"{k}={v}" for k, v in view.events.items() if v) or "none this cycle")
@@ -640,7 +686,9 @@ def list_overdue(
     count = 0
     for o in found:
         lead = o.lead
-        late = f"overdue {_days(o.overdue_days)} (SLA {_days(o.sla_days, 2)}, due {o.due_at.isoformat()})"
+        late = (
+            f"overdue {_days(o.overdue_days)} (SLA {duration_text(o.sla_days)}, due {o.due_at.isoformat()})"
+        )
         click.echo(
             f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}  {late}"
         )

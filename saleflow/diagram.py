@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .model import Expr, Flow, Stage
+from .model import Expr, Flow, Stage, duration_text
 from .unparse import shorten, unparse
 
 Counts = Mapping[str, int]
@@ -114,7 +114,7 @@ def _label_lines(stage: Stage, counts: Counts | None) -> list[str]:
 
 
 def _plural_days(days: float) -> str:
-    return f"{days:g} day" if days == 1 else f"{days:g} days"
+    return duration_text(days)
 
 
 # --------------------------------------------------------------------------

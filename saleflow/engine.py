@@ -25,7 +25,8 @@ from . import audit as audit_mod
 from .check import check
 from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
-from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, did_you_mean
+from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
+from .identity import identity
 from .limits import MAX_INT32, check_id, check_int, check_text, check_time
 from .model import Flow
 from .parse import load_flow, parse_flow
@@ -66,7 +67,17 @@ class Deployment:
 
 
 def content_hash(source: str) -> str:
+    """The hash of a flow's raw text: what databases written before flow
+    identities (`identity.py`) hold for their deployed flows."""
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def _stored_identity(source: str) -> str | None:
+    """The identity of a flow source stored with a raw-text hash."""
+    try:
+        return identity(parse_flow(source))
+    except SaleflowError:
+        return None
 
 
 @contextmanager
@@ -185,16 +196,27 @@ class Engine:
         return at if at is not None else self.now()
 
     def deploy(self, flow: str | os.PathLike[str] | Flow) -> Deployment:
-        """Check `flow` and register it; idempotent by content."""
+        """Check `flow` and register it at its declared version.  A flow
+        that means what a deployed version means (tests, comments and
+        layout aside) is that version; a changed one must declare a version
+        above every deployed one, or `BadInput` says which to use."""
         parsed = flow if isinstance(flow, Flow) else load_flow(flow)
         diagnostics = check(parsed)
         if any(d.is_error for d in diagnostics):
             raise FlowInvalid(parsed.path, diagnostics, parsed.source)
         version, created = self.store.deploy_flow(
-            parsed.name, parsed.version, content_hash(parsed.source), parsed.source, parsed.path
+            parsed.name,
+            parsed.version,
+            identity(parsed),
+            parsed.source,
+            parsed.path,
+            identity_of=_stored_identity,
         )
         self._compiled[(parsed.name, version)] = compile_flow(parsed, version)
-        self._latest[parsed.name] = version
+        if created:
+            self._latest[parsed.name] = version
+        else:  # an older version, maybe: ask the store for the latest when needed
+            self._latest.pop(parsed.name, None)
         return Deployment(parsed.name, version, created)
 
     def compiled(self, name: str, version: int | None = None) -> CompiledFlow:
@@ -209,7 +231,9 @@ class Engine:
             self._compiled[key] = compile_flow(parse_flow(source, path), stored_version)
         return self._compiled[key]
 
-    def _flow_for_new_lead(self, flow: str | None) -> CompiledFlow:
+    def _flow_for_new_lead(self, flow: str | Deployment | None) -> CompiledFlow:
+        if isinstance(flow, Deployment):  # a file's own version (`lead add --flow FILE`)
+            return self.compiled(flow.name, flow.version)
         name = _name(flow, "a flow name") if flow else self.default_flow
         if name is None:
             names = self.store.flow_names()
@@ -304,13 +328,15 @@ class Engine:
         lead_id: str,
         /,
         *,
-        flow: str | None = None,
+        flow: str | Deployment | None = None,
         at: datetime | str | None = None,
         actor: str | None = None,
         fields: Mapping[str, Any] | None = None,
         **more_fields: Any,
     ) -> Lead:
-        """Create a lead in its flow's initial stage, then let it progress."""
+        """Create a lead in its flow's initial stage, then let it progress.
+        `flow` is a flow's name (its latest version) or what `deploy`
+        returned (that version)."""
         lead_id = _lead_id(lead_id)
         cf = self._flow_for_new_lead(flow)
         when = self._at(at)
@@ -331,7 +357,7 @@ class Engine:
         self,
         rows: Iterable[tuple[str, Mapping[str, Any]]],
         *,
-        flow: str | None = None,
+        flow: str | Deployment | None = None,
         at: datetime | str | None = None,
         actor: str | None = None,
         chunk: int = 1000,

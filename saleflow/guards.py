@@ -75,7 +75,7 @@ class _Tally:
         self.totals = totals
         self._events = events
         self._by_name: dict[str, list[EventRecord]] | None = None
-        self.windows: dict[tuple[str, int], int] = {}
+        self.windows: dict[tuple[str, float], int] = {}
         self.latest: dict[str, float | None] = {}
         self.scores: dict[Evaluator, Number] = {}
 
@@ -130,8 +130,8 @@ class Facts:
         """How often `event` happened in the current cycle."""
         return self._counts().totals.get(event, 0)
 
-    def window(self, event: str, days: int) -> int:
-        """How often `event` happened in the `days` days up to now."""
+    def window(self, event: str, days: float) -> int:
+        """How often `event` happened in the `days` days (a fraction for hours) up to now."""
         tally = self._counts()
         if event not in tally.totals:
             return 0
@@ -606,7 +606,7 @@ def _count(event: str) -> Counted:
     return lambda facts: facts.count(event)
 
 
-def _window(event: str, days: int) -> Counted:
+def _window(event: str, days: float) -> Counted:
     return lambda facts: facts.window(event, days)
 
 

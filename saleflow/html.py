@@ -24,7 +24,7 @@ from html import escape
 from itertools import pairwise
 from math import ceil
 
-from .model import Flow
+from .model import Flow, duration_text
 from .report import Report, StageFigures, TargetResult, days, percent, target_actual, target_verdict
 
 _MAIN = "#4a5568"
@@ -354,9 +354,9 @@ def _stage_text(stage: StageFigures, flow: Flow, report: Report) -> _StageText:
     else:
         detail = ", ".join(flags) or "side stage"
     if sla is not None:
-        detail += f" · SLA {days(sla.sla_days)}d"
+        detail += f" · SLA {duration_text(sla.sla_days)}"
         breaches = f"{sla.breaches:,} breach" + ("" if sla.breaches == 1 else "es")
-        tooltip.append(f"SLA {days(sla.sla_days)} days: {breaches}, {sla.overdue_now:,} overdue now")
+        tooltip.append(f"SLA {duration_text(sla.sla_days)}: {breaches}, {sla.overdue_now:,} overdue now")
     # What kind of stage it is, each word once.
     kind = flags if stage.main_line else ["side stage", *flags]
     if kind:
@@ -731,7 +731,7 @@ def _sla(report: Report) -> str:
         f'<tr data-stage="{_e(s.stage)}">'
         + _td(s.stage, False)
         + _td(s.team or "-", False)
-        + _td(f"{days(s.sla_days)} days")
+        + _td(duration_text(s.sla_days))
         + _td(f"{s.breaches:,}")
         + _td(f"{s.overdue_now:,}", css="late" if s.overdue_now else "")
         + "</tr>"

@@ -61,12 +61,28 @@ class Ref:
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
+def duration_text(days: float, *, singular: bool = True) -> str:
+    """A duration as a flow file writes it: whole days as `N days`, whole
+    hours as `N hours` (`sla 4 hours` is stored as 4/24 of a day), any
+    other fraction as decimal days; `1 day`, `1 hour` in the singular
+    unless `singular` is false (expression text, which keys the values an
+    audit entry records, has always said `1 days`)."""
+    if float(days).is_integer():
+        number, unit = f"{int(days)}", "day"
+    elif abs(days * 24 - round(days * 24)) < 1e-9:
+        number, unit = f"{round(days * 24)}", "hour"
+    else:
+        number, unit = f"{days:g}", "day"
+    return f"{number} {unit}" if singular and number == "1" else f"{number} {unit}s"
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
-    """`EVENT in last N days`: the event's count within the window."""
+    """`EVENT in last N days` (or `N hours`): the event's count within the
+    window.  `days` is a whole number of days, or a fraction for hours."""
 
     event: str
-    days: int
+    days: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
@@ -235,10 +251,9 @@ class Target:
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
-        number = f"{self.value:g}"
         if self.kind == "conversion":
-            return f"conversion {self.stage} -> {self.to} {self.op} {number}%"
-        return f"time in {self.stage} {self.op} {number} days"
+            return f"conversion {self.stage} -> {self.to} {self.op} {self.value:g}%"
+        return f"time in {self.stage} {self.op} {duration_text(self.value)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +282,69 @@ class Recycle:
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
+# --------------------------------------------------------------------------
+# Test blocks (SPEC §7): scenarios at the end of a flow file.  They are not
+# part of the flow's meaning, so `Flow` keeps them out of its equality.
+# --------------------------------------------------------------------------
+
+StepKind = TypingLiteral[
+    "at",
+    "lead",
+    "use",
+    "set",
+    "event",
+    "wait",
+    "advance",
+    "force",
+    "expect_stage",
+    "expect_cycle",
+    "expect_waiting",
+    "expect_refused",
+    "expect_sla_breached",
+    "expect",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """`F = V` in `lead … with` and `set`; `bare` when V is an unquoted name
+    (an enum value)."""
+
+    field: str
+    value: Value
+    bare: bool = False
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTestStep:
+    """One step of a test block.  `name` is what the step names (the lead of
+    `lead`/`use`, the event of `event`, the stage of `advance`, `force`,
+    `expect stage|waiting|refused`); `number` is `x N`, `expect cycle N` or
+    the days of `wait` (hours as a fraction); `time` is the ISO text of `at`."""
+
+    kind: StepKind
+    name: str | None = None
+    assignments: tuple[Assignment, ...] = ()
+    number: float | None = None
+    channel: str | None = None
+    reason: str | None = None
+    time: str | None = None
+    expr: Expr | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTest:
+    """`test "name" { steps }`."""
+
+    name: str
+    steps: tuple[FlowTestStep, ...] = ()
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """A parsed flow.  Collections keep declaration order; duplicates are kept
@@ -283,6 +361,7 @@ class Flow:
     stages: tuple[Stage, ...] = ()
     skips: tuple[Skip, ...] = ()
     recycles: tuple[Recycle, ...] = ()
+    tests: tuple[FlowTest, ...] = attr(default=(), compare=False, repr=False)
     path: str = attr(default="<string>", compare=False)
     source: str = attr(default="", compare=False, repr=False)
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)

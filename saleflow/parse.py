@@ -199,9 +199,17 @@ class _Builder:
 
     count_ref = ref
 
-    def window(self, meta: Any, children: list[Token]) -> m.Window:
-        name, _in_last, days = children
-        return m.Window(str(name), self._whole(days, "a window's days"), self._span(meta))
+    def window(self, meta: Any, children: list[Any]) -> m.Window:
+        name, _in_last, amount, unit = children
+        whole = self._whole(amount, f"a window's {unit}")
+        return m.Window(str(name), _in_days(whole, unit), self._span(meta))
+
+    # -- durations --------------------------------------------------------
+    def days(self, meta: Any, _: list[Any]) -> str:
+        return "days"
+
+    def hours(self, meta: Any, _: list[Any]) -> str:
+        return "hours"
 
     def days_since(self, meta: Any, children: list[Token]) -> m.DaysSince:
         return m.DaysSince(str(children[0]), self._span(meta))
@@ -325,8 +333,8 @@ class _Builder:
     def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
         return ("when", children[0], self._span(meta))
 
-    def sla(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
-        return ("sla_days", self._number(children[0]), self._span(meta))
+    def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
+        return ("sla_days", _in_days(self._number(children[0]), children[1]), self._span(meta))
 
     def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
         return ("capacity", self._whole(children[0], "a capacity"), self._span(meta))
@@ -365,9 +373,87 @@ class _Builder:
         source, to, op, value = children
         return m.Target("conversion", str(source), str(to), str(op), self._number(value), self._span(meta))  # type: ignore[arg-type]
 
-    def time_target(self, meta: Any, children: list[Token]) -> m.Target:
-        stage, op, value = children
-        return m.Target("time", str(stage), None, str(op), self._number(value), self._span(meta))  # type: ignore[arg-type]
+    def time_target(self, meta: Any, children: list[Any]) -> m.Target:
+        stage, op, value, unit = children
+        days = _in_days(self._number(value), unit)
+        return m.Target("time", str(stage), None, str(op), days, self._span(meta))  # type: ignore[arg-type]
+
+    # -- test blocks ------------------------------------------------------
+    def _step(self, meta: Any, kind: m.StepKind, name: Token | None = None, **values: Any) -> m.FlowTestStep:
+        name_span = self._tspan(name) if name is not None else self._span(meta)
+        text = str(name) if name is not None else None
+        return m.FlowTestStep(kind, text, span=self._span(meta), name_span=name_span, **values)
+
+    def at_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "at", time=str(children[0]))
+
+    def lead_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        assignments = tuple(children[1]) if len(children) > 1 else ()
+        return self._step(meta, "lead", children[0], assignments=assignments)
+
+    def use_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "use", children[0])
+
+    def set_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "set", assignments=tuple(children[0]))
+
+    def event_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        name, *rest = children
+        count: int | None = None
+        channel: str | None = None
+        for item in rest:
+            if isinstance(item, tuple):
+                count = item[1]
+            else:
+                channel = item
+        return self._step(meta, "event", name, number=count, channel=channel)
+
+    def repeat(self, meta: Any, children: list[Token]) -> tuple[str, int]:
+        return ("repeat", self._whole(children[0], "an event's count"))
+
+    def wait_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "wait", number=_in_days(self._number(children[0]), children[1]))
+
+    def reason(self, meta: Any, children: list[Token]) -> tuple[str, str]:
+        return ("reason", _unquote(children[0]))
+
+    def advance_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        reason = children[1][1] if len(children) > 1 else None
+        return self._step(meta, "advance", children[0], reason=reason)
+
+    def force_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "force", children[0], reason=children[1][1])
+
+    def expect_stage(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_stage", children[0])
+
+    def expect_waiting(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_waiting", children[0])
+
+    def expect_refused(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_refused", children[0])
+
+    def expect_cycle(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_cycle", number=self._whole(children[0], "a cycle"))
+
+    def expect_sla_breached(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "expect_sla_breached")
+
+    def expect_expr(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "expect", expr=children[0])
+
+    def assignments(self, meta: Any, children: list[m.Assignment]) -> list[m.Assignment]:
+        return children
+
+    def assignment(self, meta: Any, children: list[Any]) -> m.Assignment:
+        name, value = children
+        if isinstance(value, m.Literal):
+            return m.Assignment(str(name), value.value, False, self._span(meta), value.span)
+        return m.Assignment(str(name), str(value), True, self._span(meta), self._tspan(value))
+
+    def test_block(self, meta: Any, children: list[Any]) -> m.FlowTest:
+        title, *steps = children
+        return m.FlowTest(_unquote(title), tuple(steps), self._tspan(title))
 
     def team_decl(self, meta: Any, children: list[Any]) -> tuple[str, m.Team, tuple[m.Stage, ...]]:
         name = str(children[0])
@@ -404,8 +490,11 @@ class _Builder:
             m.Skip: "skips",
             m.Recycle: "recycles",
         }
+        tests: list[m.FlowTest] = []
         for decl in children[1:]:
-            if isinstance(decl, tuple) and decl[0] == "score":
+            if isinstance(decl, m.FlowTest):
+                tests.append(decl)
+            elif isinstance(decl, tuple) and decl[0] == "score":
                 parts["score_rules"].extend(decl[1])
             elif isinstance(decl, tuple) and decl[0] == "team":
                 parts["teams"].append(decl[1])
@@ -427,6 +516,7 @@ class _Builder:
             "version": version,
             "title": title,
             "span": span,
+            "tests": tuple(tests),
             **{key: tuple(value) for key, value in parts.items()},
         }
 
@@ -444,6 +534,18 @@ _OPTION_WORD = {
 def _number(token: Token | str) -> int | float:
     text = str(token)
     return float(text) if "." in text else int(text)
+
+
+def _in_days(amount: int | float, unit: str) -> int | float:
+    """A duration written in `unit` as days: whole days stay an int, hours
+    become a fraction of a day (48 hours is 2)."""
+    if unit == "days":
+        return amount
+    try:
+        days = amount / 24
+    except OverflowError:  # an integer past any float: out of range, for check to say
+        return int(amount) // 24
+    return int(days) if days.is_integer() else days
 
 
 def _unquote(token: Token | str) -> str:

@@ -12,7 +12,7 @@ All times are timezone-aware UTC `datetime`s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -328,10 +328,21 @@ class Store(Protocol):
 
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def deploy_flow(
-        self, name: str, declared_version: int, content_hash: str, source: str, path: str
+        self,
+        name: str,
+        declared_version: int,
+        content_hash: str,
+        source: str,
+        path: str,
+        at: datetime | None = None,
+        *,
+        identity_of: Callable[[str], str | None] | None = None,
     ) -> tuple[int, bool]:
-        """Register a flow's source; returns (version, created).  Idempotent by
-        content hash; changed content gets the next free version."""
+        """Register a flow's source at its declared version; returns
+        (version, created).  Known content returns its version; changed
+        content must declare a version above every deployed one (`BadInput`
+        otherwise).  `identity_of(source)` gives the identity of a stored
+        source whose hash is of another kind (see `identity.py`)."""
         ...
 
     def flow_source(self, name: str, version: int | None = None) -> tuple[int, str, str]:

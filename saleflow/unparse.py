@@ -28,6 +28,7 @@ from .model import (
     Ref,
     Value,
     Window,
+    duration_text,
 )
 
 # Binding strength, loosest first.  An operand is anything the grammar lets
@@ -120,7 +121,7 @@ def _text(expr: Expr) -> str:
     if isinstance(expr, Ref):
         return expr.name
     if isinstance(expr, Window):
-        return f"{expr.event} in last {expr.days} days"
+        return f"{expr.event} in last {duration_text(expr.days, singular=False)}"
     if isinstance(expr, DaysSince):
         return f"days_since {expr.event}"
     if isinstance(expr, Compare):

@@ -15,6 +15,7 @@ step() {
 }
 
 step "Check every flow: syntax, names, types, structure" saleflow check flows/*.flow
+step "Run the scenarios written in the flows (test blocks)" saleflow test flows/*.flow
 step "Draw The Model as a Mermaid flowchart" saleflow graph flows/the_model.flow --format mermaid
 
 # ---------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def valid_flows(draw: Any) -> str:
         sign = draw(st.sampled_from("+-"))
         if names.events and draw(st.booleans()):
             event = draw(st.sampled_from(names.events))
-            window = f" in last {draw(positive_days)} days" if draw(st.booleans()) else ""
+            window = f" in last {_duration(draw, draw(positive_days))}" if draw(st.booleans()) else ""
             rules.append(f"  {sign}{points} each {event}{window}")
         else:
             rules.append(f"  {sign}{points} if {unparse(_boolean(draw, names))}")
@@ -258,7 +258,7 @@ def valid_flows(draw: Any) -> str:
                 options.append("final")
             if draw(st.integers(0, 2)) == 0:
                 sla = draw(st.one_of(st.sampled_from([1, MAX_DAYS, 0.5]), st.integers(1, MAX_DAYS)))
-                options.append(f"sla {literal_text(sla)} days")
+                options.append(f"sla {_duration(draw, sla)}")
             if draw(st.integers(0, 2)) == 0:
                 options.append(f"capacity {draw(st.sampled_from([1, 2, MAX_CAPACITY]))}")
             lines.append(f"  stage {name} {' '.join(options)}".rstrip())
@@ -276,7 +276,7 @@ def valid_flows(draw: Any) -> str:
                 stage = draw(st.sampled_from(stages))
                 value = draw(st.one_of(st.sampled_from([0, MAX_DAYS, 1.5]), st.integers(0, MAX_DAYS)))
                 op = draw(st.sampled_from(OPS))
-                lines.append(f"  target time in {stage} {op} {literal_text(value)} days")
+                lines.append(f"  target time in {stage} {op} {_duration(draw, value)}")
         lines.append("}")
         at += size
     if draw(st.booleans()):
@@ -297,7 +297,83 @@ def valid_flows(draw: Any) -> str:
             when = f" when {unparse(_boolean(draw, names))}" if draw(st.booleans()) else ""
             auto = " auto" if draw(st.booleans()) else ""
             lines.append(f"recycle {', '.join(sources)} -> {main[to]}{when}{auto}")
+    if draw(st.integers(0, 2)) == 0:
+        stages = [*main, *(["lost"] if "stage lost final" in lines else [])]
+        capacities = [line.split()[1] for line in lines if line.startswith("  stage ") and "capacity" in line]
+        for index in range(draw(st.integers(1, 2))):
+            lines += _test_block(draw, names, stages, capacities, index)
     return "\n".join(lines) + "\n"
+
+
+def _duration(draw: Any, days: float) -> str:
+    """`days` as a flow file may write it: in days (`1 day` singular) or,
+    when that is a whole number of hours, in hours."""
+    hours = days * 24
+    if hours == int(hours) and draw(st.booleans()):
+        return f"{int(hours)} hour" if hours == 1 else f"{int(hours)} hours"
+    return "1 day" if days == 1 and draw(st.booleans()) else f"{literal_text(days)} days"
+
+
+def _test_block(draw: Any, names: _Names, stages: list[str], capacities: list[str], index: int) -> list[str]:
+    """A test block `check` accepts (SPEC §7): every kind of step, over the
+    names the flow declares; whether its expectations hold is the runner's
+    business."""
+    lines = [f'test "fuzz {index}" {{']
+    assigned = [
+        f"{name} = {_default(draw, kind, values)}"
+        for name, (kind, values) in names.fields.items()
+        if draw(st.booleans())
+    ]
+    lines.append("  lead t1" + (f" with {', '.join(assigned)}" if assigned else ""))
+    leads = ["t1"]
+    clock = 0
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["at", "lead", "use", "set", "event", "wait", "move", "expect"]))
+        if kind == "at":
+            clock += draw(st.integers(0, 400))
+            lines.append(f"  at {date.fromordinal(date(2026, 1, 1).toordinal() + clock)}T00:00:00Z")
+        elif kind == "lead":
+            leads.append(f"t{len(leads) + 1}")
+            lines.append(f"  lead {leads[-1]}")
+        elif kind == "use":
+            lines.append(f"  use {draw(st.sampled_from(leads))}")
+        elif kind == "set" and names.fields:
+            name = draw(st.sampled_from(list(names.fields)))
+            field_kind, values = names.fields[name]
+            lines.append(f"  set {name} = {_default(draw, field_kind, values)}")
+        elif kind == "event" and names.events:
+            count = f" x {draw(st.integers(1, 5))}" if draw(st.booleans()) else ""
+            channel = " channel web" if draw(st.booleans()) else ""
+            lines.append(f"  event {draw(st.sampled_from(names.events))}{count}{channel}")
+        elif kind == "wait":
+            hours = draw(st.integers(1, 24 * 400))
+            clock += hours // 24 + 1
+            lines.append(f"  wait {_duration(draw, hours / 24) if hours % 24 == 0 else f'{hours} hours'}")
+        elif kind == "move":
+            verb = draw(st.sampled_from(["advance to", "force to"]))
+            reason = ' reason "fuzz"' if verb == "force to" or draw(st.booleans()) else ""
+            lines.append(f"  {verb} {draw(st.sampled_from(stages))}{reason}")
+        else:
+            lines.append(
+                draw(
+                    st.sampled_from(
+                        [
+                            f"  expect stage {draw(st.sampled_from(stages))}",
+                            f"  expect refused {draw(st.sampled_from(stages))}",
+                            f"  expect cycle {draw(st.integers(1, 3))}",
+                            "  expect sla breached",
+                            f"  expect {unparse(_boolean(draw, names))}",
+                            *(
+                                [f"  expect waiting {draw(st.sampled_from(capacities))}"]
+                                if capacities
+                                else []
+                            ),
+                        ]
+                    )
+                )
+            )
+    lines.append("}")
+    return lines
 
 
 # ---------------------------------------------------------------------------

@@ -60,16 +60,36 @@ class Cli:
             return engine.lead(lead_id).stage
 
 
-def test_deploy_is_idempotent_and_versions_new_content(db_url: str, tmp_path: Path) -> None:
+def test_deploy_is_idempotent_and_versions_are_honest(db_url: str, tmp_path: Path) -> None:
     cli = Cli(db_url)
     assert cli("deploy", THE_MODEL).stdout == "deployed the_model version 1\n"
     assert cli("deploy", THE_MODEL).stdout == "already deployed, unchanged: the_model version 1\n"
+    source = Path(THE_MODEL).read_text(encoding="utf-8")
     changed = tmp_path / "the_model.flow"
-    changed.write_text(Path(THE_MODEL).read_text(encoding="utf-8") + "\n# a comment changes the content\n")
-    assert cli("deploy", str(changed)).stdout == "deployed the_model version 2\n"
+    # Comments, layout and tests are not the flow's meaning: still version 1.
+    changed.write_text(
+        "# reworded\n" + source.replace("field email          text", "field email text") + "\n# x\n"
+    )
+    assert cli("deploy", str(changed)).stdout == "already deployed, unchanged: the_model version 1\n"
+    # A change that keeps version 1 is refused, naming the number to use.
+    changed.write_text(source.replace("capacity 50", "capacity 40"))
+    refused = cli("deploy", str(changed), code=2)
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        'error: flow "the_model" version 1 is already deployed with other content; '
+        'raise its version to 2 ("flow the_model version 2") to deploy this change\n'
+    )
+    # Raised, it is stored as the version the file says, gaps and all.
+    changed.write_text(source.replace("capacity 50", "capacity 40").replace("version 1", "version 3", 1))
+    assert cli("deploy", str(changed)).stdout == "deployed the_model version 3\n"
     with cli.api() as engine:
         assert engine.store.flow_names() == ["the_model"]
-        assert engine.compiled("the_model").version == 2
+        assert engine.compiled("the_model").version == 3
+    # `lead add --flow FILE` uses the version FILE is, not the latest.
+    cli("lead", "add", "old-1", "--flow", THE_MODEL)
+    cli("lead", "add", "new-1", "--flow", str(changed))
+    with cli.api() as engine:
+        assert (engine.lead("old-1").version, engine.lead("new-1").version) == (1, 3)
 
 
 def test_lead_add_set_event_and_show(db_url: str) -> None:

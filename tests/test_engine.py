@@ -455,7 +455,9 @@ def test_versions_keep_old_leads_on_their_version(db_url: str, tmp_path: Path) -
     changed = tmp_path / "the_model.flow"
     source = THE_MODEL.read_text(encoding="utf-8")
     changed.write_text(
-        source.replace("stage lead       when email is set", "stage lead  when company is set")
+        source.replace("stage lead       when email is set", "stage lead  when company is set").replace(
+            "flow the_model version 1", "flow the_model version 2"
+        )
     )
     deployment = engine.deploy(changed)
     assert (deployment.name, deployment.version, deployment.created) == ("the_model", 2, True)
@@ -697,8 +699,10 @@ def test_every_callback_runs_when_one_fails(db_url: str) -> None:
 
 def test_new_leads_get_the_version_another_process_deployed(db_url: str, tmp_path: Path) -> None:
     running = model(db_url)
-    changed = THE_MODEL.read_text().replace(
-        "stage disqualified  final", "stage disqualified  final\nstage parked final"
+    changed = (
+        THE_MODEL.read_text()
+        .replace("stage disqualified  final", "stage disqualified  final\nstage parked final")
+        .replace("flow the_model version 1", "flow the_model version 2")
     )
     (tmp_path / "the_model.flow").write_text(changed)
     other = Engine.open(tmp_path / "the_model.flow", db=db_url, now=T0, actor="deployer")
@@ -712,9 +716,13 @@ def test_migrate_moves_a_lead_to_the_new_version_keeping_its_stage(db_url: str, 
     engine.add_lead("mig-1", email="x@y.z")
     assert engine.lead("mig-1").stage == "lead"
     # Version 2: nurturing also accepts a content download.
-    changed = THE_MODEL.read_text().replace(
-        "stage nurturing  when web_visit >= 1 or seminar_attended >= 1",
-        "stage nurturing  when web_visit >= 1 or seminar_attended >= 1 or content_download >= 1",
+    changed = (
+        THE_MODEL.read_text()
+        .replace(
+            "stage nurturing  when web_visit >= 1 or seminar_attended >= 1",
+            "stage nurturing  when web_visit >= 1 or seminar_attended >= 1 or content_download >= 1",
+        )
+        .replace("flow the_model version 1", "flow the_model version 2")
     )
     (tmp_path / "the_model.flow").write_text(changed)
     assert engine.deploy(tmp_path / "the_model.flow").version == 2
@@ -732,7 +740,11 @@ def test_migrate_moves_a_lead_to_the_new_version_keeping_its_stage(db_url: str, 
 def test_migrate_refuses_a_version_without_the_lead_stage(db_url: str, tmp_path: Path) -> None:
     engine = model(db_url)
     engine.add_lead("mig-2")
-    changed = THE_MODEL.read_text().replace("stage awareness  initial", "stage aware  initial")
+    changed = (
+        THE_MODEL.read_text()
+        .replace("stage awareness  initial", "stage aware  initial")
+        .replace("flow the_model version 1", "flow the_model version 2")
+    )
     (tmp_path / "the_model.flow").write_text(changed)
     engine.deploy(tmp_path / "the_model.flow")
     with pytest.raises(Rejected, match='has no stage "awareness"'):
@@ -749,8 +761,10 @@ def test_cli_lead_migrate(sqlite_url: str, tmp_path: Path) -> None:
     base = ["--db", sqlite_url, "--now", "2024-05-01T09:00:00Z"]
     runner = CliRunner()
     assert runner.invoke(main, [*base, "lead", "add", "c-1", "--flow", str(THE_MODEL)]).exit_code == 0
-    changed = THE_MODEL.read_text().replace(
-        "stage disqualified  final", "stage disqualified  final\nstage parked final"
+    changed = (
+        THE_MODEL.read_text()
+        .replace("stage disqualified  final", "stage disqualified  final\nstage parked final")
+        .replace("flow the_model version 1", "flow the_model version 2")
     )
     (tmp_path / "the_model.flow").write_text(changed)
     assert runner.invoke(main, [*base, "deploy", str(tmp_path / "the_model.flow")]).exit_code == 0

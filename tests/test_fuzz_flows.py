@@ -17,6 +17,7 @@ valid flows go through the pipeline (ten times as many mutants are checked).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -132,6 +133,9 @@ def _pipeline(path: Path, db: str) -> None:
     source = path.read_bytes().decode("utf-8-sig")
     flow = parse_flow(source, str(path))
     assert _cli(["deploy", str(path)], db).exit_code == 0
+    tested = _cli(["test", str(path)])  # the flow's test blocks, each on its own in-memory store
+    assert tested.exit_code in (0, 1), tested.output
+    assert re.fullmatch(r"\d+ passed, \d+ failed", tested.output.splitlines()[-1]), tested.output
     for graph in (["--format", "mermaid"], ["--format", "dot"], ["--format", "dot", "--exits"]):
         assert _cli(["graph", str(path), *graph]).exit_code == 0
     assert to_mermaid(flow) and to_dot(flow, exits=True)

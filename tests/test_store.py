@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 
 import saleflow.store.connect as connect
-from saleflow.errors import Conflict, NotFound, StoreError
+from saleflow.errors import BadInput, Conflict, NotFound, StoreError
 from saleflow.records import GENESIS_HASH, AuditEntry, EventRecord, Lead, SlaBreach
 from saleflow.store import KNOWN_REVISIONS, SCHEMA_HEAD, SqlStore, open_store
 from saleflow.store.schema import metadata
@@ -363,20 +363,37 @@ def test_plain_postgresql_scheme_means_psycopg(pg_url: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_deploy_is_idempotent_by_content_and_versions_new_content(store: SqlStore) -> None:
+def test_deploy_is_idempotent_by_content_and_never_renumbers(store: SqlStore) -> None:
     assert store.deploy_flow("m", 1, "h1", "src1", "flows/m.flow") == (1, True)
     assert store.deploy_flow("m", 1, "h1", "src1", "flows/m.flow") == (1, False)
-    assert store.deploy_flow("m", 1, "h2", "src2", "flows/m.flow") == (2, True)  # declared 1 is taken
+    with pytest.raises(
+        BadInput, match=r"version 1 is already deployed with other content; raise its version to 2"
+    ) as caught:
+        store.deploy_flow("m", 1, "h2", "src2", "flows/m.flow")
+    assert one_sentence(str(caught.value))
     assert store.deploy_flow("m", 5, "h3", "src3", "flows/m.flow") == (
         5,
         True,
-    )  # declared 5 is free and newest
-    assert store.deploy_flow("m", 3, "h4", "src4", "flows/m.flow") == (6, True)  # 3 is free but not newest
-    assert store.deploy_flow("m", 9, "h2", "src2", "flows/m.flow") == (2, False)  # known content
+    )  # the declared version, gaps allowed
+    with pytest.raises(
+        BadInput, match=r"version 3 is below the latest deployed version 5; raise its version to 6"
+    ):
+        store.deploy_flow("m", 3, "h4", "src4", "flows/m.flow")
+    assert store.deploy_flow("m", 9, "h3", "src3", "flows/m.flow") == (5, False)  # known content
     assert store.deploy_flow("other", 3, "h1", "x", "o.flow") == (3, True)  # versions are per flow
-    assert store.flow_source("m") == (6, "src4", "flows/m.flow")
-    assert store.flow_source("m", 2) == (2, "src2", "flows/m.flow")
+    assert store.flow_source("m") == (5, "src3", "flows/m.flow")
     assert store.flow_names() == ["m", "other"]
+
+
+def test_deploy_recognises_rows_stored_with_a_raw_text_hash(store: SqlStore) -> None:
+    """Databases written before identities hold a hash of the source text;
+    `identity_of` judges those rows by what their source means."""
+    store.deploy_flow("m", 1, "0" * 64, "old text", "m.flow")
+    same = {"old text": "m1:abc"}.get
+    assert store.deploy_flow("m", 1, "m1:abc", "new text", "m.flow", identity_of=same) == (1, False)
+    with pytest.raises(BadInput, match="raise its version to 2"):
+        store.deploy_flow("m", 1, "m1:other", "changed", "m.flow", identity_of=same)
+    assert store.deploy_flow("m", 2, "m1:other", "changed", "m.flow", identity_of=same) == (2, True)
 
 
 def test_flow_source_not_found(store: SqlStore) -> None:

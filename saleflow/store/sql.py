@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import Conflict, NotFound
+from ..errors import BadInput, Conflict, NotFound
+from ..identity import is_identity
 from ..records import AuditEntry, EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,
@@ -374,12 +375,17 @@ class SqlStore(ReportQueries):
         source: str,
         path: str,
         at: datetime | None = None,
+        *,
+        identity_of: Callable[[str], str | None] | None = None,
     ) -> tuple[int, bool]:
-        """Register a flow's source; returns (version, created).
+        """Register a flow's source at its declared version; returns
+        (version, created).
 
-        Content already deployed returns the version it has.  New content gets
-        its declared version when that is above every deployed one, otherwise
-        the latest version + 1."""
+        Content already deployed (the same `content_hash`, or a stored
+        source whose `identity_of` is it: rows written before identities
+        existed hold a hash of the raw text) returns the version it has.
+        Changed content is stored at its declared version, which must be
+        above every deployed one: never silently renumbered (SPEC §7)."""
         with self._session(read=False) as conn:
             cur = _cursor(conn)
             try:
@@ -387,21 +393,34 @@ class SqlStore(ReportQueries):
                 if lock is not None:
                     lock.execute(cur, {"key": advisory_key("deploy", name)})
                 existing = self._sql.flow_versions.all(cur, {"name": name})
-                for version, known_hash in existing:
+                for version, known_hash, known_source in existing:
                     if known_hash == content_hash:
                         return int(version), False
-                latest = max((int(version) for version, _ in existing), default=0)
-                version = declared_version if declared_version > latest else latest + 1
+                    legacy = identity_of is not None and not is_identity(known_hash)
+                    if legacy and identity_of(known_source) == content_hash:  # type: ignore[misc]
+                        return int(version), False
+                latest = max((int(version) for version, _, _ in existing), default=0)
+                if declared_version <= latest:
+                    taken = any(int(version) == declared_version for version, _, _ in existing)
+                    why = (
+                        "is already deployed with other content"
+                        if taken
+                        else f"is below the latest deployed version {latest}"
+                    )
+                    raise BadInput(
+                        f'flow "{name}" version {declared_version} {why}; raise its version to '
+                        f'{latest + 1} ("flow {name} version {latest + 1}") to deploy this change'
+                    )
                 row = {
                     "name": name,
-                    "version": version,
+                    "version": declared_version,
                     "content_hash": content_hash,
                     "source": source,
                     "path": path,
                     "deployed_at": at or datetime.now(UTC),
                 }
                 self._sql.insert_flow.execute(cur, row)
-                return version, True
+                return declared_version, True
             finally:
                 cur.close()
 

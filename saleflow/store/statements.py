@@ -351,7 +351,7 @@ class Statements:
     @cached_property
     def flow_versions(self) -> Compiled:
         return self._compile(
-            select(F.version, F.content_hash).where(F.name == bindparam("name")).order_by(F.version)
+            select(F.version, F.content_hash, F.source).where(F.name == bindparam("name")).order_by(F.version)
         )
 
     @cached_property
