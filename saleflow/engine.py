@@ -339,6 +339,7 @@ class Engine:
         returned (that version)."""
         lead_id = _lead_id(lead_id)
         cf = self._flow_for_new_lead(flow)
+        pinned = isinstance(flow, Deployment)  # that version, not the latest
         when = self._at(at)
         raw = {**(fields or {}), **more_fields}
         values = self._coerce(cf, raw, lead_id)
@@ -347,7 +348,7 @@ class Engine:
         def body(tx: Transaction) -> Lead:
             if tx.lock_lead(lead_id) is not None:
                 raise BadInput(f'lead "{lead_id}" already exists')
-            newest = self._newest(tx, cf)
+            newest = cf if pinned else self._newest(tx, cf)
             typed = values if newest is cf else self._coerce(newest, raw, lead_id)
             return self._work(tx, self._when(when), actor, entries).create(lead_id, newest, typed)
 
@@ -365,6 +366,7 @@ class Engine:
         """Create many leads, `chunk` per transaction; returns how many.
         A lead that exists already stops the batch (earlier chunks stay)."""
         cf = self._flow_for_new_lead(flow)
+        pinned = isinstance(flow, Deployment)  # that version, not the latest
         when = self._at(at)
         created = 0
         for batch in chunked(rows, chunk):
@@ -378,7 +380,7 @@ class Engine:
                 entries: list[AuditEntry] = entries,
             ) -> None:
                 work = self._work(tx, self._when(when), actor, entries)
-                newest = self._newest(tx, cf)
+                newest = cf if pinned else self._newest(tx, cf)
                 if newest is not cf:  # deployed by another process meanwhile
                     typed = [
                         (lead_id, self._coerce(newest, raw, lead_id))
