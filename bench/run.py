@@ -19,6 +19,14 @@ Sections
 - import: `saleflow import` of the real X Education file (`--data`, default
   ../shared/data/x_education_leads.csv), against raw executemany of the same
   lead and audit rows, 1,000 leads per transaction (goal >= 0.25).
+- mixed: 600 leads created through the API, each followed at once by three
+  events that move it a stage (bench/flows/mixed.flow), and the same
+  operations grouped (all adds, then all events), against raw sqlite3 (or
+  psycopg) writing the same rows with the same statements, one transaction
+  per operation (goal >= 0.25, aim 0.5).
+- import3: `Engine.import_csv` of a generated CSV of 50,000 leads, each
+  created and moved through three gates (bench/flows/gates.flow), against
+  raw executemany of the same lead and audit rows (goal >= 0.25, aim 0.5).
 
 Results and the machine are recorded in bench/README.md.
 """
@@ -499,18 +507,29 @@ X_DATA = ROOT.parent / "shared" / "data" / "x_education_leads.csv"
 IMPORT_RUNS = 5  # each side of the import ratio is the median of this many runs (the VM is noisy)
 
 
-def api_import(fresh: Callable[[], str], data: Path, repeat: int = IMPORT_RUNS) -> tuple[float, int, int]:
+X_IMPORT: dict[str, Any] = {
+    "flow_path": X_FLOW,
+    "flow": "x_education",
+    "id_column": "Prospect ID",
+    "mapping": {"TotalVisits": "total_visits"},
+}
+
+
+def api_import(
+    fresh: Callable[[], str], data: Path, spec: dict[str, Any] = X_IMPORT, repeat: int = IMPORT_RUNS
+) -> tuple[float, int, int]:
     """Median seconds for `Engine.import_csv` of `data` into an empty
     database (`fresh()` gives its URL), as the raw side is timed; and the
-    leads and audit entries stored."""
+    leads and audit entries stored.  `spec` names the flow file, the flow,
+    the id column and the mapping."""
     from saleflow.engine import Engine
 
     times = []
     for _ in range(repeat):
-        engine = Engine.open(X_FLOW, db=fresh(), now=START, actor="bench")
+        engine = Engine.open(spec["flow_path"], db=fresh(), now=START, actor="bench")
         start = time.perf_counter()
         result = engine.import_csv(
-            data, flow="x_education", id_column="Prospect ID", mapping={"TotalVisits": "total_visits"}
+            data, flow=spec["flow"], id_column=spec["id_column"], mapping=spec["mapping"]
         )
         times.append(time.perf_counter() - start)
         engine.close()
@@ -531,7 +550,7 @@ def _grouped(leads: Rows, audit: Rows, size: int) -> list[tuple[Rows, Rows]]:
     ]
 
 
-def raw_sqlite_import(stored: str, path: str) -> float:
+def raw_sqlite_import(stored: str, path: str, repeat: int = IMPORT_RUNS) -> float:
     """The rows of the SQLite database `stored`, written again with raw sqlite3."""
     src = sqlite3.connect(stored)
     leads = src.execute("SELECT * FROM leads").fetchall()
@@ -562,10 +581,10 @@ def raw_sqlite_import(stored: str, path: str) -> float:
             con.execute("COMMIT")
         con.close()
 
-    return median_time(once, IMPORT_RUNS)
+    return median_time(once, repeat)
 
 
-def raw_pg_import(stored: str) -> float:
+def raw_pg_import(stored: str, repeat: int = IMPORT_RUNS) -> float:
     """The rows of the PostgreSQL database `stored`, written again with raw psycopg."""
     import psycopg
 
@@ -592,7 +611,7 @@ def raw_pg_import(stored: str) -> float:
                     cur.executemany(lead_sql, lead_rows)
                     cur.executemany(audit_sql, audit_rows)
 
-        elapsed = median_time(once, IMPORT_RUNS)
+        elapsed = median_time(once, repeat)
         con.execute("DROP TABLE IF EXISTS bench_audit, bench_leads")
     return elapsed
 
@@ -604,7 +623,9 @@ def remove_sqlite(path: str) -> None:
             os.remove(path + suffix)
 
 
-def import_sqlite(data: Path) -> tuple[float, int, int, float]:
+def import_sqlite(
+    data: Path, spec: dict[str, Any] = X_IMPORT, repeat: int = IMPORT_RUNS
+) -> tuple[float, int, int, float]:
     """The API import into fresh SQLite files, then the raw rewrite of its rows."""
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/api.db"
@@ -613,17 +634,19 @@ def import_sqlite(data: Path) -> tuple[float, int, int, float]:
             remove_sqlite(path)
             return f"sqlite:///{path}"
 
-        t_api, n_leads, n_audit = api_import(fresh_file, data)
-        return t_api, n_leads, n_audit, raw_sqlite_import(path, f"{tmp}/raw.db")
+        t_api, n_leads, n_audit = api_import(fresh_file, data, spec, repeat)
+        return t_api, n_leads, n_audit, raw_sqlite_import(path, f"{tmp}/raw.db", repeat)
 
 
-def import_postgresql(data: Path) -> tuple[float, int, int, float]:
+def import_postgresql(
+    data: Path, spec: dict[str, Any] = X_IMPORT, repeat: int = IMPORT_RUNS
+) -> tuple[float, int, int, float]:
     """The API import into fresh PostgreSQL databases (`fresh_pg_database`
     drops and creates the same one each run), then the raw rewrite of its rows."""
     url = fresh_pg_database()
     try:
-        t_api, n_leads, n_audit = api_import(fresh_pg_database, data)
-        return t_api, n_leads, n_audit, raw_pg_import(url)
+        t_api, n_leads, n_audit = api_import(fresh_pg_database, data, spec, repeat)
+        return t_api, n_leads, n_audit, raw_pg_import(url, repeat)
     finally:
         drop_pg_database(url)
 
@@ -652,12 +675,294 @@ def bench_import(data: Path, backends: list[str]) -> None:
         line(f"{name} ratio import / raw", f"{t_raw / t_api:.2f}", "goal >= 0.25")
 
 
+# ---------------------------------------------------------------- mixed
+# The hot path as an application drives it: each lead created through the
+# API and at once given three events, each of which moves it a stage
+# (bench/flows/mixed.flow); and, for comparison, the same operations grouped
+# (every add, then every lead's three events).  The baseline writes the very
+# rows the API stored, with the raw driver, one transaction per operation and
+# the same statements per operation (read the lead; insert it and its create
+# entry, or insert the event, read the cycle's events and the last audit
+# entry, append the entry, clear the waiting line, update the lead), into
+# tables with the same keys and indexes.
+MIXED_FLOW = ROOT / "bench" / "flows" / "mixed.flow"
+MIXED_EVENTS = ("e1", "e2", "e3")
+MIXED_RUNS = 3  # each figure is the median of this many runs, each on a fresh database
+
+
+def api_mixed(url: str, n: int, grouped: bool) -> float:
+    """Seconds for `n` add_lead and 3n record calls, one transaction each."""
+    from saleflow.engine import Engine
+
+    engine = Engine.open(MIXED_FLOW, db=url, now=START, actor="bench")
+    ids = [f"m-{i:05d}" for i in range(n)]
+    start = time.perf_counter()
+    if grouped:
+        for lead_id in ids:
+            engine.add_lead(lead_id, email=f"{lead_id}@example.com", company="Example")
+        for lead_id in ids:
+            for event in MIXED_EVENTS:
+                engine.record(lead_id, event)
+    else:
+        for lead_id in ids:
+            engine.add_lead(lead_id, email=f"{lead_id}@example.com", company="Example")
+            for event in MIXED_EVENTS:
+                engine.record(lead_id, event)
+    elapsed = time.perf_counter() - start
+    engine.close()
+    return elapsed
+
+
+class _Op:
+    """One API operation's rows, as stored: an add (the lead as created and
+    its create entry) or an event (the event, its audit entry, the lead after)."""
+
+    __slots__ = ("audit", "event", "lead")
+
+    def __init__(self, lead: tuple[Any, ...], audit: tuple[Any, ...], event: tuple[Any, ...] | None) -> None:
+        self.lead, self.audit, self.event = lead, audit, event
+
+
+def mixed_ops(con: Any, ph: str, grouped: bool) -> list[_Op]:
+    """The operations of `api_mixed`, in its order, from the rows it stored
+    (`con` a DBAPI connection to its database, `ph` the placeholder)."""
+    lead_rows = {row[0]: row for row in con.execute("SELECT * FROM leads ORDER BY id").fetchall()}
+    audit: dict[str, list[tuple[Any, ...]]] = {}
+    for row in con.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall():
+        audit.setdefault(row[0], []).append(row)
+    event_rows: dict[str, list[tuple[Any, ...]]] = {}
+    for row in con.execute("SELECT * FROM events ORDER BY id").fetchall():
+        event_rows.setdefault(row[1], []).append(row[1:])
+    # leads: id, flow, version, stage, fields, cycle, score, entered_at, created_at, updated_at, revision
+    adds, events = [], []
+    for lead_id, lead in lead_rows.items():
+        entries = audit[lead_id]
+        created = (*lead[:3], entries[0][3], *lead[4:10], 0)
+        adds.append(_Op(created, entries[0], None))
+        moves = []
+        for revision, (entry, event) in enumerate(zip(entries[1:], event_rows[lead_id], strict=True), 1):
+            moves.append(_Op((lead_id, entry[3], lead[6], lead[9], revision), entry, event))
+        events.append(moves)
+    if grouped:
+        return adds + [op for moves in events for op in moves]
+    return [op for add, moves in zip(adds, events, strict=True) for op in (add, *moves)]
+
+
+def _mixed_sql(ph: str, prefix: str = "") -> dict[str, str]:
+    def marks(n: int) -> str:
+        return ", ".join([ph] * n)
+
+    lead_cols = "id, flow, version, stage, fields, cycle, score, entered_at, created_at, updated_at, revision"
+    audit_cols = (
+        'lead_id, seq, from_stage, to_stage, kind, actor, reason, at, flow, version, cycle, "values", '
+        "prev_hash, hash"
+    )
+    lock = " FOR UPDATE" if ph == "%s" else ""
+    return {
+        "lock": f"SELECT {lead_cols} FROM {prefix}leads WHERE id = {ph}{lock}",
+        "insert_lead": f"INSERT INTO {prefix}leads ({lead_cols}) VALUES ({marks(11)})",
+        "insert_audit": f"INSERT INTO {prefix}audit ({audit_cols}) VALUES ({marks(14)})",
+        "insert_event": f"INSERT INTO {prefix}events (lead_id, name, at, channel, content, count, cycle)"
+        f" VALUES ({marks(7)})",
+        "events": f"SELECT name, at, channel, content, count, cycle FROM {prefix}events"
+        f" WHERE lead_id = {ph} AND cycle = {ph} ORDER BY at, id",
+        "last_audit": f"SELECT {audit_cols} FROM {prefix}audit WHERE lead_id = {ph} ORDER BY seq DESC LIMIT 1",
+        "unwait": f"DELETE FROM {prefix}waiting WHERE lead_id = {ph}",
+        "update": f"UPDATE {prefix}leads SET stage = {ph}, score = {ph}, updated_at = {ph},"
+        f" revision = revision + 1 WHERE id = {ph} AND revision = {ph}",
+    }
+
+
+def _replay(
+    cur: Any, sql: dict[str, str], op: _Op, wrap: Callable[[Any], Any] = lambda v: v, reads: bool = True
+) -> None:
+    """One operation's statements on a cursor inside an open transaction;
+    without `reads`, only its writes (no reads, no waiting-line delete)."""
+    lead_id = op.lead[0]
+    if reads:
+        cur.execute(sql["lock"], (lead_id,))
+        cur.fetchone()
+    if op.event is None:
+        lead = op.lead
+        cur.execute(sql["insert_lead"], (*lead[:4], wrap(lead[4]), *lead[5:]))
+    else:
+        event = op.event
+        cur.execute(sql["insert_event"], event)
+        if reads:
+            cur.execute(sql["events"], (lead_id, event[6]))
+            cur.fetchall()
+            cur.execute(sql["last_audit"], (lead_id,))
+            cur.fetchone()
+    audit = op.audit
+    cur.execute(sql["insert_audit"], (*audit[:11], wrap(audit[11]), *audit[12:]))
+    if op.event is not None:
+        if reads:
+            cur.execute(sql["unwait"], (lead_id,))
+        _, stage, score, updated_at, revision = op.lead
+        cur.execute(sql["update"], (stage, score, updated_at, lead_id, revision - 1))
+
+
+def raw_sqlite_mixed(stored: str, path: str, grouped: bool, reads: bool = True) -> float:
+    """The rows of the SQLite database `stored`, written again with raw
+    sqlite3 into `path`, one transaction per operation (without `reads`:
+    only the inserts and updates)."""
+    src = sqlite3.connect(stored)
+    ops = mixed_ops(src, "?", grouped)
+    ddl = [
+        sql
+        for (sql,) in src.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'audit', 'events', 'waiting')"
+            " AND sql IS NOT NULL ORDER BY rowid"
+        )
+    ]
+    src.close()
+    remove_sqlite(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA foreign_keys=ON")
+    for statement in ddl:
+        con.execute(statement)
+    sql = _mixed_sql("?")
+    cur = con.cursor()
+    start = time.perf_counter()
+    for op in ops:
+        cur.execute("BEGIN IMMEDIATE")
+        _replay(cur, sql, op, reads=reads)
+        cur.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    con.close()
+    return elapsed
+
+
+def raw_pg_mixed(stored: str, grouped: bool) -> float:
+    """The rows of the PostgreSQL database `stored`, written again with raw
+    psycopg into copies of its tables, one transaction per operation."""
+    import psycopg
+
+    with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
+        ops = mixed_ops(con, "%s", grouped)
+        for table in ("waiting", "events", "audit", "leads"):
+            con.execute(f"DROP TABLE IF EXISTS bench_{table}")
+        for table in ("leads", "audit", "events", "waiting"):
+            con.execute(f"CREATE TABLE bench_{table} (LIKE {table} INCLUDING ALL)")
+        for table in ("audit", "events", "waiting"):
+            con.execute(f"ALTER TABLE bench_{table} ADD FOREIGN KEY (lead_id) REFERENCES bench_leads (id)")
+        sql = _mixed_sql("%s", "bench_")
+        adapt = psycopg.types.json.Jsonb
+        with con.cursor() as cur:
+            start = time.perf_counter()
+            for op in ops:
+                with con.transaction():
+                    _replay(cur, sql, op, adapt)
+            elapsed = time.perf_counter() - start
+        for table in ("waiting", "events", "audit", "leads"):
+            con.execute(f"DROP TABLE IF EXISTS bench_{table}")
+    return elapsed
+
+
+def mixed_run(backend: str, n: int, grouped: bool) -> tuple[float, float, float | None]:
+    """(API seconds, raw seconds, raw seconds writes only) of one run on a
+    fresh database (the last on SQLite only)."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            t_api = api_mixed(f"sqlite:///{tmp}/api.db", n, grouped)
+            t_raw = raw_sqlite_mixed(f"{tmp}/api.db", f"{tmp}/raw.db", grouped)
+            return t_api, t_raw, raw_sqlite_mixed(f"{tmp}/api.db", f"{tmp}/writes.db", grouped, reads=False)
+    url = fresh_pg_database()
+    try:
+        return api_mixed(url, n, grouped), raw_pg_mixed(url, grouped), None
+    finally:
+        drop_pg_database(url)
+
+
+def bench_mixed(quick: bool, backends: list[str]) -> None:
+    n = 150 if quick else 600
+    ops = 4 * n
+    for backend in backends:
+        name, raw = ("SQLite", "sqlite3") if backend == "sqlite" else ("PostgreSQL", "psycopg")
+        for grouped in (False, True):
+            how = "grouped" if grouped else "interleaved"
+            runs = [mixed_run(backend, n, grouped) for _ in range(1 if quick else MIXED_RUNS)]
+            t_api = statistics.median(r[0] for r in runs)
+            t_raw = statistics.median(r[1] for r in runs)
+            ratios = sorted(r[1] / r[0] for r in runs)
+            what = "all adds, then the events" if grouped else "each add followed by its 3 events"
+            line(
+                f"{name}: {n} leads {how} ({what}), API",
+                f"{t_api / ops * 1000:.3f} ms/op",
+                f"{ops / t_api:,.0f} ops/s",
+            )
+            line(
+                f"{name}: same rows and statements, raw {raw}",
+                f"{t_raw / ops * 1000:.3f} ms/op",
+                f"{ops / t_raw:,.0f} ops/s",
+            )
+            spread = f"runs {ratios[0]:.2f}-{ratios[-1]:.2f}"
+            line(
+                f"{name} ratio API / raw, {how}", f"{t_raw / t_api:.2f}", f"goal >= 0.25, aim 0.5 ({spread})"
+            )
+            writes = [r[2] for r in runs if r[2] is not None]
+            if writes:
+                t_writes = statistics.median(writes)
+                line(
+                    f"{name}: same rows, raw {raw} writes only (no reads)",
+                    f"{t_writes / ops * 1000:.3f} ms/op",
+                    f"ratio {t_writes / t_api:.2f}",
+                )
+
+
+# --------------------------------------------------------------- import3
+# The import of a generated CSV whose every lead passes three gates at once
+# (bench/flows/gates.flow: one create and three automatic moves, four audit
+# entries per lead), against raw executemany of the same lead and audit rows.
+GATES_FLOW = ROOT / "bench" / "flows" / "gates.flow"
+IMPORT3_RUNS = 3
+
+
+def gates_csv(path: Path, n: int, seed: int = 3) -> None:
+    """`n` leads for bench/flows/gates.flow, each passing all three gates."""
+    rng = random.Random(seed)
+    industries = ("saas", "finance", "retail", "manufacturing", "other")
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        out.write("Lead ID,Email,Company,Employees,Industry,Budget\n")
+        for i in range(n):
+            employees = rng.choice((12, 40, 200, 800, 5000))
+            budget = rng.choice((5000, 12000, 50000, 250000))
+            industry = rng.choice(industries)
+            out.write(f"L{i:07d},lead{i}@example.com,Company {i % 997},{employees},{industry},{budget}\n")
+
+
+GATES_IMPORT = {"flow_path": GATES_FLOW, "flow": "bench_gates", "id_column": "Lead ID", "mapping": {}}
+
+
+def bench_import3(quick: bool, backends: list[str]) -> None:
+    n = 5_000 if quick else 50_000
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "gates.csv"
+        gates_csv(data, n)
+        for backend in backends:
+            if backend == "sqlite":
+                t_api, n_leads, n_audit, t_raw = import_sqlite(data, GATES_IMPORT, IMPORT3_RUNS)
+                name, raw = "SQLite", "sqlite3"
+            else:
+                t_api, n_leads, n_audit, t_raw = import_postgresql(data, GATES_IMPORT, IMPORT3_RUNS)
+                name, raw = "PostgreSQL", "psycopg"
+            line(f"{name}: import {n:,} leads x 3 gates", f"{n_leads / t_api:,.0f} leads/s", f"{t_api:.2f} s")
+            line(
+                f"{name}: same {n_leads:,} + {n_audit:,} rows, raw {raw} executemany",
+                f"{n_leads / t_raw:,.0f} leads/s",
+                f"{t_raw:.2f} s",
+            )
+            line(f"{name} ratio import / raw", f"{t_raw / t_api:.2f}", "goal >= 0.25")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="language,ops,memory,import,report")
+    parser.add_argument("--only", default="language,ops,mixed,memory,import,import3,report")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--data", type=Path, default=X_DATA, help="the X Education CSV (import)")
     args = parser.parse_args()
@@ -673,12 +978,18 @@ def main() -> None:
     if "ops" in sections:
         print("operations")
         bench_ops(args.quick, backends)
+    if "mixed" in sections:
+        print("mixed: add_lead then three events per lead")
+        bench_mixed(args.quick, backends)
     if "memory" in sections:
         print("memory")
         bench_memory(args.quick, backends)
     if "import" in sections:
         print("import")
         bench_import(args.data, backends)
+    if "import3" in sections:
+        print("import3: generated CSV, every lead through three gates")
+        bench_import3(args.quick, backends)
     if "report" in sections:
         print("report")
         bench_report(args.quick, backends)

@@ -243,10 +243,22 @@ class Engine:
                 raise NotFound("no flow is deployed; run `saleflow deploy FLOW` first")
             else:
                 raise BadInput(f"several flows are deployed ({', '.join(names)}); say which with --flow")
-        # Ask for the latest version each time: another process may have
-        # deployed a newer one since this engine started.
-        self._latest[name] = self.store.latest_version(name)
+        # The latest version this engine knows (asked of the store the first
+        # time): the values are judged against it before the transaction.
+        # Another process may have deployed a newer one since, so the
+        # transaction that writes the lead reads it again (`_newest`).
         return self.compiled(name)
+
+    def _newest(self, tx: Transaction, cf: CompiledFlow) -> CompiledFlow:
+        """The latest deployed version of `cf`'s flow, read in `tx`, the
+        transaction that creates a lead, on its own connection: one indexed
+        statement.  (Asking the store before each lead, on a second
+        connection, was most of an `add_lead`'s cost.)"""
+        version = tx.latest_version(cf.name)
+        if version is None or version == cf.version:
+            return cf
+        self._latest[cf.name] = version
+        return self.compiled(cf.name, version)
 
     @contextmanager
     def alongside(self, write: Callable[[Transaction], None]) -> Iterator[None]:
@@ -327,14 +339,18 @@ class Engine:
         returned (that version)."""
         lead_id = _lead_id(lead_id)
         cf = self._flow_for_new_lead(flow)
+        pinned = isinstance(flow, Deployment)  # that version, not the latest
         when = self._at(at)
-        values = self._coerce(cf, {**(fields or {}), **more_fields}, lead_id)
+        raw = {**(fields or {}), **more_fields}
+        values = self._coerce(cf, raw, lead_id)
         entries: list[AuditEntry] = []
 
         def body(tx: Transaction) -> Lead:
             if tx.lock_lead(lead_id) is not None:
                 raise BadInput(f'lead "{lead_id}" already exists')
-            return self._work(tx, self._when(when), actor, entries).create(lead_id, cf, values)
+            newest = cf if pinned else self._newest(tx, cf)
+            typed = values if newest is cf else self._coerce(newest, raw, lead_id)
+            return self._work(tx, self._when(when), actor, entries).create(lead_id, newest, typed)
 
         return self._run(body, entries)
 
@@ -350,6 +366,7 @@ class Engine:
         """Create many leads, `chunk` per transaction; returns how many.
         A lead that exists already stops the batch (earlier chunks stay)."""
         cf = self._flow_for_new_lead(flow)
+        pinned = isinstance(flow, Deployment)  # that version, not the latest
         when = self._at(at)
         created = 0
         for batch in chunked(rows, chunk):
@@ -359,13 +376,20 @@ class Engine:
             def body(
                 tx: Transaction,
                 typed: list[tuple[str, dict[str, FieldValue]]] = typed,
+                batch: list[tuple[str, Mapping[str, Any]]] = batch,
                 entries: list[AuditEntry] = entries,
             ) -> None:
                 work = self._work(tx, self._when(when), actor, entries)
+                newest = cf if pinned else self._newest(tx, cf)
+                if newest is not cf:  # deployed by another process meanwhile
+                    typed = [
+                        (lead_id, self._coerce(newest, raw, lead_id))
+                        for (lead_id, _), (_, raw) in zip(typed, batch, strict=True)
+                    ]
                 for lead_id, values in typed:
                     if tx.lock_lead(lead_id) is not None:
                         raise BadInput(f'lead "{lead_id}" already exists')
-                    work.create(lead_id, cf, values)
+                    work.create(lead_id, newest, values)
 
             self._run(body, entries)
             created += len(typed)

@@ -288,6 +288,12 @@ class Transaction(Protocol):
     on PostgreSQL `lock_lead` is `SELECT … FOR UPDATE`."""
 
     def lock_lead(self, lead_id: str) -> Lead | None: ...
+    def latest_version(self, flow: str) -> int | None:
+        """The newest deployed version of `flow` (None if none), read in
+        this transaction: a new lead starts on what is deployed when it
+        is written, with no query on another connection."""
+        ...
+
     def insert_lead(self, lead: Lead) -> None: ...
     def update_lead(self, lead: Lead) -> Lead:
         """Write `lead` if its stored revision is still `lead.revision`;

@@ -163,6 +163,9 @@ class BufferedTransaction:
             self._stored[lead_id] = lead.revision
         return None if lead is None else lead.copy()
 
+    def latest_version(self, flow: str) -> int | None:
+        return self._tx.latest_version(flow)
+
     def insert_lead(self, lead: Lead) -> None:
         if self._leads.get(lead.id) is not None:
             raise Conflict(f'lead "{lead.id}" was created at the same time by another process')

@@ -82,6 +82,13 @@ class SqlTransaction:
                 raise err.naming(lead_id) from None
         return None if row is None else Lead(*row)
 
+    def latest_version(self, flow: str) -> int | None:
+        try:
+            row = self._sql.latest_version.first(self._cur, {"name": flow})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return None if row is None or row[0] is None else int(row[0])
+
     def insert_lead(self, lead: Lead) -> None:
         try:
             self._cur.execute(self._sql.insert_lead.sql, self._sql.lead_row(lead))

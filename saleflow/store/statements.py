@@ -345,6 +345,10 @@ class Statements:
     # -- flows --------------------------------------------------------------
 
     @cached_property
+    def latest_version(self) -> Compiled:
+        return self._compile(select(func.max(F.version)).where(F.name == bindparam("name")))
+
+    @cached_property
     def flow_versions(self) -> Compiled:
         return self._compile(
             select(F.version, F.content_hash, F.source).where(F.name == bindparam("name")).order_by(F.version)
