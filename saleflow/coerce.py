@@ -164,10 +164,21 @@ def _as_date(field: FieldDef, raw: Any) -> str:
     return day.isoformat()
 
 
+# The ISO 8601 forms saleflow takes: a calendar date, then optionally a time
+# (hours, minutes, seconds, a fraction) with an optional offset.  Python's own
+# `fromisoformat` also reads week dates and the basic format, which turn
+# typos into times ("43320301-01-01" would be 4332-03-01 at UTC-01:01).
+_ISO_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d{1,6})?)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
 def parse_time(text: str, what: str = "time") -> datetime:
     """ISO 8601 date or date-time → aware UTC datetime (naive means UTC)."""
     raw = check_text(text, what, limit=MAX_ID_LENGTH).strip()
     try:
+        if not _ISO_TIME.fullmatch(raw):
+            raise ValueError(raw)
         value = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
         raise BadInput(

@@ -269,6 +269,13 @@ CASES: dict[str, Case] = {
         "--now 9999-12-31T23:00:00-05:00 show acme", code=2, fragment="out of range", style=USAGE
     ),
     "malformed --now": case("--now soon show acme", code=2, fragment="ISO 8601", style=USAGE),
+    # Python reads these as times; saleflow takes calendar dates only.
+    "an --at in ISO's basic format": case(
+        "event acme web_visit --at 43320301-01-01", code=2, fragment="ISO 8601", style=USAGE
+    ),
+    "an --at as a week date": case(
+        "event acme web_visit --at 2026-W13-2", code=2, fragment="ISO 8601", style=USAGE
+    ),
     "malformed SALEFLOW_NOW": case(
         "event acme web_visit", code=2, fragment="ISO 8601", style=USAGE, env={"SALEFLOW_NOW": "Tuesday"}
     ),
