@@ -88,6 +88,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'saleflow.db'}"
 
 
+def dump(url: str) -> dict[str, list[str]]:
+    """Every row of every table of the database at `url`, in a stable order:
+    what tests compare before and after to prove nothing was written."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
+                for table in sorted(inspect(conn).get_table_names())
+            }
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test on SQLite and on PostgreSQL."""

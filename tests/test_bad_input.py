@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, text
+from conftest import dump
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from saleflow import Engine
@@ -100,20 +101,6 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     finally:
         if found.name is not None:
             _pg_admin(found, f'DROP DATABASE IF EXISTS "{found.name}" WITH (FORCE)')
-
-
-def dump(url: str) -> dict[str, list[str]]:
-    """Every row of every table, in a stable order."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = sorted(inspect(conn).get_table_names())
-            return {
-                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
-                for table in tables
-            }
-    finally:
-        engine.dispose()
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, text
+from conftest import dump
 
 from saleflow import Engine
 from saleflow.cli import main
@@ -74,20 +74,6 @@ def write(tmp_path: Path, text_: str, name: str = "leads.csv") -> Path:
     path = tmp_path / name
     path.write_text(text_, encoding="utf-8")
     return path
-
-
-def dump(url: str) -> dict[str, list[str]]:
-    """Every row of every table, in a stable order."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            tables = sorted(inspect(conn).get_table_names())
-            return {
-                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
-                for table in tables
-            }
-    finally:
-        engine.dispose()
 
 
 def history(engine: Engine, lead_id: str) -> list[tuple[str | None, str, str, str]]:

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from conftest import dump
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from saleflow import Engine
@@ -43,18 +44,6 @@ team marketing "Marketing" {
 """
 
 COMMAND = Path(sys.executable).parent / "saleflow"
-
-
-def dump(url: str) -> dict[str, list[str]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
-                for table in sorted(inspect(conn).get_table_names())
-            }
-    finally:
-        engine.dispose()
 
 
 def _sqlite_writing(url: str) -> Callable[[], bool]:

@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import dump
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
 from saleflow import Engine
 from saleflow.cli import main
@@ -64,19 +65,6 @@ HEADER = "id,email,employees,rate,budget,vip,signed_on,tier,at,stage,notes"
 
 def shop(url: str) -> Engine:
     return Engine.open(parse_flow(FLOW, "shop.flow"), db=url, now=T0, actor="tester")
-
-
-def dump(url: str) -> dict[str, list[str]]:
-    """Every row of every table, in a stable order."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                table: sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
-                for table in sorted(inspect(conn).get_table_names())
-            }
-    finally:
-        engine.dispose()
 
 
 def seeded(url: str) -> None:
