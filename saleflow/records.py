@@ -1,7 +1,7 @@
 """Runtime values and the `Store` protocol.
 
 Layer 1.  These are what the engine reads and writes: a `Lead` and its
-`EventRecord`s, the `AuditEntry` chain, the `Blocker` that says why a move is
+`EventRecord`s, its `JournalEntry`s (journal.py), the `Blocker` that says why a move is
 refused.  `Store`/`Transaction` is the contract `store.py` implements with
 SQLAlchemy; the engine only ever talks to the protocol, so the engine never
 learns SQL and the store never learns flow semantics.
@@ -11,7 +11,6 @@ All times are timezone-aware UTC `datetime`s.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -19,10 +18,9 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from .errors import NO_SPAN, Span
-from .jsontext import canonical, quote
+from .journal import GENESIS_HASH, MOVE_KINDS, JournalEntry
 
 MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]
-MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import", "migrate")
 
 FieldValue = int | float | str | bool | None
 
@@ -84,123 +82,8 @@ class Blocker:
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-@dataclass(slots=True)
-class AuditEntry:
-    """One change of stage.  `hash` chains it to the lead's previous entry.
-
-    Read-only by convention, not frozen: an import builds one per move (some
-    25,000 a run) and a frozen dataclass costs several times as much to
-    build.  Changing a stored entry changes nothing stored, and an edited
-    row fails `audit verify`."""
-
-    lead_id: str
-    seq: int
-    from_stage: str | None
-    to_stage: str
-    kind: str
-    actor: str
-    reason: str | None
-    at: datetime
-    flow: str
-    version: int
-    cycle: int
-    values: Mapping[str, Any]
-    prev_hash: str
-    hash: str = ""
-    # `canonical(values)` as `sealed` hashed it: the store writes this text
-    # instead of encoding the values again.  Not a column and not copied by
-    # `dataclasses.replace`; None on entries read back.
-    values_text: str | None = field(default=None, init=False, repr=False, compare=False)
-
-    def payload(self) -> dict[str, Any]:
-        """The hashed content: everything but the hash itself."""
-        return {
-            "lead_id": self.lead_id,
-            "seq": self.seq,
-            "from": self.from_stage,
-            "to": self.to_stage,
-            "kind": self.kind,
-            "actor": self.actor,
-            "reason": self.reason,
-            "at": self.at.isoformat(),
-            "flow": self.flow,
-            "version": self.version,
-            "cycle": self.cycle,
-            "values": dict(self.values),
-            "prev_hash": self.prev_hash,
-        }
-
-    @classmethod
-    def sealed(cls, *values: Any, **fields: Any) -> AuditEntry:
-        """A new entry with its hash computed from its content (once)."""
-        entry = cls(*values, **fields)
-        entry.values_text = entry.canonical_values()
-        entry.hash = entry.compute_hash()
-        return entry
-
-    def canonical_values(self) -> str:
-        """`canonical(values)`: the text the hash covers (kept by `sealed`)."""
-        if self.values_text is not None:
-            return self.values_text
-        values = self.values
-        return canonical(values if type(values) is dict else dict(values)) if values else "{}"
-
-    def compute_hash(self) -> str:
-        """SHA-256 of `canonical(self.payload())`.  The text is written out
-        key by key in sorted order, which is a third cheaper than building
-        the payload and encoding it (`tests/test_jsontext.py` proves them
-        equal); a value of an unexpected type takes the general way."""
-        try:
-            text = self._canonical_text()
-        except TypeError:  # not a str where one is expected
-            text = canonical(self.payload())
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def _canonical_text(self) -> str:
-        seq, version, cycle = self.seq, self.version, self.cycle
-        if type(seq) is not int or type(version) is not int or type(cycle) is not int:
-            raise TypeError("a counter that is not an int")
-        return _CANONICAL_ENTRY % (
-            quote(self.actor),
-            _quoted_time(self.at),
-            cycle,
-            quote(self.flow),
-            "null" if self.from_stage is None else quote(self.from_stage),
-            quote(self.kind),
-            quote(self.lead_id),
-            quote(self.prev_hash),
-            "null" if self.reason is None else quote(self.reason),
-            seq,
-            quote(self.to_stage),
-            self.canonical_values(),
-            version,
-        )
-
-
-# `canonical(payload)` of an entry, its keys in sorted order; each %s is a
-# JSON text (a quoted string, null, an object), each %d an int.
-_CANONICAL_ENTRY = (
-    '{"actor":%s,"at":%s,"cycle":%d,"flow":%s,"from":%s,"kind":%s,"lead_id":%s,'
-    '"prev_hash":%s,"reason":%s,"seq":%d,"to":%s,"values":%s,"version":%d}'
-)
-
-# The last time quoted, with its text: a lead's entries, and all the leads
-# of an import without times, share one instant.  Replaced whole (a tuple),
-# so a thread never sees a half-written pair.
-_last_time: tuple[datetime | None, str] = (None, "")
-
-
-def _quoted_time(at: datetime) -> str:
-    global _last_time
-    last = _last_time
-    if last[0] is at:
-        return last[1]
-    text = quote(at.isoformat())
-    _last_time = (at, text)
-    return text
-
-
-GENESIS_HASH = "0" * 64
+# A §3 audit entry is a journal entry with a move (SPEC §6).
+AuditEntry = JournalEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +185,10 @@ class Transaction(Protocol):
 
     def events(self, lead_id: str, cycle: int) -> list[EventRecord]: ...
     def insert_event(self, lead_id: str, event: EventRecord) -> None: ...
-    def last_audit(self, lead_id: str) -> AuditEntry | None: ...
-    def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        """Store `entry` (its seq, prev_hash and hash already computed)."""
+    def append(self, entry: JournalEntry) -> None:
+        """Append `entry` to its lead's journal.  The store gives it its
+        `seq`, `lead_seq`, `prev_hash` and hash (`JournalEntry.seal`) no
+        later than the commit, in the order entries were appended."""
         ...
 
     def lock_stage(self, flow: str, stage: str) -> None:
@@ -369,9 +253,17 @@ class Store(Protocol):
         """Leads in id order, a chunk (list) at a time: memory stays flat."""
         ...
 
-    def history(self, lead_id: str) -> list[AuditEntry]: ...
-    def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
-        """Every audit entry ordered by (lead_id, seq), in chunks."""
+    def journal(self, lead_id: str) -> list[JournalEntry]:
+        """A lead's journal entries, oldest first."""
+        ...
+
+    def iter_journal(self, chunk: int = 1000) -> Iterator[list[JournalEntry]]:
+        """Every journal entry ordered by (lead_id, lead_seq), in chunks."""
+        ...
+
+    @property
+    def key(self) -> bytes | None:
+        """The key the journal is sealed with (None: plain SHA-256)."""
         ...
 
     def events_of(self, lead_id: str) -> list[EventRecord]: ...

@@ -42,8 +42,8 @@ from ..limits import MAX_TIME, MIN_TIME
 # The newest migration this code knows, and every one it can upgrade from.
 # Kept here (not read from the migration scripts) so that opening a store
 # never has to import Alembic; `tests/test_store.py` checks they agree.
-SCHEMA_HEAD = "0002"
-KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002"})
+SCHEMA_HEAD = "0003"
+KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002", "0003"})
 
 
 class Corrupt(StoreError):
@@ -170,12 +170,17 @@ def _key() -> TypeEngine[str]:
 
 
 class StoredJson(_Checked, TypeDecorator[Any]):
-    """JSON saleflow wrote (an audit entry's values): one that does not
-    parse is `Corrupt`."""
+    """JSON saleflow wrote (a journal entry's data): one that does not
+    parse, or is not an object, is `Corrupt`."""
 
     impl = JSON
     cache_ok = True
-    what = "an audit entry whose values are not valid JSON"
+    what = "a journal entry whose data is not a JSON object"
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if not isinstance(value, dict):
+            raise Corrupt(self.what)
+        return value
 
 
 _Serial = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid on SQLite
@@ -233,25 +238,45 @@ events = Table(
     Index(None, "lead_id", "cycle"),
 )
 
-audit = Table(
-    "audit",
+# The journal (SPEC §6, docs/journal.md): every change to a lead, appended,
+# hash-chained per lead; `seq` is the global position.  Never updated or
+# deleted (`audit rekey` re-seals hashes, nothing else).  On PostgreSQL `seq`
+# comes from the sequence `journal_seq` before an entry is hashed; on SQLite
+# the writer (one at a time) counts on from the largest.
+journal = Table(
+    "journal",
     metadata,
-    Column("lead_id", _key(), ForeignKey("leads.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("from_stage", Text),
-    Column("to_stage", Text, nullable=False),
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    Column("lead_id", _key(), nullable=False),
+    Column("lead_seq", Integer, nullable=False),
     Column("kind", Text, nullable=False),
+    Column("move", Text),
+    Column("from_stage", Text),
+    Column("stage", Text, nullable=False),
+    Column("cycle", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
     Column("actor", Text, nullable=False),
     Column("reason", Text),
-    Column("at", UtcDateTime, nullable=False),
     Column("flow", _key(), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("cycle", Integer, nullable=False),
-    Column("values", StoredJson, nullable=False),
+    Column("data", StoredJson, nullable=False),
     Column("prev_hash", Text, nullable=False),
     Column("hash", Text, nullable=False),
-    PrimaryKeyConstraint("lead_id", "seq"),
-    Index(None, "flow", "to_stage", "at"),
+    UniqueConstraint("lead_id", "lead_seq"),
+    Index(None, "flow", "stage", "at"),
+)
+
+JOURNAL_SEQUENCE = "journal_seq"
+
+# Which key sealed the journal (`journal.key_fingerprint`): one row.  A
+# writer with another key is refused rather than mixing seals in one chain;
+# `audit rekey` moves the journal to a new key.
+journal_seal = Table(
+    "journal_seal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", Text, nullable=False),
 )
 
 waiting = Table(
