@@ -41,11 +41,13 @@ def upgrade() -> None:
         op.execute("CREATE SEQUENCE journal_seq AS bigint START WITH 1 INCREMENT BY 1 NO CYCLE")
     op.create_table(
         "journal",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
+        ),
         sa.Column("lead_id", _key(), nullable=False),
         sa.Column("lead_seq", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.Text(), nullable=False),
-        sa.Column("move", sa.Text(), nullable=True),
+        sa.Column("entry", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=True),
         sa.Column("from_stage", sa.Text(), nullable=True),
         sa.Column("stage", sa.Text(), nullable=False),
         sa.Column("cycle", sa.Integer(), nullable=False),
