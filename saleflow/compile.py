@@ -32,6 +32,7 @@ from typing import Any
 from transitions import Machine
 from transitions.core import MachineError
 
+from . import graph
 from . import model as m
 from .errors import NO_SPAN, Span
 from .guards import Evaluator, Facts
@@ -83,57 +84,28 @@ def _gate_of(flow: m.Flow, stage_name: str) -> tuple[Gate, ...]:
 
 
 def _moves(flow: m.Flow) -> list[Move]:
-    moves: list[Move] = []
-    finals = [s for s in flow.stages if s.final and s.team is None]
-    for stage in flow.stages:
-        if stage.final:
-            continue
-        nxt = flow.next_on_main_line(stage.name)
-        if nxt is not None:
-            target = flow.stage(nxt)
-            moves.append(
-                Move(
-                    "advance", stage.name, nxt, "advance", _gate_of(flow, nxt), not (target and target.manual)
-                )
+    """The flow's move graph (`graph.moves`) with each move's gates, trigger
+    and whether automatic progress may take it."""
+    out: list[Move] = []
+    for mv in graph.moves(flow):
+        target = flow.stage(mv.target)
+        manual = target is not None and target.manual
+        own = () if mv.when is None else (Gate(f"{mv.kind} condition", mv.when, mv.span),)
+        if mv.kind == "advance":
+            out.append(
+                Move("advance", mv.source, mv.target, "advance", _gate_of(flow, mv.target), not manual)
             )
-        for exit_to in finals:
-            if exit_to.name != stage.name:
-                moves.append(
-                    Move(
-                        "exit",
-                        stage.name,
-                        exit_to.name,
-                        f"exit_to_{exit_to.name}",
-                        _gate_of(flow, exit_to.name),
-                    )
-                )
-    for index, skip in enumerate(flow.skips):
-        target = flow.stage(skip.target)
-        own = (Gate("skip condition", skip.when, skip.span),) if skip.when is not None else ()
-        moves.append(
-            Move(
-                "skip",
-                skip.source,
-                skip.target,
-                f"skip{index}_to_{skip.target}",
-                own + _gate_of(flow, skip.target),
-                not (target and target.manual),
+        elif mv.kind == "exit":
+            out.append(Move("exit", mv.source, mv.target, f"exit_to_{mv.target}", _gate_of(flow, mv.target)))
+        elif mv.kind == "skip":
+            trigger = f"skip{mv.index}_to_{mv.target}"
+            out.append(
+                Move("skip", mv.source, mv.target, trigger, own + _gate_of(flow, mv.target), not manual)
             )
-        )
-    for index, recycle in enumerate(flow.recycles):
-        own = (Gate("recycle condition", recycle.when, recycle.span),) if recycle.when is not None else ()
-        for source in recycle.sources:
-            moves.append(
-                Move(
-                    "recycle",
-                    source,
-                    recycle.target,
-                    f"recycle{index}_to_{recycle.target}",
-                    own,
-                    recycle.auto,
-                )
-            )
-    return moves
+        else:
+            trigger = f"recycle{mv.index}_to_{mv.target}"
+            out.append(Move("recycle", mv.source, mv.target, trigger, own, mv.auto))
+    return out
 
 
 class CompiledFlow:
@@ -173,18 +145,16 @@ class CompiledFlow:
             send_event=True,
         )
         # The move table, as the machine holds it: for each stage, the
-        # transitions of each trigger it answers (in the order triggers were
-        # declared: advance, exits, skips, recycles), mapped back to the
-        # moves' kinds and gates.
+        # transitions of each event (trigger) from it, in the order the
+        # events were declared (advance, exits, skips, recycles), mapped back
+        # to the moves' kinds and gates.  One pass over the events: asking
+        # `get_triggers` stage by stage would walk every event per stage.
         machine = self._machine
-        self._by_source: dict[str, list[Move]] = {
-            name: [
-                defined[(trigger, name, transition.dest or "")]
-                for trigger in machine.get_triggers(name)
-                for transition in machine.get_transitions(trigger, name)
-            ]
-            for name in flow.stage_names
-        }
+        self._by_source: dict[str, list[Move]] = {name: [] for name in flow.stage_names}
+        for trigger, event in machine.events.items():
+            for source, transitions in event.transitions.items():
+                table = self._by_source[source]
+                table.extend(defined[(trigger, source, t.dest or "")] for t in transitions)
         self._events = {trigger: machine.events[trigger] for trigger, _, _ in defined}
         self._forward: dict[str, list[Move]] = {}
         self._recycles: dict[str, list[Move]] = {}
