@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -218,7 +219,14 @@ def write_output(text: str, output: str | None) -> None:
     show_envvar=True,
     help="Fix the clock (ISO 8601, UTC when no offset is given).",
 )
-@click.option("--actor", default=None, metavar="NAME", help="Who acts, for the audit log [default: OS user].")
+@click.option(
+    "--actor",
+    envvar="SALEFLOW_ACTOR",
+    default=None,
+    show_envvar=True,
+    metavar="NAME",
+    help="Who acts, as written to the journal [default: OS user].",
+)
 @click.version_option(package_name="saleflow", prog_name="saleflow")
 @click.pass_context
 def main(ctx: click.Context, db: str, now: datetime | None, actor: str | None) -> None:
@@ -373,6 +381,34 @@ def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
     return engine.store.get_lead(check_id(lead_id, "a lead id"))
 
 
+_CHANGED_JSON = 'Print the lead as JSON (as `show --json`, with "previous_stage" and "previous_version").'
+
+
+def _report_change(engine: Engine, before: Lead | None, lead: Lead, as_json: bool) -> None:
+    """What a command that changed one lead prints: a sentence, or with
+    --json the lead as `show --json` prints it and where it was before."""
+    if not as_json:
+        click.echo(_moved(before.stage if before else None, lead))
+        return
+    shown = serialise.show_json(engine.lead(lead.id))
+    shown["previous_stage"] = before.stage if before else None
+    shown["previous_version"] = before.version if before else None
+    echo_json(shown)
+
+
+@contextmanager
+def batch_progress(engine: Engine, flow: str | None, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr while a batch walks the leads, when stderr
+    is a terminal (never in a pipe, a file or a test); the batch calls the
+    function with the number of leads each chunk covered."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    total = engine.store.count_leads(flow)
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
 def _moved(before: str | None, lead: Lead) -> str:
     return f'lead "{lead.id}" is in "{lead.stage}"' + (
         f' (was "{before}")' if before and before != lead.stage else ""
@@ -381,8 +417,9 @@ def _moved(before: str | None, lead: Lead) -> str:
 
 @main.command("deploy")
 @click.argument("flow_path", metavar="FLOW")
+@click.option("--json", "as_json", is_flag=True, help='Print {"flow", "version", "created"} as JSON.')
 @pass_settings
-def deploy_command(settings: Settings, flow_path: str) -> None:
+def deploy_command(settings: Settings, flow_path: str, as_json: bool) -> None:
     """Register a flow at the version its flow line declares.
 
     A file that differs from a deployed version only in comments, layout or
@@ -391,6 +428,9 @@ def deploy_command(settings: Settings, flow_path: str) -> None:
     """
     with open_engine(settings) as engine:
         deployment = engine.deploy(load_checked_flow(flow_path))
+    if as_json:
+        echo_json({"flow": deployment.name, "version": deployment.version, "created": deployment.created})
+        return
     state = "deployed" if deployment.created else "already deployed, unchanged:"
     click.echo(f"{state} {deployment.name} version {deployment.version}")
 
@@ -436,16 +476,17 @@ def lead_add_command(
 @click.argument("lead_id", metavar="ID")
 @click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
 @click.option("--at", type=TIME, default=None, help="When the facts became true (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True, help=_CHANGED_JSON)
 @pass_settings
 def lead_set_command(
-    settings: Settings, lead_id: str, assignments: tuple[str, ...], at: datetime | None
+    settings: Settings, lead_id: str, assignments: tuple[str, ...], at: datetime | None, as_json: bool
 ) -> None:
     """Set fields of a lead (an empty VALUE unsets the field)."""
     values = parse_assignments(assignments)
     with open_engine(settings) as engine:
         before = stored_lead(engine, lead_id)
         lead = engine.set(lead_id, values, at=at)
-    click.echo(_moved(before.stage if before else None, lead))
+        _report_change(engine, before, lead, as_json)
 
 
 @lead_group.command("migrate")
@@ -453,12 +494,16 @@ def lead_set_command(
 @click.option(
     "--version", "version", type=click.IntRange(min=1), default=None, help="Target version [default: latest]."
 )
+@click.option("--json", "as_json", is_flag=True, help=_CHANGED_JSON)
 @pass_settings
-def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) -> None:
+def lead_migrate_command(settings: Settings, lead_id: str, version: int | None, as_json: bool) -> None:
     """Move a lead to another deployed version of its flow, keeping its stage."""
     with open_engine(settings) as engine:
         before = stored_lead(engine, lead_id)
         lead = engine.migrate(lead_id, version=version)
+        if as_json:
+            _report_change(engine, before, lead, as_json)
+            return
     was = f" (was version {before.version})" if before and before.version != lead.version else " (unchanged)"
     click.echo(f'lead "{lead.id}" is on flow {lead.flow} version {lead.version}{was}, in "{lead.stage}"')
 
@@ -470,6 +515,7 @@ def lead_migrate_command(settings: Settings, lead_id: str, version: int | None) 
 @click.option("--channel", default=None, help="Channel, if not the event's own.")
 @click.option("--content", default=None, help="What it was about (a page, a seminar, a mail).")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="How many at once.")
+@click.option("--json", "as_json", is_flag=True, help=_CHANGED_JSON)
 @pass_settings
 def event_command(
     settings: Settings,
@@ -479,12 +525,13 @@ def event_command(
     channel: str | None,
     content: str | None,
     count: int,
+    as_json: bool,
 ) -> None:
     """Record an event on a lead; it then moves as far as its gates allow."""
     with open_engine(settings) as engine:
         before = stored_lead(engine, lead_id)
         lead = engine.record(lead_id, event, at=at, channel=channel, content=content, count=count)
-    click.echo(_moved(before.stage if before else None, lead))
+        _report_change(engine, before, lead, as_json)
 
 
 @main.command("advance")
@@ -496,6 +543,7 @@ def event_command(
 @click.option("--reason", default=None, help="Why; recorded in the audit log.")
 @click.option("--all", "all_leads", is_flag=True, help="Every lead, as far as its gates allow.")
 @click.option("--flow", default=None, metavar="NAME", help="With --all: only this flow's leads.")
+@click.option("--json", "as_json", is_flag=True, help=_CHANGED_JSON[:-1] + '; with --all, {"moves"}.')
 @pass_settings
 def advance_command(
     settings: Settings,
@@ -505,6 +553,7 @@ def advance_command(
     reason: str | None,
     all_leads: bool,
     flow: str | None,
+    as_json: bool,
 ) -> None:
     """Move a lead on request, or (--all) every lead as far as gates allow."""
     if all_leads == (lead_id is not None):
@@ -513,13 +562,17 @@ def advance_command(
         raise BadInput("--to and --force move one lead; they do not go with --all")
     with open_engine(settings) as engine:
         if all_leads:
-            moves = engine.advance_all(flow=flow)
-            click.echo(f"{_plural(moves, 'move')} made")
+            with batch_progress(engine, flow, "advance --all") as progress:
+                moves = engine.advance_all(flow=flow, progress=progress)
+            if as_json:
+                echo_json({"moves": moves})
+            else:
+                click.echo(f"{_plural(moves, 'move')} made")
             return
         assert lead_id is not None
         before = stored_lead(engine, lead_id)
         lead = engine.advance(lead_id, to=to, force=force, reason=reason)
-    click.echo(_moved(before.stage if before else None, lead))
+        _report_change(engine, before, lead, as_json)
 
 
 @main.command("tick")
@@ -528,8 +581,8 @@ def advance_command(
 @pass_settings
 def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
     """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
-    with open_engine(settings) as engine:
-        ticked = engine.tick(flow=flow)
+    with open_engine(settings) as engine, batch_progress(engine, flow, "tick") as progress:
+        ticked = engine.tick(flow=flow, progress=progress)
     if as_json:
         echo_json({"moves": ticked.moves, "sla_breaches": ticked.sla_breaches})
         return
@@ -594,6 +647,8 @@ def history_command(settings: Settings, lead_id: str, all_entries: bool, as_json
     width = max(
         [14, *(len(serialise.value_text(e.from_stage)) for e in entries), *(len(e.stage) for e in entries)]
     )
+    at_width = max([len("AT"), *(len(e.at.isoformat()) for e in entries)])
+    click.echo(f"{'#':>4}  {'AT':<{at_width}}  {'FROM':>{width}} -> {'TO':<{width}} {'KIND':<8} ACTOR")
     for number, e in enumerate(entries, start=1):
         reason = f"  ({e.reason})" if e.reason else ""
         if all_entries:
@@ -627,6 +682,8 @@ def leads_command(
         flow_width, stage_width = _name_widths(engine)
         count = 0
         for lead in leads:
+            if not count:  # the header once the first row is read: an error comes alone
+                click.echo(f"{'ID':<40} {'FLOW':<{flow_width}} {'STAGE':<{stage_width}} {'SCORE':>6}")
             click.echo(
                 f"{lead.id:<40} {lead.flow:<{flow_width}} {lead.stage:<{stage_width}} {serialise.value_text(lead.score):>6}"
             )
@@ -649,11 +706,21 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"ok", "problems": [{"lead", "message"}]} as JSON.'
+)
 @click.pass_context
-def audit_verify_command(ctx: click.Context) -> None:
+def audit_verify_command(ctx: click.Context, as_json: bool) -> None:
     """Recompute every hash chain and replay every lead's history."""
     with open_engine(ctx.find_object(Settings) or ctx.ensure_object(Settings)) as engine:
         problems = engine.verify()
+    if as_json:
+        echo_json(
+            {"ok": not problems, "problems": [{"lead": p.lead_id, "message": p.message} for p in problems]}
+        )
+        if problems:
+            ctx.exit(EXIT_REJECTED)
+        return
     for problem in problems:
         click.echo(str(problem))
     if problems:

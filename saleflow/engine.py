@@ -307,7 +307,8 @@ class Engine:
                         alongside(tx)
                     result = body(tx)
                 break
-            except Conflict:
+            except Conflict as conflict:
+                _LOG.info("retrying after a conflict (attempt %d of %d): %s", attempt + 1, ATTEMPTS, conflict)
                 if attempt == ATTEMPTS - 1:
                     raise Conflict(
                         f"the operation kept conflicting with concurrent updates after {ATTEMPTS} attempts"
@@ -583,9 +584,11 @@ class Engine:
         actor: str | None = None,
         chunk: int = 500,
         at: datetime | str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Every lead, as far as its gates allow; returns the number of moves."""
-        return int(self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at))
+        """Every lead, as far as its gates allow; returns the number of moves.
+        `progress(n)` is called after each chunk with its number of leads."""
+        return int(self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at, progress=progress))
 
     def tick(
         self,
@@ -594,14 +597,22 @@ class Engine:
         actor: str | None = None,
         chunk: int = 500,
         at: datetime | str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> TickResult:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
         for every lead (as of `at`, default now); returns the number of moves,
         with the number of SLA breaches recorded as its `sla_breaches`."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at)
+        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress)
 
     def _batch(
-        self, *, flow: str | None, actor: str | None, chunk: int, sla: bool, at: datetime | str | None
+        self,
+        *,
+        flow: str | None,
+        actor: str | None,
+        chunk: int,
+        sla: bool,
+        at: datetime | str | None,
+        progress: Callable[[int], None] | None = None,
     ) -> TickResult:
         if flow is not None:
             self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
@@ -625,6 +636,8 @@ class Engine:
             except Corrupt as err:
                 raise self._which_corrupt(err, ids) from None
             moves += sum(1 for entry in entries if entry.entry == "moved")
+            if progress is not None:
+                progress(len(ids))
         return TickResult(moves, breaches)
 
     def _which_corrupt(self, err: Corrupt, ids: list[str]) -> Corrupt:

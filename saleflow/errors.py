@@ -23,6 +23,9 @@ EXIT_REJECTED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+# Added to SPEC §4's codes: the database cannot be reached now (a server
+# down, a network gone); the same command may work later, unlike bad input.
+EXIT_UNAVAILABLE = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +199,9 @@ class StoreError(SaleflowError):
     """The database cannot be used: unreachable, read-only, or a newer schema."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class Unavailable(StoreError):
+    """The database cannot be reached now; retry later (exit 5)."""
+
+    exit_code = EXIT_UNAVAILABLE

@@ -314,7 +314,8 @@ def test_history_json(db_url: str) -> None:
         datetime(2024, 4, 2, tzinfo=UTC),
         T0,
     ]
-    text = cli("history", "h").stdout.splitlines()
+    header, *text = cli("history", "h").stdout.splitlines()
+    assert header.split() == ["#", "AT", "FROM", "->", "TO", "KIND", "ACTOR"]
     assert len(text) == 3 and "create" in text[0] and "(spam)" in text[2]
     with cli.api() as engine:
         assert [e.lead_seq for e in engine.history("h", moves_only=False)] == [1, 2, 3, 4]
@@ -340,7 +341,8 @@ def test_leads_json_by_flow_stage_and_team(db_url: str) -> None:
     assert [x["id"] for x in cli.json("leads", "--team", "inside_sales")] == ["l3"]
     assert [x["id"] for x in cli.json("leads", "--flow", "the_model", "--team", "marketing")] == ["l1", "l2"]
     assert cli.json("leads", "--stage", "closed_won") == []
-    text = cli("leads").stdout.splitlines()
+    header, *text = cli("leads").stdout.splitlines()
+    assert header.split() == ["ID", "FLOW", "STAGE", "SCORE"]
     assert text[-1] == "3 leads" and text[0].split()[:3] == ["l1", "the_model", "lead"]
     with cli.api() as engine:
         assert [x.id for x in engine.leads(team="inside_sales")] == ["l3"]
@@ -358,10 +360,48 @@ def test_listings_stay_aligned_with_long_stage_names(db_url: str, tmp_path: Path
     cli("lead", "add", "a", "--set", "email=a@x.example")
     cli("lead", "add", "b")
     rows = cli("leads").stdout.splitlines()[:-1]
-    assert [row.split()[2] for row in rows] == ["marketingqualifiedlead", "subscriber"]
-    assert len({len(row) for row in rows}) == 1  # the score column lines up
-    lines = cli("history", "a").stdout.splitlines()
+    assert [row.split()[2] for row in rows] == ["STAGE", "marketingqualifiedlead", "subscriber"]
+    assert len({len(row) for row in rows}) == 1  # the score column lines up, the header too
+    lines = cli("history", "a").stdout.splitlines()[1:]
     assert len(lines) == 2 and len({line.index(" -> ") for line in lines}) == 1
     assert (
         len({line.index(" advance") if "advance" in line else line.index(" create") for line in lines}) == 1
     )
+
+
+def test_every_command_that_changes_something_speaks_json(db_url: str) -> None:
+    """Issue 10 item 8: --json on deploy, lead set, event, advance (and
+    --all), lead migrate and audit verify."""
+    cli = Cli(db_url)
+    deployed = cli.json("deploy", str(THE_MODEL))
+    assert deployed == {"flow": "the_model", "version": 1, "created": True}
+    assert cli.json("deploy", str(THE_MODEL))["created"] is False
+    cli("lead", "add", "j", "--flow", "the_model")
+    shown = cli.json("lead", "set", "j", "email=j@x.example")
+    assert (shown["id"], shown["stage"], shown["previous_stage"], shown["previous_version"]) == (
+        "j",
+        "lead",
+        "awareness",
+        1,
+    )
+    assert {"fields", "events", "next", "score"} <= set(shown)
+    event = cli.json("event", "j", "web_visit")
+    assert event["events"]["web_visit"] == 1 and event["previous_stage"] == "lead"
+    moved = cli.json("advance", "j", "--to", "disqualified", "--force", "--reason", "test")
+    assert (moved["stage"], moved["previous_stage"]) == ("disqualified", event["stage"])
+    assert cli.json("advance", "--all") == {"moves": 0}
+    migrated = cli.json("lead", "migrate", "j")
+    assert (migrated["version"], migrated["previous_version"]) == (1, 1)
+    assert cli.json("audit", "verify") == {"ok": True, "problems": []}
+
+
+def test_the_actor_comes_from_the_environment(db_url: str) -> None:
+    runner = CliRunner(env={"SALEFLOW_ACTOR": "eve"})
+    args = ["--db", db_url, "--now", T0.isoformat()]
+    assert runner.invoke(main, [*args, "lead", "add", "e", "--flow", str(THE_MODEL)]).exit_code == 0
+    with Engine.open(db=db_url) as engine:
+        assert [entry.actor for entry in engine.history("e")] == ["eve"]
+    # --actor wins over the environment
+    assert runner.invoke(main, [*args, "--actor", "bob", "lead", "set", "e", "company=E"]).exit_code == 0
+    with Engine.open(db=db_url) as engine:
+        assert engine.history("e", moves_only=False)[-1].actor == "bob"

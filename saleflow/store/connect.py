@@ -12,6 +12,7 @@ engine retries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from ..errors import BadInput, Conflict, SaleflowError, StoreError
+from ..errors import BadInput, Conflict, SaleflowError, StoreError, Unavailable
 from ..jsontext import compact
 from ..limits import MAX_ID_LENGTH, check_text
 from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
@@ -251,7 +252,7 @@ def translate(
     if invalidated or (
         psycopg and ((state is None and operational) or (state or "").startswith(("08", "57P")))
     ):
-        return StoreError(f"cannot connect to the database {where}: {reason}")
+        return Unavailable(f"cannot connect to the database {where}: {reason}")
     return StoreError(f"{failed or f'the database {where} refused the operation'}: {reason}")
 
 
@@ -331,6 +332,12 @@ def _migrate(engine: Engine, where: str) -> None:
             if revisions is not None:
                 _refuse_newer(revisions, where)
             config.attributes["connection"] = conn
+            logging.getLogger("saleflow").info(
+                "migrating the database %s from revision %s to %s",
+                where,
+                ", ".join(sorted(revisions)) if revisions else "none",
+                SCHEMA_HEAD,
+            )
             command.upgrade(config, "head")
     except db_errors(engine) as exc:
         raise translate(exc, where, failed=f"cannot create the saleflow tables in {where}") from exc
