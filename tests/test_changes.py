@@ -521,6 +521,28 @@ def test_a_reader_bounded_by_max_seq_would_skip_it(pg_url: str, monkeypatch: pyt
     engine.close()
 
 
+def test_a_commit_wakes_a_waiter_on_postgresql(pg_url: str) -> None:
+    """`--follow` waits on LISTEN: a write's commit ends the wait (a wait of
+    ten minutes, which only a notification can cut short)."""
+    from saleflow.store.feed import JournalWaiter
+
+    engine = Engine.open(feed_flow(), db=pg_url, now=T0)
+    engine.add_lead("a")
+    with JournalWaiter(engine.store) as waiter:
+        woken = threading.Event()
+
+        def wait() -> None:
+            waiter.wait(timeout=600)
+            woken.set()
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        engine.set("a", note="wake up")
+        assert woken.wait(timeout=120)
+        thread.join()
+    engine.close()
+
+
 # ---------------------------------------------------------------------------
 # --follow
 # ---------------------------------------------------------------------------

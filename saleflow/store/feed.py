@@ -163,7 +163,14 @@ class JournalWaiter:
     it keeps listening) with ``LISTEN saleflow_journal``; `wait` returns on
     the first notification or after `timeout` seconds, whichever comes
     first, so a missed notification costs at most that delay.  On SQLite,
-    which has no notifications, it sleeps `timeout` seconds."""
+    which has no notifications, it sleeps `timeout` seconds.
+
+    A cost to know of: PostgreSQL serialises the commits of transactions
+    that NOTIFY (a cluster-wide lock held from queueing the notification
+    until after the commit record is flushed, `PreCommit_Notify` in
+    async.c), so journal writers give up group commit.  Should that bound
+    write throughput, drop the NOTIFY from `write_journal`: followers then
+    wake at the fallback interval, and nothing else changes."""
 
     def __init__(self, store: Store) -> None:
         self._store = _sql(store)
@@ -205,18 +212,22 @@ class JournalWaiter:
             time.sleep(timeout)
             return
         try:
-            woken = any(True for _ in notified)
+            try:
+                woken = any(True for _ in notified)
+            finally:
+                notified.close()
+            if woken:
+                # One read serves every commit so far: drop the rest.  (A
+                # notification comes after its commit, so the read that
+                # follows this sees every entry of those it drops.)
+                drain = conn.notifies(timeout=0)
+                try:
+                    for _ in drain:
+                        pass
+                finally:
+                    drain.close()
         except self._store._errors as exc:
             raise translate(exc, self._store._where) from exc
-        finally:
-            notified.close()
-        if woken:  # one read serves every commit so far: drop the rest
-            drain = conn.notifies(timeout=0)
-            try:
-                for _ in drain:
-                    pass
-            finally:
-                drain.close()
 
     def close(self) -> None:
         raw, self._raw, self._conn = self._raw, None, None
