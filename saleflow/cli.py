@@ -660,6 +660,89 @@ def history_command(settings: Settings, lead_id: str, all_entries: bool, as_json
         click.echo(f"{number:>4}  {e.at.isoformat()}  {what} {e.actor}{reason}")
 
 
+@main.command("changes")
+@click.option(
+    "--since", default="0", metavar="SEQ", help="Entries after this seq (the last one you handled)."
+)
+@click.option("--flow", default=None, metavar="NAME", help="Only entries of leads of this flow.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only entries of this kind (created, set, event, moved, migrated, sla_breach); repeatable.",
+)
+@click.option("--limit", default=None, metavar="N", help="At most N entries (with --follow: in all).")
+@click.option("--follow", is_flag=True, help="Then wait for new entries, until Ctrl-C.")
+@pass_settings
+def changes_command(
+    settings: Settings, since: str, flow: str | None, kinds: tuple[str, ...], limit: str | None, follow: bool
+) -> None:
+    """The change feed: journal entries in seq order, as JSON Lines.
+
+    Save the last "seq" you handled and resume with --since SEQ: nothing is
+    missed and nothing repeated, however many processes write."""
+    import signal
+    import threading
+
+    from .jsontext import compact
+    from .store.feed import JournalWaiter
+
+    after = _whole_number(since, "--since", 0)
+    most = None if limit is None else _whole_number(limit, "--limit", 1)
+    with open_engine(settings) as engine:
+
+        def read(cursor: int, left: int | None) -> Any:
+            return engine.changes(cursor, flow=flow, kinds=kinds or None, limit=left)
+
+        feed = read(after, most)  # bad input is refused here, before anything is printed
+        if not follow:
+            for entry in feed:
+                click.echo(compact(serialise.change_json(entry)))  # flushed line by line
+            return
+
+        def stop(_signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+        try:
+            with JournalWaiter(engine.store) as waiter:  # listening before the first read
+                while True:
+                    for entry in feed:
+                        click.echo(compact(serialise.change_json(entry)))
+                        if most is not None:
+                            most -= 1
+                    if most is not None and most < 1:
+                        return
+                    waiter.wait()
+                    feed = read(feed.position, most)
+        except KeyboardInterrupt:
+            return  # Ctrl-C or SIGTERM: the way to stop following
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _whole_number(text: str, option: str, low: int) -> int:
+    """A whole-number option from `low` to the largest 64-bit integer;
+    a number too long to be in range is refused before Python reads it."""
+    import re
+
+    from .limits import MAX_INT, number_text
+
+    value = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", value, flags=re.ASCII):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise BadInput(f'{option} takes a whole number, not "{shown}"')
+    digits = len(value.lstrip("+-"))
+    number = int(value) if digits <= 30 else None
+    if number is None or not low <= number <= MAX_INT:
+        shown = f"a number of {digits:,} digits" if number is None else number_text(number)
+        raise BadInput(f"{option} must be a whole number from {low} to {MAX_INT:,}, not {shown}")
+    return number
+
+
 @main.command("leads")
 @click.option("--flow", default=None, metavar="NAME")
 @click.option("--stage", default=None)

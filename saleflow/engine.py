@@ -28,8 +28,8 @@ from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
 from .identity import identity
-from .journal import JournalEntry
-from .limits import MAX_INT32, check_id, check_int, check_text, check_time
+from .journal import ENTRY_KINDS, JournalEntry
+from .limits import MAX_INT, MAX_INT32, check_id, check_int, check_text, check_time, number_text, one_line
 from .model import Flow
 from .parse import load_flow, parse_flow
 from .progress import Step, Work, sla_days, sla_due
@@ -43,6 +43,7 @@ from .records import (
     Transaction,
 )
 from .store import Corrupt, open_store
+from .store.feed import Changes, read_changes
 
 if TYPE_CHECKING:
     from .importer import ImportResult
@@ -781,6 +782,40 @@ class Engine:
         entries = self.store.journal(lead_id)
         return [e for e in entries if e.kind is not None] if moves_only else entries
 
+    def changes(
+        self,
+        since: int = 0,
+        *,
+        flow: str | None = None,
+        kinds: Iterable[str] | str | None = None,
+        limit: int | None = None,
+    ) -> Changes:
+        """The change feed (SPEC §6): journal entries with a `seq` above
+        `since`, in `seq` order, up to the journal's published position,
+        of one flow and some kinds of entry (`ENTRY_KINDS`) if asked, at
+        most `limit` of them.  Resuming from the last `seq` seen (or from
+        the iterator's `position` once it is spent) misses nothing and
+        repeats nothing, whatever commits meanwhile (`saleflow.store.feed`
+        says why).  `BadInput` and `NotFound` are raised by this call, not
+        by the first `next()`; the entries are read a page at a time."""
+        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_INT:
+            raise BadInput(
+                f"since (the last seq seen) must be a whole number from 0 to {MAX_INT:,}, not {_shown(since)}"
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_INT
+        ):
+            raise BadInput(f"a limit must be a whole number from 1 to {MAX_INT:,}, not {_shown(limit)}")
+        wanted: list[str] | None = None
+        if kinds is not None:
+            wanted = [_kind(kind) for kind in ([kinds] if isinstance(kinds, str) else kinds)]
+            if not wanted:
+                raise BadInput("name at least one kind of entry, or none for all of them")
+        if flow is not None:
+            flow = _name(flow, "a flow name")
+            self.store.latest_version(flow)  # NotFound when it is not deployed
+        return read_changes(self.store, since, flow=flow, kinds=wanted, limit=limit)
+
     def verify(self) -> list[audit_mod.Problem]:
         """Recompute every hash chain and replay every lead's history."""
         return audit_mod.verify(self.store, self.compiled)
@@ -791,6 +826,29 @@ def _lead_id(value: Any) -> str:
     if not isinstance(value, str):
         raise BadInput(f"a lead id is text, not {type(value).__name__}")
     return check_id(value, "a lead id")
+
+
+def _kind(value: Any) -> str:
+    """A kind of journal entry from a caller: one of `ENTRY_KINDS`."""
+    known = ", ".join(ENTRY_KINDS)
+    if not isinstance(value, str):
+        raise BadInput(f"a kind of entry is text ({known}), not {type(value).__name__}")
+    check_id(value, "a kind of entry")
+    if value not in ENTRY_KINDS:
+        hint = did_you_mean(value, ENTRY_KINDS)
+        raise BadInput(
+            f'no kind of entry is called "{value}"'
+            + (f" ({hint})" if hint else "")
+            + f"; the kinds are {known}"
+        )
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value a caller passed where a whole number belongs, for a message."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return number_text(value)
+    return f"{type(value).__name__} {one_line(repr(value)[:40])}"
 
 
 def _name(value: Any, what: str) -> str:

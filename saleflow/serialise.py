@@ -76,6 +76,32 @@ def history_json(entries: Iterable[JournalEntry], *, all_entries: bool = False) 
     return [history_entry_json(e, number) for number, e in enumerate(entries, start=1)]
 
 
+def change_json(entry: JournalEntry) -> dict[str, Any]:
+    """One line of the change feed (`saleflow changes`, SPEC §6): `kind` is
+    the kind of entry (created, set, event, …); an entry with a kind of
+    move (SPEC §3) also has `from`, `to` and `move`, that kind."""
+    out: dict[str, Any] = {
+        "seq": entry.seq,
+        "lead": entry.lead_id,
+        "kind": entry.entry,
+        "at": entry.at.isoformat(),
+        "recorded_at": entry.recorded_at.isoformat(),
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "flow": entry.flow,
+        "version": entry.version,
+        "lead_seq": entry.lead_seq,
+        "cycle": entry.cycle,
+        "stage": entry.stage,
+        "data": dict(entry.data),
+    }
+    if entry.kind is not None:
+        out["from"] = entry.from_stage
+        out["to"] = entry.stage
+        out["move"] = entry.kind
+    return out
+
+
 def entry_text(entry: JournalEntry) -> str:
     """What an entry that is not a move says, readably: fields as
     ``budget: 5000 → 20000``, an event with its count and channel."""

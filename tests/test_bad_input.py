@@ -815,3 +815,63 @@ CASES.update(
         },
     }
 )
+
+
+# -- the change feed (`saleflow changes`, SPEC §6) ------------------------------
+
+CASES.update(
+    {
+        "changes: an unknown --kind": case(
+            "changes --kind moves",
+            code=2,
+            fragment='no kind of entry is called "moves" (did you mean "moved"?); the kinds are created, '
+            "set, event, moved, migrated, sla_breach",
+        ),
+        "changes --follow: an unknown --kind": case(
+            "changes --follow --kind nope", code=2, fragment="the kinds are created, set, event"
+        ),
+        "changes: a negative --since": case(
+            "changes --since -1", code=2, fragment="--since must be a whole number from 0 to"
+        ),
+        "changes: --since 2**63": case(
+            f"changes --since {2**63}",
+            code=2,
+            fragment="to 9,223,372,036,854,775,807, not 9,223,372,036,854,775,808",
+        ),
+        "changes: a 4,301-digit --since": case(
+            f"changes --since {HUGE}", code=2, fragment="not a number of 4,301 digits"
+        ),
+        "changes: --limit 0": case(
+            "changes --limit 0", code=2, fragment="--limit must be a whole number from 1"
+        ),
+        "changes: --limit -5": case(
+            "changes --limit -5", code=2, fragment="--limit must be a whole number from 1"
+        ),
+        "changes: a --since that is no number": case(
+            "changes --since soon", code=2, fragment='--since takes a whole number, not "soon"'
+        ),
+        "changes: a --since with a fraction": case(
+            "changes --since 1.5", code=2, fragment='--since takes a whole number, not "1.5"'
+        ),
+        "changes: a --limit that is no number": case(
+            "changes --limit ten", code=2, fragment='--limit takes a whole number, not "ten"'
+        ),
+        "changes: a --since in other digits": case(
+            "changes --since \u0661\u0662", code=2, fragment="--since takes a whole number"
+        ),
+        "changes: a NUL in --since": case(
+            "changes --since 1\x00", code=2, fragment="--since takes a whole number"
+        ),
+        "changes: a NUL in --kind": case("changes --kind mo\x00ved", code=2, fragment="NUL byte"),
+        "changes: a NUL in --flow": case("changes --flow the\x00model", code=2, fragment="NUL byte"),
+        "changes: a --kind that is not UTF-8": case(
+            "changes --kind \udcff", code=2, fragment="not valid Unicode"
+        ),
+        "changes: an unknown --flow": case(
+            "changes --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+        "changes --follow: an unknown --flow": case(
+            "changes --follow --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+    }
+)

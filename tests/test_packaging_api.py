@@ -63,7 +63,7 @@ def test_shell_completion_completes_commands() -> None:
     env = {"_SALEFLOW_COMPLETE": "bash_complete", "COMP_WORDS": "saleflow ch", "COMP_CWORD": "1"}
     result = _saleflow(env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["plain,check"]
+    assert result.stdout.split() == ["plain,changes", "plain,check"]
 
 
 def _typed_exports() -> dict[str, str]:

@@ -25,7 +25,7 @@ from fastapi.openapi.utils import get_openapi
 from ..engine import Engine
 from ..errors import BadInput
 from ..store import open_store
-from . import dashboard, errors, flows, leads, reports
+from . import changes, dashboard, errors, flows, leads, reports
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimit
 
 
@@ -57,7 +57,7 @@ def create_app(db: str, *, now: datetime | str | None = None, max_body: int = DE
     )
     app.state.engine = engine
     errors.install(app)
-    for module in (leads, flows, reports, dashboard):
+    for module in (leads, flows, reports, changes, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=max_body)
 

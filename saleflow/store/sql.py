@@ -52,6 +52,9 @@ T = TypeVar("T")
 # transaction holds it shared from drawing its positions to its commit;
 # `high_water` takes it exclusive for a moment to learn which are final.
 JOURNAL_LOCK = advisory_key("journal", "publication")
+# Notified (PostgreSQL) at the commit of every write of journal entries,
+# with the last `seq` written: the change feed's followers listen on it.
+JOURNAL_CHANNEL = "saleflow_journal"
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
 
@@ -211,6 +214,8 @@ class SqlTransaction:
                 entry.seal(seq, lead_seq + 1, prev_hash, key)
                 heads[entry.lead_id] = (entry.lead_seq, entry.hash)
             cur.executemany(sql.insert_journal.sql, list(map(sql.journal_row, pending)))
+            if sql.pg:  # delivered at the commit, dropped by a rollback
+                cur.execute(f"SELECT pg_notify('{JOURNAL_CHANNEL}', %s)", (str(seqs[-1]),))
         except sql.error as exc:
             self._fail(exc, "a journal entry of this transaction was written concurrently")
         self._journal = []
