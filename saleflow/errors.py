@@ -196,3 +196,11 @@ class StoreError(SaleflowError):
     """The database cannot be used: unreachable, read-only, or a newer schema."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class WrongKey(StoreError):
+    """The journal is sealed with another key than the one given (or with
+    one, or without one): writing would mix seals in one chain, and
+    checking would fail every entry."""
+
+    exit_code = EXIT_BAD_INPUT
