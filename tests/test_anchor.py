@@ -425,10 +425,12 @@ def test_rekey_refuses_to_launder_an_edit(db_url: str, monkeypatch: pytest.Monke
 
 
 def test_writing_with_another_key_is_refused_and_changes_nothing(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     keyed(monkeypatch, "k1")
     build(db_url, ["a"]).close()
+    rows = tmp_path / "leads.csv"
+    rows.write_text("id,email,owner,budget\nnew1,n1@x.example,ann,5\na,a@x.example,ann,7\n")
     before = dump(db_url)
     for key, said in (
         ("k2", "is sealed with another key: set SALEFLOW_AUDIT_KEY to the key it was sealed with"),
@@ -442,6 +444,14 @@ def test_writing_with_another_key_is_refused_and_changes_nothing(
         )
         assert result.exit_code == 2, result.output
         assert result.stderr.count("\n") == 1 and said in result.stderr
+        # a batch import writes through the same seal
+        result = CliRunner().invoke(
+            main,
+            ["--db", db_url, "import", str(rows), "--flow", "the_model", "--id-column", "id"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 2, result.output
+        assert said in result.stderr
         assert dump(db_url) == before
     keyed(monkeypatch, "k1")
     write_some(db_url, "friend")  # the right key still writes
