@@ -149,7 +149,7 @@ class Anchor:
         return json.dumps(self.to_json())
 
 
-def parse_anchor(text: str, name: str = "the anchor") -> Anchor:
+def parse_anchor(text: str, name: str = "this text") -> Anchor:
     """An anchor from its JSON text; `BadInput`, one sentence, if it is not one."""
     what = f"{name} is not an anchor of `saleflow audit anchor`"
     try:
@@ -193,7 +193,7 @@ def read_anchor(path: str | os.PathLike[str]) -> Anchor:
         raise BadInput("cannot read the anchor: its file name is not a path") from None
     name = f"the file {shown}"
     if len(data) > MAX_ANCHOR_BYTES:
-        raise BadInput(f"{name} is not an anchor of `saleflow audit anchor` (longer than one line)")
+        raise BadInput(f"{name} is not an anchor of `saleflow audit anchor` (too long)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -516,7 +516,7 @@ BAD_ANCHORS: dict[str, tuple[bytes | None, str]] = {
     "nul-byte": (_json() + b"\x00", "(it holds a NUL)"),
     "sealed-odd": (_json(sealed="hmac-sha256:xyz"), "its sealed is not a key fingerprint"),
     "not-utf8": (b'{"seq": "\xff"}', "(not UTF-8 text)"),
-    "too-long": (b" " * 5000 + _json(), "(longer than one line)"),
+    "too-long": (b" " * 5000 + _json(), "(too long)"),
     "deep": (b"[" * 4000, "(not JSON)"),
 }
 
@@ -560,7 +560,7 @@ def test_any_text_is_an_anchor_or_one_sentence(text: str) -> None:
     try:
         anchor = parse_anchor(text)
     except BadInput as err:
-        assert "\n" not in err.message and err.message.startswith("the anchor is not an anchor")
+        assert "\n" not in err.message and err.message.startswith("this text is not an anchor")
     else:
         assert isinstance(anchor, Anchor)
 
