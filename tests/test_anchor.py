@@ -33,6 +33,7 @@ from saleflow.anchor import (
     merkle_root,
     node_hash,
     parse_anchor,
+    rekey,
 )
 from saleflow.cli import main
 from saleflow.errors import BadInput, WrongKey
@@ -382,6 +383,23 @@ def test_rekey_round_trip(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path
         "the anchor was taken while it was sealed with no key, and it is now sealed with the key"
         in result.stdout
     )
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_rekey_streams_in_any_chunk(db_url: str, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    keyed(monkeypatch, None)
+    build(db_url, ["a", "b", "c"]).close()
+    engine = Engine(open_store(db_url, key=b"k1"), now=T0)
+    try:
+        done = rekey(engine.store, engine.compiled, None, chunk=chunk)
+        assert (done.leads, done.entries, done.sealed) == (3, 21, key_fingerprint(b"k1"))
+        assert engine.verify() == []
+        for lead_id in ("a", "b", "c"):
+            entries = engine.store.journal(lead_id)
+            assert all(e.compute_hash(b"k1") == e.hash for e in entries)
+            assert [e.prev_hash for e in entries[1:]] == [e.hash for e in entries[:-1]]
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(
