@@ -39,10 +39,15 @@ from .records import EventRecord, FieldValue, Lead, Store
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    lead_id: str
+    """What is wrong with a lead (`lead_id`), or with the journal as a
+    whole (`lead_id` None: it no longer matches an anchor)."""
+
+    lead_id: str | None
     message: str
 
     def __str__(self) -> str:
+        if self.lead_id is None:
+            return self.message
         return f'lead "{self.lead_id}": {self.message}'
 
 
@@ -232,6 +237,8 @@ def _score_matches(lead: Lead, events: list[EventRecord], flows: FlowLookup) -> 
 
 def verify(store: Store, flows: FlowLookup) -> list[Problem]:
     problems: list[Problem] = []
+    # A journal sealed with another key would fail every entry: say it once.
+    store.check_key()
     key = store.key
     leads = _leads_by_id(store)
     pending: Lead | None = next(leads, None)

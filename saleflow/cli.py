@@ -194,6 +194,8 @@ def write_output(text: str, output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     except OSError as err:
         raise BadInput(f"cannot write {output}: {err.strerror or err}") from None
+    except ValueError:  # a NUL in the name
+        raise BadInput("cannot write the output: its file name is not a path") from None
 
 
 # --------------------------------------------------------------------------
@@ -790,13 +792,24 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.option(
+    "--anchor",
+    "anchor_file",
+    default=None,
+    metavar="FILE",
+    help="Also prove the journal is unchanged up to this anchor of `audit anchor`.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help='Print {"ok", "problems": [{"lead", "message"}]} as JSON.'
 )
 @click.pass_context
-def audit_verify_command(ctx: click.Context, as_json: bool) -> None:
-    """Recompute every hash chain and replay every lead's history."""
+def audit_verify_command(ctx: click.Context, anchor_file: str | None, as_json: bool) -> None:
+    """Recompute every hash chain and replay every lead's history; with
+    --anchor, also check the journal against an anchor kept elsewhere."""
+    from .anchor import read_anchor
+
+    anchor = None if anchor_file is None else read_anchor(anchor_file)
     with open_engine(ctx.find_object(Settings) or ctx.ensure_object(Settings)) as engine:
-        problems = engine.verify()
+        problems = engine.verify(anchor=anchor)
     if as_json:
         echo_json(
             {"ok": not problems, "problems": [{"lead": p.lead_id, "message": p.message} for p in problems]}
@@ -807,10 +820,50 @@ def audit_verify_command(ctx: click.Context, as_json: bool) -> None:
     for problem in problems:
         click.echo(str(problem))
     if problems:
-        leads = len({p.lead_id for p in problems})
-        click.echo(f"audit verify: {_plural(leads, 'lead')} with problems", err=True)
+        leads = len({p.lead_id for p in problems if p.lead_id is not None})
+        said = [f"{_plural(leads, 'lead')} with problems"] if leads else []
+        if any(p.lead_id is None for p in problems):
+            said.append("the journal does not match the anchor")
+        click.echo(f"audit verify: {', and '.join(said)}", err=True)
         ctx.exit(EXIT_REJECTED)
-    click.echo("audit verify: every chain and replay agrees")
+    if anchor is None:
+        click.echo("audit verify: every chain and replay agrees")
+    else:
+        click.echo(
+            f"audit verify: every chain and replay agrees, and the journal matches the anchor "
+            f"at position {anchor.seq}"
+        )
+
+
+@audit_group.command("anchor")
+@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@pass_settings
+def audit_anchor_command(settings: Settings, output: str | None) -> None:
+    """Print a digest of the journal (one line of JSON) to keep outside the
+    database; `audit verify --anchor FILE` checks the journal against it."""
+    with open_engine(settings) as engine:
+        anchor = engine.anchor()
+    write_output(anchor.line() + "\n", output)
+    if output is not None:
+        click.echo(f"wrote the anchor at position {anchor.seq} to {output}", err=True)
+
+
+@audit_group.command("rekey")
+@pass_settings
+def audit_rekey_command(settings: Settings) -> None:
+    """Re-seal the journal with the key in SALEFLOW_AUDIT_KEY (none when
+    unset), from the key in SALEFLOW_AUDIT_OLD_KEY (none when unset).  Stop
+    every other saleflow process first."""
+    from .anchor import old_key_from_environment
+
+    with open_engine(settings) as engine:
+        done = engine.rekey(old_key_from_environment())
+    sealed = "no key" if done.sealed == "none" else f"the key {done.sealed}"
+    click.echo(
+        f"audit rekey: {done.entries} {'entry' if done.entries == 1 else 'entries'} of "
+        f"{_plural(done.leads, 'lead')} re-sealed with {sealed}; anchors taken before no longer "
+        "match: take a new one with `saleflow audit anchor`"
+    )
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import anchor as anchor_mod
 from . import audit as audit_mod
 from .check import check
 from .coerce import as_utc, coerce, default_actor, parse_time
@@ -816,9 +817,26 @@ class Engine:
             self.store.latest_version(flow)  # NotFound when it is not deployed
         return read_changes(self.store, since, flow=flow, kinds=wanted, limit=limit)
 
-    def verify(self) -> list[audit_mod.Problem]:
-        """Recompute every hash chain and replay every lead's history."""
-        return audit_mod.verify(self.store, self.compiled)
+    def verify(self, anchor: anchor_mod.Anchor | None = None) -> list[audit_mod.Problem]:
+        """Recompute every hash chain and replay every lead's history; with
+        an `anchor` (`Engine.anchor`, `anchor.read_anchor`), also prove that
+        the journal up to its position is what it was then: a problem of
+        no lead (`Problem.lead_id` None) if not.  Raises `WrongKey` if the
+        journal is sealed with another key than the store's."""
+        problems = audit_mod.verify(self.store, self.compiled)
+        if anchor is not None:
+            problems.extend(anchor_mod.check_anchor(self.store, anchor, chains_fail=bool(problems)))
+        return problems
+
+    def anchor(self) -> anchor_mod.Anchor:
+        """A digest of the journal as of its published position, to be kept
+        outside the database (`saleflow audit anchor`)."""
+        return anchor_mod.compute_anchor(self.store)
+
+    def rekey(self, old_key: bytes | None) -> anchor_mod.Rekeyed:
+        """Move the journal from `old_key` (None: no key) to the store's key
+        (`saleflow audit rekey`); see `anchor.rekey`."""
+        return anchor_mod.rekey(self.store, self.compiled, old_key)
 
 
 def _lead_id(value: Any) -> str:

@@ -205,3 +205,11 @@ class Unavailable(StoreError):
     """The database cannot be reached now; retry later (exit 5)."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class WrongKey(StoreError):
+    """The journal is sealed with another key than the one given (or with
+    one, or without one): writing would mix seals in one chain, and
+    checking would fail every entry."""
+
+    exit_code = EXIT_BAD_INPUT

@@ -279,6 +279,10 @@ class Store(Protocol):
         """The key the journal is sealed with (None: plain SHA-256)."""
         ...
 
+    def check_key(self) -> None:
+        """Raise `WrongKey` if the journal is sealed with another key."""
+        ...
+
     def events_of(self, lead_id: str) -> list[EventRecord]: ...
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:
         """A lead's recorded SLA breaches."""

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "engine": 4,
     "progress": 4,
     "audit": 4,
+    "anchor": 4,
     "importer": 4,
     "tick": 4,
     "testing": 4,

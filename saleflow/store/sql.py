@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BadInput, Conflict, NotFound
+from ..errors import BadInput, Conflict, NotFound, WrongKey
 from ..identity import is_identity
-from ..journal import GENESIS_HASH, JournalEntry, key_from_environment
+from ..journal import GENESIS_HASH, JournalEntry, key_fingerprint, key_from_environment
 from ..records import EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,
@@ -41,7 +41,7 @@ from .connect import (
     translate,
 )
 from .reporting import ReportQueries
-from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, leads
+from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, journal_seal, leads
 from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
@@ -65,14 +65,22 @@ class SqlTransaction:
     dead (PostgreSQL aborts it): leave the ``with`` block, which rolls back,
     and retry the whole operation."""
 
-    __slots__ = ("_cur", "_heads", "_journal", "_key", "_sql", "_where", "connection")
+    __slots__ = ("_cur", "_heads", "_journal", "_key", "_seal", "_sql", "_where", "connection")
 
-    def __init__(self, conn: Connection, sql: Statements, where: str, key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        sql: Statements,
+        where: str,
+        key: bytes | None = None,
+        seal: Seal | None = None,
+    ) -> None:
         self.connection = conn  # the SQLAlchemy connection, for queries the protocol lacks
         self._cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         self._sql = sql
         self._where = where
         self._key = key
+        self._seal = seal if seal is not None else Seal(key, where)
         # Entries appended, sealed and written at `write_journal` (commit).
         self._journal: list[JournalEntry] = []
         # Each lead's newest entry as this transaction knows it: (lead_seq, hash).
@@ -197,6 +205,8 @@ class SqlTransaction:
             return
         sql, cur = self._sql, self._cur
         try:
+            if not self._seal.checked:
+                self._seal.check_writing(cur, sql.pg)
             if sql.pg:
                 cur.execute(f"SELECT pg_advisory_xact_lock_shared({JOURNAL_LOCK})")
                 cur.execute(sql.next_seqs(len(pending)))
@@ -287,12 +297,87 @@ class SqlTransaction:
             self._cur.close()
 
 
+# The one row of `journal_seal`.
+SEAL_ROW = 1
+_SEAL_READ = "SELECT fingerprint FROM journal_seal WHERE id = 1"
+_SEAL_CLAIM = "INSERT INTO journal_seal (id, fingerprint) VALUES (1, %s) ON CONFLICT (id) DO NOTHING"
+
+
+class Seal:
+    """Which key seals a store's journal, checked against the store's key.
+
+    `journal_seal` holds the key's fingerprint (`key_fingerprint`).  A
+    write with a key of another fingerprint is refused (`WrongKey`) rather
+    than mixing seals in one chain.  A database without the row has not
+    been sealed yet: the first write claims it for its key.
+
+    Checked once per store, at its first write of journal entries, not at
+    every transaction: the row changes only by `audit rekey`, which must
+    run with the writers stopped (a process that stays open across a
+    rekey keeps the key it checked; it is refused at its next open)."""
+
+    __slots__ = ("checked", "fingerprint", "where")
+
+    def __init__(self, key: bytes | None, where: str) -> None:
+        self.fingerprint = key_fingerprint(key)
+        self.where = where
+        self.checked = False
+
+    def check_writing(self, cur: Any, pg: bool) -> None:
+        """In a write transaction: claim the row if there is none, refuse a
+        write with another key.  `cur` is a driver cursor."""
+        claim = _SEAL_CLAIM if pg else _SEAL_CLAIM.replace("%s", "?")
+        # ON CONFLICT DO NOTHING: two first writers at once both succeed,
+        # and both read the row the first one committed.
+        cur.execute(claim, (self.fingerprint,))
+        cur.execute(_SEAL_READ)
+        row = cur.fetchone()
+        self.refuse_other(None if row is None else row[0])
+        self.checked = True
+
+    def refuse_other(self, sealed: str | None, reading: bool = False) -> None:
+        """Raise `WrongKey` if `sealed` (a fingerprint, None: not sealed
+        yet) is not this store's key's.  `reading`: for `audit verify`,
+        whose user may be right about the key."""
+        if sealed is None or sealed == self.fingerprint:
+            return
+        message = wrong_key_message(self.where, sealed, self.fingerprint)
+        if reading:
+            # journal_seal is a guard against mistakes, not a seal itself:
+            # whoever can write the journal can write it too.
+            message += (
+                "; if SALEFLOW_AUDIT_KEY is right as it is, the journal was re-sealed or its "
+                "seal changed behind saleflow's back"
+            )
+        raise WrongKey(message)
+
+
+def wrong_key_message(where: str, sealed: str, fingerprint: str) -> str:
+    """The one sentence for a journal sealed with another key than ours."""
+    unkeyed = key_fingerprint(None)
+    if sealed == unkeyed:
+        return (
+            f"the journal of {where} is sealed without a key, but SALEFLOW_AUDIT_KEY is set: unset it, "
+            "or move the journal to this key with `saleflow audit rekey`"
+        )
+    if fingerprint == unkeyed:
+        return (
+            f"the journal of {where} is sealed with a key, but SALEFLOW_AUDIT_KEY is not set: set it to "
+            "the key the journal was sealed with"
+        )
+    return (
+        f"the journal of {where} is sealed with another key: set SALEFLOW_AUDIT_KEY to the key it "
+        "was sealed with, or move it to this key with `saleflow audit rekey`"
+    )
+
+
 class SqlStore(ReportQueries):
     """A saleflow database (the `Store` protocol of records.py); see `open_store`."""
 
     def __init__(self, url: str, engine: Engine, where: str, key: bytes | None = None) -> None:
         self.url = url
         self._key = key
+        self._seal = Seal(key, where)
         self._engine = engine
         self._where = where
         self._sql = statements(engine.dialect)
@@ -409,7 +494,7 @@ class SqlStore(ReportQueries):
         it raises.  Database failures surface as `Conflict` (retry) or
         `StoreError`."""
         with self._session(read=False) as conn:
-            tx = SqlTransaction(conn, self._sql, self._where, self._key)
+            tx = SqlTransaction(conn, self._sql, self._where, self._key, self._seal)
             try:
                 yield tx
                 tx.write_journal()
@@ -442,6 +527,26 @@ class SqlStore(ReportQueries):
     def key(self) -> bytes | None:
         """The key the journal is sealed with (None: plain SHA-256)."""
         return self._key
+
+    @property
+    def where(self) -> str:
+        """How messages name this database."""
+        return self._where
+
+    def sealed_with(self) -> str | None:
+        """The fingerprint in `journal_seal` (`key_fingerprint` of the key
+        the journal is sealed with), None if it has not been sealed yet."""
+        stmt = select(journal_seal.c.fingerprint).where(journal_seal.c.id == SEAL_ROW)
+        return self._query(lambda conn: conn.execute(stmt).scalar())
+
+    def check_key(self) -> None:
+        """Raise `WrongKey` (one sentence) if the journal is sealed with
+        another key than this store's; a read, for `audit verify`."""
+        self._seal.refuse_other(self.sealed_with(), reading=True)
+
+    def forget_seal(self) -> None:
+        """Check the key again at the next write (after `audit rekey`)."""
+        self._seal = Seal(self._key, self._where)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
