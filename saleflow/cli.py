@@ -756,7 +756,7 @@ def report_command(
 @main.command("export")
 @click.argument("table", type=click.Choice(["journal", "leads", "stages"]), metavar="journal|leads|stages")
 @click.option("--flow", default=None, metavar="NAME", help="Only this deployed flow's leads and entries.")
-@click.option("--since", default=None, metavar="D", help="Rows from this date or time on (see below).")
+@click.option("--since", default=None, metavar="D", help="Rows from this date or time on (see above).")
 @click.option("--until", default=None, metavar="D", help="…up to this date (the whole day) or time.")
 @click.option(
     "--format",
@@ -797,7 +797,9 @@ def export_command(
     complete.
     """
     from .export import check_output, export_rows, write_to
+    from .report import Period
 
+    Period.parse(since, until)  # bad dates fail before the database is opened (or created)
     if output is not None:
         check_output(output)
     with open_engine(settings) as engine:

@@ -411,7 +411,9 @@ def write_to(rows: Export, fmt: str, output: str | None, stdout: BinaryIO | None
         if target.exists() and not target.is_file():
             with target.open("wb") as out:
                 return write(rows, out)
-        temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        if target.is_symlink():  # replace the file it points to, not the link
+            target = target.resolve()
+        temporary = target.parent / f".{target.name[:100]}.{secrets.token_hex(6)}.tmp"
         with temporary.open("xb") as out:
             try:
                 count = write(rows, out)

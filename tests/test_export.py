@@ -510,3 +510,31 @@ def test_odd_options_are_one_sentence(small_db: str, tmp_path: Path, option: str
         made = [p for p in folder.iterdir()]
         assert option != "-o" or len(made) <= 1
     assert dump(small_db) == before
+
+
+def test_the_api_refuses_what_the_cli_refuses(scenario: str, tmp_path: Path) -> None:
+    from saleflow.errors import BadInput, NotFound
+
+    with Engine.open(db=scenario, now=NOW) as engine:
+        with pytest.raises(BadInput, match="the tables are journal, leads, stages"):
+            export_rows(engine, "deals")
+        with pytest.raises(NotFound, match='flow "nope" is not deployed'):
+            export_rows(engine, "stages", flow="nope")
+        with pytest.raises(BadInput, match="is before --since"):
+            export_rows(engine, "journal", since=kpi_day(3), until=kpi_day(2))
+        with pytest.raises(BadInput, match="the formats are csv, jsonl"):
+            write_to(export_rows(engine, "journal"), "xml", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_devices_and_links_are_written_through(scenario: str, tmp_path: Path) -> None:
+    assert cli(scenario, "export", "journal", "-o", os.devnull).exit_code == 0
+    assert Path(os.devnull).exists() and not Path(os.devnull).is_file()
+    (tmp_path / "out").mkdir()
+    real = tmp_path / "out" / "real.csv"
+    real.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "out" / "link.csv"
+    link.symlink_to(real)
+    assert cli(scenario, "export", "stages", "-o", str(link)).exit_code == 0
+    assert link.is_symlink()
+    assert real.read_text(encoding="utf-8").startswith("lead,cycle,stage,")
