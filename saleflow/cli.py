@@ -952,6 +952,67 @@ def report_command(
 
 
 # --------------------------------------------------------------------------
+# Export for BI: journal, leads, stages as CSV or JSON Lines (saleflow/export.py)
+# --------------------------------------------------------------------------
+
+
+@main.command("export")
+@click.argument("table", type=click.Choice(["journal", "leads", "stages"]), metavar="journal|leads|stages")
+@click.option("--flow", default=None, metavar="NAME", help="Only this deployed flow's leads and entries.")
+@click.option("--since", default=None, metavar="D", help="Rows from this date or time on (see above).")
+@click.option("--until", default=None, metavar="D", help="…up to this date (the whole day) or time.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default="csv",
+    show_default=True,
+    help="CSV with a header row, or JSON Lines (one object per row, the same keys).",
+)
+@click.option(
+    "-o", "--output", metavar="FILE", default=None, help="Write to FILE (all or nothing) instead of stdout."
+)
+@pass_settings
+def export_command(
+    settings: Settings,
+    table: str,
+    flow: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Export a table for BI tools, streamed (flat memory), times in ISO 8601.
+
+    \b
+    journal  one row per journal entry in seq order, up to the journal's
+             position when the export starts; --since/--until filter on at
+    leads    one row per lead (with --flow, a column per declared field;
+             else the fields as JSON); --since/--until filter on created_at
+    stages   one row per lead, cycle and stage entered: lead, cycle, stage,
+             team, entered_at, exited_at, days_in_stage, exit_kind,
+             next_stage; --since/--until filter on entered_at
+
+    days_in_stage is in days, rounded to 4 decimals.  The row of the stage
+    a lead is in now has exited_at and exit_kind empty, and counts its days
+    to now (--now fixes it).  CSV cells a spreadsheet would run as formulas
+    get a leading quote.  With -o the file appears only when the export is
+    complete.
+    """
+    from .export import check_output, export_rows, write_to
+    from .report import Period
+
+    Period.parse(since, until)  # bad dates fail before the database is opened (or created)
+    if output is not None:
+        check_output(output)
+    with open_engine(settings) as engine:
+        rows = export_rows(engine, table, flow=flow, since=since, until=until)
+        count = write_to(rows, fmt, output, sys.stdout.buffer)
+    if output is not None:
+        click.echo(f"wrote {_plural(count, 'row')} of {table} to {output}", err=True)
+
+
+# --------------------------------------------------------------------------
 # Import: leads and their history from a CSV file
 # --------------------------------------------------------------------------
 

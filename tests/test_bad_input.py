@@ -872,6 +872,56 @@ CASES.update(
         ),
         "changes --follow: an unknown --flow": case(
             "changes --follow --flow nope", code=3, fragment='flow "nope" is not deployed'
+
+
+# -- export for BI (saleflow export): tables, formats, periods, output files --
+
+CASES.update(
+    {
+        "export: an unknown table": case(
+            "export deals", code=2, fragment="'journal', 'leads', 'stages'", style=USAGE
+        ),
+        "export: an unknown --format": case(
+            "export journal --format xlsx", code=2, fragment="'csv', 'jsonl'", style=USAGE
+        ),
+        "export: --since after --until": case(
+            "export stages --since 2024-06-01 --until 2024-05-01",
+            code=2,
+            fragment="--until 2024-05-01 is before --since 2024-06-01",
+        ),
+        "export: --until in year 9999": case("export journal --until 9999-12-31", code=2, fragment=FAR),
+        "export: --since 0001-01-01": case("export leads --since 0001-01-01", code=2, fragment=FAR),
+        "export: --since beyond year 9999": case(
+            "export stages --since 99999-01-01", code=2, fragment="ISO 8601"
+        ),
+        "export: --since not a date": case("export journal --since yesterday", code=2, fragment="ISO 8601"),
+        "export: --until as a week date": case(
+            "export leads --until 2026-W13-2", code=2, fragment="ISO 8601"
+        ),
+        "export: a NUL in --since": case("export journal --since 2024-05-01\x00", code=2, fragment="NUL"),
+        "export: a NUL in -o": case("export journal -o '{folder}/out\x00.csv'", code=2, fragment="NUL byte"),
+        "export: -o into a missing folder": case(
+            "export stages -o '{folder}/no/such/stages.csv'", code=2, fragment="does not exist"
+        ),
+        "export: -o a folder": case("export leads -o '{folder}'", code=2, fragment="is a folder"),
+        "export: -o a full disk": case(
+            "export journal -o /dev/full", code=2, fragment="cannot write /dev/full"
+        ),
+        "export: an unknown --flow": case(
+            "export leads --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+        "export: an unknown --flow (stages)": case(
+            "export stages --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+        "export: a NUL in --flow": case("export journal --flow the\x00model", code=2, fragment="NUL byte"),
+        "export: corrupted fields": case(
+            "export leads", code=2, fragment=CORRUPT, setup=corrupt_fields, teardown=uncorrupt_fields
+        ),
+        "export: a corrupted time (journal)": case(
+            "export journal", code=2, fragment=CORRUPT, setup=corrupt_time, teardown=uncorrupt_time
+        ),
+        "export: a corrupted time (stages)": case(
+            "export stages", code=2, fragment=CORRUPT, setup=corrupt_time, teardown=uncorrupt_time
         ),
     }
 )

@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "tick": 4,
     "testing": 4,
     "report": 5,
+    "export": 5,
     "diagram": 5,
     "html": 5,
     "cli": 5,

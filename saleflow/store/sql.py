@@ -40,6 +40,7 @@ from .connect import (
     sqlite_file,
     translate,
 )
+from .exporting import ExportQueries
 from .reporting import ReportQueries
 from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, journal_seal, leads
 from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
@@ -371,7 +372,7 @@ def wrong_key_message(where: str, sealed: str, fingerprint: str) -> str:
     )
 
 
-class SqlStore(ReportQueries):
+class SqlStore(ReportQueries, ExportQueries):
     """A saleflow database (the `Store` protocol of records.py); see `open_store`."""
 
     def __init__(self, url: str, engine: Engine, where: str, key: bytes | None = None) -> None:
