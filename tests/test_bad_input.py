@@ -872,6 +872,9 @@ CASES.update(
         ),
         "changes --follow: an unknown --flow": case(
             "changes --follow --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+    }
+)
 
 
 # -- export for BI (saleflow export): tables, formats, periods, output files --
