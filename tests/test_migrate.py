@@ -19,13 +19,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import dump
+from flowgen import valid_flows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saleflow import Engine
 from saleflow.audit import check_chain
 from saleflow.cli import main
+from saleflow.flowdiff import diff
 from saleflow.migration import dry_run, migrate_flow, target_flow
+from saleflow.parse import parse_flow
 from saleflow.store import open_store
 
 NOW = "2026-03-01T10:00:00+00:00"
@@ -345,3 +348,23 @@ def test_bad_stage_maps_are_one_sentence(mig: tuple[str, Path], old: str, new: s
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output and result.stdout == ""
     assert dump(url) == before
+
+
+# --------------------------------------------------------------------------
+# the change list on generated flows
+# --------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=valid_flows(), second=valid_flows())
+def test_the_change_list_of_any_two_flows(first: str, second: str) -> None:
+    a, b = parse_flow(first, "a.flow"), parse_flow(second, "b.flow")
+    assert diff(a, a) == [] and diff(b, b) == []
+    assert [c.stage for c in diff(None, b)] == [s.name for s in b.stages]
+    changes = diff(a, b)
+    for change in changes:
+        assert str(change) and json.dumps(change.to_json())
+    removed = {c.stage for c in changes if (c.what, c.change) == ("stage", "removed")}
+    assert removed == set(a.stage_names) - set(b.stage_names)
+    if a.stages == b.stages and a.skips == b.skips and a.recycles == b.recycles:
+        assert not [c for c in changes if c.what in ("stage", "gate", "sla", "capacity", "skip", "recycle")]
