@@ -3,7 +3,7 @@
 Layer 2.  Compares two parsed flows' model objects (spans and tests aside,
 as `Flow` equality does), stage by stage, then skips, recycles, score rules,
 targets, conditions, fields and events.  Expressions are quoted as an author
-writes them (`unparse`), so a changed gate reads `score >= 60 -> score >= 70`.
+writes them (`unparse`), so a changed gate reads `gate was score >= 60, now score >= 70`.
 
 Each change is a `Change`: what it is about (`what`: stage, gate, sla,
 capacity, team, manual, final, initial, main line, skip, recycle, score
@@ -50,7 +50,7 @@ class Change:
             return f"{where}{self.what} added: {self.after}"
         if self.change == "removed":
             return f"{where}{self.what} removed: {self.before}"
-        return f"{where}{self.what} {self.before} -> {self.after}"
+        return f"{where}{self.what} was {self.before}, now {self.after}"
 
 
 def _expr(expr: Expr | None) -> str | None:
@@ -148,12 +148,34 @@ def _keyed(
     return found
 
 
-def _counted(what: str, old: Iterable[str], new: Iterable[str]) -> list[Change]:
-    """Unkeyed items (score rules, targets): added and removed texts."""
-    before, after = Counter(old), Counter(new)
-    found = [Change(what, "added", None, None, text) for text in (after - before).elements()]
-    found += [Change(what, "removed", None, text, None) for text in (before - after).elements()]
-    return found
+def _rules(flow: Flow) -> Iterable[tuple[Any, str, str | None]]:
+    """Score rules keyed by what they count or test: a changed number of
+    points is a changed rule."""
+    for rule in flow.score_rules:
+        body = unparse(rule.condition) if rule.condition is not None else unparse(rule.each)  # type: ignore[arg-type]
+        yield (rule.condition is not None, body), _rule_text(rule), None
+
+
+def _targets(flow: Flow) -> Iterable[tuple[Any, str, str | None]]:
+    """Targets keyed by team, kind, stages and comparison: a changed value
+    is a changed target."""
+    for team in flow.teams:
+        for target in team.targets:
+            yield (
+                (team.name, target.kind, target.stage, target.to, target.op),
+                f"{team.name}: {target}",
+                None,
+            )
+
+
+def _numbered(items: Iterable[tuple[Any, str, str | None]]) -> list[tuple[Any, str, str | None]]:
+    """Keys made unique by their occurrence (a flow may repeat a rule)."""
+    seen: Counter[Any] = Counter()
+    out = []
+    for key, text, stage in items:
+        seen[key] += 1
+        out.append(((key, seen[key]), text, stage))
+    return out
 
 
 def diff(old: Flow | None, new: Flow) -> list[Change]:
@@ -184,12 +206,8 @@ def diff(old: Flow | None, new: Flow) -> list[Change]:
         (((r.sources, r.target), _recycle_text(r), None) for r in old.recycles),
         (((r.sources, r.target), _recycle_text(r), None) for r in new.recycles),
     )
-    found += _counted("score rule", map(_rule_text, old.score_rules), map(_rule_text, new.score_rules))
-    found += _counted(
-        "target",
-        (f"{team.name}: {target}" for team in old.teams for target in team.targets),
-        (f"{team.name}: {target}" for team in new.teams for target in team.targets),
-    )
+    found += _keyed("score rule", _numbered(_rules(old)), _numbered(_rules(new)))
+    found += _keyed("target", _numbered(_targets(old)), _numbered(_targets(new)))
     found += _keyed(
         "condition",
         ((c.name, f"{c.name} = {unparse(c.expr)}", None) for c in old.conditions),

@@ -174,7 +174,7 @@ def test_deploy_dry_run_lists_changes_and_what_each_lead_would_do(mig: tuple[str
 
     table = run(url, "deploy", str(folder / "v2.flow"), "--dry-run")
     assert table.exit_code == 0
-    assert 'stage "qualified": gate call >= 2 -> call >= 1' in table.stdout
+    assert 'stage "qualified": gate was call >= 2, now call >= 1' in table.stdout
     assert "  e  qualified -> meeting (advance)" in table.stdout
     assert '  g  in "nurture"' in table.stdout
     assert dump(url) == before
