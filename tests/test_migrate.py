@@ -365,3 +365,23 @@ def test_the_change_list_of_any_two_flows(first: str, second: str) -> None:
     assert removed == set(a.stage_names) - set(b.stage_names)
     if a.stages == b.stages and a.skips == b.skips and a.recycles == b.recycles:
         assert not [c for c in changes if c.what in ("stage", "gate", "sla", "capacity", "skip", "recycle")]
+
+
+def test_a_value_the_new_version_cannot_hold_strands_its_lead(mig: tuple[str, Path]) -> None:
+    """Version 3 makes `owner` a number: every lead with owner "x" would be
+    stranded (no --map-stage can help); nothing is written."""
+    url, folder = mig
+    v3 = V1.replace("version 1", "version 3").replace("field owner text", "field owner int")
+    (folder / "v3.flow").write_text(v3, encoding="utf-8")
+    before = dump(url)
+    plan = json.loads(run(url, "deploy", str(folder / "v3.flow"), "--dry-run", "--json").stdout)
+    owners = ["b", "c", "d", "e", "f", "h"]
+    assert [s["id"] for s in plan["stranded"]] == owners
+    assert all("owner" in s["reason"] for s in plan["stranded"])
+    assert dump(url) == before
+    assert run(url, "deploy", str(folder / "v3.flow")).exit_code == 0
+    before = dump(url)
+    result = run(url, "migrate", "--flow", "mig", "--json")
+    assert result.exit_code == 1
+    assert [s["id"] for s in json.loads(result.stdout)["stranded"]] == owners
+    assert dump(url) == before
