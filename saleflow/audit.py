@@ -10,7 +10,8 @@ Per lead, streamed in (lead, lead_seq) order with flat memory:
   the store's key when there is one), each entry links to the one before;
 - the history: the first entry is the creation and only the first; each
   move starts where the lead was and is one its flow version defines (asked
-  of the compiled state machine); cycles grow exactly at recycles; every
+  of the compiled state machine); a migration keeps the stage unless its
+  data records a stage mapping (`migrate --map-stage`); cycles grow exactly at recycles; every
   other entry is recorded in the stage and version the lead was in;
 - the projection: folding the entries (fields from `created` and `set`,
   events, stage, cycle, version, SLA breaches) gives the stored lead, its
@@ -145,6 +146,15 @@ def _apply(fold: Fold, entry: JournalEntry, first: bool, flows: FlowLookup) -> l
             problems.append(f"cycle {entry.cycle} should be {fold.cycle}")
             fold.cycle = entry.cycle
     elif kind == "migrated":
+        # A migration keeps the lead's stage, unless a stage mapping
+        # (`migrate --map-stage`) put it elsewhere: its data says so.
+        mapped = data.get("from_stage")
+        if entry.stage != entry.from_stage and mapped != entry.from_stage:
+            problems.append(
+                f'changes the stage from "{entry.from_stage}" to "{entry.stage}" without a stage mapping'
+            )
+        elif mapped is not None and entry.stage == entry.from_stage:
+            problems.append(f'records a stage mapping from "{mapped}" but keeps the stage "{entry.stage}"')
         fold.version, fold.stage = entry.version, entry.stage
     elif kind == "set":
         changes = data.get("fields")

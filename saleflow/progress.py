@@ -253,19 +253,22 @@ class Work:
         self._fill()
         return lead
 
-    def migrate(self, lead: Lead, cf: CompiledFlow) -> Lead:
-        """Move a lead to another version of its flow, keeping its stage,
-        fields and cycle; audited as kind "migrate"; then let it progress
-        under the new version's gates."""
-        if not cf.has_stage(lead.stage):
-            hint = did_you_mean(lead.stage, cf.flow.stage_names)
+    def migrate(self, lead: Lead, cf: CompiledFlow, *, stage: str | None = None) -> Lead:
+        """Move a lead to another version of its flow, keeping its fields
+        and cycle, and its stage unless `stage` maps it to another (`migrate
+        --map-stage`: the lead enters `stage` then, and the entry's data
+        says where it came from); audited as kind "migrate"; then let it
+        progress under the new version's gates."""
+        target = lead.stage if stage is None else stage
+        if not cf.has_stage(target):
+            hint = did_you_mean(target, cf.flow.stage_names)
             raise Rejected(
                 f'lead "{lead.id}" cannot move to version {cf.version} of flow "{cf.name}": that version '
-                f'has no stage "{lead.stage}"'
+                f'has no stage "{target}"'
                 + (f" ({hint})" if hint else "")
                 + "; force the lead to a stage both versions have first",
                 lead_id=lead.id,
-                stage=lead.stage,
+                stage=target,
             )
         for name, value in lead.fields.items():
             definition = cf.flow.field(name)
@@ -278,17 +281,25 @@ class Work:
                         lead_id=lead.id,
                     ) from None
         old = lead.version
-        lead.version = cf.version
+        source = lead.stage
         when = max(self.at, lead.entered_at)  # keep the history in time order
-        self._journal(
-            lead,
-            "migrated",
-            "migrate",
-            lead.stage,
-            f"version {old} -> {cf.version}",
-            {"from_version": old, "to_version": cf.version},
-            when,
-        )
+        data: dict[str, Any] = {"from_version": old, "to_version": cf.version}
+        reason = f"version {old} -> {cf.version}"
+        if target != source:
+            # Leaving `source` as any move does: a breach of its SLA is
+            # counted, its place in a waiting line and in its stage freed.
+            before = self.flows(lead.flow, old)
+            self._check_sla(lead, before, when)
+            self.tx.remove_waiting(lead.id)
+            left = before.flow.stage(source)
+            if left is not None and left.capacity:
+                self._freed.add((lead.flow, old, source))
+            lead.stage = target
+            lead.entered_at = when
+            data["from_stage"] = source
+            reason += f", stage {source} -> {target}"
+        lead.version = cf.version
+        self._journal(lead, "migrated", "migrate", source, reason, data, when)
         events = self.tx.events(lead.id, lead.cycle)
         lead = self._progress(lead, cf, events, force_save=True)
         self._fill()

@@ -284,6 +284,19 @@ class Store(Protocol):
         ...
 
     def events_of(self, lead_id: str) -> list[EventRecord]: ...
+    # Reads for dry runs (migration.py).
+    def deployed_versions(self, name: str) -> list[tuple[int, str, str]]:
+        """(version, content hash, source) of every deployed version of `name`."""
+        ...
+
+    def waiting_of(self, flow: str) -> list[tuple[str, str, float, datetime]]:
+        """The waiting lines of `flow`: (lead, stage, score, since)."""
+        ...
+
+    def events_of_leads(self, ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """Every event of each of `ids`, all cycles, oldest first."""
+        ...
+
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:
         """A lead's recorded SLA breaches."""
         ...

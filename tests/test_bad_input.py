@@ -928,3 +928,97 @@ CASES.update(
         ),
     }
 )
+
+
+# ---------------------------------------------------------------------------
+# deploy --dry-run and migrate (SPEC §7): the shared database has the_model
+# version 1 only, so every --map-stage here names something missing.
+# ---------------------------------------------------------------------------
+
+
+def write_changed_model(db: Db) -> None:
+    """the_model with a changed threshold that still says version 1."""
+    source = Path(THE_MODEL).read_text(encoding="utf-8").replace("when score >= 60", "when score >= 70")
+    (db.folder / "changed_v1.flow").write_text(source, encoding="utf-8")
+
+
+CASES.update(
+    {
+        "deploy --dry-run: a changed flow that keeps its version": case(
+            "deploy '{folder}/changed_v1.flow' --dry-run",
+            code=2,
+            fragment='flow "the_model" version 1 is already deployed with other content; raise its version to 2',
+            setup=write_changed_model,
+        ),
+        "deploy --dry-run --json: a changed flow that keeps its version": case(
+            "deploy '{folder}/changed_v1.flow' --dry-run --json",
+            code=2,
+            fragment="raise its version to 2",
+            setup=write_changed_model,
+        ),
+        "deploy --dry-run: an invalid flow": case(
+            "deploy '{folder}/broken.flow' --dry-run",
+            code=2,
+            fragment="broken.flow is not a valid flow (1 error)",
+            style=DIAGNOSTICS,
+            setup=write_files,
+        ),
+        "deploy --json without --dry-run": case(
+            f"deploy '{THE_MODEL}' --json", code=2, fragment="--json goes with --dry-run"
+        ),
+        "migrate: an unknown flow": case(
+            "migrate --flow nope", code=3, fragment='flow "nope" is not deployed'
+        ),
+        "migrate --dry-run: an unknown flow": case(
+            "migrate --flow nope --dry-run", code=3, fragment='flow "nope" is not deployed'
+        ),
+        "migrate --to-version unknown": case(
+            "migrate --flow the_model --to-version 7",
+            code=3,
+            fragment="has no version 7 (deployed versions: 1)",
+        ),
+        "migrate --to-version 0": case(
+            "migrate --flow the_model --to-version 0", code=2, fragment="--to-version", style=USAGE
+        ),
+        "migrate --to-version 2**31": case(
+            f"migrate --flow the_model --to-version {2**31}", code=2, fragment="--to-version", style=USAGE
+        ),
+        "migrate --to-version 2**63": case(
+            f"migrate --flow the_model --to-version {2**63}", code=2, fragment="--to-version", style=USAGE
+        ),
+        "migrate --to-version many": case(
+            "migrate --flow the_model --to-version many", code=2, fragment="--to-version", style=USAGE
+        ),
+        "migrate --map-stage to a stage the version lacks": case(
+            "migrate --flow the_model --map-stage lead=heaven",
+            code=2,
+            fragment='flow "the_model" version 1 has no stage "heaven"',
+        ),
+        "migrate --map-stage to a misspelt stage": case(
+            "migrate --flow the_model --map-stage lead=nurturng --dry-run",
+            code=2,
+            fragment='did you mean "nurturing"?',
+        ),
+        "migrate --map-stage from a stage no older version has": case(
+            "migrate --flow the_model --map-stage limbo=lead", code=2, fragment='has a stage "limbo"'
+        ),
+        "migrate --map-stage without =": case(
+            "migrate --flow the_model --map-stage lead", code=2, fragment='--map-stage "lead" is not OLD=NEW'
+        ),
+        "migrate --map-stage with an empty side": case(
+            "migrate --flow the_model --map-stage =lead", code=2, fragment="is not OLD=NEW"
+        ),
+        "migrate --map-stage twice for one stage": case(
+            "migrate --flow the_model --map-stage lead=mql --map-stage lead=sql",
+            code=2,
+            fragment='maps stage "lead" twice',
+        ),
+        "migrate --map-stage with a NUL": case(
+            "migrate --flow the_model --map-stage le\x00ad=mql", code=2, fragment="NUL byte"
+        ),
+        "migrate --map-stage of 300 characters": case(
+            f"migrate --flow the_model --map-stage {'x' * 300}=mql", code=2, fragment="the limit is 255"
+        ),
+        "migrate --flow with a NUL": case("migrate --flow a\x00b", code=2, fragment="NUL byte"),
+    }
+)

@@ -42,7 +42,7 @@ from .connect import (
 )
 from .exporting import ExportQueries
 from .reporting import ReportQueries
-from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, journal_seal, leads
+from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, journal_seal, leads, waiting
 from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
@@ -57,6 +57,39 @@ JOURNAL_LOCK = advisory_key("journal", "publication")
 # with the last `seq` written: the change feed's followers listen on it.
 JOURNAL_CHANNEL = "saleflow_journal"
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
+
+
+def deployed_as(
+    name: str,
+    declared_version: int,
+    content_hash: str,
+    existing: Sequence[Sequence[Any]],
+    identity_of: Callable[[str], str | None] | None,
+) -> int | None:
+    """What deploying content `content_hash` at `declared_version` means
+    against the deployed rows `existing` (version, hash, source): the
+    version it already is, None when it is new and may be stored at its
+    declared version, or `BadInput` naming the version to use.  Shared by
+    `deploy_flow` and the dry run (`deployed_versions`)."""
+    for version, known_hash, known_source in existing:
+        if known_hash == content_hash:
+            return int(version)
+        legacy = identity_of is not None and not is_identity(known_hash)
+        if legacy and identity_of(known_source) == content_hash:  # type: ignore[misc]
+            return int(version)
+    latest = max((int(version) for version, _, _ in existing), default=0)
+    if declared_version <= latest:
+        taken = any(int(version) == declared_version for version, _, _ in existing)
+        why = (
+            "is already deployed with other content"
+            if taken
+            else f"is below the latest deployed version {latest}"
+        )
+        raise BadInput(
+            f'flow "{name}" version {declared_version} {why}; raise its version to '
+            f'{latest + 1} ("flow {name} version {latest + 1}") to deploy this change'
+        )
+    return None
 
 
 class SqlTransaction:
@@ -598,24 +631,9 @@ class SqlStore(ReportQueries, ExportQueries):
                 if lock is not None:
                     lock.execute(cur, {"key": advisory_key("deploy", name)})
                 existing = self._sql.flow_versions.all(cur, {"name": name})
-                for version, known_hash, known_source in existing:
-                    if known_hash == content_hash:
-                        return int(version), False
-                    legacy = identity_of is not None and not is_identity(known_hash)
-                    if legacy and identity_of(known_source) == content_hash:  # type: ignore[misc]
-                        return int(version), False
-                latest = max((int(version) for version, _, _ in existing), default=0)
-                if declared_version <= latest:
-                    taken = any(int(version) == declared_version for version, _, _ in existing)
-                    why = (
-                        "is already deployed with other content"
-                        if taken
-                        else f"is below the latest deployed version {latest}"
-                    )
-                    raise BadInput(
-                        f'flow "{name}" version {declared_version} {why}; raise its version to '
-                        f'{latest + 1} ("flow {name} version {latest + 1}") to deploy this change'
-                    )
+                known = deployed_as(name, declared_version, content_hash, existing, identity_of)
+                if known is not None:
+                    return known, False
                 row = {
                     "name": name,
                     "version": declared_version,
@@ -661,6 +679,32 @@ class SqlStore(ReportQueries, ExportQueries):
     def flow_names(self) -> list[str]:
         stmt = select(flows.c.name).distinct().order_by(flows.c.name)
         return self._query(lambda conn: list(conn.execute(stmt).scalars()))
+
+    # -- reads for dry runs (migration.py): nothing here writes ----------------
+
+    def deployed_versions(self, name: str) -> list[tuple[int, str, str]]:
+        """(version, content hash, source) of every deployed version of `name`."""
+        stmt = self._sql.flow_versions
+        return [(int(v), h, s) for v, h, s in self._fetch(stmt, {"name": name})]
+
+    def waiting_of(self, flow: str) -> list[tuple[str, str, float, datetime]]:
+        """The waiting line of every stage of `flow`: (lead, stage, score, since)."""
+        W = waiting.c
+        stmt = select(W.lead_id, W.stage, W.score, W.since).where(W.flow == flow).order_by(W.lead_id)
+        return self._query(lambda conn: [tuple(row) for row in conn.execute(stmt)])  # type: ignore[misc]
+
+    def events_of_leads(self, ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """Every event of each of `ids`, all cycles, oldest first (a few queries)."""
+        found: dict[str, list[EventRecord]] = {lead_id: [] for lead_id in ids}
+        E = events.c
+        columns = (E.lead_id, E.name, E.at, E.channel, E.content, E.count, E.cycle)
+        for start in range(0, len(ids), 5000):
+            part = list(ids[start : start + 5000])
+            stmt = select(*columns).where(E.lead_id.in_(part)).order_by(E.lead_id, E.at, E.id)
+            rows = self._query(lambda conn, stmt=stmt: list(conn.execute(stmt)))  # type: ignore[misc]
+            for row in rows:
+                found[row[0]].append(EventRecord(*row[1:]))
+        return found
 
     # -- leads ----------------------------------------------------------------
 
