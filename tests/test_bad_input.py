@@ -963,9 +963,6 @@ CASES.update(
             style=DIAGNOSTICS,
             setup=write_files,
         ),
-        "deploy --json without --dry-run": case(
-            f"deploy '{THE_MODEL}' --json", code=2, fragment="--json goes with --dry-run"
-        ),
         "migrate: an unknown flow": case(
             "migrate --flow nope", code=3, fragment='flow "nope" is not deployed'
         ),
