@@ -542,12 +542,16 @@ class _Writer:
         self.count = 0
         self.next_seq = 1
         self.written = 0
-        data = "CAST(:data AS json)" if self.pg else ":data"
-        self.insert = sa.text(
+        # Positional parameters through the driver (`exec_driver_sql`): an
+        # upgrade writes every entry ever made, and SQLAlchemy's per-row
+        # parameter processing would cost a third of the time.
+        mark = "%s" if self.pg else "?"
+        data = f"CAST({mark} AS json)" if self.pg else mark
+        self.insert = (
             "INSERT INTO journal (seq, lead_id, lead_seq, kind, move, from_stage, stage, cycle, at, "
-            "recorded_at, actor, reason, flow, version, data, prev_hash, hash) VALUES (:seq, :lead_id, "
-            ":lead_seq, :kind, :move, :from_stage, :stage, :cycle, :at, :recorded_at, :actor, :reason, "
-            f":flow, :version, {data}, :prev_hash, :hash)"
+            "recorded_at, actor, reason, flow, version, data, prev_hash, hash) VALUES ("
+            + ", ".join([mark] * 14 + [data, mark, mark])
+            + ")"
         )
 
     def add(self, entries: list[Any]) -> None:
@@ -571,35 +575,35 @@ class _Writer:
         if not self.count:
             return
         seqs = iter(self._seqs(self.count))
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for entries in self.pending:
             prev_hash = _GENESIS
             for lead_seq, entry in enumerate(entries, start=1):
                 entry.seal(next(seqs), lead_seq, prev_hash, self.key)
                 prev_hash = entry.hash
                 rows.append(
-                    {
-                        "seq": entry.seq,
-                        "lead_id": entry.lead_id,
-                        "lead_seq": entry.lead_seq,
-                        "kind": entry.kind,
-                        "move": entry.move,
-                        "from_stage": entry.from_stage,
-                        "stage": entry.stage,
-                        "cycle": entry.cycle,
-                        "at": self._time(entry.at),
-                        "recorded_at": self._time(entry.recorded_at),
-                        "actor": entry.actor,
-                        "reason": entry.reason,
-                        "flow": entry.flow,
-                        "version": entry.version,
-                        "data": entry.canonical_data(),  # the text the hash covers
-                        "prev_hash": entry.prev_hash,
-                        "hash": entry.hash,
-                    }
+                    (
+                        entry.seq,
+                        entry.lead_id,
+                        entry.lead_seq,
+                        entry.kind,
+                        entry.move,
+                        entry.from_stage,
+                        entry.stage,
+                        entry.cycle,
+                        self._time(entry.at),
+                        self._time(entry.recorded_at),
+                        entry.actor,
+                        entry.reason,
+                        entry.flow,
+                        entry.version,
+                        entry.canonical_data(),  # the text the hash covers
+                        entry.prev_hash,
+                        entry.hash,
+                    )
                 )
         for start in range(0, len(rows), ROWS):
-            self.bind.execute(self.insert, rows[start : start + ROWS])
+            self.bind.exec_driver_sql(self.insert, rows[start : start + ROWS])
         self.written += len(rows)
         self.pending, self.count = [], 0
 
