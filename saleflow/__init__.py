@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .engine import Deployment, Engine
     from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, StoreError
     from .importer import BadRow, BadRows, ImportResult
+    from .journal import JournalEntry
     from .records import AuditEntry, Blocker, Lead, LeadView, MoveVerdict
 
 _EXPORTS = {
@@ -35,6 +36,7 @@ _EXPORTS = {
     "BadRow": "importer",
     "BadRows": "importer",
     "AuditEntry": "records",
+    "JournalEntry": "journal",
     "Blocker": "records",
     "Lead": "records",
     "LeadView": "records",
@@ -59,6 +61,7 @@ __all__ = [
     "Engine",
     "FlowInvalid",
     "ImportResult",
+    "JournalEntry",
     "Lead",
     "LeadView",
     "MoveVerdict",

@@ -578,25 +578,31 @@ def show_command(settings: Settings, lead_id: str, as_json: bool) -> None:
 
 @main.command("history")
 @click.argument("lead_id", metavar="ID")
+@click.option(
+    "--all", "all_entries", is_flag=True, help="Every journal entry: fields set, events, SLA breaches too."
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_settings
-def history_command(settings: Settings, lead_id: str, as_json: bool) -> None:
-    """A lead's audit entries, oldest first."""
+def history_command(settings: Settings, lead_id: str, all_entries: bool, as_json: bool) -> None:
+    """A lead's moves (with --all, its whole journal), oldest first."""
     with open_engine(settings) as engine:
-        entries = engine.history(lead_id)
+        entries = engine.history(lead_id, moves_only=not all_entries)
     if as_json:
-        echo_json(serialise.history_json(entries))
+        echo_json(serialise.history_json(entries, all_entries=all_entries))
         return
     # One lead's history is short: size the stage columns to its names.
     width = max(
-        [14, *(len(serialise.value_text(e.from_stage)) for e in entries), *(len(e.to_stage) for e in entries)]
+        [14, *(len(serialise.value_text(e.from_stage)) for e in entries), *(len(e.stage) for e in entries)]
     )
-    for e in entries:
+    for number, e in enumerate(entries, start=1):
         reason = f"  ({e.reason})" if e.reason else ""
-        click.echo(
-            f"{e.seq:>4}  {e.at.isoformat()}  {serialise.value_text(e.from_stage):>{width}} -> {e.to_stage:<{width}} "
-            f"{e.kind:<8} {e.actor}{reason}"
-        )
+        if all_entries:
+            number = e.lead_seq
+        if e.kind is not None:
+            what = f"{serialise.value_text(e.from_stage):>{width}} -> {e.stage:<{width}} {e.kind:<8}"
+        else:
+            what = f"{serialise.entry_text(e):<{2 * width + 13}}"
+        click.echo(f"{number:>4}  {e.at.isoformat()}  {what} {e.actor}{reason}")
 
 
 @main.command("leads")

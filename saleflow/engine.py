@@ -27,12 +27,12 @@ from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
 from .identity import identity
+from .journal import JournalEntry
 from .limits import MAX_INT32, check_id, check_int, check_text, check_time
 from .model import Flow
 from .parse import load_flow, parse_flow
 from .progress import Step, Work, sla_days, sla_due
 from .records import (
-    AuditEntry,
     EventRecord,
     FieldValue,
     Lead,
@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
-Callback = Callable[[AuditEntry], Any]
+Callback = Callable[[JournalEntry], Any]
 
 # A write of the caller's own to make in the same transaction as the next
 # operation (the HTTP service's idempotency key): see `Engine.alongside`.
@@ -273,11 +273,12 @@ class Engine:
             _ALONGSIDE.reset(token)
 
     def on_enter(self, stage: str, callback: Callback) -> None:
-        """Call `callback(audit_entry)` after a commit in which a lead entered `stage`."""
+        """Call `callback(entry)` after a commit in which a lead entered
+        `stage` (`entry` is the journal entry with its move)."""
         self._callbacks[stage].append(callback)
 
     # ------------------------------------------------------- transactions
-    def _run(self, body: Callable[[Transaction], T], entries: list[AuditEntry]) -> T:
+    def _run(self, body: Callable[[Transaction], T], entries: list[JournalEntry]) -> T:
         """Run `body` in one transaction, retrying conflicts; then callbacks."""
         alongside = _ALONGSIDE.get()
         for attempt in range(ATTEMPTS):
@@ -297,7 +298,7 @@ class Engine:
         self._notify(entries)
         return result
 
-    def _notify(self, entries: list[AuditEntry]) -> None:
+    def _notify(self, entries: list[JournalEntry]) -> None:
         """Run the `on_enter` callbacks of committed entries.  Every callback
         runs even if one fails; the first failure is raised afterwards (the
         change itself is committed either way)."""
@@ -305,7 +306,9 @@ class Engine:
             return  # the usual case; a batch commits thousands of entries
         failure: BaseException | None = None
         for entry in entries:
-            for callback in self._callbacks.get(entry.to_stage, ()):
+            if entry.kind is None:
+                continue  # not an entry into a stage
+            for callback in self._callbacks.get(entry.stage, ()):
                 try:
                     callback(entry)
                 except Exception as exc:
@@ -313,8 +316,9 @@ class Engine:
         if failure is not None:
             raise failure
 
-    def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[AuditEntry]) -> Work:
-        return Work(tx, self.compiled, at, _name(actor, "the actor") if actor else self.actor, entries)
+    def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[JournalEntry]) -> Work:
+        who = _name(actor, "the actor") if actor else self.actor
+        return Work(tx, self.compiled, at, who, entries, self.now())
 
     def _locked(self, tx: Transaction, lead_id: str) -> Lead:
         lead = tx.lock_lead(lead_id)
@@ -343,7 +347,7 @@ class Engine:
         when = self._at(at)
         raw = {**(fields or {}), **more_fields}
         values = self._coerce(cf, raw, lead_id)
-        entries: list[AuditEntry] = []
+        entries: list[JournalEntry] = []
 
         def body(tx: Transaction) -> Lead:
             if tx.lock_lead(lead_id) is not None:
@@ -371,13 +375,13 @@ class Engine:
         created = 0
         for batch in chunked(rows, chunk):
             typed = [(_lead_id(lead_id), self._coerce(cf, values, lead_id)) for lead_id, values in batch]
-            entries: list[AuditEntry] = []
+            entries: list[JournalEntry] = []
 
             def body(
                 tx: Transaction,
                 typed: list[tuple[str, dict[str, FieldValue]]] = typed,
                 batch: list[tuple[str, Mapping[str, Any]]] = batch,
-                entries: list[AuditEntry] = entries,
+                entries: list[JournalEntry] = entries,
             ) -> None:
                 work = self._work(tx, self._when(when), actor, entries)
                 newest = cf if pinned else self._newest(tx, cf)
@@ -419,7 +423,7 @@ class Engine:
         lead_id = _lead_id(lead_id)
         when = self._at(at)
         raw = {**(values or {}), **more}
-        entries: list[AuditEntry] = []
+        entries: list[JournalEntry] = []
 
         def body(tx: Transaction) -> Lead:
             lead = self._locked(tx, lead_id)
@@ -449,7 +453,7 @@ class Engine:
         when = self._at(at)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise BadInput(f"an event's count must be a whole number from 1 to {MAX_COUNT}, not {count!r}")
-        entries: list[AuditEntry] = []
+        entries: list[JournalEntry] = []
 
         def body(tx: Transaction) -> Lead:
             lead = self._locked(tx, lead_id)
@@ -470,7 +474,7 @@ class Engine:
         happened before a recycle counts in the cycle it happened in."""
         if lead.cycle == 1 or when >= lead.entered_at:
             return lead.cycle
-        recycles = [e.at for e in self.store.history(lead.id) if e.kind == "recycle"]
+        recycles = [e.at for e in self.store.journal(lead.id) if e.kind == "recycle"]
         return 1 + sum(1 for at in recycles if at <= when)
 
     def advance(
@@ -494,7 +498,7 @@ class Engine:
         if force and not (reason and reason.strip()):
             raise BadInput("a forced move needs a reason (--reason)")
         when = self._at(at)
-        entries: list[AuditEntry] = []
+        entries: list[JournalEntry] = []
 
         def body(tx: Transaction) -> Lead:
             lead = self._locked(tx, lead_id)
@@ -529,7 +533,7 @@ class Engine:
                 raise BadInput(f"a flow version is a whole number, not {version!r}")
             check_int(version, "a flow version", 1, MAX_INT32)
         when = self._at(at)
-        entries: list[AuditEntry] = []
+        entries: list[JournalEntry] = []
 
         def body(tx: Transaction) -> Lead:
             lead = self._locked(tx, lead_id)
@@ -576,9 +580,9 @@ class Engine:
         moves = breaches = 0
         for leads in self.store.iter_leads(flow=flow, chunk=chunk):
             ids = [lead.id for lead in leads]
-            entries: list[AuditEntry] = []
+            entries: list[JournalEntry] = []
 
-            def body(tx: Transaction, ids: list[str] = ids, entries: list[AuditEntry] = entries) -> int:
+            def body(tx: Transaction, ids: list[str] = ids, entries: list[JournalEntry] = entries) -> int:
                 with write_behind(tx, ids) as work_tx:
                     work = self._work(work_tx, self._when(when), actor, entries)
                     for lead_id in ids:
@@ -591,7 +595,7 @@ class Engine:
                 breaches += self._run(body, entries)  # of the attempt that committed
             except Corrupt as err:
                 raise self._which_corrupt(err, ids) from None
-            moves += len(entries)
+            moves += sum(1 for entry in entries if entry.entry == "moved")
         return TickResult(moves, breaches)
 
     def _which_corrupt(self, err: Corrupt, ids: list[str]) -> Corrupt:
@@ -602,7 +606,7 @@ class Engine:
         for lead_id in ids:
             try:
                 self.store.get_lead(lead_id)
-                self.store.history(lead_id)
+                self.store.journal(lead_id)
                 self.store.events_of(lead_id)
             except Corrupt as found:
                 return found
@@ -725,11 +729,15 @@ class Engine:
             stages = sorted(s for s in (stages or team_stages) if s in team_stages)
         return flow, stages
 
-    def history(self, lead_id: str) -> list[AuditEntry]:
+    def history(self, lead_id: str, *, moves_only: bool = True) -> list[JournalEntry]:
+        """A lead's journal, oldest first: its moves (SPEC §3's audit
+        entries, the first one its creation) or, with ``moves_only=False``,
+        every entry (fields set, events, SLA breaches too)."""
         lead_id = _lead_id(lead_id)
         if self.store.get_lead(lead_id) is None:
             raise NotFound(f'lead "{lead_id}" does not exist')
-        return self.store.history(lead_id)
+        entries = self.store.journal(lead_id)
+        return [e for e in entries if e.kind is not None] if moves_only else entries
 
     def verify(self) -> list[audit_mod.Problem]:
         """Recompute every hash chain and replay every lead's history."""

@@ -25,12 +25,13 @@ from typing import Any
 
 from .jsontext import canonical, quote
 
-# The kinds of entry, in the glossary's words.
+# The kinds of entry (`JournalEntry.entry`), in the glossary's words.
 ENTRY_KINDS: tuple[str, ...] = ("created", "set", "event", "moved", "migrated", "sla_breach")
 
-# The move kinds of SPEC §3, plus "create" (the first entry of a lead made
-# here) and "migrate" (a `migrated` entry): an entry with a `move` is what
-# SPEC §3 calls an audit entry, and what plain `history` shows.
+# The kinds of move of SPEC §3 (`JournalEntry.kind`), plus "create" (the
+# first entry of a lead made here) and "migrate" (a `migrated` entry): an
+# entry with a kind of move is what SPEC §3 calls an audit entry, and what
+# plain `history` shows.
 MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import", "migrate")
 
 GENESIS_HASH = "0" * 64
@@ -45,9 +46,11 @@ class JournalEntry:
 
     - `seq`: global position, strictly increasing (the change feed's cursor);
     - `lead_seq`: 1, 2, 3… per lead;
-    - `kind`: one of `ENTRY_KINDS`;
-    - `move`: the move kind of SPEC §3 for ``created`` (create or import),
-      ``moved`` and ``migrated`` (migrate) entries; None for the others;
+    - `entry`: the kind of entry, one of `ENTRY_KINDS`;
+    - `kind`: the kind of move of SPEC §3 for ``created`` (create or
+      import), ``moved`` and ``migrated`` (migrate) entries, None for the
+      others: an entry with a `kind` is a §3 audit entry, and reads as one
+      did before the journal (`history` keeps SPEC §4's keys);
     - `from_stage`: where a move started (None for everything else);
     - `stage`: the lead's stage after the entry;
     - `cycle`: the lead's cycle the entry belongs to;
@@ -61,8 +64,8 @@ class JournalEntry:
     seq: int
     lead_id: str
     lead_seq: int
-    kind: str
-    move: str | None
+    entry: str
+    kind: str | None
     from_stage: str | None
     stage: str
     cycle: int
@@ -103,8 +106,8 @@ class JournalEntry:
             "seq": self.seq,
             "lead_id": self.lead_id,
             "lead_seq": self.lead_seq,
+            "entry": self.entry,
             "kind": self.kind,
-            "move": self.move,
             "from": self.from_stage,
             "stage": self.stage,
             "cycle": self.cycle,
@@ -144,19 +147,24 @@ class JournalEntry:
 
     def _canonical_text(self) -> str:
         seq, lead_seq, version, cycle = self.seq, self.lead_seq, self.version, self.cycle
-        if type(seq) is not int or type(lead_seq) is not int or type(version) is not int or type(cycle) is not int:
+        if (
+            type(seq) is not int
+            or type(lead_seq) is not int
+            or type(version) is not int
+            or type(cycle) is not int
+        ):
             raise TypeError("a counter that is not an int")
         return _CANONICAL_ENTRY % (
             quote(self.actor),
             _quoted_time(self.at),
             cycle,
             self.canonical_data(),
+            quote(self.entry),
             quote(self.flow),
             "null" if self.from_stage is None else quote(self.from_stage),
-            quote(self.kind),
+            "null" if self.kind is None else quote(self.kind),
             quote(self.lead_id),
             lead_seq,
-            "null" if self.move is None else quote(self.move),
             quote(self.prev_hash),
             "null" if self.reason is None else quote(self.reason),
             _quoted_time(self.recorded_at),
@@ -169,8 +177,8 @@ class JournalEntry:
 # `canonical(payload)` of an entry, its keys in sorted order; each %s is a
 # JSON text (a quoted string, null, an object), each %d an int.
 _CANONICAL_ENTRY = (
-    '{"actor":%s,"at":%s,"cycle":%d,"data":%s,"flow":%s,"from":%s,"kind":%s,"lead_id":%s,'
-    '"lead_seq":%d,"move":%s,"prev_hash":%s,"reason":%s,"recorded_at":%s,"seq":%d,"stage":%s,'
+    '{"actor":%s,"at":%s,"cycle":%d,"data":%s,"entry":%s,"flow":%s,"from":%s,"kind":%s,'
+    '"lead_id":%s,"lead_seq":%d,"prev_hash":%s,"reason":%s,"recorded_at":%s,"seq":%d,"stage":%s,'
     '"version":%d}'
 )
 

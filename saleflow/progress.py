@@ -2,8 +2,9 @@
 
 Layer 4, below `engine.py`.  `Step` is a read-only look at a lead at one
 moment (its facts, score, and the verdict on each move); `Work` changes leads
-inside an open `Transaction`: it applies moves (each with its own hash-chained
-audit entry), runs automatic progress (furthest enabled move first, manual
+inside an open `Transaction`: every change it makes is a journal entry
+(created, set, event, moved, migrated, sla_breach) appended in the same
+transaction; it applies moves, runs automatic progress (furthest enabled move first, manual
 stages never entered automatically, auto recycles), keeps the capacity
 waiting line, and lets waiting leads in, best score first, when room frees.
 """
@@ -18,10 +19,9 @@ from .coerce import coerce
 from .compile import CompiledFlow, Move
 from .errors import BadInput, Rejected, did_you_mean
 from .guards import Facts
+from .journal import JournalEntry
 from .model import Stage
 from .records import (
-    GENESIS_HASH,
-    AuditEntry,
     Blocker,
     EventRecord,
     FieldValue,
@@ -32,7 +32,6 @@ from .records import (
 )
 
 CountInStage = Callable[[str, str], int]
-_UNREAD: Any = object()  # a lead whose last audit entry is not read yet
 FlowLookup = Callable[[str, int], CompiledFlow]
 
 
@@ -118,7 +117,9 @@ class Step:
 
 
 class Work:
-    """Changes made inside one transaction; collects the audit entries."""
+    """Changes made inside one transaction; collects their journal entries.
+    `at` is the time of the operation (``--at`` may back-date it),
+    `recorded_at` the engine's clock when it runs."""
 
     def __init__(
         self,
@@ -126,14 +127,15 @@ class Work:
         flows: FlowLookup,
         at: datetime,
         actor: str,
-        entries: list[AuditEntry],
+        entries: list[JournalEntry],
+        recorded_at: datetime | None = None,
     ) -> None:
         self.tx = tx
         self.flows = flows
         self.at = at
+        self.recorded_at = at if recorded_at is None else recorded_at
         self.actor = actor
         self.entries = entries
-        self._last: dict[str, AuditEntry | None] = {}
         self._freed: set[tuple[str, int, str]] = set()
         self.breaches = 0  # SLA breaches newly recorded
 
@@ -160,8 +162,9 @@ class Work:
         step = Step(cf, lead, [], self.at)
         lead.score = step.score()  # inserted with its score: no update needed
         self.tx.insert_lead(lead)
-        self._last[lead_id] = None
-        self._audit(lead, None, kind, reason if kind == "import" else None, {})
+        self._journal(
+            lead, "created", kind, None, reason if kind == "import" else None, {"fields": dict(fields)}
+        )
         if progress:
             lead = self._progress(lead, cf, [], facts=step.facts)
             self._fill()
@@ -171,12 +174,18 @@ class Work:
         """Set (None: unset) fields; `progress=False` only saves them."""
         cf = self.flows(lead.flow, lead.version)
         fields = dict(lead.fields)
+        changed: dict[str, list[FieldValue]] = {}
         for name, value in values.items():
+            old = fields.get(name)
             if value is None:
                 fields.pop(name, None)
             else:
                 fields[name] = value
+            if old != value or type(old) is not type(value):
+                changed[name] = [old, value]
         lead.fields = fields
+        if changed:
+            self._journal(lead, "set", None, None, None, {"fields": changed})
         events = self.tx.events(lead.id, lead.cycle)
         if not progress:
             return self._save(lead, events)
@@ -187,6 +196,8 @@ class Work:
     def record_event(self, lead: Lead, event: EventRecord) -> Lead:
         cf = self.flows(lead.flow, lead.version)
         self.tx.insert_event(lead.id, event)
+        data = {"event": event.name, "count": event.count, "channel": event.channel, "content": event.content}
+        self._journal(lead, "event", None, None, None, data, event.at, event.cycle)
         events = self.tx.events(lead.id, lead.cycle)
         lead = self._progress(lead, cf, events, force_save=True)
         self._fill()
@@ -268,8 +279,14 @@ class Work:
         old = lead.version
         lead.version = cf.version
         when = max(self.at, lead.entered_at)  # keep the history in time order
-        self._audit(
-            lead, lead.stage, "migrate", f"version {old} -> {cf.version}", {"from_version": old}, when
+        self._journal(
+            lead,
+            "migrated",
+            "migrate",
+            lead.stage,
+            f"version {old} -> {cf.version}",
+            {"from_version": old, "to_version": cf.version},
+            when,
         )
         events = self.tx.events(lead.id, lead.cycle)
         lead = self._progress(lead, cf, events, force_save=True)
@@ -316,35 +333,37 @@ class Work:
         lead.updated_at = self.at
         return self.tx.update_lead(lead)
 
-    def _audit(
+    def _journal(
         self,
         lead: Lead,
+        entry_kind: str,
+        move: str | None,
         source: str | None,
-        kind: str,
         reason: str | None,
-        values: dict[str, Any],
+        data: dict[str, Any],
         at: datetime | None = None,
+        cycle: int | None = None,
     ) -> None:
-        last = self._last.get(lead.id, _UNREAD)
-        if last is _UNREAD:
-            last = self._last[lead.id] = self.tx.last_audit(lead.id)
-        entry = AuditEntry.sealed(
+        """Append one journal entry for `lead` as it stands now; the store
+        gives it its place and seals it at the commit."""
+        entry = JournalEntry(
+            0,
             lead.id,
-            1 if last is None else last.seq + 1,
+            0,
+            entry_kind,
+            move,
             source,
             lead.stage,
-            kind,
+            lead.cycle if cycle is None else cycle,
+            at or self.at,
+            self.recorded_at,
             self.actor,
             reason,
-            at or self.at,
             lead.flow,
             lead.version,
-            lead.cycle,
-            values,
-            GENESIS_HASH if last is None else last.hash,
+            data,
         )
-        self.tx.append_audit(entry)
-        self._last[lead.id] = entry
+        self.tx.append(entry)
         self.entries.append(entry)
 
     def _apply(
@@ -373,7 +392,7 @@ class Work:
         # stage: the history stays in time order, so time in stage is never
         # negative.
         lead.entered_at = max(self.at, lead.entered_at)
-        self._audit(lead, source, kind, reason, values, lead.entered_at)
+        self._journal(lead, "moved", kind, source, reason, {"values": values}, lead.entered_at)
         self.tx.remove_waiting(lead.id)
         left = cf.flow.stage(source)
         if left is not None and left.capacity:
@@ -491,3 +510,5 @@ class Work:
             )
         ):
             self.breaches += 1
+            data = {"entered_at": lead.entered_at.isoformat(), "due_at": due.isoformat()}
+            self._journal(lead, "sla_breach", None, None, None, data, at)

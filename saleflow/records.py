@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from .errors import NO_SPAN, Span
-from .journal import GENESIS_HASH, MOVE_KINDS, JournalEntry
+from .journal import JournalEntry
 
 MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]
 
@@ -267,4 +267,8 @@ class Store(Protocol):
         ...
 
     def events_of(self, lead_id: str) -> list[EventRecord]: ...
+    def breaches_of(self, lead_id: str) -> list[SlaBreach]:
+        """A lead's recorded SLA breaches."""
+        ...
+
     def close(self) -> None: ...

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .records import AuditEntry, Lead, LeadView
+from .journal import JournalEntry
+from .records import Lead, LeadView
 
 if TYPE_CHECKING:
     from .report import Overdue, Report
@@ -40,11 +41,15 @@ def show_json(view: LeadView) -> dict[str, Any]:
     return view.to_json()
 
 
-def history_entry_json(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
+def history_entry_json(entry: JournalEntry, number: int, *, all_entries: bool = False) -> dict[str, Any]:
+    """One entry of `history --json` (SPEC §4): `seq` is `number`, `kind`
+    the kind of move (None for an entry that is not a move), `position` the
+    entry's global `seq`.  With `all_entries` (`history --all`), `entry`
+    (the kind of entry) and `data` too."""
+    out: dict[str, Any] = {
+        "seq": number,
         "from": entry.from_stage,
-        "to": entry.to_stage,
+        "to": entry.stage,
         "kind": entry.kind,
         "actor": entry.actor,
         "reason": entry.reason,
@@ -53,12 +58,45 @@ def history_entry_json(entry: AuditEntry) -> dict[str, Any]:
         "flow": entry.flow,
         "version": entry.version,
         "values": dict(entry.values),
+        "position": entry.seq,
+        "recorded_at": entry.recorded_at.isoformat(),
     }
+    if all_entries:
+        out["entry"] = entry.entry
+        out["data"] = dict(entry.data)
+    return out
 
 
-def history_json(entries: Iterable[AuditEntry]) -> list[dict[str, Any]]:
-    """`history --json`: the lead's audit entries, oldest first."""
-    return [history_entry_json(e) for e in entries]
+def history_json(entries: Iterable[JournalEntry], *, all_entries: bool = False) -> list[dict[str, Any]]:
+    """`history --json`: the lead's moves, numbered 1, 2, 3… as SPEC §4's
+    audit entries always were, or, with `all_entries`, every journal entry,
+    numbered as in the lead's journal; oldest first."""
+    if all_entries:
+        return [history_entry_json(e, e.lead_seq, all_entries=True) for e in entries]
+    return [history_entry_json(e, number) for number, e in enumerate(entries, start=1)]
+
+
+def entry_text(entry: JournalEntry) -> str:
+    """What an entry that is not a move says, readably: fields as
+    ``budget: 5000 → 20000``, an event with its count and channel."""
+    data = entry.data
+    if entry.entry == "set":
+        changes = data.get("fields")
+        parts = [
+            f"{name}: {value_text(change[0])} \u2192 {value_text(change[1])}"
+            for name, change in (changes.items() if isinstance(changes, dict) else ())
+            if isinstance(change, list) and len(change) == 2
+        ]
+        return "set " + ", ".join(parts)
+    if entry.entry == "event":
+        count = data.get("count")
+        text = f"event {data.get('event')}" + (f" \u00d7{count}" if count != 1 else "")
+        if data.get("channel"):
+            text += f" via {data.get('channel')}"
+        return text
+    if entry.entry == "sla_breach":
+        return f"SLA breached in {entry.stage} (due {data.get('due_at')})"
+    return entry.entry
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:

@@ -149,7 +149,13 @@ def test_concurrent_events_are_never_lost(db_url: str, pool: Any) -> None:
         expected = "hot" if ping >= 20 and pong >= 5 else "warm" if ping >= 5 else "cold"
         assert view.stage == expected
         history = engine.history(lead_id)
-        assert [e.seq for e in history] == list(range(1, len(history) + 1))  # no gaps, no repeats
+        journal = engine.history(lead_id, moves_only=False)
+        assert [e.lead_seq for e in journal] == list(range(1, len(journal) + 1))  # no gaps, no repeats
+        journalled = Counter[str]()
+        for e in journal:
+            if e.entry == "event":
+                journalled[e.data["event"]] += e.data["count"]
+        assert journalled["ping"] == stored["ping"] and journalled["pong"] == stored["pong"]
         assert [e.to_stage for e in history] == ["cold", "warm", "hot"][: len(history)]
         notes += total[f"{lead_id}/note"]
         stored_lead = engine.store.get_lead(lead_id)
@@ -172,7 +178,7 @@ def test_concurrent_creation_of_the_same_leads(db_url: str, pool: Any) -> None:
     assert sorted(x for x in created if x.startswith("race-")) == shared  # each exactly once
     assert refused == WORKERS * 6 - len(shared)
     assert len(list(engine.leads())) == WORKERS * 6 + len(shared)
-    assert all(e.seq == 1 for x in engine.leads() for e in engine.history(x.id))
+    assert all(e.lead_seq == 1 for x in engine.leads() for e in engine.history(x.id))
     assert engine.verify() == []
     engine.close()
 

@@ -53,7 +53,11 @@ def _moves(url: str) -> int:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM audit WHERE to_stage = 'b'")).scalar_one())
+            return int(
+                conn.execute(
+                    text("SELECT count(*) FROM journal WHERE entry = 'moved' AND stage = 'b'")
+                ).scalar_one()
+            )
     finally:
         engine.dispose()
 
@@ -94,8 +98,8 @@ def _nothing_half_written(url: str, count: int) -> int:
             last = dict(
                 conn.execute(
                     text(
-                        "SELECT lead_id, to_stage FROM audit a WHERE seq = "
-                        "(SELECT max(seq) FROM audit b WHERE b.lead_id = a.lead_id)"
+                        "SELECT lead_id, stage FROM journal a WHERE seq = "
+                        "(SELECT max(seq) FROM journal b WHERE b.lead_id = a.lead_id)"
                     )
                 ).all()
             )

@@ -563,11 +563,22 @@ def test_history_is_oldest_first_with_a_null_first_from(db_url: str) -> None:
     engine.set("h-1", email="h@x.example", at=T0 - timedelta(days=2))
     engine.record("h-1", "web_visit", at=T0 - timedelta(days=1))
     history = engine.history("h-1")
-    assert [e.seq for e in history] == [1, 2, 3]
+    # Between the moves, the journal holds the field set and the event.
+    assert [e.lead_seq for e in history] == [1, 3, 5]
+    assert [e.seq for e in history] == sorted(e.seq for e in history)
+    everything = engine.history("h-1", moves_only=False)
+    assert [(e.lead_seq, e.entry) for e in everything] == [
+        (1, "created"),
+        (2, "set"),
+        (3, "moved"),
+        (4, "event"),
+        (5, "moved"),
+    ]
     assert history[0].from_stage is None and history[0].kind == "create"
     assert [e.at for e in history] == [T0 - timedelta(days=d) for d in (3, 2, 1)]
     for before, after in itertools.pairwise(history):
         assert after.from_stage == before.to_stage
+    for before, after in itertools.pairwise(everything):
         assert after.prev_hash == before.hash
     with pytest.raises(NotFound):
         engine.history("nobody")

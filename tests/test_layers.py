@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "csvcell": 0,
     "model": 1,
     "records": 1,
+    "journal": 1,
     "unparse": 1,
     "identity": 1,
     "parse": 2,

@@ -115,5 +115,7 @@ def test_mypy_sees_the_real_type_of_every_export(tmp_path: Path) -> None:
     errors = [line for line in result.stdout.splitlines() if "error:" in line]
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(errors) == len(names), result.stdout
+    aliases = {"AuditEntry": "JournalEntry"}  # a §3 audit entry is a journal entry
     for line, name in zip(errors, names, strict=True):
-        assert f'expression has type "type[{name}]", variable has type "int"' in line, line
+        real = aliases.get(name, name)
+        assert f'expression has type "type[{real}]", variable has type "int"' in line, line

@@ -72,7 +72,7 @@ FIELDS = ["email", "company", "employees", "industry", "budget", "authority", "n
 
 def _state(engine: Engine, lead_id: str) -> Any:
     lead = engine.store.get_lead(lead_id)
-    return lead, engine.store.history(lead_id), engine.store.events_of(lead_id)
+    return lead, engine.store.journal(lead_id), engine.store.events_of(lead_id)
 
 
 @pytest.fixture

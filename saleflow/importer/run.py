@@ -16,8 +16,9 @@ from ..compile import CompiledFlow
 from ..csvcell import safe_row
 from ..engine import chunked, write_behind
 from ..errors import BadInput
+from ..journal import JournalEntry
 from ..progress import Work
-from ..records import AuditEntry, Transaction
+from ..records import Transaction
 from .plan import check_date_format, make_plan
 from .results import (
     DEFAULT_NULLS,
@@ -61,8 +62,8 @@ class _Tally:
             self.shown.append(row)
 
 
-class _Entries(list[AuditEntry]):
-    """The audit entries of the import's transaction, counted as they come.
+class _Entries(list[JournalEntry]):
+    """The journal entries of the import's transaction, counted as they come.
     They are kept only when `on_enter` callbacks will want them: a large
     file makes millions."""
 
@@ -71,10 +72,11 @@ class _Entries(list[AuditEntry]):
         self.keep = keep
         self.created = self.moves = self.placed = 0
 
-    def append(self, entry: AuditEntry) -> None:
-        if entry.from_stage is None:
+    def append(self, entry: JournalEntry) -> None:
+        kind = entry.entry
+        if kind == "created":
             self.created += 1
-        else:
+        elif kind == "moved":
             self.moves += 1
         if entry.kind == "import":
             self.placed += 1
@@ -334,7 +336,7 @@ def _second_pass(
     found: _Tally,
     report: _Reporter,
     tally: _Tally,
-    entries: list[AuditEntry],
+    entries: list[JournalEntry],
 ) -> None:
     """Apply the good rows in `tx`, chunk by chunk.  The bad rows must be
     those the first pass found (and wrote to the rejects file): otherwise
@@ -387,7 +389,7 @@ def _apply(
     cf: CompiledFlow,
     tx: Transaction,
     rows: list[Row],
-    entries: list[AuditEntry],
+    entries: list[JournalEntry],
     label: str,
     *,
     timed: bool,

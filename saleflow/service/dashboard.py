@@ -261,8 +261,8 @@ def lead_page(lead_id: str, request: Request) -> Response:
         for v in view.next
     )
     history = "".join(
-        f'<tr><td class="n">{e.seq}</td><td>{_e(e.at.isoformat(timespec="seconds"))}</td>'
-        f"<td>{_e(e.from_stage or '-')}</td><td>{_e(e.to_stage)}</td><td>{_e(e.kind)}</td>"
+        f'<tr><td class="n">{e.lead_seq}</td><td>{_e(e.at.isoformat(timespec="seconds"))}</td>'
+        f"<td>{_e(e.from_stage or '-')}</td><td>{_e(e.to_stage)}</td><td>{_e(e.kind or '')}</td>"
         f"<td>{_e(e.actor)}</td><td>{_e(e.reason or '')}</td></tr>"
         for e in entries
     )

@@ -1,10 +1,11 @@
 """Batch writes for imports: one transaction, many leads, few statements.
 
 `SqlTransaction.buffered()` returns a `BufferedTransaction`: the same
-`Transaction` protocol, with write-behind.  Created and changed leads, their
-audit entries and removals from the waiting line are held in memory and
-written at `flush()` with one ``executemany`` per table; the leads of a whole
-chunk, their last audit entries and their events are read up front with one
+`Transaction` protocol, with write-behind.  Created and changed leads and
+removals from the waiting line are held in memory and written at `flush()`
+with one ``executemany`` per table (journal entries are sealed and written
+by the real transaction at its commit, one ``executemany``); the leads of a whole
+chunk, their journals' newest entries and their events are read up front with one
 statement each (`prefetch`).  Per lead the engine then runs exactly as it
 does one operation at a time, but the database sees a few statements per
 chunk instead of several per lead.
@@ -27,11 +28,11 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from ..errors import Conflict
-from ..records import AuditEntry, EventRecord, Lead, SlaBreach, Transaction
+from ..journal import GENESIS_HASH, JournalEntry
+from ..records import EventRecord, Lead, SlaBreach, Transaction
 from .connect import translate
-from .schema import audit, events, leads
+from .schema import events, journal, leads
 from .statements import (
-    AUDIT_COLUMNS,
     EVENT_COLUMNS,
     LEAD_COLUMNS,
     LEAD_UPDATED,
@@ -42,7 +43,7 @@ from .statements import (
 if TYPE_CHECKING:
     from .sql import SqlStore, SqlTransaction
 
-L, E, A = leads.c, events.c, audit.c
+L, E, J = leads.c, events.c, journal.c
 
 # At most this many ids in one IN list (SQLite's default limit is 32,766).
 ID_BATCH = 5000
@@ -102,15 +103,13 @@ class BufferedTransaction:
         self._stored: dict[str, int] = {}
         self._new: dict[str, None] = {}  # created here, not yet written (ordered)
         self._dirty: dict[str, None] = {}  # stored leads changed here, not yet written
-        self._audit: list[AuditEntry] = []
-        self._last: dict[str, AuditEntry | None] = {}
         self._events: dict[str, list[EventRecord]] = {}
         self._unwait: dict[str, None] = {}
 
     # -- reading a chunk at once ---------------------------------------------
     def prefetch(self, ids: Iterable[str]) -> None:
         """Read (and on PostgreSQL lock, in id order) the leads `ids` with
-        their last audit entries and events: three statements per batch."""
+        their journals' newest entries and events: three statements per batch."""
         wanted = sorted({i for i in ids if i not in self._leads})
         if not wanted:
             return
@@ -125,7 +124,6 @@ class BufferedTransaction:
                 self._leads[lead.id] = lead
                 self._stored[lead.id] = lead.revision
                 self._events[lead.id] = []
-                self._last[lead.id] = None
                 present.append(lead.id)
             for lead_id in batch:
                 if lead_id not in self._stored:
@@ -133,17 +131,17 @@ class BufferedTransaction:
             if not present:
                 continue
             latest = (
-                select(A.lead_id, func.max(A.seq).label("seq"))
-                .where(A.lead_id.in_(present))
-                .group_by(A.lead_id)
+                select(J.lead_id, func.max(J.lead_seq).label("lead_seq"))
+                .where(J.lead_id.in_(present))
+                .group_by(J.lead_id)
                 .subquery()
             )
-            last = select(*AUDIT_COLUMNS).join(
-                latest, (A.lead_id == latest.c.lead_id) & (A.seq == latest.c.seq)
+            last = select(J.lead_id, J.lead_seq, J.hash).join(
+                latest, (J.lead_id == latest.c.lead_id) & (J.lead_seq == latest.c.lead_seq)
             )
-            for row in execute(last):
-                entry = AuditEntry(*row)
-                self._last[entry.lead_id] = entry
+            heads = dict.fromkeys(present, (0, GENESIS_HASH))
+            heads.update((row[0], (row[1], row[2])) for row in execute(last))
+            self._tx.know_heads(heads)
             stmt_events = (
                 select(E.lead_id, *EVENT_COLUMNS)
                 .where(E.lead_id.in_(present))
@@ -171,7 +169,7 @@ class BufferedTransaction:
             raise Conflict(f'lead "{lead.id}" was created at the same time by another process')
         self._leads[lead.id] = lead.copy()
         self._new[lead.id] = None
-        self._last[lead.id] = None
+        self._tx.know_heads({lead.id: (0, GENESIS_HASH)})
         self._events[lead.id] = []
 
     def update_lead(self, lead: Lead) -> Lead:
@@ -198,15 +196,8 @@ class BufferedTransaction:
         self._tx.insert_event(lead_id, event)
         self._events.pop(lead_id, None)  # read it back, in the database's order
 
-    def last_audit(self, lead_id: str) -> AuditEntry | None:
-        if lead_id in self._last:
-            return self._last[lead_id]
-        return self._tx.last_audit(lead_id)
-
-    def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        self._audit.append(entry)
-        self._last[entry.lead_id] = entry
-        return entry
+    def append(self, entry: JournalEntry) -> None:
+        self._tx.append(entry)  # sealed and written at the commit, after `flush`
 
     def lock_stage(self, flow: str, stage: str) -> None:
         self._tx.lock_stage(flow, stage)
@@ -234,8 +225,9 @@ class BufferedTransaction:
 
     # -- writing ----------------------------------------------------------------
     def flush(self) -> None:
-        """Write what is held: new leads, changed leads, audit entries,
-        removals from the waiting line; one ``executemany`` each."""
+        """Write what is held: new leads, changed leads, removals from the
+        waiting line; one ``executemany`` each.  Journal entries are the
+        real transaction's, written at its commit."""
         sql, cur = self._sql, self._cur
         try:
             if self._new:
@@ -247,8 +239,6 @@ class BufferedTransaction:
                 cur.executemany(update.sql, rows)
                 if cur.rowcount >= 0 and cur.rowcount != len(rows):
                     raise Conflict("a lead of this chunk was changed by another process")
-            if self._audit:
-                cur.executemany(sql.insert_audit.sql, list(map(sql.audit_row, self._audit)))
             if self._unwait:
                 remove = sql.remove_waiting
                 cur.executemany(remove.sql, [remove.params({"lead_id": i}) for i in self._unwait])
@@ -260,7 +250,6 @@ class BufferedTransaction:
             self._stored[lead_id] = self._lead(lead_id).revision
         self._new.clear()
         self._dirty.clear()
-        self._audit.clear()
         self._unwait.clear()
 
     def _lead(self, lead_id: str) -> Lead:

@@ -9,7 +9,7 @@ mean.
   field), recorded SLA breaches per stage, leads past a per-stage cutoff.
 - Streamed: each lead's history (`iter_histories`), a chunk of leads at a
   time in key order: the leads (id, and the field to group by, read from the
-  JSON document by the database), their audit entries and, when asked,
+  JSON document by the database), their moves (journal entries) and, when asked,
   their events with a channel.  Three range scans by lead id per chunk
   (on the primary keys, and the events' index), no sort of the whole log,
   and a chunk at a time in memory.
@@ -18,7 +18,7 @@ Why not window functions all the way: per lead-cycle figures need "the
 furthest stage reached *after* this entry" (``MAX() OVER (… ROWS BETWEEN 1
 FOLLOWING AND UNBOUNDED FOLLOWING)``), the time to the next entry
 (``LEAD()``), and the last touch before each entry.  Measured at 100,000 leads
-(536,000 audit entries) on SQLite, each such window pass took 2-8 s (SQLite
+(536,000 moves) on SQLite, each such window pass took 2-8 s (SQLite
 sorts the log again for every partition order and evaluates following-frame
 ``MAX`` by removing rows one by one), while streaming the same rows in key
 order and folding each lead's handful of entries took about 1.5 s.  The
@@ -59,10 +59,10 @@ from sqlalchemy.sql import ColumnElement
 
 from ..limits import MAX_TIME, MIN_TIME
 from ..records import Lead
-from .schema import Corrupt, UtcDateTime, audit, events, leads, sla_breaches
+from .schema import Corrupt, UtcDateTime, events, journal, leads, sla_breaches
 from .statements import LEAD_COLUMNS, Compiled, read_leads
 
-A, E, L, S = audit.c, events.c, leads.c, sla_breaches.c
+A, E, L, S = journal.c, events.c, leads.c, sla_breaches.c
 
 GroupValue = str | None
 
@@ -190,10 +190,12 @@ class ReportQueries:
         )
         first, last = bindparam("first", type_=L.id.type), bindparam("last", type_=L.id.type)
         entries = (
-            select(A.lead_id, A.cycle, A.from_stage, A.to_stage, A.kind, self._micros(A.at))
+            select(A.lead_id, A.cycle, A.from_stage, A.stage, A.kind, self._micros(A.at))
             .where(A.lead_id >= first, A.lead_id <= last, _unindexed(A.flow) == flow)
-            .where(A.kind != "migrate")  # a change of version, not of stage
-            .order_by(A.lead_id, A.seq)
+            # the moves: created and moved entries (a migration changes
+            # the version, not the stage)
+            .where(or_(A.entry == "created", A.entry == "moved"))
+            .order_by(A.lead_id, A.lead_seq)
         )
         found = [Compiled(page, dialect), Compiled(entries, dialect)]
         if touches:

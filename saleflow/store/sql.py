@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BadInput, Conflict, NotFound
 from ..identity import is_identity
-from ..records import AuditEntry, EventRecord, Lead, SlaBreach, Store, Transaction
+from ..journal import GENESIS_HASH, JournalEntry, key_from_environment
+from ..records import EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,
     advisory_key,
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
     from .bulk import BufferedTransaction
 
 T = TypeVar("T")
+# The journal's publication lock (PostgreSQL advisory lock): every write
+# transaction holds it shared; a change-feed reader takes it exclusive for a
+# moment to learn which positions are final.
+JOURNAL_LOCK = advisory_key("journal", "publication")
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
 
@@ -57,13 +62,18 @@ class SqlTransaction:
     dead (PostgreSQL aborts it): leave the ``with`` block, which rolls back,
     and retry the whole operation."""
 
-    __slots__ = ("_cur", "_sql", "_where", "connection")
+    __slots__ = ("_cur", "_heads", "_journal", "_key", "_sql", "_where", "connection")
 
-    def __init__(self, conn: Connection, sql: Statements, where: str) -> None:
+    def __init__(self, conn: Connection, sql: Statements, where: str, key: bytes | None = None) -> None:
         self.connection = conn  # the SQLAlchemy connection, for queries the protocol lacks
         self._cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         self._sql = sql
         self._where = where
+        self._key = key
+        # Entries appended, sealed and written at `write_journal` (commit).
+        self._journal: list[JournalEntry] = []
+        # Each lead's newest entry as this transaction knows it: (lead_seq, hash).
+        self._heads: dict[str, tuple[int, str]] = {}
 
     def _fail(self, exc: BaseException, conflict: str | None = None) -> NoReturn:
         if _is_broken(self.connection):
@@ -90,6 +100,7 @@ class SqlTransaction:
         return None if row is None or row[0] is None else int(row[0])
 
     def insert_lead(self, lead: Lead) -> None:
+        self._heads[lead.id] = (0, GENESIS_HASH)  # a new lead's journal starts here
         try:
             self._cur.execute(self._sql.insert_lead.sql, self._sql.lead_row(lead))
         except self._sql.error as exc:
@@ -133,22 +144,56 @@ class SqlTransaction:
         except self._sql.error as exc:
             self._fail(exc)
 
-    def last_audit(self, lead_id: str) -> AuditEntry | None:
-        try:
-            row = self._sql.last_audit.first(self._cur, {"lead_id": lead_id})
-        except self._sql.error as exc:
-            try:
-                self._fail(exc)
-            except Corrupt as err:
-                raise err.naming(lead_id) from None
-        return None if row is None else AuditEntry(*row)
+    def append(self, entry: JournalEntry) -> None:
+        self._journal.append(entry)
 
-    def append_audit(self, entry: AuditEntry) -> AuditEntry:
+    def know_heads(self, heads: dict[str, tuple[int, str]]) -> None:
+        """Heads read by a batch prefetch (`bulk.py`): no query per lead."""
+        self._heads.update(heads)
+
+    def write_journal(self) -> None:
+        """Seal and write the entries appended in this transaction, in order:
+        each gets the next global `seq`, its lead's next `lead_seq` and the
+        hash of its lead's previous entry.  Called just before the commit.
+
+        On SQLite one writer at a time holds the database (``BEGIN
+        IMMEDIATE``), so counting on from the largest `seq` is safe and `seq`
+        order is commit order.  On PostgreSQL the values come from the
+        sequence, taken while this transaction holds the journal's shared
+        publication lock (`SqlStore.transaction`); `changes` reads only
+        positions below every transaction still holding it (see `feed.py`)."""
+        pending = self._journal
+        if not pending:
+            return
+        sql, cur = self._sql, self._cur
         try:
-            self._cur.execute(self._sql.insert_audit.sql, self._sql.audit_row(entry))
+            if sql.pg:
+                cur.execute(sql.next_seqs(len(pending)))
+                seqs = sorted(int(row[0]) for row in cur.fetchall())
+            else:
+                first = int(sql.journal_last_seq.first(cur, {})[0]) + 1  # type: ignore[index]
+                seqs = list(range(first, first + len(pending)))
+            heads = self._heads
+            for lead_id in {e.lead_id for e in pending if e.lead_id not in heads}:
+                row = sql.journal_head.first(cur, {"lead_id": lead_id})
+                heads[lead_id] = (0, GENESIS_HASH) if row is None else (int(row[0]), row[1])
+            key = self._key
+            for seq, entry in zip(seqs, pending, strict=True):
+                lead_seq, prev_hash = heads[entry.lead_id]
+                entry.seal(seq, lead_seq + 1, prev_hash, key)
+                heads[entry.lead_id] = (entry.lead_seq, entry.hash)
+            cur.executemany(sql.insert_journal.sql, list(map(sql.journal_row, pending)))
+        except sql.error as exc:
+            self._fail(exc, "a journal entry of this transaction was written concurrently")
+        self._journal = []
+
+    def share_journal(self) -> None:
+        """PostgreSQL: take the journal's publication lock, shared, before
+        anything else (see `write_journal` and `feed.py`)."""
+        try:
+            self._cur.execute(f"SELECT pg_advisory_xact_lock_shared({JOURNAL_LOCK})")
         except self._sql.error as exc:
-            self._fail(exc, f'audit entry {entry.seq} of lead "{entry.lead_id}" was written concurrently')
-        return entry
+            self._fail(exc, "the journal is held by another process")
 
     def lock_stage(self, flow: str, stage: str) -> None:
         lock = self._sql.advisory_lock
@@ -220,8 +265,9 @@ class SqlTransaction:
 class SqlStore(ReportQueries):
     """A saleflow database (the `Store` protocol of records.py); see `open_store`."""
 
-    def __init__(self, url: str, engine: Engine, where: str) -> None:
+    def __init__(self, url: str, engine: Engine, where: str, key: bytes | None = None) -> None:
         self.url = url
+        self._key = key
         self._engine = engine
         self._where = where
         self._sql = statements(engine.dialect)
@@ -338,11 +384,19 @@ class SqlStore(ReportQueries):
         it raises.  Database failures surface as `Conflict` (retry) or
         `StoreError`."""
         with self._session(read=False) as conn:
-            tx = SqlTransaction(conn, self._sql, self._where)
+            tx = SqlTransaction(conn, self._sql, self._where, self._key)
             try:
+                if self._sql.pg:
+                    tx.share_journal()
                 yield tx
+                tx.write_journal()
             finally:
                 tx.close()
+
+    @property
+    def key(self) -> bytes | None:
+        """The key the journal is sealed with (None: plain SHA-256)."""
+        return self._key
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -531,30 +585,39 @@ class SqlStore(ReportQueries):
             raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
-    # -- audit ----------------------------------------------------------------
-
-    def history(self, lead_id: str) -> list[AuditEntry]:
+    def breaches_of(self, lead_id: str) -> list[SlaBreach]:
+        """A lead's recorded SLA breaches, in the order they were detected."""
         try:
-            rows = self._fetch(self._sql.history, {"lead_id": lead_id})
+            rows = self._fetch(self._sql.breaches_of, {"lead_id": lead_id})
         except Corrupt as err:
             raise err.naming(lead_id) from None
-        return [AuditEntry(*row) for row in rows]
+        return [SlaBreach(*row) for row in rows]
 
-    def iter_audit(self, chunk: int = 1000) -> Iterator[list[AuditEntry]]:
-        """Every audit entry ordered by (lead_id, seq), a chunk at a time."""
+    # -- journal --------------------------------------------------------------
+
+    def journal(self, lead_id: str) -> list[JournalEntry]:
+        """A lead's journal entries, oldest first."""
+        try:
+            rows = self._fetch(self._sql.lead_journal, {"lead_id": lead_id})
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
+        return [JournalEntry(*row) for row in rows]
+
+    def iter_journal(self, chunk: int = 1000) -> Iterator[list[JournalEntry]]:
+        """Every journal entry ordered by (lead_id, lead_seq), a chunk at a time."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         params: dict[str, Any] = {"chunk": chunk}
-        stmt = self._sql.audit_first
+        stmt = self._sql.journal_first
         while True:
             rows = self._fetch(stmt, params)
-            page = [AuditEntry(*row) for row in rows]
+            page = [JournalEntry(*row) for row in rows]
             if page:
                 yield page
             if len(page) < chunk:
                 return
-            stmt = self._sql.audit_next
-            params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].seq
+            stmt = self._sql.journal_next
+            params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].lead_seq
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:
@@ -584,7 +647,9 @@ def _abandon(conn: Connection) -> None:
             conn.invalidate()
 
 
-def open_store(url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0) -> SqlStore:
+def open_store(
+    url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0, key: bytes | None = None
+) -> SqlStore:
     """Open the saleflow database at `url`, creating or migrating its schema
     on first use.
 
@@ -592,7 +657,10 @@ def open_store(url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0)
     busy timeout, PostgreSQL ``lock_timeout``) before its transaction fails
     with `Conflict`.  Raises `StoreError`, one sentence, when the database
     cannot be used: a bad URL, an unreachable server, a read-only or
-    non-database file, a schema written by a newer saleflow."""
+    non-database file, a schema written by a newer saleflow.
+
+    `key` seals the journal (HMAC-SHA256); by default ``SALEFLOW_AUDIT_KEY``,
+    and ``b""`` for none whatever the environment says."""
     parsed = parse_url(url)
     where = describe(parsed)
     path = sqlite_file(parsed)
@@ -604,7 +672,7 @@ def open_store(url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0)
     except BaseException:
         engine.dispose()
         raise
-    return SqlStore(url, engine, where)
+    return SqlStore(url, engine, where, key_from_environment() if key is None else key or None)
 
 
 if TYPE_CHECKING:  # mypy proves the classes implement the protocols of records.py

@@ -23,10 +23,10 @@ from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
-from ..records import AuditEntry, Lead
-from .schema import Corrupt, audit, events, flows, leads, sla_breaches, waiting
+from ..records import JournalEntry, Lead
+from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, leads, sla_breaches, waiting
 
-L, E, A, W, F = leads.c, events.c, audit.c, waiting.c, flows.c
+L, E, J, W, F = leads.c, events.c, journal.c, waiting.c, flows.c
 
 # Column orders match the dataclasses, so a row becomes `Lead(*row)` etc.
 LEAD_COLUMNS: tuple[Column[Any], ...] = (
@@ -34,7 +34,7 @@ LEAD_COLUMNS: tuple[Column[Any], ...] = (
     *(L.entered_at, L.created_at, L.updated_at, L.score, L.revision),
 )
 EVENT_COLUMNS: tuple[Column[Any], ...] = (E.name, E.at, E.channel, E.content, E.count, E.cycle)
-AUDIT_COLUMNS: tuple[Column[Any], ...] = tuple(audit.c)
+JOURNAL_COLUMNS: tuple[Column[Any], ...] = tuple(journal.c)
 LEAD_UPDATED = (
     "flow",
     "version",
@@ -251,51 +251,66 @@ class Statements:
     def insert_event(self) -> Compiled:
         return self._compile(events.insert().inline(), events)
 
-    # -- audit --------------------------------------------------------------
+    # -- journal ------------------------------------------------------------
 
     @cached_property
-    def last_audit(self) -> Compiled:
+    def journal_head(self) -> Compiled:
+        """A lead's newest entry: (lead_seq, hash)."""
         return self._compile(
-            select(*AUDIT_COLUMNS).where(A.lead_id == bindparam("lead_id")).order_by(A.seq.desc()).limit(1)
+            select(J.lead_seq, J.hash)
+            .where(J.lead_id == bindparam("lead_id"))
+            .order_by(J.lead_seq.desc())
+            .limit(1)
         )
 
     @cached_property
-    def history(self) -> Compiled:
-        return self._compile(select(*AUDIT_COLUMNS).where(A.lead_id == bindparam("lead_id")).order_by(A.seq))
+    def journal_last_seq(self) -> Compiled:
+        """The largest `seq` written (SQLite, where one writer at a time counts on)."""
+        return self._compile(select(func.coalesce(func.max(J.seq), 0)))
+
+    def next_seqs(self, count: int) -> str:
+        """PostgreSQL: `count` new values of the journal's sequence, one per row."""
+        return f"SELECT nextval('{JOURNAL_SEQUENCE}') FROM generate_series(1, {int(count)})"
 
     @cached_property
-    def insert_audit(self) -> Compiled:
-        return self._compile(audit.insert(), audit)
+    def lead_journal(self) -> Compiled:
+        return self._compile(
+            select(*JOURNAL_COLUMNS).where(J.lead_id == bindparam("lead_id")).order_by(J.lead_seq)
+        )
+
+    @cached_property
+    def insert_journal(self) -> Compiled:
+        return self._compile(journal.insert(), journal)
+
+    @cached_property
+    def journal_row(self) -> Callable[[JournalEntry], Any]:
+        """The `insert_journal` parameters of a sealed entry.  On SQLite,
+        where JSON is text, the data goes in as the text the entry's hash
+        was computed over (canonical JSON), not encoded a second time."""
+        if self.dialect.name == "sqlite":
+            return self.insert_journal.binder(_journal_values_as_text, JOURNAL_KEYS, ready=("data",))
+        return self.insert_journal.binder(_journal_values, JOURNAL_KEYS)
+
+    @cached_property
+    def journal_first(self) -> Compiled:
+        return self._compile(
+            select(*JOURNAL_COLUMNS).order_by(J.lead_id, J.lead_seq).limit(bindparam("chunk", type_=Integer))
+        )
+
+    @cached_property
+    def journal_next(self) -> Compiled:
+        after = tuple_(bindparam("after_lead", type_=J.lead_id.type), bindparam("after_seq", type_=Integer))
+        return self._compile(
+            select(*JOURNAL_COLUMNS)
+            .where(tuple_(J.lead_id, J.lead_seq) > after)
+            .order_by(J.lead_id, J.lead_seq)
+            .limit(bindparam("chunk", type_=Integer))
+        )
 
     @cached_property
     def lead_row(self) -> Callable[[Lead], Any]:
         """The `insert_lead` parameters of a lead."""
         return self.insert_lead.binder(_lead_values, LEAD_KEYS)
-
-    @cached_property
-    def audit_row(self) -> Callable[[AuditEntry], Any]:
-        """The `insert_audit` parameters of an audit entry.  On SQLite, where
-        JSON is text, the gate reads go in as the text the entry's hash was
-        computed over (canonical JSON), not encoded a second time."""
-        if self.dialect.name == "sqlite":
-            return self.insert_audit.binder(_audit_values_as_text, AUDIT_KEYS, ready=("values",))
-        return self.insert_audit.binder(_audit_values, AUDIT_KEYS)
-
-    @cached_property
-    def audit_first(self) -> Compiled:
-        return self._compile(
-            select(*AUDIT_COLUMNS).order_by(A.lead_id, A.seq).limit(bindparam("chunk", type_=Integer))
-        )
-
-    @cached_property
-    def audit_next(self) -> Compiled:
-        after = tuple_(bindparam("after_lead", type_=A.lead_id.type), bindparam("after_seq", type_=Integer))
-        return self._compile(
-            select(*AUDIT_COLUMNS)
-            .where(tuple_(A.lead_id, A.seq) > after)
-            .order_by(A.lead_id, A.seq)
-            .limit(bindparam("chunk", type_=Integer))
-        )
 
     # -- capacity and SLAs --------------------------------------------------
 
@@ -336,6 +351,14 @@ class Statements:
         )
 
     @cached_property
+    def breaches_of(self) -> Compiled:
+        S = sla_breaches.c
+        columns = (S.lead_id, S.flow, S.stage, S.cycle, S.entered_at, S.due_at, S.detected_at)
+        return self._compile(
+            select(*columns).where(S.lead_id == bindparam("lead_id")).order_by(S.detected_at)
+        )
+
+    @cached_property
     def record_breach(self) -> Compiled:
         stmt = self._upsert(sla_breaches).on_conflict_do_nothing(
             index_elements=["lead_id", "stage", "cycle", "entered_at"]
@@ -364,21 +387,21 @@ _BY_DIALECT: dict[str, Statements] = {}
 
 # The dataclasses' attributes are named as their columns, in column order.
 LEAD_KEYS: tuple[str, ...] = tuple(c.key for c in LEAD_COLUMNS)
-AUDIT_KEYS: tuple[str, ...] = tuple(c.key for c in AUDIT_COLUMNS)
+JOURNAL_KEYS: tuple[str, ...] = tuple(c.key for c in JOURNAL_COLUMNS)
 _lead_values = attrgetter(*LEAD_KEYS)
-_audit_attrs = attrgetter(*AUDIT_KEYS)
-_AUDIT_DOC = AUDIT_KEYS.index("values")
+_journal_attrs = attrgetter(*JOURNAL_KEYS)
+_JOURNAL_DOC = JOURNAL_KEYS.index("data")
 
 
-def _audit_values_as_text(entry: AuditEntry) -> tuple[Any, ...]:
-    values = _audit_attrs(entry)
-    return (*values[:_AUDIT_DOC], entry.canonical_values(), *values[_AUDIT_DOC + 1 :])
+def _journal_values_as_text(entry: JournalEntry) -> tuple[Any, ...]:
+    values = _journal_attrs(entry)
+    return (*values[:_JOURNAL_DOC], entry.canonical_data(), *values[_JOURNAL_DOC + 1 :])
 
 
-def _audit_values(entry: AuditEntry) -> tuple[Any, ...]:
-    values = _audit_attrs(entry)
-    if type(values[_AUDIT_DOC]) is not dict:  # any Mapping: the JSON encoder takes a dict
-        values = (*values[:_AUDIT_DOC], dict(values[_AUDIT_DOC]), *values[_AUDIT_DOC + 1 :])
+def _journal_values(entry: JournalEntry) -> tuple[Any, ...]:
+    values = _journal_attrs(entry)
+    if type(values[_JOURNAL_DOC]) is not dict:  # any Mapping: the JSON encoder takes a dict
+        values = (*values[:_JOURNAL_DOC], dict(values[_JOURNAL_DOC]), *values[_JOURNAL_DOC + 1 :])
     return values
 
 
