@@ -2,13 +2,14 @@
 (Alembic revision 0003, docs/journal.md "Upgrade in place").
 
 Real files and a real PostgreSQL server, never mocks.  The sources are
-`tests/fixtures/schema_0001_*.db`, written by the 0001 code
-(`tests/fixtures/schema_0001.py`): copies are opened with the new code on
+`tests/fixtures/schema_000*.db`, written by the audit-table code
+(`tests/fixtures/schema_0001.py`, `schema_0002_backdated.py`): copies are
+opened with the new code on
 SQLite, and their rows are loaded into a 0001 (or 0002) schema on
 PostgreSQL and opened there.  Each upgrade must carry every old audit entry,
 event and SLA breach into the journal, pass `audit verify`, and give the
 reports the 0002 code printed for the same files
-(`tests/fixtures/schema_0001_*.report.json`, `tests/fixtures/report_0001.py`).
+(`tests/fixtures/schema_000*.report.json`, `tests/fixtures/report_0001.py`).
 An old chain that does not verify refuses the upgrade and leaves the
 database as it was.
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import dump
 from sqlalchemy import create_engine, text
 
 from saleflow import Engine
@@ -35,11 +37,11 @@ from saleflow.journal import GENESIS_HASH, JournalEntry, key_fingerprint
 from saleflow.store import open_store
 from saleflow.store.connect import make_engine, parse_url
 
-from .conftest import dump
-
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD_TABLES = ("flows", "leads", "events", "audit", "waiting", "sla_breaches")
 MOVES = ("created", "moved", "migrated")
+# The databases written by the audit-table code, by short name.
+FILES = {"demo": "schema_0001_demo", "rich": "schema_0001_rich", "backdated": "schema_0002_backdated"}
 KEY_VARIABLE = "SALEFLOW_AUDIT_KEY"
 
 
@@ -48,9 +50,13 @@ KEY_VARIABLE = "SALEFLOW_AUDIT_KEY"
 # ---------------------------------------------------------------------------
 
 
+def source(name: str) -> Path:
+    return FIXTURES / f"{FILES[name]}.db"
+
+
 def copy_fixture(name: str, folder: Path) -> Path:
     path = folder / f"{name}.db"
-    shutil.copy(FIXTURES / f"schema_0001_{name}.db", path)
+    shutil.copy(FIXTURES / f"{FILES[name]}.db", path)
     return path
 
 
@@ -210,9 +216,9 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
     for entry in sorted(old["audit"], key=lambda e: (e["lead_id"], e["seq"])):
         audit[entry["lead_id"]].append(entry)
     for lead_id, entries in by_lead.items():
-        moves = [e for e in entries if e["kind"] in MOVES]
+        moves = [e for e in entries if e["entry"] in MOVES]
         got = [
-            (m["move"], m["from_stage"], m["stage"], m["cycle"], m["at"], m["actor"], m["reason"])
+            (m["kind"], m["from_stage"], m["stage"], m["cycle"], m["at"], m["actor"], m["reason"])
             for m in moves
         ]
         assert got == [
@@ -222,8 +228,8 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
         assert [(m["flow"], m["version"], m["data"]) for m in moves] == [
             (a["flow"], a["version"], expected_move_data(a)) for a in audit[lead_id]
         ], lead_id
-        assert moves[0]["kind"] == "created" and entries[0] is moves[0]
-        assert [m["kind"] for m in moves[1:]] == [
+        assert moves[0]["entry"] == "created" and entries[0] is moves[0]
+        assert [m["entry"] for m in moves[1:]] == [
             "migrated" if a["kind"] == "migrate" else "moved" for a in audit[lead_id][1:]
         ]
         assert all(m["recorded_at"] == m["at"] for m in moves)
@@ -243,9 +249,9 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
         got_events, got_breaches = [], []
         stage = None
         for index, entry in enumerate(entries):
-            if entry["kind"] in MOVES:
+            if entry["entry"] in MOVES:
                 stage = entry["stage"]
-            elif entry["kind"] == "event":
+            elif entry["entry"] == "event":
                 data = entry["data"]
                 assert set(data) == {"event", "count", "channel", "content"}
                 got_events.append(
@@ -258,10 +264,10 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
                         entry["cycle"],
                     )
                 )
-                assert entry["stage"] == stage and entry["actor"] == "upgrade" and entry["move"] is None
-                later = [e for e in entries[index + 1 :] if e["kind"] in ("moved", "migrated")]
+                assert entry["stage"] == stage and entry["actor"] == "upgrade" and entry["kind"] is None
+                later = [e for e in entries[index + 1 :] if e["entry"] in ("moved", "migrated")]
                 assert all(e["at"] >= entry["at"] for e in later[:1]), (lead_id, entry)
-            elif entry["kind"] == "sla_breach":
+            elif entry["entry"] == "sla_breach":
                 data = entry["data"]
                 got_breaches.append(
                     (
@@ -272,14 +278,14 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
                         entry["at"],
                     )
                 )
-                assert entry["actor"] == "upgrade" and entry["move"] is None
+                assert entry["actor"] == "upgrade" and entry["kind"] is None
         assert got_events == events[lead_id], lead_id
         assert got_breaches == breaches[lead_id], lead_id
 
     # The stored fields: one set entry, last, saying where it came from.
     for lead_id, entries in by_lead.items():
         lead = leads[lead_id]
-        sets = [e for e in entries if e["kind"] == "set"]
+        sets = [e for e in entries if e["entry"] == "set"]
         if not lead["fields"]:
             assert sets == []
             continue
@@ -313,9 +319,30 @@ def check_upgraded(url: str, old: dict[str, list[dict[str, Any]]], key: bytes | 
 
 
 def check_reports(url: str, name: str) -> None:
-    expected = json.loads((FIXTURES / f"schema_0001_{name}.report.json").read_text())
+    expected = json.loads((FIXTURES / f"{FILES[name]}.report.json").read_text())
     for case in expected["reports"]:
         assert report(url, case["args"], expected["now"]) == case["report"], case["args"]
+
+
+def check_writes_continue(url: str) -> None:
+    """The engine goes on writing after the converted entries: the next
+    global position, each lead's next number and chained hash, and a field
+    change whose old value is the one the upgrade recorded."""
+    before = journal_rows(url)
+    last = {row["lead_id"]: row for row in before}
+    with Engine.open(db=url, now="2026-03-01T00:00:00Z", actor="after") as engine:
+        engine.record("b", "call", channel="phone")
+        engine.set("d", {"budget": 2500})
+        assert engine.verify() == []
+    added = journal_rows(url)[len(before) :]
+    assert [row["seq"] for row in added] == list(range(len(before) + 1, len(before) + 1 + len(added)))
+    assert {row["lead_id"] for row in added} == {"b", "d"}
+    for lead_id in ("b", "d"):
+        mine = [row for row in added if row["lead_id"] == lead_id]
+        assert mine[0]["lead_seq"] == last[lead_id]["lead_seq"] + 1
+        assert mine[0]["prev_hash"] == last[lead_id]["hash"]
+    (change,) = [row for row in added if row["entry"] == "set"]
+    assert change["data"]["fields"]["budget"] == [1500, 2500]
 
 
 # ---------------------------------------------------------------------------
@@ -323,10 +350,10 @@ def check_reports(url: str, name: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["demo", "rich"])
-def test_a_0001_file_upgrades_in_place_losing_nothing(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_a_file_of_the_audit_table_code_upgrades_in_place_losing_nothing(name: str, tmp_path: Path) -> None:
     path = copy_fixture(name, tmp_path)
-    old = old_rows(FIXTURES / f"schema_0001_{name}.db")
+    old = old_rows(source(name))
     url = sqlite_url(path)
     before = dump(url)
     upgrade(url)
@@ -336,6 +363,8 @@ def test_a_0001_file_upgrades_in_place_losing_nothing(name: str, tmp_path: Path)
         assert after[table] == before[table], table
     check_upgraded(url, old)
     check_reports(url, name)
+    if name == "rich":
+        check_writes_continue(url)
 
 
 def test_a_0002_file_upgrades_too(tmp_path: Path) -> None:
@@ -344,7 +373,7 @@ def test_a_0002_file_upgrades_too(tmp_path: Path) -> None:
     run_alembic(url, "0002")
     assert revision(url) == "0002"
     upgrade(url)
-    check_upgraded(url, old_rows(FIXTURES / "schema_0001_rich.db"))
+    check_upgraded(url, old_rows(source("rich")))
     check_reports(url, "rich")
 
 
@@ -366,7 +395,7 @@ def test_a_key_seals_the_upgraded_journal(tmp_path: Path, monkeypatch: pytest.Mo
     keyed = sqlite_url(copy_fixture("rich", keyed_folder))
     monkeypatch.setenv(KEY_VARIABLE, "a key kept off the database host")
     upgrade(keyed)
-    check_upgraded(keyed, old_rows(FIXTURES / "schema_0001_rich.db"), key=b"a key kept off the database host")
+    check_upgraded(keyed, old_rows(source("rich")), key=b"a key kept off the database host")
     plain_hashes = {row["hash"] for row in journal_rows(plain)}
     assert plain_hashes.isdisjoint(row["hash"] for row in journal_rows(keyed))
 
@@ -530,8 +559,8 @@ ODD_IDS = ("B", "a b", "Ärger", "é", "z", "Z-last", "0")
 
 def test_the_fixture_rechained_by_the_test_is_still_valid_0001(tmp_path: Path) -> None:
     """`old_hash` is the 0001 rule: it gives every stored hash of the fixtures."""
-    for name in ("demo", "rich"):
-        con = sqlite3.connect(FIXTURES / f"schema_0001_{name}.db")
+    for name in FILES:
+        con = sqlite3.connect(source(name))
         con.row_factory = sqlite3.Row
         for row in con.execute("SELECT * FROM audit"):
             assert old_hash(dict(row)) == row["hash"]
@@ -553,13 +582,14 @@ def test_many_leads_upgrade_a_chunk_at_a_time(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "schema"), [("demo", "0001"), ("rich", "0001"), ("rich", "0002")])
+@pytest.mark.parametrize(
+    ("name", "schema"), [("demo", "0001"), ("rich", "0001"), ("rich", "0002"), ("backdated", "0002")]
+)
 def test_a_postgresql_database_upgrades_in_place(name: str, schema: str, pg_url: str, tmp_path: Path) -> None:
-    source = FIXTURES / f"schema_0001_{name}.db"
-    load_into(pg_url, source, schema)
+    load_into(pg_url, source(name), schema)
     assert revision(pg_url) == schema
     upgrade(pg_url)
-    check_upgraded(pg_url, old_rows(source))
+    check_upgraded(pg_url, old_rows(source(name)))
     check_reports(pg_url, name)
 
     # The same journal as SQLite's, hash for hash (no clock, no backend in it).
@@ -568,6 +598,8 @@ def test_a_postgresql_database_upgrades_in_place(name: str, schema: str, pg_url:
     assert journal_rows(pg_url) == journal_rows(url)
 
     # New entries continue after the converted ones.
+    if name == "rich":
+        check_writes_continue(pg_url)
     last = scalar(pg_url, "SELECT max(seq) FROM journal")
     assert scalar(pg_url, "SELECT nextval('journal_seq')") == last + 1
 

@@ -386,9 +386,9 @@ def _refusal(failures: list[tuple[str, str]]) -> str:
 
 def _entry(
     lead_id: str,
-    kind: str,
+    entry: str,
     *,
-    move: str | None = None,
+    kind: str | None = None,
     from_stage: str | None = None,
     stage: str,
     cycle: int,
@@ -399,15 +399,16 @@ def _entry(
     version: int,
     data: dict[str, Any],
 ) -> Any:
-    """A journal entry not yet sealed; written when it happened (`at`)."""
+    """A journal entry (`entry`: its kind of entry; `kind`: its kind of
+    move), not yet sealed; written when it happened (`at`)."""
     from saleflow.journal import JournalEntry
 
     return JournalEntry(
         seq=0,
         lead_id=lead_id,
         lead_seq=0,
+        entry=entry,
         kind=kind,
-        move=move,
         from_stage=from_stage,
         stage=stage,
         cycle=cycle,
@@ -422,13 +423,19 @@ def _entry(
 
 
 def _journal_of(lead: _Lead, audit: list[_Audit], events: list[_Event], breaches: list[_Breach]) -> list[Any]:
-    """A lead's journal entries, oldest first, not yet sealed."""
+    """A lead's journal entries, oldest first, not yet sealed.
+
+    The old audit entries keep their order; events and breaches go between
+    them in time order, before a move at the same instant.  A breach is
+    recorded in the stage and cycle it is about, while the lead is there:
+    if a move out of that stay is dated before the breach was detected (a
+    back-dated ``--at`` after a tick), the breach goes just before it."""
     first = audit[0]
     entries = [
         _entry(
             lead.id,
             "created",
-            move=first.kind,
+            kind=first.kind,
             stage=first.to_stage,
             cycle=first.cycle,
             at=first.at,
@@ -439,57 +446,62 @@ def _journal_of(lead: _Lead, audit: list[_Audit], events: list[_Event], breaches
             data={"fields": {}, "upgraded": True},
         )
     ]
-    stage, flow, version = first.to_stage, first.flow, first.version
+    stage, cycle, flow, version = first.to_stage, first.cycle, first.flow, first.version
+
+    def event_entry(event: _Event) -> Any:
+        data = {"event": event.name, "count": event.times, "channel": event.channel, "content": event.content}
+        return _entry(
+            lead.id,
+            "event",
+            stage=stage,
+            cycle=event.cycle,
+            at=event.at,
+            flow=flow,
+            version=version,
+            data=data,
+        )
+
+    def breach_entry(breach: _Breach) -> Any:
+        data = {"entered_at": breach.entered_at.isoformat(), "due_at": breach.due_at.isoformat()}
+        return _entry(
+            lead.id,
+            "sla_breach",
+            stage=breach.stage,
+            cycle=breach.cycle,
+            at=breach.detected_at,
+            flow=flow,
+            version=version,
+            data=data,
+        )
+
     # Events, then breaches, at one instant; each in stored (time) order.
-    others: list[tuple[datetime, int, int, _Event | _Breach]] = sorted(
-        [(event.at, 0, i, event) for i, event in enumerate(events)]
-        + [(breach.detected_at, 1, i, breach) for i, breach in enumerate(breaches)],
-        key=lambda item: item[:3],
+    others: list[tuple[datetime, int, int]] = sorted(
+        [(event.at, 0, i) for i, event in enumerate(events)]
+        + [(breach.detected_at, 1, i) for i, breach in enumerate(breaches)]
     )
     taken = 0
+    recorded: set[int] = set()  # breaches written
     moves: list[_Audit | None] = [*audit[1:], None]
     for move in moves:
         # What happened up to this move (an event at its instant made it), then the move.
         while taken < len(others) and (move is None or others[taken][0] <= move.at):
-            item = others[taken][3]
+            _, rank, i = others[taken]
             taken += 1
-            if isinstance(item, _Event):
-                data = {
-                    "event": item.name,
-                    "count": item.times,
-                    "channel": item.channel,
-                    "content": item.content,
-                }
-                entries.append(
-                    _entry(
-                        lead.id,
-                        "event",
-                        stage=stage,
-                        cycle=item.cycle,
-                        at=item.at,
-                        flow=flow,
-                        version=version,
-                        data=data,
-                    )
-                )
-            else:
-                data = {"entered_at": item.entered_at.isoformat(), "due_at": item.due_at.isoformat()}
-                entries.append(
-                    _entry(
-                        lead.id,
-                        "sla_breach",
-                        stage=item.stage,
-                        cycle=item.cycle,
-                        at=item.detected_at,
-                        flow=flow,
-                        version=version,
-                        data=data,
-                    )
-                )
+            if rank == 0:
+                entries.append(event_entry(events[i]))
+            elif i not in recorded:
+                recorded.add(i)
+                entries.append(breach_entry(breaches[i]))
         if move is None:
             break
+        if (move.to_stage, move.cycle) != (stage, cycle):  # the lead leaves its stay
+            for i, breach in enumerate(breaches):
+                stay = (breach.stage, breach.cycle) == (stage, cycle) and breach.entered_at <= move.at
+                if stay and i not in recorded:
+                    recorded.add(i)
+                    entries.append(breach_entry(breach))
         if move.kind == "migrate":
-            data = {"to_version": move.version}
+            data: dict[str, Any] = {"to_version": move.version}
             if "from_version" in move.values:
                 data["from_version"] = move.values["from_version"]
         else:
@@ -498,7 +510,7 @@ def _journal_of(lead: _Lead, audit: list[_Audit], events: list[_Event], breaches
             _entry(
                 lead.id,
                 "migrated" if move.kind == "migrate" else "moved",
-                move=move.kind,
+                kind=move.kind,
                 from_stage=move.from_stage,
                 stage=move.to_stage,
                 cycle=move.cycle,
@@ -510,7 +522,7 @@ def _journal_of(lead: _Lead, audit: list[_Audit], events: list[_Event], breaches
                 data=data,
             )
         )
-        stage, flow, version = move.to_stage, move.flow, move.version
+        stage, cycle, flow, version = move.to_stage, move.cycle, move.flow, move.version
     if lead.fields:
         at = max(lead.updated_at, *(entry.at for entry in entries))
         fields = {name: [None, value] for name, value in lead.fields.items()}
@@ -519,7 +531,7 @@ def _journal_of(lead: _Lead, audit: list[_Audit], events: list[_Event], breaches
                 lead.id,
                 "set",
                 stage=stage,
-                cycle=lead.cycle,
+                cycle=cycle,
                 at=at,
                 reason=FIELDS_REASON,
                 flow=flow,
@@ -548,7 +560,7 @@ class _Writer:
         mark = "%s" if self.pg else "?"
         data = f"CAST({mark} AS json)" if self.pg else mark
         self.insert = (
-            "INSERT INTO journal (seq, lead_id, lead_seq, kind, move, from_stage, stage, cycle, at, "
+            "INSERT INTO journal (seq, lead_id, lead_seq, entry, kind, from_stage, stage, cycle, at, "
             "recorded_at, actor, reason, flow, version, data, prev_hash, hash) VALUES ("
             + ", ".join([mark] * 14 + [data, mark, mark])
             + ")"
@@ -586,8 +598,8 @@ class _Writer:
                         entry.seq,
                         entry.lead_id,
                         entry.lead_seq,
+                        entry.entry,
                         entry.kind,
-                        entry.move,
                         entry.from_stage,
                         entry.stage,
                         entry.cycle,
