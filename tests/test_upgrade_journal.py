@@ -324,6 +324,23 @@ def check_reports(url: str, name: str) -> None:
         assert report(url, case["args"], expected["now"]) == case["report"], case["args"]
 
 
+def check_histories(url: str, name: str) -> None:
+    """`history ID --json` keeps SPEC §4: every key the audit-table code
+    printed, with the same value (new keys may be added).  One exception: a
+    migrate entry printed its `values` ({"from_version": 1}); a `migrated`
+    journal entry, the engine's as much as the upgrade's, keeps that in its
+    data's `from_version` and `history` prints `values` as {}."""
+    expected = json.loads((FIXTURES / f"{FILES[name]}.history.json").read_text())
+    for lead_id, old in expected.items():
+        result = CliRunner().invoke(main, ["--db", url, "history", lead_id, "--json"])
+        assert result.exit_code == 0, result.output
+        new = json.loads(result.stdout)
+        assert len(new) == len(old), lead_id
+        for was, now in zip(old, new, strict=True):
+            keys = [key for key in was if not (key == "values" and was["kind"] == "migrate")]
+            assert {key: now.get(key) for key in keys} == {key: was[key] for key in keys}, lead_id
+
+
 def check_writes_continue(url: str) -> None:
     """The engine goes on writing after the converted entries: the next
     global position, each lead's next number and chained hash, and a field
@@ -363,6 +380,7 @@ def test_a_file_of_the_audit_table_code_upgrades_in_place_losing_nothing(name: s
         assert after[table] == before[table], table
     check_upgraded(url, old)
     check_reports(url, name)
+    check_histories(url, name)
     if name == "rich":
         check_writes_continue(url)
 
@@ -591,6 +609,7 @@ def test_a_postgresql_database_upgrades_in_place(name: str, schema: str, pg_url:
     upgrade(pg_url)
     check_upgraded(pg_url, old_rows(source(name)))
     check_reports(pg_url, name)
+    check_histories(pg_url, name)
 
     # The same journal as SQLite's, hash for hash (no clock, no backend in it).
     url = sqlite_url(copy_fixture(name, tmp_path))
@@ -629,3 +648,16 @@ def test_an_edited_history_refuses_to_upgrade_on_postgresql(
     assert all(f'lead "{lead_id}"' in str(caught.value) for lead_id in named)
     assert dump(pg_url) == before
     assert revision(pg_url) == "0001"
+
+
+def test_a_refusal_names_the_first_leads_and_counts_the_rest(tmp_path: Path) -> None:
+    path = copy_fixture("rich", tmp_path)
+    widen(path, 160)
+    tamper(path, "UPDATE audit SET actor = 'mallory' WHERE seq = 1")  # every lead's first entry
+    url = sqlite_url(path)
+    with pytest.raises(StoreError) as caught:
+        upgrade(url)
+    message = str(caught.value)
+    assert message.count('lead "') == 20 and "1127 leads' histories" in message
+    assert "and 1107 more leads" in message and 'lead "a":' in message
+    assert revision(url) == "0001"
