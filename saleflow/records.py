@@ -261,6 +261,11 @@ class Store(Protocol):
         """Every journal entry ordered by (lead_id, lead_seq), in chunks."""
         ...
 
+    def high_water(self) -> int:
+        """The journal's published position: every entry at or below it
+        is committed, or rolled back never to appear (0 when empty)."""
+        ...
+
     @property
     def key(self) -> bytes | None:
         """The key the journal is sealed with (None: plain SHA-256)."""

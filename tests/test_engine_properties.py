@@ -12,7 +12,10 @@ its own (the fields it set, the events it recorded, the clock):
 - automatic steps never enter a manual stage and never exit;
 - the stored lead agrees with the model and with its last entry;
 
-and replaying the audit log gives every stored stage (`verify() == []`).
+- the lead's whole journal folds, by this test's own simple replay, to the
+  stored fields, events, stage and cycle;
+
+and `audit verify` (chains, replay, projection) finds nothing (`verify() == []`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from saleflow import Engine
 from saleflow.compile import CompiledFlow, Move
 from saleflow.errors import SaleflowError
 from saleflow.guards import Facts
+from saleflow.journal import JournalEntry
 from saleflow.parse import parse_flow
 from saleflow.records import AuditEntry, EventRecord, FieldValue
 
@@ -174,6 +178,39 @@ def check_new_entries(
         if event.cycle == model.cycle:
             counts[event.name] = counts.get(event.name, 0) + event.count
     assert {k: v for k, v in stored.events.items() if v} == counts
+    assert fold(engine.history(model.lead_id, moves_only=False)) == (
+        stored.stage,
+        stored.cycle,
+        dict(engine.store.get_lead(model.lead_id).fields),  # type: ignore[union-attr]
+        counts,
+    )
+
+
+def fold(journal: list[JournalEntry]) -> tuple[str, int, dict[str, Any], dict[str, int]]:
+    """The journal replayed, independently of saleflow.audit: the stage and
+    cycle after the last entry, the fields from `created` and `set`, the
+    current cycle's event counts."""
+    stage, cycle, fields = "", 1, {}
+    events: list[tuple[str, int, int]] = []
+    for entry in journal:
+        stage = entry.stage
+        if entry.entry == "created":
+            fields = dict(entry.data["fields"])
+        elif entry.entry == "set":
+            for name, (_old, new) in entry.data["fields"].items():
+                if new is None:
+                    fields.pop(name, None)
+                else:
+                    fields[name] = new
+        elif entry.entry == "event":
+            events.append((entry.data["event"], entry.cycle, entry.data["count"]))
+        elif entry.kind == "recycle":
+            cycle += 1
+    counts: dict[str, int] = {}
+    for name, in_cycle, count in events:
+        if in_cycle == cycle:
+            counts[name] = counts.get(name, 0) + count
+    return stage, cycle, fields, counts
 
 
 def run(engine: Engine, ops: list[tuple[Any, ...]]) -> None:

@@ -41,16 +41,16 @@ from .connect import (
     translate,
 )
 from .reporting import ReportQueries
-from .schema import Corrupt, flows, leads
+from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, leads
 from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
 
 T = TypeVar("T")
-# The journal's publication lock (PostgreSQL advisory lock): every write
-# transaction holds it shared; a change-feed reader takes it exclusive for a
-# moment to learn which positions are final.
+# The journal's publication lock (PostgreSQL advisory lock): a write
+# transaction holds it shared from drawing its positions to its commit;
+# `high_water` takes it exclusive for a moment to learn which are final.
 JOURNAL_LOCK = advisory_key("journal", "publication")
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
@@ -159,15 +159,33 @@ class SqlTransaction:
         On SQLite one writer at a time holds the database (``BEGIN
         IMMEDIATE``), so counting on from the largest `seq` is safe and `seq`
         order is commit order.  On PostgreSQL the values come from the
-        sequence, taken while this transaction holds the journal's shared
-        publication lock (`SqlStore.transaction`); `changes` reads only
-        positions below every transaction still holding it (see `feed.py`)."""
+        sequence, and commits come in any order; `SqlStore.high_water` says
+        which positions are final, and this is the other half of how:
+
+        - the journal's publication lock is taken *shared* here, right
+          before the values are drawn, and held until the commit (an
+          ``xact`` lock).  Writers share it, so they never wait for each
+          other on it;
+        - `high_water` takes it *exclusive* for a moment.  Granting that
+          waits for every transaction between drawing its values and
+          committing (or rolling back); the sequence's last value is then
+          final up to and including itself: every value at or below it was
+          drawn by a transaction that has ended.  Writers that come later
+          draw higher values.
+
+        The lock is taken last, after every row lock this transaction holds
+        and with nothing left to lock but the journal's own rows (of leads
+        it holds), so a writer holding it never waits for another writer,
+        and a reader waiting for it can close no deadlock cycle.  The wait
+        either side sees is the width of this window: one INSERT and the
+        commit, since entries are held until here."""
         pending = self._journal
         if not pending:
             return
         sql, cur = self._sql, self._cur
         try:
             if sql.pg:
+                cur.execute(f"SELECT pg_advisory_xact_lock_shared({JOURNAL_LOCK})")
                 cur.execute(sql.next_seqs(len(pending)))
                 seqs = sorted(int(row[0]) for row in cur.fetchall())
             else:
@@ -186,14 +204,6 @@ class SqlTransaction:
         except sql.error as exc:
             self._fail(exc, "a journal entry of this transaction was written concurrently")
         self._journal = []
-
-    def share_journal(self) -> None:
-        """PostgreSQL: take the journal's publication lock, shared, before
-        anything else (see `write_journal` and `feed.py`)."""
-        try:
-            self._cur.execute(f"SELECT pg_advisory_xact_lock_shared({JOURNAL_LOCK})")
-        except self._sql.error as exc:
-            self._fail(exc, "the journal is held by another process")
 
     def lock_stage(self, flow: str, stage: str) -> None:
         lock = self._sql.advisory_lock
@@ -386,12 +396,32 @@ class SqlStore(ReportQueries):
         with self._session(read=False) as conn:
             tx = SqlTransaction(conn, self._sql, self._where, self._key)
             try:
-                if self._sql.pg:
-                    tx.share_journal()
                 yield tx
                 tx.write_journal()
             finally:
                 tx.close()
+
+    def high_water(self) -> int:
+        """The journal's published position: every entry at or below it is
+        committed, or was rolled back and will never appear, so a reader
+        that has read everything up to it and resumes above it misses
+        nothing (see `SqlTransaction.write_journal` for why).  0 when the
+        journal is empty."""
+
+        if not self._sql.pg:
+            # One writer at a time, committing in `seq` order: what is
+            # visible is final.
+            return int(
+                self._query(
+                    lambda conn: conn.execute(select(func.coalesce(func.max(journal.c.seq), 0))).scalar_one()
+                )
+            )
+        with self._session(read=False) as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({JOURNAL_LOCK})")
+            value = conn.exec_driver_sql(
+                f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {JOURNAL_SEQUENCE}"
+            ).scalar_one()
+        return int(value)
 
     @property
     def key(self) -> bytes | None:
