@@ -438,6 +438,11 @@ TAMPERING = [
     ("DELETE FROM audit WHERE lead_id = 'd' AND seq = 3", ["d"], "missing or inserted"),
     ("DELETE FROM audit WHERE lead_id = 'f'", ["f"], "no audit entries"),
     ("UPDATE leads SET stage = 'won' WHERE id = 'b'", ["b"], 'stored in "won"'),
+    ("UPDATE audit SET at = 'last Tuesday' WHERE lead_id = 'g' AND seq = 2", ["g"], "cannot be read"),
+    ("UPDATE audit SET \"values\" = '{\"budget\":' WHERE lead_id = 'c' AND seq = 3", ["c"], "cannot be read"),
+    ("UPDATE leads SET fields = '[1, 2]' WHERE id = 'a'", ["a"], "its stored row cannot be read"),
+    ("UPDATE events SET at = '2026-13-01' WHERE lead_id = 'b'", ["b"], 'event "web_visit" cannot be read'),
+    ("UPDATE sla_breaches SET due_at = 'soon' WHERE lead_id = 'd'", ["d"], "SLA breach"),
     (
         "UPDATE audit SET actor = 'mallory' WHERE (lead_id, seq) IN (('a', 2), ('h', 1))",
         ["a", "h"],

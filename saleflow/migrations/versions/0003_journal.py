@@ -157,7 +157,12 @@ class _Breach(NamedTuple):
     detected_at: datetime
 
 
-_History = tuple[_Lead, list[_Audit], list[_Event], list[_Breach]]
+# A lead, its audit entries, events and breaches, and why they cannot be read.
+_History = tuple[_Lead, list[_Audit], list[_Event], list[_Breach], str | None]
+
+# What reading a value saleflow never wrote raises (a time that does not
+# parse, JSON that does not decode: `json.JSONDecodeError` is a ValueError).
+_UNREADABLE = (ValueError, TypeError, OverflowError)
 
 
 def _move_history_into_journal(bind: sa.engine.Connection) -> None:
@@ -178,8 +183,8 @@ def _move_history_into_journal(bind: sa.engine.Connection) -> None:
     writer = _Writer(bind, key)
     failures = reader.orphans()
     for chunk in reader.chunks():
-        for lead, audit, events, breaches in chunk:
-            problem = _old_chain_problem(lead, audit)
+        for lead, audit, events, breaches, unreadable in chunk:
+            problem = unreadable or _old_chain_problem(lead, audit)
             if problem is not None:
                 failures.append((lead.id, problem))
             elif not failures:  # after a failure only verify: nothing will be kept
@@ -237,6 +242,9 @@ class _Reader:
         return found
 
     def chunks(self) -> Iterator[list[_History]]:
+        """Each lead with its rows, and why they cannot be read (None: they
+        can): a time or a JSON value saleflow never wrote refuses the
+        upgrade like an edit, naming the lead."""
         after: str | None = None
         while True:
             rows = self.bind.execute(
@@ -249,10 +257,17 @@ class _Reader:
             ).all()
             if not rows:
                 return
-            leads = [
-                _Lead(id, flow, version, stage, self._json(fields), cycle, _utc(updated_at))
-                for id, flow, version, stage, fields, cycle, updated_at in rows
-            ]
+            unreadable: dict[str, str] = {}
+            leads: list[_Lead] = []
+            for id, flow, version, stage, fields, cycle, updated_at in rows:
+                try:
+                    lead = _Lead(id, flow, version, stage, self._json(fields), cycle, _utc(updated_at))
+                    if not isinstance(lead.fields, dict):
+                        raise TypeError("fields that are not a JSON object")
+                except _UNREADABLE as exc:
+                    unreadable.setdefault(id, f"its stored row cannot be read ({exc})")
+                    lead = _Lead(id, flow, version, stage, {}, cycle, datetime.min.replace(tzinfo=UTC))
+                leads.append(lead)
             span = {"first": leads[0].id, "last": leads[-1].id}
             where = "WHERE lead_id >= :first AND lead_id <= :last ORDER BY lead_id, "
             audit: dict[str, list[_Audit]] = {}
@@ -265,10 +280,14 @@ class _Reader:
             ):
                 lead_id, seq, from_stage, to_stage, kind, actor, reason, at = row[:8]
                 flow, version, cycle, values, prev_hash, hash_ = row[8:]
-                entry = _Audit(
-                    lead_id, seq, from_stage, to_stage, kind, actor, reason, _utc(at),
-                    flow, version, cycle, self._json(values), prev_hash, hash_,
-                )  # fmt: skip
+                try:
+                    entry = _Audit(
+                        lead_id, seq, from_stage, to_stage, kind, actor, reason, _utc(at),
+                        flow, version, cycle, self._json(values), prev_hash, hash_,
+                    )  # fmt: skip
+                except _UNREADABLE as exc:
+                    unreadable.setdefault(lead_id, f"audit entry {seq} cannot be read ({exc})")
+                    continue
                 audit.setdefault(entry.lead_id, []).append(entry)
             events: dict[str, list[_Event]] = {}
             for lead_id, name, at, channel, content, count, cycle in self.bind.execute(
@@ -277,7 +296,12 @@ class _Reader:
                 ),
                 span,
             ):
-                events.setdefault(lead_id, []).append(_Event(name, _utc(at), channel, content, count, cycle))
+                try:
+                    event = _Event(name, _utc(at), channel, content, count, cycle)
+                except _UNREADABLE as exc:
+                    unreadable.setdefault(lead_id, f'its event "{name}" cannot be read ({exc})')
+                    continue
+                events.setdefault(lead_id, []).append(event)
             breaches: dict[str, list[_Breach]] = {}
             for lead_id, stage, cycle, entered_at, due_at, detected_at in self.bind.execute(
                 sa.text(
@@ -287,11 +311,20 @@ class _Reader:
                 ),
                 span,
             ):
-                breaches.setdefault(lead_id, []).append(
-                    _Breach(stage, cycle, _utc(entered_at), _utc(due_at), _utc(detected_at))
-                )
+                try:
+                    breach = _Breach(stage, cycle, _utc(entered_at), _utc(due_at), _utc(detected_at))
+                except _UNREADABLE as exc:
+                    unreadable.setdefault(lead_id, f'its SLA breach in "{stage}" cannot be read ({exc})')
+                    continue
+                breaches.setdefault(lead_id, []).append(breach)
             yield [
-                (lead, audit.get(lead.id, []), events.get(lead.id, []), breaches.get(lead.id, []))
+                (
+                    lead,
+                    audit.get(lead.id, []),
+                    events.get(lead.id, []),
+                    breaches.get(lead.id, []),
+                    unreadable.get(lead.id),
+                )
                 for lead in leads
             ]
             if len(rows) < CHUNK:
