@@ -182,17 +182,20 @@ def _move_history_into_journal(bind: sa.engine.Connection) -> None:
     reader = _Reader(bind)
     writer = _Writer(bind, key)
     failures = reader.orphans()
+    failed = len(failures)  # the first SHOWN are kept, to be named: memory stays flat
     for chunk in reader.chunks():
         for lead, audit, events, breaches, unreadable in chunk:
             problem = unreadable or _old_chain_problem(lead, audit)
             if problem is not None:
-                failures.append((lead.id, problem))
-            elif not failures:  # after a failure only verify: nothing will be kept
+                failed += 1
+                if len(failures) < SHOWN:
+                    failures.append((lead.id, problem))
+            elif not failed:  # after a failure only verify: nothing will be kept
                 writer.add(_journal_of(lead, audit, events, breaches))
-        if not failures:
+        if not failed:
             writer.flush()
-    if failures:
-        raise StoreError(_refusal(failures))
+    if failed:
+        raise StoreError(_refusal(failures, failed))
     writer.finish()
     bind.execute(
         sa.text("INSERT INTO journal_seal (id, fingerprint) VALUES (1, :fingerprint)"),
@@ -402,11 +405,11 @@ def _old_chain_problem(lead: _Lead, entries: list[_Audit]) -> str | None:
     return None
 
 
-def _refusal(failures: list[tuple[str, str]]) -> str:
-    """One sentence naming the leads that refuse the upgrade."""
+def _refusal(failures: list[tuple[str, str]], failed: int) -> str:
+    """One sentence naming the (first) leads that refuse the upgrade."""
     shown = "; ".join(f'lead "{lead_id}": {problem}' for lead_id, problem in failures[:SHOWN])
-    more = f"; and {len(failures) - SHOWN} more leads" if len(failures) > SHOWN else ""
-    leads = "a lead's history does not" if len(failures) == 1 else f"{len(failures)} leads' histories do not"
+    more = f"; and {failed - SHOWN} more leads" if failed > SHOWN else ""
+    leads = "a lead's history does not" if failed == 1 else f"{failed} leads' histories do not"
     return (
         f"cannot upgrade the database to the journal, because {leads} verify under the 0001 audit "
         f"rules ({shown}{more}), and an upgrade must not launder an edit; the database is unchanged: "
