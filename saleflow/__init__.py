@@ -17,10 +17,14 @@ here (pyproject.toml, `[tool.setuptools.dynamic]`) into the metadata that
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# A library logs and lets the application decide where logs go.
+logging.getLogger("saleflow").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .engine import Deployment, Engine

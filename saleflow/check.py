@@ -23,8 +23,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import pairwise
 
+from . import graph
 from .checktests import check_tests
 from .errors import Diagnostic, Span, did_you_mean
 from .limits import (
@@ -1466,43 +1466,13 @@ def flow_numbers(ctx: _Context) -> Iterator[Diagnostic]:
 # --------------------------------------------------------------------------
 
 
-def _moves(flow: Flow) -> dict[str, set[str]]:
-    """Every stage and the stages a lead can move to from it without force:
-    advance, skip, recycle, exit."""
-    names = set(flow.stage_names)
-    main = flow.main_line
-    exits = {s.name for s in flow.stages if s.final and flow.position(s.name) is None}
-    moves: dict[str, set[str]] = {name: set() for name in names}
-
-    def ends(name: str) -> bool:
-        # A final stage in the middle of the main line is an error of its
-        # own (SF205); judge the rest as if it were not final.
-        stage = flow.stage(name)
-        return stage is not None and stage.final and (flow.position(name) is None or name == main[-1])
-
-    for name in names:
-        if not ends(name):
-            moves[name] |= exits
-    for name, nxt in pairwise(main):  # duplicates (SF101) included
-        if not ends(name) and nxt != name:
-            moves[name].add(nxt)
-    for skip in flow.skips:
-        if skip.source in names and skip.target in names:
-            moves[skip.source].add(skip.target)
-    for recycle in flow.recycles:
-        for source in recycle.sources:
-            if source in names and recycle.target in names:
-                moves[source].add(recycle.target)
-    return moves
-
-
 def _reachable(flow: Flow) -> set[str] | None:
     """The stages a lead can get to from the initial stage without force;
     None when there is no initial stage on the main line to start from."""
     initial = flow.initial
     if initial is None or flow.position(initial.name) is None:
         return None
-    moves = _moves(flow)
+    moves = graph.successors(flow)
     seen = {initial.name}
     todo = [initial.name]
     while todo:
@@ -1540,7 +1510,7 @@ def dead_ends(ctx: _Context) -> Iterator[Diagnostic]:
     """SF302 a stage that is not final and has no way out (only reported
     for stages a lead can reach)."""
     flow = ctx.flow
-    moves = _moves(flow)
+    moves = graph.successors(flow)
     reachable = _reachable(flow)
     for stage in flow.stages:
         if stage.final or flow.stage(stage.name) is not stage or moves[stage.name] - {stage.name}:

@@ -5,6 +5,14 @@ Layer 3; the only module that knows `transitions` (its words, "state" and
 `model=None` and fired against a light per-operation token, never one Machine
 per lead and never `add_model` (quadratic in transitions 0.9).
 
+The machine is load-bearing, through transitions' public API only: the move
+table that `moves_from` (and so `allowed`, `show`, `audit verify`) answers
+from is read back from the machine (`get_triggers`, `get_transitions`); its
+conditions are the gates; a move happens by firing its trigger
+(`Event.trigger`), and only when the machine moved the token.  A machine
+that lacks a transition, or whose condition refuses, stops the move
+(`tests/test_compile.py` proves it by tampering with the machine).
+
 Safety: every condition handed to transitions is a Python callable made here
 from `guards.Evaluator`; no text from a flow file ever reaches transitions,
 which would resolve strings as attributes *and* importable dotted paths.
@@ -22,8 +30,9 @@ from dataclasses import field as attr
 from typing import Any
 
 from transitions import Machine
-from transitions.core import EventData, Transition
+from transitions.core import MachineError
 
+from . import graph
 from . import model as m
 from .errors import NO_SPAN, Span
 from .guards import Evaluator, Facts
@@ -75,57 +84,28 @@ def _gate_of(flow: m.Flow, stage_name: str) -> tuple[Gate, ...]:
 
 
 def _moves(flow: m.Flow) -> list[Move]:
-    moves: list[Move] = []
-    finals = [s for s in flow.stages if s.final and s.team is None]
-    for stage in flow.stages:
-        if stage.final:
-            continue
-        nxt = flow.next_on_main_line(stage.name)
-        if nxt is not None:
-            target = flow.stage(nxt)
-            moves.append(
-                Move(
-                    "advance", stage.name, nxt, "advance", _gate_of(flow, nxt), not (target and target.manual)
-                )
+    """The flow's move graph (`graph.moves`) with each move's gates, trigger
+    and whether automatic progress may take it."""
+    out: list[Move] = []
+    for mv in graph.moves(flow):
+        target = flow.stage(mv.target)
+        manual = target is not None and target.manual
+        own = () if mv.when is None else (Gate(f"{mv.kind} condition", mv.when, mv.span),)
+        if mv.kind == "advance":
+            out.append(
+                Move("advance", mv.source, mv.target, "advance", _gate_of(flow, mv.target), not manual)
             )
-        for exit_to in finals:
-            if exit_to.name != stage.name:
-                moves.append(
-                    Move(
-                        "exit",
-                        stage.name,
-                        exit_to.name,
-                        f"exit_to_{exit_to.name}",
-                        _gate_of(flow, exit_to.name),
-                    )
-                )
-    for index, skip in enumerate(flow.skips):
-        target = flow.stage(skip.target)
-        own = (Gate("skip condition", skip.when, skip.span),) if skip.when is not None else ()
-        moves.append(
-            Move(
-                "skip",
-                skip.source,
-                skip.target,
-                f"skip{index}_to_{skip.target}",
-                own + _gate_of(flow, skip.target),
-                not (target and target.manual),
+        elif mv.kind == "exit":
+            out.append(Move("exit", mv.source, mv.target, f"exit_to_{mv.target}", _gate_of(flow, mv.target)))
+        elif mv.kind == "skip":
+            trigger = f"skip{mv.index}_to_{mv.target}"
+            out.append(
+                Move("skip", mv.source, mv.target, trigger, own + _gate_of(flow, mv.target), not manual)
             )
-        )
-    for index, recycle in enumerate(flow.recycles):
-        own = (Gate("recycle condition", recycle.when, recycle.span),) if recycle.when is not None else ()
-        for source in recycle.sources:
-            moves.append(
-                Move(
-                    "recycle",
-                    source,
-                    recycle.target,
-                    f"recycle{index}_to_{recycle.target}",
-                    own,
-                    recycle.auto,
-                )
-            )
-    return moves
+        else:
+            trigger = f"recycle{mv.index}_to_{mv.target}"
+            out.append(Move("recycle", mv.source, mv.target, trigger, own, mv.auto))
+    return out
 
 
 class CompiledFlow:
@@ -143,13 +123,11 @@ class CompiledFlow:
         self.score_ignores_stage = not any(
             isinstance(node, m.Ref) and node.name == "days_in_stage" for e in exprs for node in m.walk(e)
         )
-        self._by_source: dict[str, list[Move]] = {name: [] for name in flow.stage_names}
-        seen: set[tuple[str, str, str]] = set()
+        defined: dict[tuple[str, str, str], Move] = {}
         for move in _moves(flow):
             key = (move.trigger, move.source, move.target)
-            if move.source in self._by_source and key not in seen:
-                seen.add(key)
-                self._by_source[move.source].append(move)
+            if flow.stage(move.source) is not None and key not in defined:
+                defined[key] = move
         self._machine = Machine(
             model=None,
             states=list(flow.stage_names),
@@ -161,13 +139,23 @@ class CompiledFlow:
                     "dest": move.target,
                     "conditions": [self._condition(move, gate) for gate in move.gates],
                 }
-                for moves in self._by_source.values()
-                for move in moves
+                for move in defined.values()
             ],
             auto_transitions=False,
             send_event=True,
         )
-        self._transitions: dict[int, tuple[Transition, Any, Any]] = {}
+        # The move table, as the machine holds it: for each stage, the
+        # transitions of each event (trigger) from it, in the order the
+        # events were declared (advance, exits, skips, recycles), mapped back
+        # to the moves' kinds and gates.  One pass over the events: asking
+        # `get_triggers` stage by stage would walk every event per stage.
+        machine = self._machine
+        self._by_source: dict[str, list[Move]] = {name: [] for name in flow.stage_names}
+        for trigger, event in machine.events.items():
+            for source, transitions in event.transitions.items():
+                table = self._by_source[source]
+                table.extend(defined[(trigger, source, t.dest or "")] for t in transitions)
+        self._events = {trigger: machine.events[trigger] for trigger, _, _ in defined}
         self._forward: dict[str, list[Move]] = {}
         self._recycles: dict[str, list[Move]] = {}
         self._holds: dict[int, Callable[[Facts], bool]] = {}
@@ -238,29 +226,20 @@ class CompiledFlow:
         return holds(facts)
 
     def fire(self, move: Move, facts: Facts) -> bool:
-        """Fire `move` on a fresh token; True when transitions moved it to
-        the target (the gates held).  Gates are tried first without the
-        machine: most evaluations find a gate closed, and transitions'
-        event bookkeeping costs more than the gate itself."""
+        """Fire `move`'s trigger on a fresh token in the move's source; True
+        when the machine moved it to the target (its conditions, the gates,
+        held).  The gates are tried first without the machine: most
+        evaluations find a gate closed, and an event costs more than the
+        gate itself; the conditions then know the gates just held
+        (`held`) and do not evaluate them twice."""
         if not self.passes(move, facts):
             return False
-        transition, event, state = self._transition(move)
         token = _Token(move.source)
-        # The machine's own Transition runs its conditions and changes the
-        # token's state; calling it directly skips the event queue that a
-        # model-less machine does not need (a third of the cost of a move).
-        data = EventData(state, event, self._machine, token, (), {"facts": facts, "held": move})
-        return bool(transition.execute(data)) and token.state == move.target
-
-    def _transition(self, move: Move) -> tuple[Transition, Any, Any]:
-        # Keyed by identity: moves are built once per compiled flow, and
-        # hashing one would walk its gates' expressions.
-        found = self._transitions.get(id(move))
-        if found is None:
-            transition = self._machine.get_transitions(move.trigger, move.source, move.target)[0]
-            found = (transition, self._machine.events[move.trigger], self._machine.get_state(move.source))
-            self._transitions[id(move)] = found
-        return found
+        try:
+            moved = self._events[move.trigger].trigger(token, facts=facts, held=move)
+        except MachineError:  # the machine holds no such move from the source
+            return False
+        return bool(moved) and token.state == move.target
 
 
 def compile_flow(flow: m.Flow, version: int | None = None) -> CompiledFlow:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import pairwise
 
+from . import graph
 from .model import Expr, Flow, Stage, duration_text
 from .unparse import shorten, unparse
 
@@ -73,19 +73,21 @@ def _graph(flow: Flow, exits: bool) -> _Graph:
     side = tuple(stage for stage in stages.values() if stage.team is None)
 
     edges: list[_Edge] = []
-    main = list(dict.fromkeys(flow.main_line))
-    for source, target in pairwise(main):
-        edges.append(_Edge(source, target, "advance", _gate(stages[target].when)))
-    for skip in flow.skips:
-        edges.append(_Edge(skip.source, skip.target, "skip", _gate(skip.when) or "skip"))
-    for recycle in flow.recycles:
-        label = "recycle auto" if recycle.auto else "recycle"
-        for source in dict.fromkeys(recycle.sources):
-            edges.append(_Edge(source, recycle.target, "recycle", label))
+    finals: list[str] = []
+    for move in graph.moves(flow):
+        if move.kind == "advance":
+            edges.append(_Edge(move.source, move.target, "advance", _gate(stages[move.target].when)))
+        elif move.kind == "skip":
+            edges.append(_Edge(move.source, move.target, "skip", _gate(move.when) or "skip"))
+        elif move.kind == "recycle":
+            edges.append(
+                _Edge(move.source, move.target, "recycle", "recycle auto" if move.auto else "recycle")
+            )
+        elif move.target not in finals:
+            finals.append(move.target)
     if exits:
-        # Every non-final stage may exit to every final side stage: one edge
-        # per team box (from its last stage) keeps that readable.
-        finals = [stage.name for stage in side if stage.final]
+        # Every stage that does not end the way may exit to every final side
+        # stage: one edge per team box (from its last stage) keeps that readable.
         for name, _, members in teams:
             edges.extend(_Edge(members[-1].name, final, "exit", "", name) for final in finals)
         for stage in side:

@@ -10,6 +10,7 @@ inside that transaction live in `progress.py`.  Callbacks registered with
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import time
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .importer import ImportResult
 
 T = TypeVar("T")
+_LOG = logging.getLogger("saleflow")
 
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
@@ -150,6 +152,8 @@ class Engine:
         self._compiled: dict[tuple[str, int], CompiledFlow] = {}
         self._latest: dict[str, int] = {}
         self._callbacks: dict[str, list[Callback]] = defaultdict(list)
+        # What the last operation's `on_enter` callbacks raised (see `on_enter`).
+        self.callback_errors: tuple[Exception, ...] = ()
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -274,7 +278,21 @@ class Engine:
 
     def on_enter(self, stage: str, callback: Callback) -> None:
         """Call `callback(entry)` after a commit in which a lead entered
-        `stage` (`entry` is the journal entry with its move)."""
+        `stage` (`entry` is the journal entry with its move).  `stage` must
+        be a stage of a deployed flow (`NotFound`, with a suggestion,
+        otherwise).  A callback that raises does not undo the committed
+        change, nor stop the other callbacks: its exception is logged (logger
+        ``saleflow``) and collected on the returned lead's
+        `callback_errors` (and on `Engine.callback_errors` for batch
+        operations), never raised as if the operation had failed."""
+        stage = _name(stage, "a stage name")
+        known: list[str] = []
+        for flow in self.store.flow_names():
+            known.extend(self.compiled(flow).flow.stage_names)
+        if stage not in known:
+            hint = did_you_mean(stage, known)
+            deployed = "no flow is deployed yet" if not known else "no deployed flow has it"
+            raise NotFound(f'cannot watch stage "{stage}": {deployed}' + (f"; {hint}" if hint else ""))
         self._callbacks[stage].append(callback)
 
     # ------------------------------------------------------- transactions
@@ -295,16 +313,20 @@ class Engine:
                         f"the operation kept conflicting with concurrent updates after {ATTEMPTS} attempts"
                     ) from None
                 time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
-        self._notify(entries)
+        errors = self._notify(entries)
+        if isinstance(result, Lead) and errors:
+            result.callback_errors = errors
         return result
 
-    def _notify(self, entries: list[JournalEntry]) -> None:
+    def _notify(self, entries: list[JournalEntry]) -> tuple[Exception, ...]:
         """Run the `on_enter` callbacks of committed entries.  Every callback
-        runs even if one fails; the first failure is raised afterwards (the
-        change itself is committed either way)."""
+        runs even if one fails; failures are logged and returned (the change
+        itself is committed: raising would tell a caller to retry it, and a
+        retry would record it twice)."""
+        self.callback_errors = ()
         if not self._callbacks:
-            return  # the usual case; a batch commits thousands of entries
-        failure: BaseException | None = None
+            return ()  # the usual case; a batch commits thousands of entries
+        failures: list[Exception] = []
         for entry in entries:
             if entry.kind is None:
                 continue  # not an entry into a stage
@@ -312,9 +334,16 @@ class Engine:
                 try:
                     callback(entry)
                 except Exception as exc:
-                    failure = failure or exc
-        if failure is not None:
-            raise failure
+                    _LOG.warning(
+                        'on_enter("%s") callback failed for lead "%s": %s',
+                        entry.stage,
+                        entry.lead_id,
+                        exc,
+                        exc_info=exc,
+                    )
+                    failures.append(exc)
+        self.callback_errors = tuple(failures)
+        return self.callback_errors
 
     def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[JournalEntry]) -> Work:
         who = _name(actor, "the actor") if actor else self.actor
@@ -463,18 +492,18 @@ class Engine:
                 hint = did_you_mean(event, [e.name for e in cf.flow.events])
                 raise NotFound(f'flow "{cf.name}" has no event "{event}"' + (f"; {hint}" if hint else ""))
             at_ = self._when(when)
-            cycle = self._cycle_at(lead, at_)
+            cycle = self._cycle_at(tx, lead, at_)  # read in the transaction that holds the lead
             record = EventRecord(event, at_, channel or definition.channel, content, count, cycle)
             return self._work(tx, at_, actor, entries).record_event(lead, record)
 
         return self._run(body, entries)
 
-    def _cycle_at(self, lead: Lead, when: datetime) -> int:
+    def _cycle_at(self, tx: Transaction, lead: Lead, when: datetime) -> int:
         """The cycle a (possibly back-dated) event belongs to: one that
         happened before a recycle counts in the cycle it happened in."""
         if lead.cycle == 1 or when >= lead.entered_at:
             return lead.cycle
-        recycles = [e.at for e in self.store.journal(lead.id) if e.kind == "recycle"]
+        recycles = [e.at for e in tx.journal(lead.id) if e.kind == "recycle"]
         return 1 + sum(1 for at in recycles if at <= when)
 
     def advance(

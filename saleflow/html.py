@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
-from itertools import pairwise
 from math import ceil
 
+from . import graph
 from .model import Flow, duration_text
 from .report import Report, StageFigures, TargetResult, days, percent, target_actual, target_verdict
 
@@ -567,11 +567,11 @@ def _legend() -> str:
 
 def _flow_svg(report: Report) -> str:
     flow = report.definition
-    main = [s.stage for s in report.stages if s.main_line]
-    moves: list[Move] = [("advance", a, b) for a, b in pairwise(main)]
-    moves += [("skip", skip.source, skip.target) for skip in flow.skips]
-    moves += [("recycle", source, r.target) for r in flow.recycles for source in r.sources]
-    moves = list(dict.fromkeys(moves))  # a move declared twice is drawn once
+    # The flow's move graph, exits left out (drawn, they would join every
+    # stage to every final one); a move declared twice is drawn once.
+    moves: list[Move] = list(
+        dict.fromkeys((mv.kind, mv.source, mv.target) for mv in graph.moves(flow) if mv.kind != "exit")
+    )
     texts = {stage.stage: _stage_text(stage, flow, report) for stage in report.stages}
     canvas = _layout(report, texts.values(), moves)
     boxes = canvas.boxes

@@ -212,7 +212,7 @@ class Work:
         if target is None:
             where = "a final stage" if current and current.final else "the last stage of the main line"
             raise Rejected(
-                f'lead "{lead.id}" is in {where} ("{lead.stage}"); say where to with --to',
+                f'lead "{lead.id}" is in {where} ("{lead.stage}"); say where to (--to, or to= in Python)',
                 lead_id=lead.id,
                 stage=lead.stage,
             )
@@ -234,7 +234,8 @@ class Work:
             if move is None:
                 raise Rejected(
                     f'lead "{lead.id}" cannot move from "{lead.stage}" to "{target}": flow "{cf.name}" '
-                    "defines no such move (use --force with --reason to move it anyway)",
+                    "defines no such move (force it, with a reason, to move it anyway: --force --reason, "
+                    "or force=True and reason= in Python)",
                     lead_id=lead.id,
                     stage=target,
                 )

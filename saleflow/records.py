@@ -40,6 +40,9 @@ class Lead:
     updated_at: datetime
     score: float = 0
     revision: int = 0
+    # What `on_enter` callbacks raised after the operation that returned
+    # this lead committed (`Engine.on_enter`); not stored.
+    callback_errors: tuple[Exception, ...] = field(default=(), compare=False, repr=False)
 
     def copy(self, revision: int | None = None) -> Lead:
         """A separate copy (the fields dict is shared: it is replaced, never
@@ -184,6 +187,11 @@ class Transaction(Protocol):
         ...
 
     def events(self, lead_id: str, cycle: int) -> list[EventRecord]: ...
+    def journal(self, lead_id: str) -> list[JournalEntry]:
+        """The lead's journal as this transaction sees it (written entries;
+        those appended here are sealed and written at the commit)."""
+        ...
+
     def insert_event(self, lead_id: str, event: EventRecord) -> None: ...
     def append(self, entry: JournalEntry) -> None:
         """Append `entry` to its lead's journal.  The store gives it its

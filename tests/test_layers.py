@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "model": 1,
     "records": 1,
     "journal": 1,
+    "graph": 1,
     "unparse": 1,
     "identity": 1,
     "parse": 2,

@@ -191,6 +191,9 @@ class BufferedTransaction:
             return self._tx.events(lead_id, cycle)
         return [event for event in known if event.cycle == cycle]
 
+    def journal(self, lead_id: str) -> list[JournalEntry]:
+        return self._tx.journal(lead_id)
+
     def insert_event(self, lead_id: str, event: EventRecord) -> None:
         self.flush()
         self._tx.insert_event(lead_id, event)

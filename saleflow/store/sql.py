@@ -129,6 +129,16 @@ class SqlTransaction:
             raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
+    def journal(self, lead_id: str) -> list[JournalEntry]:
+        try:
+            try:
+                rows = self._sql.lead_journal.all(self._cur, {"lead_id": lead_id})
+            except self._sql.error as exc:
+                self._fail(exc)
+        except Corrupt as err:
+            raise err.naming(lead_id) from None
+        return [JournalEntry(*row) for row in rows]
+
     def insert_event(self, lead_id: str, event: EventRecord) -> None:
         params = {
             "lead_id": lead_id,
