@@ -89,7 +89,10 @@ class JournalEntry:
 
     @property
     def values(self) -> Mapping[str, Any]:
-        """The values a move's gate read (empty for other entries)."""
+        """The values a move's gate read (empty for other entries); for a
+        migration, the version it came from, as §3's audit entries said."""
+        if self.entry == "migrated" and "from_version" in self.data:
+            return {"from_version": self.data["from_version"]}
         values = self.data.get("values")
         return values if isinstance(values, Mapping) else {}
 
