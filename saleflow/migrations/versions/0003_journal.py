@@ -196,11 +196,14 @@ def _move_history_into_journal(bind: sa.engine.Connection) -> None:
             writer.flush()
     if failed:
         raise StoreError(_refusal(failures, failed))
-    writer.finish()
-    bind.execute(
-        sa.text("INSERT INTO journal_seal (id, fingerprint) VALUES (1, :fingerprint)"),
-        {"fingerprint": key_fingerprint(key)},
-    )
+    written = writer.finish()
+    if written:
+        # Sealed here, so the seal says with what.  An empty journal stays
+        # unclaimed: its first write seals it with that writer's key.
+        bind.execute(
+            sa.text("INSERT INTO journal_seal (id, fingerprint) VALUES (1, :fingerprint)"),
+            {"fingerprint": key_fingerprint(key)},
+        )
 
 
 # -- reading the 0001 tables -------------------------------------------------
@@ -655,10 +658,11 @@ class _Writer:
         self.written += len(rows)
         self.pending, self.count = [], 0
 
-    def finish(self) -> None:
-        """New entries continue after the converted ones."""
+    def finish(self) -> int:
+        """New entries continue after the converted ones; how many were written."""
         if self.pg and self.written:
             self.bind.execute(sa.text("SELECT setval('journal_seq', (SELECT max(seq) FROM journal))"))
+        return int(self.written)
 
 
 def downgrade() -> None:
