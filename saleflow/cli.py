@@ -755,10 +755,8 @@ def report_command(
 
 @main.command("simulate")
 @click.argument("flow_file", metavar="FLOW")
-@click.option("--since", default=None, metavar="D", help="Report entries from this date or time on.")
-@click.option(
-    "--until", default=None, metavar="D", help="Replay and report up to this date (the whole day) or time."
-)
+@click.option("--since", default=None, metavar="D", help="Compare entries from this date or time on.")
+@click.option("--until", default=None, metavar="D", help="…up to this date (the whole day) or time.")
 @click.option(
     "--format",
     "fmt",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -106,6 +107,7 @@ class Simulation:
     simulated: Report
     refused_requests: int
     refused: tuple[Refusal, ...]  # the first `LISTED`
+    refused_by_stage: dict[str, int]  # refused requests per stage asked for
     most_waiting: int
     waiting: tuple[Waiting, ...]
     replayed: int
@@ -120,6 +122,7 @@ class Simulation:
             "simulated": self.simulated.to_json(),
             "refused_requests": self.refused_requests,
             "refused": [r.to_json() for r in self.refused],
+            "refused_by_stage": dict(self.refused_by_stage),
             "most_waiting": self.most_waiting,
             "waiting": [w.to_json() for w in self.waiting],
             "replayed": self.replayed,
@@ -272,6 +275,7 @@ class _Replay:
         self.most = 0
         self.refusals: list[Refusal] = []
         self.refused = 0
+        self.refused_to: Counter[str] = Counter()
         self.replayed = self.skipped = self.ticks = 0
         self._ctx: Any = None
         self._tx: _Watched | None = None
@@ -510,6 +514,7 @@ class _Replay:
 
     def refuse(self, lead: Lead, entry: JournalEntry, reason: str) -> None:
         self.refused += 1
+        self.refused_to[entry.stage] += 1
         if len(self.refusals) < LISTED:
             self.refusals.append(
                 Refusal(lead.id, entry.at, lead.stage, entry.stage, entry.kind or "", reason)
@@ -536,8 +541,9 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[JournalEntry
 
 
 def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Simulation:
-    """Replay the recorded journal of `flow`'s leads through `flow`; the
-    recorded and simulated reports over `period`.  `engine`'s store is only
+    """Replay the recorded journal of `flow`'s leads (all of it, up to the
+    engine's now) through `flow`; the recorded and simulated reports over
+    `period`.  `engine`'s store is only
     read; `flow` must have passed `check`."""
     period = period or Period()
     name = flow.name
@@ -547,7 +553,10 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
             "(simulate replays the leads of the flow FLOW names)"
         )
     now = engine.now()
-    end = now if period.until is None or period.until > now else period.until
+    # The whole history is replayed, up to now: a period chooses what the
+    # reports count (entries into stages within it, as `report` does, and
+    # whether they advanced later), not what happened.
+    end = now
     recorded = engine.compiled(name)
     actual = build_report(
         engine.store,
@@ -579,6 +588,7 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
         simulated=simulated,
         refused_requests=replay.refused,
         refused=tuple(replay.refusals),
+        refused_by_stage=dict(sorted(replay.refused_to.items())),
         most_waiting=replay.most,
         waiting=tuple(sorted(replay.queues.values(), key=lambda w: w.stage)),
         replayed=replay.replayed,
