@@ -3,9 +3,8 @@
 
 Layer 5.  The recorded entries of the flow's leads are read from the user's
 database in time order (`at`, then `seq`) and fed, one by one, to the real
-engine's `Work` on a scratch SQLite store in a temporary folder (deleted
-afterwards): leads created with their first fields, fields set, events,
-imported placements, and the moves someone asked for (entries marked
+engine's `Work` on a scratch SQLite store in memory (gone when it ends):
+leads created with their first fields, fields set, events, imported placements, and the moves someone asked for (entries marked
 ``"requested": true`` by `Work.request`; in journals written before that
 mark, the kinds no gate makes on its own: force and exit).  Automatic moves
 and SLA breaches are not replayed: FLOW's own gates make them again.
@@ -27,12 +26,10 @@ from __future__ import annotations
 
 import heapq
 import statistics
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -52,6 +49,7 @@ from .store.schema import journal
 
 DAY = timedelta(days=1)
 ACTOR = "saleflow-simulate"
+SCRATCH = "sqlite:///:memory:"
 LISTED = 20  # refused requests listed by name (all are counted)
 OPS_PER_TRANSACTION = 2000
 _TIME_REFS = ("days_in_stage", "days_since_created")
@@ -156,35 +154,42 @@ class _Timing:
     daily: bool  # a time-dependent value the above cannot place: every midnight
 
 
-def _expressions(flow: Flow) -> Iterator[Expr]:
-    for stage in flow.stages:
-        if stage.when is not None:
-            yield stage.when
-    for skip in flow.skips:
-        if skip.when is not None:
-            yield skip.when
-    for recycle in flow.recycles:
-        if recycle.when is not None:
-            yield recycle.when
-    for condition in flow.conditions:
-        yield condition.expr
-    for rule in flow.score_rules:
-        if rule.each is not None:
-            yield rule.each
-        if rule.condition is not None:
-            yield rule.condition
+def _expand(flow: Flow, exprs: list[Expr]) -> list[Expr]:
+    """`exprs` and what they read through names: conditions, and the score
+    rules when they read `score`."""
+    out: list[Expr] = []
+    seen: set[str] = set()
+    stack = list(exprs)
+    while stack:
+        expr = stack.pop()
+        out.append(expr)
+        for node in walk(expr):
+            if not isinstance(node, Ref) or node.name in seen:
+                continue
+            if node.name == "score":
+                seen.add("score")
+                for rule in flow.score_rules:
+                    stack.extend(x for x in (rule.each, rule.condition) if x is not None)
+            else:
+                condition = flow.condition(node.name)
+                if condition is not None:
+                    seen.add(node.name)
+                    stack.append(condition.expr)
+    return out
 
 
 def _is_time(node: Any) -> bool:
     return isinstance(node, DaysSince) or (isinstance(node, Ref) and node.name in _TIME_REFS)
 
 
-def timing(flow: Flow) -> _Timing:
+def timing(exprs: list[Expr]) -> _Timing:
+    """When values read by `exprs` can change truth: the windows, and the
+    numbers compared with days in stage or since creation or an event."""
     windows: set[float] = set()
     offsets: set[float] = set()
     placed: set[int] = set()
     seen: list[Any] = []
-    for expr in _expressions(flow):
+    for expr in exprs:
         for node in walk(expr):
             if isinstance(node, Window):
                 windows.add(node.days)
@@ -214,6 +219,16 @@ def timing(flow: Flow) -> _Timing:
     return _Timing(spans(windows), spans(offsets), daily)
 
 
+def stage_timing(cf: CompiledFlow, stage: str, waiting: bool) -> _Timing:
+    """What a tick can find changed for a lead in `stage`: the gates of
+    the moves automatic progress tries from there (and, for a lead waiting
+    for room, the score that orders the queue)."""
+    exprs = [gate.expr for move in cf.moves_from(stage) for gate in move.gates]
+    if waiting:
+        exprs += [x for rule in cf.flow.score_rules for x in (rule.each, rule.condition) if x is not None]
+    return timing(_expand(cf.flow, exprs))
+
+
 def _midnight_after(moment: datetime) -> datetime:
     """The first midnight (UTC) at or after `moment`."""
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -238,7 +253,7 @@ class _Lead:
 class _Watched:
     """A store transaction that notes who joins and leaves the queue."""
 
-    def __init__(self, tx: Transaction, replay: _Replay) -> None:
+    def __init__(self, tx: Transaction, replay: Replay) -> None:
         self._tx = tx
         self._replay = replay
 
@@ -259,13 +274,18 @@ class _Watched:
 # --------------------------------------------------------------------------
 
 
-class _Replay:
+class Replay:
+    """Feeds recorded entries, in time order, to `Work` on `scratch`'s store
+    (leads of the compiled flow `cf`), ticking due leads at midnights up to
+    `end`.  `run` is the whole of it; the bench also uses it to record a
+    large history quickly (a history the engine itself writes)."""
+
     def __init__(self, scratch: Engine, cf: CompiledFlow, end: datetime) -> None:
         self.scratch = scratch
         self.cf = cf
         self.flow = cf.flow
         self.end = end
-        self.timing = timing(cf.flow)
+        self.timings: dict[tuple[str, bool], _Timing] = {}
         self.leads: dict[str, _Lead] = {}
         self.due: dict[datetime, set[str]] = {}
         self.heap: list[datetime] = []
@@ -331,7 +351,10 @@ class _Replay:
         stage = self.flow.stage(state.stage)
         if stage is None or stage.final or self.clock is None:
             return
-        t = self.timing
+        key = (state.stage, lead_id in self.queue)
+        t = self.timings.get(key)
+        if t is None:
+            t = self.timings[key] = stage_timing(self.cf, *key)
         moments: list[datetime] = []
         try:
             for event_at in state.events:
@@ -348,7 +371,10 @@ class _Replay:
         for moment in moments:
             try:
                 first = _midnight_after(moment)
-                both = (first, first + DAY)
+                # a value that changes exactly at midnight may change just
+                # after it (a strict or a non-strict comparison): then the
+                # next midnight sees it
+                both = (first, first + DAY) if first == moment else (first,)
             except OverflowError:
                 continue
             for b in both:
@@ -520,6 +546,16 @@ class _Replay:
                 Refusal(lead.id, entry.at, lead.stage, entry.stage, entry.kind or "", reason)
             )
 
+    def run(self, entries: Iterable[JournalEntry]) -> Replay:
+        try:
+            for entry in entries:
+                self.feed(entry)
+            self.finish()
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
     def finish(self) -> None:
         self.advance_to(self.end)
         self.commit()
@@ -566,23 +602,15 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
         period=period,
         definitions=lambda version: engine.compiled(name, version).flow,
     )
-    with tempfile.TemporaryDirectory(prefix="saleflow-simulate-") as folder:
-        url = "sqlite:///" + str(Path(folder) / "scratch.db")
-        scratch = Engine(open_store(url), actor=ACTOR, now=end)
-        try:
-            deployed = scratch.deploy(flow)
-            cf = scratch.compiled(name, deployed.version)
-            replay = _Replay(scratch, cf, end)
-            try:
-                for entry in _recorded(engine, name, end):
-                    replay.feed(entry)
-                replay.finish()
-            except BaseException:
-                replay.abort()
-                raise
-            simulated = build_report(scratch.store, cf.flow, version=cf.version, now=end, period=period)
-        finally:
-            scratch.close()
+    # The scratch store lives in memory: nothing of it reaches a disk.
+    scratch = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
+    try:
+        deployed = scratch.deploy(flow)
+        cf = scratch.compiled(name, deployed.version)
+        replay = Replay(scratch, cf, end).run(_recorded(engine, name, end))
+        simulated = build_report(scratch.store, cf.flow, version=cf.version, now=end, period=period)
+    finally:
+        scratch.close()
     return Simulation(
         actual=actual,
         simulated=simulated,
