@@ -2,6 +2,7 @@
 
     python bench/simulate.py [--leads 100000] [--backends sqlite,postgresql]
     python bench/run.py --only simulate [--quick]
+    python bench/simulate.py --leads 5000 --record sqlite:///demo.db   # a demo history
 
 The recorded store: `--leads` leads of flows/the_model.flow over 180 days,
 each with a generated life (first fields, web visits, content downloads,
@@ -61,7 +62,7 @@ def _life(rng: random.Random, lead: str) -> list[tuple]:
         "company": f"Company {lead}",
         "employees": rng.choice((20, 200, 800, 5000)),
         "industry": rng.choice(("saas", "finance", "retail", "manufacturing", "other")),
-        "authority": rng.choice(("none", "user", "influencer", "decision_maker")),
+        "authority": rng.choice(("none", "user", "user", "influencer", "decision_maker")),
     }
     if rng.random() < 0.9:
         fields["email"] = f"{lead}@example.com"
@@ -85,18 +86,18 @@ def _life(rng: random.Random, lead: str) -> list[tuple]:
     def ask(kind: str, stage: str) -> None:
         out.append(_entry("moved", lead, later(3), {"values": {}, "requested": True}, kind, stage))
 
-    for _ in range(rng.choice((0, 1, 1, 2, 3, 5))):
+    for _ in range(rng.choice((0, 1, 2, 3, 4, 6, 8))):
         event("web_visit", "web")
-    if rng.random() < 0.4:
+    if rng.random() < 0.6:
         event("content_download", "web")
-    if rng.random() < 0.3:
+    if rng.random() < 0.5:
         event("seminar_attended", "seminar")
-    if rng.random() < 0.1:
+    if rng.random() < 0.15:
         event("inbound_question", "inbound")
-    if rng.random() < 0.25:
+    if rng.random() < 0.15:
         return out
     set_(owner=rng.choice(("ana", "bo", "cy")))
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         return out
     set_(need=True)
     event("call_connected", "phone")
@@ -104,7 +105,7 @@ def _life(rng: random.Random, lead: str) -> list[tuple]:
         set_(lost_reason="timing")
         ask("recycle", "nurturing")
         return out
-    if rng.random() < 0.4:
+    if rng.random() < 0.25:
         return out
     set_(budget=rng.choice((5000, 20000, 80000)), timeframe_days=rng.choice((30, 60, 180)))
     event("meeting_held", "field")
@@ -193,7 +194,14 @@ def main() -> None:
     )
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--backends", default="sqlite")
+    parser.add_argument("--record", metavar="URL", help="only record the history into this database")
     args = parser.parse_args()
+    if args.record:
+        seconds = record(args.record, args.leads)
+        print(
+            f"recorded {args.leads:,} leads of the_model into {args.record} in {seconds:.1f} s; now is {END.isoformat()}"
+        )
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     run(args.leads, args.backends.split(","))
 
