@@ -247,7 +247,9 @@ class Work:
                     stage=target,
                     blockers=blockers,
                 )
-            lead, events = self._apply(lead, move.kind, target, reason, step.reads(move), events, requested=True)
+            lead, events = self._apply(
+                lead, move.kind, target, reason, step.reads(move), events, requested=True
+            )
         lead = self._progress(lead, cf, events)
         self._fill()
         return lead

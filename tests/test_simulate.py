@@ -264,7 +264,15 @@ def small_db(tmp_path_factory: pytest.TempPathFactory) -> str:
         st.none(),
         st.text(max_size=30),
         st.sampled_from(
-            ["9999-12-31", "0001-01-01", "2026-02-30", "2026-03-03T25:00", "1e400", "\x00", "\uff12\uff10\uff12\uff16"]
+            [
+                "9999-12-31",
+                "0001-01-01",
+                "2026-02-30",
+                "2026-03-03T25:00",
+                "1e400",
+                "\x00",
+                "\uff12\uff10\uff12\uff16",
+            ]
         ),
     ),
     until=st.one_of(st.none(), st.text(max_size=30), st.sampled_from(["9999-12-31T23:59:59Z", "-1"])),
