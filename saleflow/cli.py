@@ -780,7 +780,9 @@ def simulate_command(
     period = Period.parse(since, until)
     if output is not None:
         target = Path(output)
-        if target.is_dir() or not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        writable = os.access(target, os.W_OK) if target.exists() else os.access(target.parent, os.W_OK)
+        if target.is_dir() or not target.parent.is_dir() or not writable:
+            # said before the replay, which may take minutes, not after it
             raise BadInput(f"cannot write {output}: not a writable file path")
     with open_engine(settings) as engine:
         result = simulate(engine, flow, period=period)

@@ -588,6 +588,9 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
             f'no flow "{name}" is deployed in this database, so there is no history of it to replay '
             "(simulate replays the leads of the flow FLOW names)"
         )
+    versions = getattr(engine.store, "lead_versions", None)
+    if versions is not None and not versions(name):
+        raise NotFound(f'flow "{name}" has no leads in this database, so there is no history of it to replay')
     now = engine.now()
     # The whole history is replayed, up to now: a period chooses what the
     # reports count (entries into stages within it, as `report` does, and

@@ -238,6 +238,10 @@ def test_bad_input(recorded: tuple[str, datetime], tmp_path: Path) -> None:
         before,
     )
     _bad(url, [str(DEMO_FLOW), "-o", str(tmp_path)], 2, "cannot write", before)
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("keep me", encoding="utf-8")
+    _bad(url, [str(DEMO_FLOW), "-o", str(a_file / "out.json")], 2, "cannot write", before)
+    assert a_file.read_text(encoding="utf-8") == "keep me"
     assert not (tmp_path / "no").exists()
 
 
@@ -249,6 +253,8 @@ def test_a_flow_that_is_only_a_name(sqlite_url: str, tmp_path: Path) -> None:
         pass
     before = dump(sqlite_url)
     _bad(sqlite_url, [str(lone)], 3, 'no flow "lonely"', before)
+    # deployed, but no lead ever lived in it
+    _bad(sqlite_url, [str(DEMO_FLOW)], 3, "has no leads", before)
 
 
 @pytest.fixture(scope="module")
