@@ -24,6 +24,9 @@ Sections
   operations grouped (all adds, then all events), against raw sqlite3 (or
   psycopg) writing the same rows with the same statements, one transaction
   per operation (goal >= 0.25, aim 0.5).
+- simulate: `simulate` of flows/the_model.flow over 100,000 recorded leads
+  against `report` on the same database (bench/simulate.py; goal: a small
+  multiple).
 - import3: `Engine.import_csv` of a generated CSV of 50,000 leads, each
   created and moved through three gates (bench/flows/gates.flow), against
   raw executemany of the same lead and audit rows (goal >= 0.25, aim 0.5).
@@ -957,12 +960,20 @@ def bench_import3(quick: bool, backends: list[str]) -> None:
             line(f"{name} ratio import / raw", f"{t_raw / t_api:.2f}", "goal >= 0.25")
 
 
+def bench_simulate(quick: bool, backends: list[str]) -> None:
+    """bench/simulate.py: simulate of the same flow vs report, 100,000 leads."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import simulate as sim_bench  # bench/simulate.py
+
+    sim_bench.run(10_000 if quick else 100_000, backends)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="language,ops,mixed,memory,import,import3,report")
+    parser.add_argument("--only", default="language,ops,mixed,memory,import,import3,report,simulate")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--data", type=Path, default=X_DATA, help="the X Education CSV (import)")
     args = parser.parse_args()
@@ -993,6 +1004,9 @@ def main() -> None:
     if "report" in sections:
         print("report")
         bench_report(args.quick, backends)
+    if "simulate" in sections:
+        print("simulate: replaying the_model's recorded journal against report on the same data")
+        bench_simulate(args.quick, backends)
 
 
 if __name__ == "__main__":

@@ -966,6 +966,55 @@ def report_command(
 
 
 # --------------------------------------------------------------------------
+# What if: simulate (SPEC §7)
+# --------------------------------------------------------------------------
+
+
+@main.command("simulate")
+@click.argument("flow_file", metavar="FLOW")
+@click.option("--since", default=None, metavar="D", help="Compare entries from this date or time on.")
+@click.option("--until", default=None, metavar="D", help="…up to this date (the whole day) or time.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "html"]),
+    default="table",
+    show_default=True,
+    help="Text tables, JSON, or a self-contained HTML page.",
+)
+@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@pass_settings
+def simulate_command(
+    settings: Settings, flow_file: str, since: str | None, until: str | None, fmt: str, output: str | None
+) -> None:
+    """What if: replay the recorded history of FLOW's leads through FLOW in a
+    scratch store (nothing is written to the database) and show the
+    simulated funnel beside the recorded one."""
+    from .report import Period
+    from .simulate import render_simulation_html, render_simulation_table, simulate
+
+    flow = load_checked_flow(flow_file)
+    period = Period.parse(since, until)
+    if output is not None:
+        target = Path(output)
+        writable = os.access(target, os.W_OK) if target.exists() else os.access(target.parent, os.W_OK)
+        if target.is_dir() or not target.parent.is_dir() or not writable:
+            # said before the replay, which may take minutes, not after it
+            raise BadInput(f"cannot write {output}: not a writable file path")
+    with open_engine(settings) as engine:
+        result = simulate(engine, flow, period=period)
+    if fmt == "json":
+        text = json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+    elif fmt == "html":
+        text = render_simulation_html(result)
+    else:
+        text = render_simulation_table(result, flow_file)
+    write_output(text, output)
+    if output is not None:
+        click.echo(f"wrote {fmt} simulation of flow {flow.name} to {output}", err=True)
+
+
+# --------------------------------------------------------------------------
 # Export for BI: journal, leads, stages as CSV or JSON Lines (saleflow/export.py)
 # --------------------------------------------------------------------------
 

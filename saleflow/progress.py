@@ -228,7 +228,7 @@ class Work:
             )
         events = self.tx.events(lead.id, lead.cycle)
         if force:
-            lead, events = self._apply(lead, "force", target, reason, {}, events)
+            lead, events = self._apply(lead, "force", target, reason, {}, events, requested=True)
         else:
             move = cf.move_to(lead.stage, target)
             if move is None:
@@ -248,7 +248,9 @@ class Work:
                     stage=target,
                     blockers=blockers,
                 )
-            lead, events = self._apply(lead, move.kind, target, reason, step.reads(move), events)
+            lead, events = self._apply(
+                lead, move.kind, target, reason, step.reads(move), events, requested=True
+            )
         lead = self._progress(lead, cf, events)
         self._fill()
         return lead
@@ -387,9 +389,14 @@ class Work:
         values: dict[str, Any],
         events: list[EventRecord],
         score: float | None = None,
+        *,
+        requested: bool = False,
     ) -> tuple[Lead, list[EventRecord]]:
         """Change the lead's stage, audit it, and write it at once (so that
-        capacity counts in this transaction see it)."""
+        capacity counts in this transaction see it).  A move someone asked
+        for (`request`) is marked ``"requested": true`` in its entry's data,
+        so that a replay (`saleflow simulate`) can tell it from the automatic
+        moves that the gates make on their own."""
         cf = self.flows(lead.flow, lead.version)
         source = lead.stage
         # A lead that overstayed its stage's SLA and leaves before a tick saw
@@ -404,7 +411,8 @@ class Work:
         # stage: the history stays in time order, so time in stage is never
         # negative.
         lead.entered_at = max(self.at, lead.entered_at)
-        self._journal(lead, "moved", kind, source, reason, {"values": values}, lead.entered_at)
+        data: dict[str, Any] = {"values": values, "requested": True} if requested else {"values": values}
+        self._journal(lead, "moved", kind, source, reason, data, lead.entered_at)
         self.tx.remove_waiting(lead.id)
         left = cf.flow.stage(source)
         if left is not None and left.capacity:

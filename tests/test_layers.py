@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "importer": 4,
     "tick": 4,
     "testing": 4,
+    "simulate": 5,
     "report": 5,
     "export": 5,
     "diagram": 5,
