@@ -128,6 +128,34 @@ def _moves(flow: m.Flow) -> list[Move]:
     return moves
 
 
+_TIME_NAMES = frozenset({"days_in_stage", "days_since_created"})
+
+
+def _score_reads_time(flow: m.Flow) -> bool:
+    """Whether a lead's score can change with time alone (a score rule, or
+    a condition it reads, counts events in a window or reads days): then a
+    stored score may be stale, and the score at a moment is computed."""
+    seen: set[str] = set()
+    stack: list[m.Expr] = []
+    for rule in flow.score_rules:
+        if isinstance(rule.each, m.Window):
+            return True
+        if rule.condition is not None:
+            stack.append(rule.condition)
+    while stack:
+        for node in m.walk(stack.pop()):
+            if isinstance(node, m.Window | m.DaysSince):
+                return True
+            if isinstance(node, m.Ref):
+                if node.name in _TIME_NAMES:
+                    return True
+                condition = flow.condition(node.name)
+                if condition is not None and node.name not in seen:
+                    seen.add(node.name)
+                    stack.append(condition.expr)
+    return False
+
+
 class CompiledFlow:
     """A flow version ready to run: its moves by stage and its machine."""
 
@@ -143,6 +171,7 @@ class CompiledFlow:
         self.score_ignores_stage = not any(
             isinstance(node, m.Ref) and node.name == "days_in_stage" for e in exprs for node in m.walk(e)
         )
+        self.score_reads_time = _score_reads_time(flow)
         self._by_source: dict[str, list[Move]] = {name: [] for name in flow.stage_names}
         seen: set[tuple[str, str, str]] = set()
         for move in _moves(flow):

@@ -219,6 +219,10 @@ class BufferedTransaction:
         self.flush()
         return self._tx.waiting(flow, stage, limit)
 
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        self.flush()
+        return self._tx.waiting_line(flow, stage, limit)
+
     def record_breach(self, breach: SlaBreach) -> bool:
         self.flush()
         return self._tx.record_breach(breach)

@@ -41,8 +41,8 @@ from .connect import (
     translate,
 )
 from .reporting import ReportQueries
-from .schema import JOURNAL_SEQUENCE, Corrupt, flows, journal, leads
-from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
+from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, leads
+from .statements import EVENT_COLUMNS, LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -243,6 +243,15 @@ class SqlTransaction:
         except self._sql.error as exc:
             self._fail(exc)
         return [row[0] for row in rows]
+
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        """Up to `limit` leads waiting for `stage`, each with the time it
+        started waiting; best stored score first (not locked)."""
+        try:
+            rows = self._sql.waiting_line.all(self._cur, {"flow": flow, "stage": stage, "limit": limit})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return [(Lead(*row[:-1]), row[-1]) for row in rows]
 
     def record_breach(self, breach: SlaBreach) -> bool:
         params = {
@@ -615,6 +624,24 @@ class SqlStore(ReportQueries):
             raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
+    def events_of_leads(self, lead_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """The events of each of `lead_ids` (all cycles, oldest first): one
+        query per `bulk.ID_BATCH` ids, for listings that score a page."""
+        from .bulk import ID_BATCH
+
+        found: dict[str, list[EventRecord]] = {lead_id: [] for lead_id in lead_ids}
+        E = events.c
+        wanted = sorted(found)
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
+            stmt = (
+                select(E.lead_id, *EVENT_COLUMNS).where(E.lead_id.in_(batch)).order_by(E.lead_id, E.at, E.id)
+            )
+            rows = self._query(partial(_rows, stmt))
+            for row in rows:
+                found[row[0]].append(EventRecord(*row[1:]))
+        return found
+
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:
         """A lead's recorded SLA breaches, in the order they were detected."""
         try:
@@ -648,6 +675,10 @@ class SqlStore(ReportQueries):
                 return
             stmt = self._sql.journal_next
             params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].lead_seq
+
+
+def _rows(stmt: Any, conn: Connection) -> list[Any]:
+    return list(conn.execute(stmt))
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:
