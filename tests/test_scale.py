@@ -7,6 +7,9 @@ No timed assertions here: speed and peak RSS are measured in bench/scale.py."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from saleflow import Engine
 from saleflow.parse import parse_flow
@@ -79,3 +82,50 @@ def test_equal_scores_now_enter_in_the_order_they_started_waiting(db_url: str) -
     later.advance("seated", to="out")
     assert later.lead("first").stage == "slot"
     assert later.lead("second").stage == "start"
+
+
+# ---------------------------------------------------------------------------
+# Keyset pages by flow and by stage come in order from an index
+# ---------------------------------------------------------------------------
+
+
+def _plan(store: Any, stmt: Any, params: dict[str, Any]) -> str:
+    """The query plan of one page (EXPLAIN QUERY PLAN on SQLite; EXPLAIN on
+    PostgreSQL with sorting disabled, so a plan that still sorts has no
+    index that gives the order)."""
+    with store.read() as conn:
+        sql = (
+            stmt.params(**params)
+            .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True})
+            .string
+        )
+        if store.dialect == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+        else:
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            rows = conn.exec_driver_sql("EXPLAIN " + sql)
+        return "\n".join(" ".join(map(str, row)) for row in rows)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-page", "next-page"])
+@pytest.mark.parametrize("stages", [None, ["slot"]], ids=["by-flow", "by-flow-and-stage"])
+def test_pages_by_flow_and_stage_are_read_in_index_order(db_url: str, first: bool, stages: Any) -> None:
+    engine = fair(db_url)
+    for number in range(30):
+        engine.add_lead(f"p-{number:03d}", ready=number % 2 == 0)
+    store = engine.store
+    params: dict[str, Any] = {"chunk": 10, "flow": "fair"}
+    if not first:
+        params["after"] = "p-010"
+    if stages is not None:
+        params["stages"] = stages
+    stmt = store._sql.lead_page(first, True, stages is not None)
+    found = _plan(store, stmt, params)
+    index = "ix_leads_flow_id" if stages is None else "ix_leads_flow_stage_id"
+    assert index in found, found
+    if store.dialect == "sqlite":
+        assert "TEMP B-TREE" not in found, found
+    else:
+        assert "Sort" not in found, found
+    # and the pages read are the leads, in id order, once each
+    assert [lead.id for lead in engine.leads(flow="fair")] == [f"p-{n:03d}" for n in range(30)]
