@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -365,6 +365,41 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+STREAMED_ITEMS = 500  # items of a streamed listing written at a time
+
+
+def stream_json(items: Iterable[Any], *, lines: bool = False) -> None:
+    """A listing as it is read, never built whole: a JSON array written item
+    by item, the very text `echo_json` prints for the whole list; or, with
+    `lines`, JSON Lines (one compact object a line).  An error while reading
+    ends the output where it is (the error on stderr, and its exit code)."""
+    out = sys.stdout
+    parts: list[str] = []
+    count = 0
+    for item in items:
+        if lines:
+            parts.append(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+        else:
+            text = json.dumps(item, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
+            parts.append(("[\n  " if count == 0 else ",\n  ") + text)
+        count += 1
+        if len(parts) >= STREAMED_ITEMS:
+            out.write("".join(parts))
+            out.flush()
+            parts.clear()
+    if not lines:
+        parts.append("[]\n" if count == 0 else "\n]\n")
+    out.write("".join(parts))
+    out.flush()
+
+
+def json_format(as_json: bool, as_jsonl: bool) -> bool:
+    """Whether a listing prints JSON (`--json` or `--jsonl`); both is bad input."""
+    if as_json and as_jsonl:
+        raise BadInput("--json and --jsonl cannot be used together; choose one")
+    return as_json or as_jsonl
+
+
 def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
     """The lead as stored before a command changes it (for "was ..."); the
     id is judged as the engine judges it, so bad text is one sentence."""
@@ -610,19 +645,31 @@ def history_command(settings: Settings, lead_id: str, all_entries: bool, as_json
 @click.option("--stage", default=None)
 @click.option("--team", default=None)
 @click.option("--overdue", is_flag=True, help="Only leads past their stage's SLA now.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, written as the leads are read.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: one JSON object a line.")
 @pass_settings
 def leads_command(
-    settings: Settings, flow: str | None, stage: str | None, team: str | None, overdue: bool, as_json: bool
+    settings: Settings,
+    flow: str | None,
+    stage: str | None,
+    team: str | None,
+    overdue: bool,
+    as_json: bool,
+    as_jsonl: bool,
 ) -> None:
-    """List leads, by flow, stage or team; --overdue: those past their stage's SLA."""
+    """List leads, by flow, stage or team; --overdue: those past their stage's SLA.
+
+    Scores are as of now (--now): a score that windows closing or days
+    passing have changed since it was stored is shown as it is now.
+    The listing streams: memory stays flat whatever the number of leads."""
+    as_json = json_format(as_json, as_jsonl)
     with open_engine(settings) as engine:
         if overdue:
-            list_overdue(engine, flow=flow, stage=stage, team=team, as_json=as_json)
+            list_overdue(engine, flow=flow, stage=stage, team=team, as_json=as_json, lines=as_jsonl)
             return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json([serialise.lead_json(lead) for lead in leads])
+            stream_json(map(serialise.lead_json, leads), lines=as_jsonl)
             return
         flow_width, stage_width = _name_widths(engine)
         count = 0
@@ -679,14 +726,20 @@ def _days(value: float, digits: int = 1) -> str:
 
 
 def list_overdue(
-    engine: Engine, *, flow: str | None, stage: str | None, team: str | None, as_json: bool
+    engine: Engine,
+    *,
+    flow: str | None,
+    stage: str | None,
+    team: str | None,
+    as_json: bool,
+    lines: bool = False,
 ) -> None:
     """`leads --overdue`: leads past their stage's SLA now, with how long."""
     from .report import overdue_leads
 
     found = overdue_leads(engine, flow=flow, stage=stage, team=team)
     if as_json:
-        echo_json([serialise.overdue_json(o) for o in found])
+        stream_json(map(serialise.overdue_json, found), lines=lines)
         return
     flow_width, stage_width = _name_widths(engine)
     count = 0
