@@ -118,7 +118,7 @@ def test_pages_by_flow_and_stage_are_read_in_index_order(db_url: str, first: boo
     engine = fair(db_url)
     for number in range(30):
         engine.add_lead(f"p-{number:03d}", ready=number % 2 == 0)
-    store = engine.store
+    store: Any = engine.store
     params: dict[str, Any] = {"chunk": 10, "flow": "fair"}
     if not first:
         params["after"] = "p-010"
