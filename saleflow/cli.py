@@ -378,10 +378,9 @@ def stream_json(items: Iterable[Any], *, lines: bool = False) -> None:
     count = 0
     for item in items:
         if lines:
-            parts.append(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+            parts.append(_compact(item) + "\n")
         else:
-            text = json.dumps(item, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
-            parts.append(("[\n  " if count == 0 else ",\n  ") + text)
+            parts.append(("[\n  " if count == 0 else ",\n  ") + _indented(item))
         count += 1
         if len(parts) >= STREAMED_ITEMS:
             out.write("".join(parts))
@@ -391,6 +390,47 @@ def stream_json(items: Iterable[Any], *, lines: bool = False) -> None:
         parts.append("[]\n" if count == 0 else "\n]\n")
     out.write("".join(parts))
     out.flush()
+
+
+# Python's JSON encoder is pure Python once asked to indent; a listing's
+# rows are flat objects, so each value goes through the C encoder instead.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_SCALARS = (str, int, float, bool, type(None))
+
+
+_quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+def _scalar(value: Any) -> str:
+    """A plain value as `json.dumps(..., ensure_ascii=False)` writes it."""
+    kind = type(value)
+    if kind is str:
+        return str(_quote(value))
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return _encode(value)  # floats (NaN, Infinity) exactly as json writes them
+
+
+def _indented(item: Any) -> str:
+    """`item` as `echo_json` indents it inside a list (two more spaces)."""
+    if (
+        type(item) is dict
+        and item
+        and all(type(k) is str and isinstance(v, _SCALARS) for k, v in item.items())
+    ):
+        inner = ",\n    ".join(f"{_quote(key)}: {_scalar(value)}" for key, value in item.items())
+        return "{\n    " + inner + "\n  }"
+    return json.dumps(item, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
+
+
+def _compact(item: Any) -> str:
+    return _encode(item)
 
 
 def json_format(as_json: bool, as_jsonl: bool) -> bool:

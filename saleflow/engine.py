@@ -714,7 +714,8 @@ class Engine:
         for lead in timed:
             cf = self.compiled(lead.flow, lead.version)
             current = [e for e in events[lead.id] if e.cycle == lead.cycle]
-            lead.score = Step(cf, lead, current, now).score()
+            if current or cf.score_reads_days:  # else: the same at any time
+                lead.score = Step(cf, lead, current, now).score()
         return leads
 
     def _score_reads_time(self, lead: Lead) -> bool:

@@ -6,8 +6,12 @@ No timed assertions here: speed and peak RSS are measured in bench/scale.py."""
 
 from __future__ import annotations
 
+import csv
 import json
+import tracemalloc
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +21,10 @@ from hypothesis import strategies as st
 
 from saleflow import Engine, serialise
 from saleflow.cli import main
+from saleflow.importer import BadRows
+from saleflow.importer import run as import_run
 from saleflow.parse import parse_flow
+from saleflow.store import sql as sql_store
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -245,3 +252,169 @@ def test_jsonl_with_odd_filters_is_one_sentence(sqlite_url: str, option: str, va
     else:
         assert all(json.loads(line)["flow"] == "fair" for line in result.stdout.splitlines())
     assert [lead.id for lead in engine.leads()] == ["one"]
+
+
+# ---------------------------------------------------------------------------
+# An import's memory does not grow with its ids
+# ---------------------------------------------------------------------------
+
+
+def _ids_csv(path: Path, n: int, *, timed: bool = False) -> Path:
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "ready", "big", *(["at"] if timed else [])])
+        for i in range(n):
+            at = [(T0 + timedelta(minutes=i % 50)).isoformat()] if timed else []
+            writer.writerow([f"imp-{i:07d}", "yes" if i % 3 == 0 else "no", "no", *at])
+    return path
+
+
+def _import_peak(db_url: str, path: Path, *, timed: bool = False) -> tuple[int, Any]:
+    engine = fair(db_url)
+    tracemalloc.start()
+    try:
+        result = engine.import_csv(path, flow="fair", id_column="id", at_column="at" if timed else None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    engine.close()
+    return peak, result
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thresholds that keep an import's memory flat, scaled down so that
+    a test-sized file crosses each of them many times (the code paths are
+    those of a million-row import)."""
+    monkeypatch.setattr(import_run, "KEPT_ROWS", 300)
+    monkeypatch.setattr(sql_store, "SPILL_ENTRIES", 400)
+    monkeypatch.setattr(sql_store, "KEPT_HEADS", 500)
+
+
+def test_import_memory_does_not_grow_with_the_number_of_ids(
+    db_url: str, tmp_path: Path, small_batches: None, request: pytest.FixtureRequest
+) -> None:
+    n = 1500
+    peaks = []
+    for size, timed in ((n, False), (4 * n, False), (4 * n, True)):
+        # each import into a database of its own
+        url = db_url if size == n and not timed else _another_database(request, db_url, tmp_path, size, timed)
+        peak, result = _import_peak(
+            url, _ids_csv(tmp_path / f"{size}-{timed}.csv", size, timed=timed), timed=timed
+        )
+        assert (result.created, result.bad) == (size, 0)
+        peaks.append(peak)
+        engine = fair(url)
+        assert engine.store.count_leads("fair") == size
+        assert engine.verify() == []  # every chain sealed in order across the spills
+        engine.close()
+    # 4x the ids, far less than 4x the memory (what grows is SQLite's and
+    # the driver's own caches, not a record per id)
+    assert peaks[1] < 1.6 * peaks[0], peaks
+    assert peaks[2] < 1.6 * peaks[0], peaks
+
+
+def _another_database(
+    request: pytest.FixtureRequest, db_url: str, tmp_path: Path, size: int, timed: bool
+) -> str:
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path}/import-{size}-{timed}.db"
+    return _fresh_pg(db_url, f"{size}_{int(timed)}")
+
+
+def _fresh_pg(db_url: str, suffix: str) -> str:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    name = f"{url.database}_{suffix}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    _CREATED.append((admin, name))
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+_CREATED: list[tuple[str, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _drop_created() -> Iterator[None]:
+    yield
+    import psycopg
+
+    while _CREATED:
+        admin, name = _CREATED.pop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_a_history_import_over_spills_keeps_its_semantics(
+    db_url: str, tmp_path: Path, small_batches: None
+) -> None:
+    """Rows of one lead far apart in the file, out of order, across every
+    spill: the same verdicts and the same leads as one chunk in memory."""
+    path = tmp_path / "history.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "ready", "big", "at"])
+        for i in range(1200):
+            writer.writerow([f"h-{i:05d}", "no", "no", (T0 + timedelta(hours=1)).isoformat()])
+        for i in range(0, 1200, 7):  # the same leads again, later: fine
+            writer.writerow([f"h-{i:05d}", "yes", "yes", (T0 + timedelta(hours=2)).isoformat()])
+        writer.writerow(["h-00014", "no", "no", T0.isoformat()])  # older than its row above: bad
+    engine = fair(db_url)
+    with pytest.raises(BadRows) as caught:
+        engine.import_csv(path, flow="fair", id_column="id", at_column="at")
+    assert [row.line for row in caught.value.rows] == [1200 + 172 + 2]
+    assert "run forward in time" in str(caught.value.rows[0])
+    assert engine.store.count_leads("fair") == 0  # nothing half-written
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    result = engine.import_csv(path, flow="fair", id_column="id", at_column="at")
+    assert (result.created, result.updated, result.rows) == (1200, 0, 1200 + 172)
+    assert engine.lead("h-00014").fields["big"] is True
+    assert engine.lead("h-00015").fields["big"] is False
+    assert engine.verify() == []
+
+
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.dictionaries(st.text(max_size=10), _SCALAR, max_size=6),
+            st.dictionaries(st.text(max_size=5), st.lists(_SCALAR, max_size=3), max_size=3),
+        ),
+        max_size=4,
+    )
+)
+def test_the_streamed_text_is_what_json_dumps_writes(rows: list[dict[str, Any]]) -> None:
+    import io
+    import sys
+
+    from saleflow import cli as cli_module
+
+    saved = sys.stdout
+    sys.stdout = out = io.StringIO()
+    try:
+        cli_module.stream_json(iter(rows))
+        streamed = out.getvalue()
+        out.seek(0)
+        out.truncate()
+        cli_module.stream_json(iter(rows), lines=True)
+        lines = out.getvalue()
+    finally:
+        sys.stdout = saved
+    assert streamed == json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n"
+    # one object a line (a U+2028 inside a string is no line break in JSON Lines)
+    assert lines == "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)

@@ -255,6 +255,7 @@ class BufferedTransaction:
         self._new.clear()
         self._dirty.clear()
         self._unwait.clear()
+        self._tx.spill_journal()  # on SQLite, once enough entries wait: memory stays bounded
 
     def _lead(self, lead_id: str) -> Lead:
         lead = self._leads[lead_id]
