@@ -142,6 +142,7 @@ class Work:
         self.actor = actor
         self.entries = entries
         self._freed: set[tuple[str, int, str]] = set()
+        self._scores: dict[str, tuple[int, datetime, float]] = {}  # waiting lead -> revision, at, score
         self.breaches = 0  # SLA breaches newly recorded
 
     # -- the operations ----------------------------------------------------
@@ -497,11 +498,21 @@ class Work:
         score that time cannot change (no window or days in its rules) is
         the one stored with the lead, kept current by every change."""
         ranked: list[tuple[float, datetime, str]] = []
+        known = self._scores
         for lead, since in self.tx.waiting_line(flow_name, stage_name, limit):
             cf = self.flows(lead.flow, lead.version)
             score = lead.score
             if cf.score_reads_time:
-                score = Step(cf, lead, self.tx.events(lead.id, lead.cycle), self.at).score()
+                # Computed once per revision and time: room freeing again and
+                # again in a batch does not score the whole line each time.
+                found = known.get(lead.id)
+                if found is not None and found[0] == lead.revision and found[1] == self.at:
+                    score = found[2]
+                else:
+                    score = Step(cf, lead, self.tx.events(lead.id, lead.cycle), self.at).score()
+                    if len(known) >= RANKED_WAITING * 4:
+                        known.clear()
+                    known[lead.id] = (lead.revision, self.at, score)
             ranked.append((-score, since, lead.id))
         ranked.sort()
         return [lead_id for _, _, lead_id in ranked]

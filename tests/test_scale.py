@@ -418,3 +418,22 @@ def test_the_streamed_text_is_what_json_dumps_writes(rows: list[dict[str, Any]])
     assert streamed == json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n"
     # one object a line (a U+2028 inside a string is no line break in JSON Lines)
     assert lines == "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+
+
+def test_room_freed_by_a_tick_goes_to_the_best_score_now(db_url: str) -> None:
+    # the seated lead leaves by itself after 3 days: room frees inside tick's batch
+    source = FAIR.replace("flow fair", "flow fair_tick").replace(
+        "stage done manual", "stage done when days_in_stage >= 3"
+    )
+    engine = Engine.open(parse_flow(source, "fair_tick.flow"), db=db_url, now=T0, actor="tester")
+    engine.add_lead("seated", ready=True)
+    engine.add_lead("hot")
+    engine.record("hot", "demo")
+    engine.set("hot", ready=True)
+    engine.add_lead("steady", big=True, ready=True)
+    later = Engine(engine.store, now=T0 + timedelta(days=10), actor="tester")
+    later.tick()
+    assert later.lead("seated").stage == "done"
+    # steady entered and, 3 days in the slot not yet passed, stays there
+    assert (later.lead("steady").stage, later.lead("hot").stage) == ("slot", "start")
+    assert later.verify() == []
