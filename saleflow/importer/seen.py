@@ -18,9 +18,12 @@ pass holds the records of one chunk, whatever the size of the file.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+
+from ..errors import BadInput
 
 # Ids per query (SQLite's default limit on bound values is 32,766).
 _BATCH = 5000
@@ -46,23 +49,40 @@ def _text(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+@contextmanager
+def _temporary_file() -> Iterator[None]:
+    """SQLite's failures (a full or unwritable temporary folder) as one sentence."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise BadInput(
+            f"cannot keep the import's lead ids in a temporary file ({err}); nothing was imported "
+            "(point TMPDIR at a writable folder with room)"
+        ) from None
+
+
 class Seen:
     """The lead ids one pass of an import has met, with what it knows of
     each (`Known`); close it when the pass is over."""
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("PRAGMA cache_size=-4096")  # KiB: the page cache it holds at most
-        self._db.execute(
-            "CREATE TABLE seen (id TEXT PRIMARY KEY, last_at TEXT, last_line INTEGER, changed_at TEXT, "
-            "uncounted INTEGER, other_flow TEXT, other_version INTEGER) WITHOUT ROWID"
-        )
+        with _temporary_file():
+            self._db = sqlite3.connect("", isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute("PRAGMA cache_size=-4096")  # KiB: the page cache it holds at most
+            self._db.execute(
+                "CREATE TABLE seen (id TEXT PRIMARY KEY, last_at TEXT, last_line INTEGER, changed_at TEXT, "
+                "uncounted INTEGER, other_flow TEXT, other_version INTEGER) WITHOUT ROWID"
+            )
         self.count = 0  # ids met
 
     def known(self, ids: Iterable[str]) -> dict[str, Known]:
         """The records of those of `ids` met before (one query per batch)."""
+        with _temporary_file():
+            return self._known(ids)
+
+    def _known(self, ids: Iterable[str]) -> dict[str, Known]:
         wanted = list(dict.fromkeys(ids))
         found: dict[str, Known] = {}
         for start in range(0, len(wanted), _BATCH):
@@ -81,6 +101,11 @@ class Seen:
 
     def remember(self, records: Mapping[str, Known], new: int) -> None:
         """Write the records of a chunk (`new` of them met for the first time)."""
+        with _temporary_file():
+            self._remember(records)
+        self.count += new
+
+    def _remember(self, records: Mapping[str, Known]) -> None:
         self._db.execute("BEGIN")
         self._db.executemany(
             "INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -98,7 +123,6 @@ class Seen:
             ],
         )
         self._db.execute("COMMIT")
-        self.count += new
 
     def close(self) -> None:
         self._db.close()
