@@ -23,6 +23,7 @@ from saleflow import Engine, serialise
 from saleflow.cli import main
 from saleflow.importer import BadRows
 from saleflow.importer import run as import_run
+from saleflow.importer import seen as import_seen
 from saleflow.parse import parse_flow
 from saleflow.store import sql as sql_store
 
@@ -287,6 +288,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     a test-sized file crosses each of them many times (the code paths are
     those of a million-row import)."""
     monkeypatch.setattr(import_run, "KEPT_ROWS", 300)
+    monkeypatch.setattr(import_seen, "MEMORY_IDS", 200)
     monkeypatch.setattr(sql_store, "SPILL_ENTRIES", 400)
     monkeypatch.setattr(sql_store, "KEPT_HEADS", 500)
 
