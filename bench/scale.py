@@ -7,7 +7,7 @@
 
 The leads are written with bulk SQL (raw sqlite3 executemany, 50,000 per
 transaction) into a database whose schema `saleflow deploy` created, not
-through the engine: a third in each stage of bench/flows/scale.flow
+through the engine (no ANALYZE unless `--analyze`, as in a real database): a third in each stage of bench/flows/scale.flow
 (new, working, done).  Then, each run as ``python -m saleflow``:
 
 - ``leads --flow scale --stage working --json``
@@ -42,7 +42,7 @@ NOW = "2024-06-01T09:00:00+00:00"
 STAGES = ("new", "working", "done")
 
 
-def seed(path: str, n: int, root: Path) -> float:
+def seed(path: str, n: int, root: Path, analyze: bool = False) -> float:
     """A database of `n` leads of flow "scale"; returns the seconds it took."""
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -70,7 +70,8 @@ def seed(path: str, n: int, root: Path) -> float:
             rows,
         )
         con.execute("COMMIT")
-    con.execute("ANALYZE")
+    if analyze:  # a real database has no statistics unless someone ran ANALYZE
+        con.execute("ANALYZE")
     con.close()
     return time.perf_counter() - start
 
@@ -130,6 +131,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the saleflow checkout whose code runs")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a command is killed")
     parser.add_argument("--import", dest="do_import", action="store_true", help="time an import of N ids too")
+    parser.add_argument("--analyze", action="store_true", help="run ANALYZE after seeding")
     parser.add_argument("--skip", default="", help="commands to skip: tick,leads,json,jsonl,stage")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
@@ -141,7 +143,7 @@ def main() -> None:
     for n in (int(size) for size in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             path = f"{tmp}/scale.db"
-            seconds = seed(path, n, args.root)
+            seconds = seed(path, n, args.root, args.analyze)
             print(f"{n:,} leads seeded in {seconds:.1f} s ({os.path.getsize(path) / 1e6:,.0f} MB)")
             db = ["--db", f"sqlite:///{path}"]
             commands = [
