@@ -46,6 +46,12 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scale.py --import
+
+# Listings, tick and import at 100,000 and 1,000,000 leads on SQLite (minutes).
+.PHONY: bench-scale
+bench-scale: venv
+	$(BIN)/python bench/scale.py --import
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -373,6 +373,81 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+STREAMED_ITEMS = 500  # items of a streamed listing written at a time
+
+
+def stream_json(items: Iterable[Any], *, lines: bool = False) -> None:
+    """A listing as it is read, never built whole: a JSON array written item
+    by item, the very text `echo_json` prints for the whole list; or, with
+    `lines`, JSON Lines (one compact object a line).  An error while reading
+    ends the output where it is (the error on stderr, and its exit code)."""
+    out = sys.stdout
+    parts: list[str] = []
+    count = 0
+    for item in items:
+        if lines:
+            parts.append(_compact(item) + "\n")
+        else:
+            parts.append(("[\n  " if count == 0 else ",\n  ") + _indented(item))
+        count += 1
+        if len(parts) >= STREAMED_ITEMS:
+            out.write("".join(parts))
+            out.flush()
+            parts.clear()
+    if not lines:
+        parts.append("[]\n" if count == 0 else "\n]\n")
+    out.write("".join(parts))
+    out.flush()
+
+
+# Python's JSON encoder is pure Python once asked to indent; a listing's
+# rows are flat objects, so each value goes through the C encoder instead.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_SCALARS = (str, int, float, bool, type(None))
+
+
+_quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+def _scalar(value: Any) -> str:
+    """A plain value as `json.dumps(..., ensure_ascii=False)` writes it."""
+    kind = type(value)
+    if kind is str:
+        return str(_quote(value))
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return _encode(value)  # floats (NaN, Infinity) exactly as json writes them
+
+
+def _indented(item: Any) -> str:
+    """`item` as `echo_json` indents it inside a list (two more spaces)."""
+    if (
+        type(item) is dict
+        and item
+        and all(type(k) is str and isinstance(v, _SCALARS) for k, v in item.items())
+    ):
+        inner = ",\n    ".join(f"{_quote(key)}: {_scalar(value)}" for key, value in item.items())
+        return "{\n    " + inner + "\n  }"
+    return json.dumps(item, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
+
+
+def _compact(item: Any) -> str:
+    return _encode(item)
+
+
+def json_format(as_json: bool, as_jsonl: bool) -> bool:
+    """Whether a listing prints JSON (`--json` or `--jsonl`); both is bad input."""
+    if as_json and as_jsonl:
+        raise BadInput("--json and --jsonl cannot be used together; choose one")
+    return as_json or as_jsonl
 
 
 def stored_lead(engine: Engine, lead_id: str) -> Lead | None:
@@ -764,19 +839,31 @@ def _whole_number(text: str, option: str, low: int) -> int:
 @click.option("--stage", default=None)
 @click.option("--team", default=None)
 @click.option("--overdue", is_flag=True, help="Only leads past their stage's SLA now.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, written as the leads are read.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: one JSON object a line.")
 @pass_settings
 def leads_command(
-    settings: Settings, flow: str | None, stage: str | None, team: str | None, overdue: bool, as_json: bool
+    settings: Settings,
+    flow: str | None,
+    stage: str | None,
+    team: str | None,
+    overdue: bool,
+    as_json: bool,
+    as_jsonl: bool,
 ) -> None:
-    """List leads, by flow, stage or team; --overdue: those past their stage's SLA."""
+    """List leads, by flow, stage or team; --overdue: those past their stage's SLA.
+
+    Scores are as of now (--now): a score that windows closing or days
+    passing have changed since it was stored is shown as it is now.
+    The listing streams: memory stays flat whatever the number of leads."""
+    as_json = json_format(as_json, as_jsonl)
     with open_engine(settings) as engine:
         if overdue:
-            list_overdue(engine, flow=flow, stage=stage, team=team, as_json=as_json)
+            list_overdue(engine, flow=flow, stage=stage, team=team, as_json=as_json, lines=as_jsonl)
             return
         leads = engine.leads(flow=flow, stage=stage, team=team)
         if as_json:
-            echo_json([serialise.lead_json(lead) for lead in leads])
+            stream_json(map(serialise.lead_json, leads), lines=as_jsonl)
             return
         flow_width, stage_width = _name_widths(engine)
         count = 0
@@ -896,14 +983,20 @@ def _days(value: float, digits: int = 1) -> str:
 
 
 def list_overdue(
-    engine: Engine, *, flow: str | None, stage: str | None, team: str | None, as_json: bool
+    engine: Engine,
+    *,
+    flow: str | None,
+    stage: str | None,
+    team: str | None,
+    as_json: bool,
+    lines: bool = False,
 ) -> None:
     """`leads --overdue`: leads past their stage's SLA now, with how long."""
     from .report import overdue_leads
 
     found = overdue_leads(engine, flow=flow, stage=stage, team=team)
     if as_json:
-        echo_json([serialise.overdue_json(o) for o in found])
+        stream_json(map(serialise.overdue_json, found), lines=lines)
         return
     flow_width, stage_width = _name_widths(engine)
     count = 0

@@ -108,6 +108,37 @@ def _moves(flow: m.Flow) -> list[Move]:
     return out
 
 
+_TIME_NAMES = frozenset({"days_in_stage", "days_since_created"})
+
+
+def _score_reads_time(flow: m.Flow) -> tuple[bool, bool]:
+    """Whether a lead's score can change with time alone (a score rule, or
+    a condition it reads, counts events in a window, reads the days since
+    an event, or reads days): then a stored score may be stale, and the
+    score at a moment is computed.  And whether it reads days (in stage,
+    since created), which change without any event."""
+    seen: set[str] = set()
+    stack: list[m.Expr] = []
+    by_events = days = False
+    for rule in flow.score_rules:
+        if isinstance(rule.each, m.Window):
+            by_events = True
+        if rule.condition is not None:
+            stack.append(rule.condition)
+    while stack:
+        for node in m.walk(stack.pop()):
+            if isinstance(node, m.Window | m.DaysSince):
+                by_events = True
+            if isinstance(node, m.Ref):
+                if node.name in _TIME_NAMES:
+                    days = True
+                condition = flow.condition(node.name)
+                if condition is not None and node.name not in seen:
+                    seen.add(node.name)
+                    stack.append(condition.expr)
+    return by_events or days, days
+
+
 class CompiledFlow:
     """A flow version ready to run: its moves by stage and its machine."""
 
@@ -123,6 +154,9 @@ class CompiledFlow:
         self.score_ignores_stage = not any(
             isinstance(node, m.Ref) and node.name == "days_in_stage" for e in exprs for node in m.walk(e)
         )
+        # With no event in its cycle, a score that reads no days is what it
+        # was when stored (windows over no events count nothing, always).
+        self.score_reads_time, self.score_reads_days = _score_reads_time(flow)
         defined: dict[tuple[str, str, str], Move] = {}
         for move in _moves(flow):
             key = (move.trigger, move.source, move.target)

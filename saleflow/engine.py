@@ -740,7 +740,33 @@ class Engine:
         `NotFound` for a flow, stage or team no deployed flow has, raised
         by this call, not by the first `next()`."""
         flow, stages = self.lead_filter(flow=flow, stage=stage, team=team)
-        return (lead for chunk in self.store.iter_leads(flow=flow, stages=stages) for lead in chunk)
+        return (
+            lead for chunk in self.store.iter_leads(flow=flow, stages=stages) for lead in self.scored(chunk)
+        )
+
+    def scored(self, leads: list[Lead]) -> list[Lead]:
+        """`leads` (as read) with their scores as of now: a score that time
+        alone can change (its rules count events in a window, or read days)
+        is computed again, so a listing never shows one that windows closing
+        have made stale; the others are the stored ones, which every change
+        to a lead keeps current.  One query for the events of the whole list."""
+        timed = [lead for lead in leads if self._score_reads_time(lead)]
+        if not timed:
+            return leads
+        now = self.now()
+        events = self.store.events_of_leads([lead.id for lead in timed])
+        for lead in timed:
+            cf = self.compiled(lead.flow, lead.version)
+            current = [e for e in events[lead.id] if e.cycle == lead.cycle]
+            if current or cf.score_reads_days:  # else: the same at any time
+                lead.score = Step(cf, lead, current, now).score()
+        return leads
+
+    def _score_reads_time(self, lead: Lead) -> bool:
+        try:
+            return self.compiled(lead.flow, lead.version).score_reads_time
+        except NotFound:
+            return False  # a flow version not deployed: `show` says so; a listing goes on
 
     def lead_filter(
         self, *, flow: str | None = None, stage: str | None = None, team: str | None = None

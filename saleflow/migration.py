@@ -257,6 +257,14 @@ class Overlay:
         line.sort()
         return [lead_id for _, _, lead_id in line[:limit]]
 
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        line: list[tuple[Lead, datetime]] = []
+        for lead_id in self.waiting(flow, stage, limit):
+            lead = self.lock_lead(lead_id)
+            if lead is not None:
+                line.append((lead, self.queue[lead_id][3]))
+        return line
+
     def record_breach(self, breach: SlaBreach) -> bool:
         key = (breach.stage, breach.cycle, breach.entered_at)
         seen = self._breaches[breach.lead_id]

@@ -32,6 +32,11 @@ from .records import (
 )
 
 CountInStage = Callable[[str, str], int]
+
+# How many waiting leads are ranked by their score now when room frees in a
+# stage (at least; more when more room freed).  A stage's line is usually
+# far shorter; a longer one is ranked among its best stored scores.
+RANKED_WAITING = 1000
 FlowLookup = Callable[[str, int], CompiledFlow]
 
 
@@ -137,6 +142,7 @@ class Work:
         self.actor = actor
         self.entries = entries
         self._freed: set[tuple[str, int, str]] = set()
+        self._scores: dict[str, tuple[int, datetime, float]] = {}  # waiting lead -> revision, at, score
         self.breaches = 0  # SLA breaches newly recorded
 
     # -- the operations ----------------------------------------------------
@@ -494,12 +500,42 @@ class Work:
             room = stage.capacity - self.tx.count_in_stage(flow_name, stage_name)
             if room <= 0:
                 continue
-            wanted = min(room * 4 + 8, 2**31 - 1)  # a LIMIT is a 32-bit integer on PostgreSQL
-            for lead_id in self.tx.waiting(flow_name, stage_name, wanted):
+            # a LIMIT is a 32-bit integer on PostgreSQL
+            wanted = min(max(room * 4 + 8, RANKED_WAITING), 2**31 - 1)
+            for lead_id in self._ranked(flow_name, stage_name, wanted):
                 if room <= 0:
                     break
                 if self._admit(lead_id, stage_name):
                     room -= 1
+
+    def _ranked(self, flow_name: str, stage_name: str, limit: int) -> list[str]:
+        """The leads waiting for a stage, best score *now* first (SPEC §8:
+        windows may have closed since they started waiting), equal scores
+        in the order they started waiting.  The line is read best stored
+        score first, at most `limit` of them (`RANKED_WAITING` when little
+        room freed): a longer line is ranked among those, so its cost per
+        freed stage is bounded; beyond them the stored order stands.  A
+        score that time cannot change (no window or days in its rules) is
+        the one stored with the lead, kept current by every change."""
+        ranked: list[tuple[float, datetime, str]] = []
+        known = self._scores
+        for lead, since in self.tx.waiting_line(flow_name, stage_name, limit):
+            cf = self.flows(lead.flow, lead.version)
+            score = lead.score
+            if cf.score_reads_time:
+                # Computed once per revision and time: room freeing again and
+                # again in a batch does not score the whole line each time.
+                found = known.get(lead.id)
+                if found is not None and found[0] == lead.revision and found[1] == self.at:
+                    score = found[2]
+                else:
+                    score = Step(cf, lead, self.tx.events(lead.id, lead.cycle), self.at).score()
+                    if len(known) >= RANKED_WAITING * 4:
+                        known.clear()
+                    known[lead.id] = (lead.revision, self.at, score)
+            ranked.append((-score, since, lead.id))
+        ranked.sort()
+        return [lead_id for _, _, lead_id in ranked]
 
     def _admit(self, lead_id: str, stage_name: str) -> bool:
         lead = self.tx.lock_lead(lead_id)

@@ -210,6 +210,11 @@ class Transaction(Protocol):
         """Lead ids waiting for room in `stage`, highest score first."""
         ...
 
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        """Up to `limit` leads waiting for room in `stage` (read, not
+        locked), each with when it started waiting; best stored score first."""
+        ...
+
     def record_breach(self, breach: SlaBreach) -> bool:
         """Store a breach once per (lead, stage, cycle, entry); True if new."""
         ...
@@ -293,8 +298,8 @@ class Store(Protocol):
         """The waiting lines of `flow`: (lead, stage, score, since)."""
         ...
 
-    def events_of_leads(self, ids: Sequence[str]) -> dict[str, list[EventRecord]]:
-        """Every event of each of `ids`, all cycles, oldest first."""
+    def events_of_leads(self, lead_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """The events of each lead (all cycles, oldest first), in few queries."""
         ...
 
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:

@@ -16,6 +16,7 @@ from ..store import bulk
 from ..store.sql import SqlStore
 from .plan import UNSEEN, Failure, Plan, bad_text, normalise
 from .results import BadRow
+from .seen import Known, Seen
 
 # --------------------------------------------------------------------------
 # Checking rows
@@ -35,7 +36,8 @@ class Checker:
     """Turns raw rows into `Row`s or `BadRow`s.  One per pass, so both
     passes judge alike: it remembers which leads it met, which of them were
     stored before (and in which flow and version), and the time of each
-    lead's last good row."""
+    lead's last good row, on disk (`Seen`), so memory does not grow with
+    the number of ids; call `close` when the pass is over."""
 
     def __init__(
         self,
@@ -60,12 +62,11 @@ class Checker:
         self.width = len(plan.header)
         # Per column: where its cell is, its cache's lookup, its field, itself.
         self.cells = [(c.index, c.cache.get, c.field, c) for c in plan.columns]
-        self.met: set[str] = set()  # every lead met so far
-        self.uncounted: set[str] = set()  # leads stored before the import, no good row yet
+        # Every lead met so far, with what is known of it (`Known`), on disk
+        # (`Seen`): memory holds the records of one chunk, `_chunk`.
+        self.seen = Seen()
+        self._chunk: dict[str, Known] = {}
         self.updated = 0  # leads stored before the import that had a good row
-        self.elsewhere: dict[str, tuple[str, int]] = {}  # stored leads of another flow or version
-        self.last: dict[str, tuple[datetime, int]] = {}  # with a time column: lead -> time, line
-        self.changed: dict[str, datetime] = {}  # stored leads without a good row yet: their last change
         self.dates_read = 0
         self.first_bad_date: tuple[int, str] | None = None
         self._versions: dict[tuple[str, int], tuple[str | None, frozenset[str]]] = {}
@@ -160,7 +161,9 @@ class Checker:
         """Judge a chunk of rows, in file order (one query for the leads
         met for the first time)."""
         judged = [self._one(line, cells) for line, cells in raw_rows]
-        new = {r.lead_id for r in judged if isinstance(r, Row) and r.lead_id not in self.met}
+        ids = list(dict.fromkeys(r.lead_id for r in judged if isinstance(r, Row)))
+        chunk = self._chunk = self.seen.known(ids)
+        new = [lead_id for lead_id in ids if lead_id not in chunk]
         if new:
             if isinstance(self.store, SqlStore):
                 stored = bulk.lead_flows(self.store, new)
@@ -171,42 +174,53 @@ class Checker:
                     if lead is not None:
                         stored[lead_id] = (lead.flow, lead.version, max(lead.entered_at, lead.updated_at))
             here = (self.cf.name, self.cf.version)
-            for lead_id, (flow, version, changed) in stored.items():
-                self.uncounted.add(lead_id)
-                self.changed[lead_id] = changed
-                if (flow, version) != here:
-                    self.elsewhere[lead_id] = (flow, version)
-            self.met.update(new)
-        return [self._in_order(row) if isinstance(row, Row) else row for row in judged]
+            for lead_id in new:
+                known = chunk[lead_id] = Known()
+                found = stored.get(lead_id)
+                if found is not None:
+                    flow, version, changed = found
+                    known.uncounted = True
+                    known.changed_at = changed
+                    if (flow, version) != here:
+                        known.other_flow, known.other_version = flow, version
+        try:
+            return [self._in_order(row) if isinstance(row, Row) else row for row in judged]
+        finally:
+            self.seen.remember(chunk, len(new))
+            self._chunk = {}
 
     def _in_order(self, row: Row) -> Row | BadRow:
         plan = self.plan
-        elsewhere = self.elsewhere.get(row.lead_id)
-        if elsewhere is not None:
-            problem = self._fits(row, *elsewhere)
+        known = self._chunk[row.lead_id]
+        if known.other_flow is not None:
+            problem = self._fits(row, known.other_flow, known.other_version)
             if problem is not None:
                 return BadRow(row.line, plan.header[plan.id_index], problem)
-        changed = self.changed.pop(row.lead_id, None)
+        changed, known.changed_at = known.changed_at, None
         # A history's rows must come after what is stored (a row at the very
         # time of the last change was imported with it); a file without
         # times describes leads now, so now may be that same instant.
         if changed is not None and (row.at <= changed if self.at_column is not None else row.at < changed):
-            self.changed[row.lead_id] = changed  # its next row is judged the same way
+            known.changed_at = changed  # its next row is judged the same way
             return BadRow(row.line, self.at_column or plan.header[plan.id_index], self._stale(row, changed))
         if self.at_column is not None:
-            before = self.last.get(row.lead_id)
-            if before is not None and row.at < before[0]:
+            before = known.last_at
+            if before is not None and row.at < before:
                 return BadRow(
                     row.line,
                     self.at_column,
                     f'this row of lead "{row.lead_id}" ({row.at.isoformat()}) is older than its row on '
-                    f"line {before[1]} ({before[0].isoformat()}); a lead's rows must run forward in time",
+                    f"line {known.last_line} ({before.isoformat()}); a lead's rows must run forward in time",
                 )
-            self.last[row.lead_id] = (row.at, row.line)
-        if row.lead_id in self.uncounted:
-            self.uncounted.discard(row.lead_id)
+            known.last_at, known.last_line = row.at, row.line
+        if known.uncounted:
+            known.uncounted = False
             self.updated += 1
         return row
+
+    def close(self) -> None:
+        """Drop what this pass remembered (its temporary database)."""
+        self.seen.close()
 
     def _stale(self, row: Row, changed: datetime) -> str:
         """Why a row older than its stored lead's last change is refused: a

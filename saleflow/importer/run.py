@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..compile import CompiledFlow
 from ..csvcell import safe_row
@@ -173,6 +173,7 @@ def import_csv(
             if rejects is not None:
                 rejects.close()  # before anything is written to the database
         finally:
+            first.close()  # what it remembered per id: its verdicts are all the second pass reads
             if rejects is not None:
                 rejects.abandon()
     if found.bad and skip_to is None:
@@ -186,6 +187,11 @@ def import_csv(
         # its start each time.
         done.clear()
         tally = _Tally()
+        if not entries.keep and hasattr(tx, "spilling"):
+            # Entries need not stay in memory until the commit (none is
+            # handed to `on_enter` callbacks): the store may write or park
+            # them as the import goes (`SqlTransaction.spill_journal`).
+            cast(Any, tx).spilling = True
         if found.kept is not None:  # judged once: the first pass's verdicts
             spans = iter([size for _, _, size in found.kept])
             reporter = _Reporter(source, progress, lambda: next(spans, 0))
@@ -195,10 +201,15 @@ def import_csv(
             done.append((tally, first))
             return
         second = checker()
-        with closing(source.rows()) as again:
-            next(again)  # the header
-            judged = ((raw, second.check(raw)) for raw in chunked(again, chunk))
-            _second_pass(engine, cf, tx, judged, second, found, _Reporter(source, progress), tally, entries)
+        try:
+            with closing(source.rows()) as again:
+                next(again)  # the header
+                judged = ((raw, second.check(raw)) for raw in chunked(again, chunk))
+                _second_pass(
+                    engine, cf, tx, judged, second, found, _Reporter(source, progress), tally, entries
+                )
+        finally:
+            second.close()
         _check_unchanged(source)
         done.append((tally, second))
 

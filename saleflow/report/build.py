@@ -566,6 +566,6 @@ def overdue_leads(
         ]
         cutoffs = sla_cutoffs(definition, now, wanted)
         for chunk in source.iter_overdue(name, version, cutoffs):
-            for lead in chunk:
+            for lead in engine.scored(chunk):  # scores as of now, as `leads` shows them
                 sla_days = cast(float, definition.stage(lead.stage).sla_days)  # type: ignore[union-attr]
                 yield Overdue(lead, sla_days, lead.entered_at + timedelta(days=sla_days), now)

@@ -123,7 +123,7 @@ def list_leads(
         flow, stages = engine.lead_filter(flow=flow, stage=stage, team=team)
         leads = page_leads(engine.store, flow=flow, stages=stages, after=after, limit=size + 1)
         more = len(leads) > size
-        leads = leads[:size]
+        leads = engine.scored(leads[:size])  # scores as of now, as `leads` shows them
         page = [lead_json(x) for x in leads]
         last = leads[-1].id if leads else None
     return {"leads": page, "next": inputs.encode_cursor(last) if more and last is not None else None}

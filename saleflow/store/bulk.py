@@ -222,6 +222,10 @@ class BufferedTransaction:
         self.flush()
         return self._tx.waiting(flow, stage, limit)
 
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        self.flush()
+        return self._tx.waiting_line(flow, stage, limit)
+
     def record_breach(self, breach: SlaBreach) -> bool:
         self.flush()
         return self._tx.record_breach(breach)
@@ -254,6 +258,7 @@ class BufferedTransaction:
         self._new.clear()
         self._dirty.clear()
         self._unwait.clear()
+        self._tx.spill_journal()  # on SQLite, once enough entries wait: memory stays bounded
 
     def _lead(self, lead_id: str) -> Lead:
         lead = self._leads[lead_id]

@@ -13,6 +13,7 @@ that need one consistent snapshot over several queries use `read`.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -43,7 +44,7 @@ from .connect import (
 from .exporting import ExportQueries
 from .reporting import ReportQueries
 from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, journal_seal, leads, waiting
-from .statements import LEAD_UPDATED, Compiled, Statements, read_leads, statements
+from .statements import EVENT_COLUMNS, LEAD_UPDATED, Compiled, Statements, read_leads, statements
 
 if TYPE_CHECKING:
     from .bulk import BufferedTransaction
@@ -56,6 +57,12 @@ JOURNAL_LOCK = advisory_key("journal", "publication")
 # Notified (PostgreSQL) at the commit of every write of journal entries,
 # with the last `seq` written: the change feed's followers listen on it.
 JOURNAL_CHANNEL = "saleflow_journal"
+# Batch work: entries put out of memory once this many are pending, and the
+# newest entry of at most this many leads kept in memory (`spill_journal`);
+# PostgreSQL parks spilled entries in this temporary table until the commit.
+SPILL_ENTRIES = 5000
+KEPT_HEADS = 20_000
+SPILL_TABLE = "saleflow_journal_spill"
 _UPDATE_KEYS = tuple((f"v_{name}", name) for name in LEAD_UPDATED)
 
 
@@ -99,7 +106,18 @@ class SqlTransaction:
     dead (PostgreSQL aborts it): leave the ``with`` block, which rolls back,
     and retry the whole operation."""
 
-    __slots__ = ("_cur", "_heads", "_journal", "_key", "_seal", "_sql", "_where", "connection")
+    __slots__ = (
+        "_cur",
+        "_heads",
+        "_journal",
+        "_key",
+        "_seal",
+        "_spilled",
+        "_sql",
+        "_where",
+        "connection",
+        "spilling",
+    )
 
     def __init__(
         self,
@@ -118,7 +136,12 @@ class SqlTransaction:
         # Entries appended, sealed and written at `write_journal` (commit).
         self._journal: list[JournalEntry] = []
         # Each lead's newest entry as this transaction knows it: (lead_seq, hash).
+        # Only a cache: a lead missing from it is read from the journal.
         self._heads: dict[str, tuple[int, str]] = {}
+        # Batch work that may append millions of entries sets `spilling`:
+        # see `spill_journal`.  `_spilled` entries wait in a temporary table.
+        self.spilling = False
+        self._spilled = 0
 
     def _fail(self, exc: BaseException, conflict: str | None = None) -> NoReturn:
         if _is_broken(self.connection):
@@ -234,8 +257,7 @@ class SqlTransaction:
         and a reader waiting for it can close no deadlock cycle.  The wait
         either side sees is the width of this window: one INSERT and the
         commit, since entries are held until here."""
-        pending = self._journal
-        if not pending:
+        if not self._journal and not self._spilled:
             return
         sql, cur = self._sql, self._cur
         try:
@@ -243,26 +265,119 @@ class SqlTransaction:
                 self._seal.check_writing(cur, sql.pg)
             if sql.pg:
                 cur.execute(f"SELECT pg_advisory_xact_lock_shared({JOURNAL_LOCK})")
-                cur.execute(sql.next_seqs(len(pending)))
-                seqs = sorted(int(row[0]) for row in cur.fetchall())
-            else:
-                first = int(sql.journal_last_seq.first(cur, {})[0]) + 1  # type: ignore[index]
-                seqs = list(range(first, first + len(pending)))
-            heads = self._heads
-            for lead_id in {e.lead_id for e in pending if e.lead_id not in heads}:
-                row = sql.journal_head.first(cur, {"lead_id": lead_id})
-                heads[lead_id] = (0, GENESIS_HASH) if row is None else (int(row[0]), row[1])
-            key = self._key
-            for seq, entry in zip(seqs, pending, strict=True):
-                lead_seq, prev_hash = heads[entry.lead_id]
-                entry.seal(seq, lead_seq + 1, prev_hash, key)
-                heads[entry.lead_id] = (entry.lead_seq, entry.hash)
-            cur.executemany(sql.insert_journal.sql, list(map(sql.journal_row, pending)))
-            if sql.pg:  # delivered at the commit, dropped by a rollback
-                cur.execute(f"SELECT pg_notify('{JOURNAL_CHANNEL}', %s)", (str(seqs[-1]),))
+            last = 0
+            for chunk in self._pending_chunks():
+                last = self._seal_and_write(chunk)
+            if self._spilled:
+                cur.execute(f"DELETE FROM {SPILL_TABLE}")
+            if sql.pg and last:  # delivered at the commit, dropped by a rollback
+                cur.execute(f"SELECT pg_notify('{JOURNAL_CHANNEL}', %s)", (str(last),))
         except sql.error as exc:
             self._fail(exc, "a journal entry of this transaction was written concurrently")
         self._journal = []
+        self._spilled = 0
+
+    def _pending_chunks(self) -> Iterator[list[JournalEntry]]:
+        """The entries to write, in the order they were appended: those
+        spilled to the temporary table (a chunk at a time), then the rest."""
+        cur = self._cur
+        for first in range(0, self._spilled, SPILL_ENTRIES):
+            cur.execute(
+                f"SELECT entry FROM {SPILL_TABLE} WHERE n >= %(first)s AND n < %(last)s ORDER BY n",
+                {"first": first, "last": first + SPILL_ENTRIES},
+            )
+            # Written by this transaction (`spill_journal`) a moment ago, in a
+            # table no other session can see: never data from outside.
+            yield [pickle.loads(row[0]) for row in cur.fetchall()]
+        if self._journal:
+            yield self._journal
+
+    def _seal_and_write(self, pending: list[JournalEntry]) -> int:
+        """Seal `pending` and write it; the last `seq` it took."""
+        sql, cur = self._sql, self._cur
+        if sql.pg:
+            cur.execute(sql.next_seqs(len(pending)))
+            seqs = sorted(int(row[0]) for row in cur.fetchall())
+        else:
+            first = int(sql.journal_last_seq.first(cur, {})[0]) + 1  # type: ignore[index]
+            seqs = list(range(first, first + len(pending)))
+        heads = self._heads
+        missing = list(dict.fromkeys(e.lead_id for e in pending if e.lead_id not in heads))
+        if len(missing) <= 2:  # one operation's lead: the precompiled statement
+            for lead_id in missing:
+                row = sql.journal_head.first(cur, {"lead_id": lead_id})
+                heads[lead_id] = (0, GENESIS_HASH) if row is None else (int(row[0]), row[1])
+        else:
+            heads.update(self._read_heads(missing))
+        key = self._key
+        for seq, entry in zip(seqs, pending, strict=True):
+            lead_seq, prev_hash = heads[entry.lead_id]
+            entry.seal(seq, lead_seq + 1, prev_hash, key)
+            heads[entry.lead_id] = (entry.lead_seq, entry.hash)
+        cur.executemany(sql.insert_journal.sql, list(map(sql.journal_row, pending)))
+        if len(heads) > KEPT_HEADS:
+            heads.clear()  # written: the journal itself holds them now
+        return seqs[-1]
+
+    def _read_heads(self, lead_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """The newest entry of each lead, as this transaction sees the
+        journal: one query per `ID_BATCH` leads."""
+        from .bulk import ID_BATCH
+
+        J = journal.c
+        found: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(lead_ids), ID_BATCH):
+            batch = lead_ids[start : start + ID_BATCH]
+            latest = (
+                select(J.lead_id, func.max(J.lead_seq).label("lead_seq"))
+                .where(J.lead_id.in_(batch))
+                .group_by(J.lead_id)
+                .subquery()
+            )
+            last = select(J.lead_id, J.lead_seq, J.hash).join(
+                latest, (J.lead_id == latest.c.lead_id) & (J.lead_seq == latest.c.lead_seq)
+            )
+            found.update(dict.fromkeys(batch, (0, GENESIS_HASH)))
+            found.update((row[0], (int(row[1]), row[2])) for row in self.connection.execute(last))
+        return found
+
+    def spill_journal(self) -> None:
+        """Batch work that set `spilling` (an import's one transaction): once
+        `SPILL_ENTRIES` entries are pending, put them out of memory, so the
+        transaction's memory does not grow with its entries.  On SQLite they
+        are written at once: one writer at a time holds the database, so
+        `seq` stays commit order, and a rollback takes the rows back.  On
+        PostgreSQL positions must not be drawn before the commit (see
+        `write_journal`: the publication lock would hold `high_water` readers,
+        and every writer queued behind them, for the rest of the
+        transaction), so the entries wait, unsealed, in a temporary table of
+        this session, and `write_journal` seals and writes them a chunk at a
+        time."""
+        pending = self._journal
+        if not self.spilling or len(pending) < SPILL_ENTRIES:
+            return
+        if not self._sql.pg:
+            self.write_journal()
+            return
+        sql, cur = self._sql, self._cur
+        try:
+            if not self._spilled:
+                cur.execute(
+                    f"CREATE TEMPORARY TABLE IF NOT EXISTS {SPILL_TABLE} "
+                    "(n bigint PRIMARY KEY, entry bytea NOT NULL) ON COMMIT DROP"
+                )
+            first = self._spilled
+            rows = [
+                {"n": first + i, "entry": pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)}
+                for i, entry in enumerate(pending)
+            ]
+            cur.executemany(f"INSERT INTO {SPILL_TABLE} (n, entry) VALUES (%(n)s, %(entry)s)", rows)
+        except sql.error as exc:
+            self._fail(exc)
+        self._spilled += len(pending)
+        self._journal = []
+        if len(self._heads) > KEPT_HEADS:
+            self._heads.clear()
 
     def lock_stage(self, flow: str, stage: str) -> None:
         lock = self._sql.advisory_lock
@@ -302,6 +417,15 @@ class SqlTransaction:
         except self._sql.error as exc:
             self._fail(exc)
         return [row[0] for row in rows]
+
+    def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
+        """Up to `limit` leads waiting for `stage`, each with the time it
+        started waiting; best stored score first (not locked)."""
+        try:
+            rows = self._sql.waiting_line.all(self._cur, {"flow": flow, "stage": stage, "limit": limit})
+        except self._sql.error as exc:
+            self._fail(exc)
+        return [(Lead(*row[:-1]), row[-1]) for row in rows]
 
     def record_breach(self, breach: SlaBreach) -> bool:
         params = {
@@ -693,19 +817,6 @@ class SqlStore(ReportQueries, ExportQueries):
         stmt = select(W.lead_id, W.stage, W.score, W.since).where(W.flow == flow).order_by(W.lead_id)
         return self._query(lambda conn: [tuple(row) for row in conn.execute(stmt)])  # type: ignore[misc]
 
-    def events_of_leads(self, ids: Sequence[str]) -> dict[str, list[EventRecord]]:
-        """Every event of each of `ids`, all cycles, oldest first (a few queries)."""
-        found: dict[str, list[EventRecord]] = {lead_id: [] for lead_id in ids}
-        E = events.c
-        columns = (E.lead_id, E.name, E.at, E.channel, E.content, E.count, E.cycle)
-        for start in range(0, len(ids), 5000):
-            part = list(ids[start : start + 5000])
-            stmt = select(*columns).where(E.lead_id.in_(part)).order_by(E.lead_id, E.at, E.id)
-            rows = self._query(lambda conn, stmt=stmt: list(conn.execute(stmt)))  # type: ignore[misc]
-            for row in rows:
-                found[row[0]].append(EventRecord(*row[1:]))
-        return found
-
     # -- leads ----------------------------------------------------------------
 
     def get_lead(self, lead_id: str) -> Lead | None:
@@ -780,6 +891,24 @@ class SqlStore(ReportQueries, ExportQueries):
             raise err.naming(lead_id) from None
         return [EventRecord(*row) for row in rows]
 
+    def events_of_leads(self, lead_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """The events of each of `lead_ids` (all cycles, oldest first): one
+        query per `bulk.ID_BATCH` ids, for listings that score a page."""
+        from .bulk import ID_BATCH
+
+        found: dict[str, list[EventRecord]] = {lead_id: [] for lead_id in lead_ids}
+        E = events.c
+        wanted = sorted(found)
+        for start in range(0, len(wanted), ID_BATCH):
+            batch = wanted[start : start + ID_BATCH]
+            stmt = (
+                select(E.lead_id, *EVENT_COLUMNS).where(E.lead_id.in_(batch)).order_by(E.lead_id, E.at, E.id)
+            )
+            rows = self._query(partial(_rows, stmt))
+            for row in rows:
+                found[row[0]].append(EventRecord(*row[1:]))
+        return found
+
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:
         """A lead's recorded SLA breaches, in the order they were detected."""
         try:
@@ -813,6 +942,10 @@ class SqlStore(ReportQueries, ExportQueries):
                 return
             stmt = self._sql.journal_next
             params["after_lead"], params["after_seq"] = page[-1].lead_id, page[-1].lead_seq
+
+
+def _rows(stmt: Any, conn: Connection) -> list[Any]:
+    return list(conn.execute(stmt))
 
 
 def _leads(stmt: Any, params: dict[str, Any], conn: Connection) -> list[Lead]:

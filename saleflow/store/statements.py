@@ -351,6 +351,19 @@ class Statements:
         )
 
     @cached_property
+    def waiting_line(self) -> Compiled:
+        """The leads waiting for a stage with the time each started waiting,
+        best stored score first (read, not locked: `Work._fill` ranks them by
+        their score now, then locks each one it lets in)."""
+        return self._compile(
+            select(*LEAD_COLUMNS, W.since)
+            .join_from(waiting, leads, W.lead_id == L.id)
+            .where(W.flow == bindparam("flow"), W.stage == bindparam("stage"))
+            .order_by(W.score.desc(), W.since, W.lead_id)
+            .limit(bindparam("limit", type_=Integer))
+        )
+
+    @cached_property
     def breaches_of(self) -> Compiled:
         S = sla_breaches.c
         columns = (S.lead_id, S.flow, S.stage, S.cycle, S.entered_at, S.due_at, S.detected_at)
