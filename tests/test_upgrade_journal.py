@@ -34,7 +34,7 @@ from saleflow import Engine
 from saleflow.cli import main
 from saleflow.errors import StoreError
 from saleflow.journal import GENESIS_HASH, JournalEntry, key_fingerprint
-from saleflow.store import open_store
+from saleflow.store import SCHEMA_HEAD, open_store
 from saleflow.store.connect import make_engine, parse_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -305,7 +305,7 @@ def check_carried_over(old: dict[str, list[dict[str, Any]]], journal: list[dict[
 
 
 def check_upgraded(url: str, old: dict[str, list[dict[str, Any]]], key: bytes | None = None) -> None:
-    assert revision(url) == "0003"
+    assert revision(url) == SCHEMA_HEAD  # 0003 and every revision after it
     assert scalar(url, "SELECT fingerprint FROM journal_seal WHERE id = 1") == key_fingerprint(key)
     journal = journal_rows(url)
     check_carried_over(old, journal)
