@@ -252,18 +252,27 @@ def _journal_ddl(con: sqlite3.Connection) -> list[str]:
     ]
 
 
+def _op_entries(rows: Any, wrap: Callable[[Any], Any] = lambda v: v) -> list[list[RawEntry]]:
+    """The entries of each operation, in order: an event entry and the
+    moves it made (a lead moves when its events open a gate)."""
+    ops: list[list[RawEntry]] = []
+    for row in rows:
+        if row[3] == "event" or not ops:
+            ops.append([])
+        ops[-1].append(RawEntry(row, wrap))
+    return ops
+
+
 def raw_sqlite_ops(stored: str, path: str, leads: int, ops: int) -> float:
     """The same rows by hand: per operation, read the lead, insert the
     event, read its events, update the lead, and append the event's journal
-    entry (the largest seq, the lead's head, a SHA-256, the row); one
-    transaction each.  The journal entries are those the API stored in
+    entry and those of the moves it made (the largest seq, the lead's head,
+    a SHA-256 each, one executemany); one transaction each.  The journal entries are those the API stored in
     `stored`, sealed again; the leads' created entries are there before."""
     src = sqlite3.connect(stored)
     ddl = _journal_ddl(src)
     created = src.execute("SELECT * FROM journal WHERE entry = 'created' ORDER BY seq").fetchall()
-    entries = [
-        RawEntry(row) for row in src.execute("SELECT * FROM journal WHERE entry = 'event' ORDER BY seq")
-    ]
+    entries = _op_entries(src.execute("SELECT * FROM journal WHERE entry != 'created' ORDER BY seq"))
     src.close()
     assert len(entries) == ops, (len(entries), ops)
     con = sqlite3.connect(path, isolation_level=None)
@@ -301,7 +310,7 @@ def raw_sqlite_ops(stored: str, path: str, leads: int, ops: int) -> float:
             "UPDATE leads SET score = ?, revision = revision + 1, updated_at = ? WHERE id = ? AND revision >= 0",
             (0, at, lead),
         )
-        write_entries(cur, sql, [entries[i]])
+        write_entries(cur, sql, entries[i])
         cur.execute("COMMIT")
     elapsed = time.perf_counter() - start
     con.close()
@@ -316,10 +325,9 @@ def raw_pg_ops(stored: str, leads: int, ops: int) -> float:
     adapt = psycopg.types.json.Jsonb
     with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
         created = con.execute("SELECT * FROM journal WHERE entry = 'created' ORDER BY seq").fetchall()
-        entries = [
-            RawEntry(row, adapt)
-            for row in con.execute("SELECT * FROM journal WHERE entry = 'event' ORDER BY seq")
-        ]
+        entries = _op_entries(
+            con.execute("SELECT * FROM journal WHERE entry != 'created' ORDER BY seq"), adapt
+        )
         assert len(entries) == ops, (len(entries), ops)
         con.execute("DROP TABLE IF EXISTS bench_events, bench_leads, bench_journal")
         con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
@@ -361,7 +369,7 @@ def raw_pg_ops(stored: str, leads: int, ops: int) -> float:
                         "UPDATE bench_leads SET score = %s, revision = revision + 1, updated_at = %s WHERE id = %s",
                         (0, at, lead),
                     )
-                    write_entries(cur, sql, [entries[i]])
+                    write_entries(cur, sql, entries[i])
             elapsed = time.perf_counter() - start
         con.execute("DROP TABLE IF EXISTS bench_events, bench_leads, bench_journal")
         con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
