@@ -9,8 +9,9 @@ Sections
   (goal <= 20 ms), and the wall time of `saleflow check` over the wall time
   of `python -c "import sqlalchemy, lark, transitions, click"` (goal <= 1.5).
 - ops: events recorded through the API, one transaction each, against raw
-  sqlite3 (or raw psycopg) writing the same rows one transaction per
-  operation (goal >= 0.25).
+  sqlite3 (or raw psycopg) writing the same rows (the event, the lead, the
+  event's journal entry, sealed) one transaction per operation
+  (goal >= 0.25).
 - memory: peak RSS of `advance --all` at 10,000 and 100,000 leads
   (goal: 100k within 1.5x of 10k).
 - report: `saleflow report` (table, JSON, HTML, and `--by industry`) over
@@ -18,7 +19,7 @@ Sections
   time and the report's own peak RSS (goal: 100k within 1.5x of 10k).
 - import: `saleflow import` of the real X Education file (`--data`, default
   ../shared/data/x_education_leads.csv), against raw executemany of the same
-  lead and audit rows, 1,000 leads per transaction (goal >= 0.25).
+  lead and journal rows, 1,000 leads per transaction (goal >= 0.25).
 - mixed: 600 leads created through the API, each followed at once by three
   events that move it a stage (bench/flows/mixed.flow), and the same
   operations grouped (all adds, then all events), against raw sqlite3 (or
@@ -29,7 +30,7 @@ Sections
   multiple).
 - import3: `Engine.import_csv` of a generated CSV of 50,000 leads, each
   created and moved through three gates (bench/flows/gates.flow), against
-  raw executemany of the same lead and audit rows (goal >= 0.25, aim 0.5).
+  raw executemany of the same lead and journal rows (goal >= 0.25, aim 0.5).
 
 Results and the machine are recorded in bench/README.md.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -132,9 +134,150 @@ def api_ops(url: str, leads: int, ops: int) -> float:
     return elapsed
 
 
-def raw_sqlite_ops(path: str, leads: int, ops: int) -> float:
-    """The same rows by hand: per operation, read the lead, read its events,
-    insert the event, update the lead; one transaction each."""
+# ---------------------------------------------------------- journal, raw
+# What the raw baselines write for the journal, as saleflow does (SPEC §6):
+# per transaction the next global `seq` (max + 1 on SQLite, the sequence on
+# PostgreSQL), per lead the head (`lead_seq`, hash) read back unless the
+# lead is new in this transaction, and per entry a SHA-256 hex digest of a
+# canonical JSON text of the entry (the same sixteen fields in sorted-key
+# order, strings quoted by the same C encoder) chained to the previous hash.
+JOURNAL_TEXT = (
+    '{"actor":%s,"at":%s,"cycle":%d,"data":%s,"entry":%s,"flow":%s,"from":%s,"kind":%s,'
+    '"lead_id":%s,"lead_seq":%d,"prev_hash":%s,"reason":%s,"recorded_at":%s,"seq":%d,"stage":%s,'
+    '"version":%d}'
+)
+GENESIS = "0" * 64
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+JOURNAL_SQL = {  # by placeholder: the journal statements of the raw baselines
+    "?": {
+        "last_seq": "SELECT coalesce(max(seq), 0) FROM {p}journal",
+        "head": "SELECT lead_seq, hash FROM {p}journal WHERE lead_id = ? ORDER BY lead_seq DESC LIMIT 1",
+        "insert": "INSERT INTO {p}journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    },
+    "%s": {
+        "lock": "SELECT pg_advisory_xact_lock_shared(%s)",
+        "seqs": "SELECT nextval('{p}journal_seq') FROM generate_series(1, %s)",
+        "head": "SELECT lead_seq, hash FROM {p}journal WHERE lead_id = %s ORDER BY lead_seq DESC LIMIT 1",
+        "insert": "INSERT INTO {p}journal VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    },
+}
+PUBLICATION_LOCK = 0x5A1E  # any constant: the raw baselines' stand-in for saleflow's publication lock
+
+
+def journal_sql(ph: str, prefix: str = "") -> dict[str, str]:
+    return {name: sql.replace("{p}", prefix) for name, sql in JOURNAL_SQL[ph].items()}
+
+
+def _json_text(value: object) -> str:
+    return "null" if value is None else _quote(value)  # type: ignore[no-any-return]
+
+
+def _iso(at: str | datetime) -> str:
+    """A time as `datetime.isoformat` writes it (as saleflow's hash text has it)."""
+    return (datetime.fromisoformat(at) if isinstance(at, str) else at).isoformat()
+
+
+class RawEntry:
+    """A stored journal row to write again: the row, and the texts its hash
+    covers (times as ISO text, data as canonical JSON), made before timing."""
+
+    __slots__ = ("at", "data", "recorded_at", "row")
+
+    def __init__(self, row: tuple[Any, ...], wrap: Callable[[Any], Any] = lambda v: v) -> None:
+        at, recorded_at, data = row[8], row[9], row[14]
+        self.at = _quote(_iso(at))
+        self.recorded_at = _quote(_iso(recorded_at))
+        if isinstance(data, str):
+            self.data = data
+        else:
+            self.data = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        self.row = (*row[:14], wrap(data), *row[15:])
+
+    def sealed(self, seq: int, lead_seq: int, prev_hash: str) -> tuple[Any, ...]:
+        """The row with its place and a SHA-256 over its text."""
+        row = self.row
+        text = JOURNAL_TEXT % (
+            _quote(row[10]),
+            self.at,
+            row[7],
+            self.data,
+            _quote(row[3]),
+            _quote(row[12]),
+            _json_text(row[5]),
+            _json_text(row[4]),
+            _quote(row[1]),
+            lead_seq,
+            _quote(prev_hash),
+            _json_text(row[11]),
+            self.recorded_at,
+            seq,
+            _quote(row[6]),
+            row[13],
+        )
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return (seq, row[1], lead_seq, *row[3:15], prev_hash, digest)
+
+
+def write_entries(
+    cur: Any, sql: dict[str, str], entries: list[RawEntry], heads: dict[str, tuple[int, str]] | None = None
+) -> None:
+    """Seal and insert `entries` in one transaction, as saleflow's
+    `write_journal` does: positions, the heads not in `heads` (a new lead's
+    is known), hashes, one executemany."""
+    if "lock" in sql:
+        cur.execute(sql["lock"], (PUBLICATION_LOCK,))
+        cur.execute(sql["seqs"], (len(entries),))
+        seqs = sorted(row[0] for row in cur.fetchall())
+    else:
+        first = cur.execute(sql["last_seq"]).fetchone()[0] + 1
+        seqs = list(range(first, first + len(entries)))
+    heads = {} if heads is None else heads
+    rows = []
+    for seq, entry in zip(seqs, entries, strict=True):
+        lead_id = entry.row[1]
+        head = heads.get(lead_id)
+        if head is None:
+            cur.execute(sql["head"], (lead_id,))
+            found = cur.fetchone()
+            head = (0, GENESIS) if found is None else (found[0], found[1])
+        row = entry.sealed(seq, head[0] + 1, head[1])
+        heads[lead_id] = (row[2], row[16])
+        rows.append(row)
+    cur.executemany(sql["insert"], rows)
+
+
+def _journal_ddl(con: sqlite3.Connection) -> list[str]:
+    return [
+        sql
+        for (sql,) in con.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'journal' AND sql IS NOT NULL ORDER BY rowid"
+        )
+    ]
+
+
+def _op_entries(rows: Any, wrap: Callable[[Any], Any] = lambda v: v) -> list[list[RawEntry]]:
+    """The entries of each operation, in order: an event entry and the
+    moves it made (a lead moves when its events open a gate)."""
+    ops: list[list[RawEntry]] = []
+    for row in rows:
+        if row[3] == "event" or not ops:
+            ops.append([])
+        ops[-1].append(RawEntry(row, wrap))
+    return ops
+
+
+def raw_sqlite_ops(stored: str, path: str, leads: int, ops: int) -> float:
+    """The same rows by hand: per operation, read the lead, insert the
+    event, read its events, update the lead, and append the event's journal
+    entry and those of the moves it made (the largest seq, the lead's head,
+    a SHA-256 each, one executemany); one transaction each.  The journal entries are those the API stored in
+    `stored`, sealed again; the leads' created entries are there before."""
+    src = sqlite3.connect(stored)
+    ddl = _journal_ddl(src)
+    created = src.execute("SELECT * FROM journal WHERE entry = 'created' ORDER BY seq").fetchall()
+    entries = _op_entries(src.execute("SELECT * FROM journal WHERE entry != 'created' ORDER BY seq"))
+    src.close()
+    assert len(entries) == ops, (len(entries), ops)
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
@@ -147,36 +290,50 @@ def raw_sqlite_ops(path: str, leads: int, ops: int) -> float:
         " content TEXT, count INT, cycle INT)"
     )
     con.execute("CREATE INDEX ev ON events (lead_id, cycle)")
+    for statement in ddl:
+        con.execute(statement)
     con.executemany(
         "INSERT INTO leads VALUES (?, 'awareness', '{}', 1, 0, 0, '')", [(f"lead-{i}",) for i in range(leads)]
     )
+    con.executemany(f"INSERT INTO journal VALUES ({', '.join('?' * 17)})", created)
+    sql = journal_sql("?")
+    cur = con.cursor()
     start = time.perf_counter()
     for i in range(ops):
         lead = f"lead-{i % leads}"
         at = (START + timedelta(seconds=i)).isoformat()
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("SELECT * FROM leads WHERE id = ?", (lead,)).fetchone()
-        con.execute(
+        cur.execute("BEGIN IMMEDIATE")
+        cur.execute("SELECT * FROM leads WHERE id = ?", (lead,)).fetchone()
+        cur.execute(
             "INSERT INTO events (lead_id, name, at, channel, content, count, cycle) VALUES (?,?,?,?,?,?,?)",
             (lead, "product_login", at, "product", None, 1, 1),
         )
-        con.execute("SELECT name, at, count FROM events WHERE lead_id = ? AND cycle = 1", (lead,)).fetchall()
-        con.execute(
+        cur.execute("SELECT name, at, count FROM events WHERE lead_id = ? AND cycle = 1", (lead,)).fetchall()
+        cur.execute(
             "UPDATE leads SET score = ?, revision = revision + 1, updated_at = ? WHERE id = ? AND revision >= 0",
             (0, at, lead),
         )
-        con.execute("COMMIT")
+        write_entries(cur, sql, entries[i])
+        cur.execute("COMMIT")
     elapsed = time.perf_counter() - start
     con.close()
     return elapsed
 
 
-def raw_pg_ops(leads: int, ops: int) -> float:
+def raw_pg_ops(stored: str, leads: int, ops: int) -> float:
+    """`raw_sqlite_ops` with psycopg, in the API's database `stored` (the
+    journal's copy is made with LIKE, its positions from a sequence)."""
     import psycopg
 
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute("DROP TABLE IF EXISTS bench_events, bench_leads")
+    adapt = psycopg.types.json.Jsonb
+    with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
+        created = con.execute("SELECT * FROM journal WHERE entry = 'created' ORDER BY seq").fetchall()
+        entries = _op_entries(
+            con.execute("SELECT * FROM journal WHERE entry != 'created' ORDER BY seq"), adapt
+        )
+        assert len(entries) == ops, (len(entries), ops)
+        con.execute("DROP TABLE IF EXISTS bench_events, bench_leads, bench_journal")
+        con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
         con.execute(
             "CREATE TABLE bench_leads (id TEXT PRIMARY KEY, stage TEXT, fields JSONB, cycle INT, score REAL,"
             " revision INT, updated_at TIMESTAMPTZ)"
@@ -186,31 +343,39 @@ def raw_pg_ops(leads: int, ops: int) -> float:
             " channel TEXT, content TEXT, count INT, cycle INT)"
         )
         con.execute("CREATE INDEX ON bench_events (lead_id, cycle)")
+        con.execute("CREATE TABLE bench_journal (LIKE journal INCLUDING ALL)")
+        con.execute(f"CREATE SEQUENCE bench_journal_seq START {len(created) + 1}")
+        sql = journal_sql("%s", "bench_")
         with con.cursor() as cur:
             cur.executemany(
                 "INSERT INTO bench_leads VALUES (%s, 'awareness', '{}', 1, 0, 0, now())",
                 [(f"lead-{i}",) for i in range(leads)],
             )
-        start = time.perf_counter()
-        for i in range(ops):
-            lead = f"lead-{i % leads}"
-            at = START + timedelta(seconds=i)
-            with con.transaction():
-                con.execute("SELECT * FROM bench_leads WHERE id = %s FOR UPDATE", (lead,)).fetchone()
-                con.execute(
-                    "INSERT INTO bench_events (lead_id, name, at, channel, content, count, cycle)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    (lead, "product_login", at, "product", None, 1, 1),
-                )
-                con.execute(
-                    "SELECT name, at, count FROM bench_events WHERE lead_id = %s AND cycle = 1", (lead,)
-                ).fetchall()
-                con.execute(
-                    "UPDATE bench_leads SET score = %s, revision = revision + 1, updated_at = %s WHERE id = %s",
-                    (0, at, lead),
-                )
-        elapsed = time.perf_counter() - start
-        con.execute("DROP TABLE IF EXISTS bench_events, bench_leads")
+            cur.executemany(sql["insert"], [(*row[:14], adapt(row[14]), *row[15:]) for row in created])
+            start = time.perf_counter()
+            for i in range(ops):
+                lead = f"lead-{i % leads}"
+                at = START + timedelta(seconds=i)
+                with con.transaction():
+                    cur.execute("SELECT * FROM bench_leads WHERE id = %s FOR UPDATE", (lead,))
+                    cur.fetchone()
+                    cur.execute(
+                        "INSERT INTO bench_events (lead_id, name, at, channel, content, count, cycle)"
+                        " VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                        (lead, "product_login", at, "product", None, 1, 1),
+                    )
+                    cur.execute(
+                        "SELECT name, at, count FROM bench_events WHERE lead_id = %s AND cycle = 1", (lead,)
+                    )
+                    cur.fetchall()
+                    cur.execute(
+                        "UPDATE bench_leads SET score = %s, revision = revision + 1, updated_at = %s WHERE id = %s",
+                        (0, at, lead),
+                    )
+                    write_entries(cur, sql, entries[i])
+            elapsed = time.perf_counter() - start
+        con.execute("DROP TABLE IF EXISTS bench_events, bench_leads, bench_journal")
+        con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
     return elapsed
 
 
@@ -239,7 +404,7 @@ def bench_ops(quick: bool, backends: list[str]) -> None:
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory() as tmp:
             t_api = api_ops(f"sqlite:///{tmp}/api.db", leads, ops)
-            t_raw = raw_sqlite_ops(f"{tmp}/raw.db", leads, ops)
+            t_raw = raw_sqlite_ops(f"{tmp}/api.db", f"{tmp}/raw.db", leads, ops)
         line(f"SQLite: {ops} events via Engine.record (1 tx each)", f"{ops / t_api:,.0f} ops/s")
         line("SQLite: same rows via raw sqlite3 (1 tx each)", f"{ops / t_raw:,.0f} ops/s")
         line("SQLite ratio API / raw", f"{t_raw / t_api:.2f}", "goal >= 0.25")
@@ -247,7 +412,7 @@ def bench_ops(quick: bool, backends: list[str]) -> None:
         url = fresh_pg_database()
         try:
             t_api = api_ops(url, leads, ops)
-            t_raw = raw_pg_ops(leads, ops)
+            t_raw = raw_pg_ops(url, leads, ops)
         finally:
             drop_pg_database(url)
         line(f"PostgreSQL: {ops} events via Engine.record (1 tx each)", f"{ops / t_api:,.0f} ops/s")
@@ -334,19 +499,20 @@ REPORT_NOW = "2026-09-01T00:00:00Z"
 
 
 def seed_histories(url: str, n: int, seed: int = 7) -> int:
-    """`n` leads of the_model with histories; returns the number of audit entries."""
+    """`n` leads of the_model with histories; returns the number of journal
+    entries (created and moved: what the report reads)."""
     from saleflow.engine import Engine
-    from saleflow.store.schema import audit, events, leads, sla_breaches
+    from saleflow.store.schema import events, journal, leads, sla_breaches
 
     engine = Engine.open(FLOW, db=url, now=START, actor="bench")
     version = engine.compiled("the_model").version
     sql_engine = engine.store.engine  # type: ignore[attr-defined]
     rng = random.Random(seed)
-    tables = {"leads": leads, "audit": audit, "events": events, "sla": sla_breaches}
+    tables = {"leads": leads, "journal": journal, "events": events, "sla": sla_breaches}
     rows: dict[str, list[dict[str, object]]] = {key: [] for key in tables}
     entries = 0
     for i in range(n):
-        entries += _one_history(rows, rng, f"lead-{i:07d}", version)
+        entries += _one_history(rows, rng, f"lead-{i:07d}", version, entries)
         if len(rows["leads"]) >= 2000 or i == n - 1:
             with sql_engine.begin() as conn:
                 for key, table in tables.items():
@@ -358,28 +524,33 @@ def seed_histories(url: str, n: int, seed: int = 7) -> int:
 
 
 def _one_history(
-    rows: dict[str, list[dict[str, object]]], rng: random.Random, lead_id: str, version: int
+    rows: dict[str, list[dict[str, object]]], rng: random.Random, lead_id: str, version: int, before: int
 ) -> int:
-    """Append one lead, its audit entries, events and SLA breaches to `rows`."""
+    """Append one lead, its journal entries, events and SLA breaches to
+    `rows` (`before`: how many entries earlier leads have)."""
     index = {name: i for i, name in enumerate(REPORT_MAIN)}
     created = entered = START + timedelta(days=rng.uniform(0, 180))
     cycle, recycles, stage = 1, 0, "awareness"
-    audit = rows["audit"]
+    audit = rows["journal"]
 
     def entry(source: str | None, target: str, kind: str, at: datetime, cycle: int) -> dict[str, object]:
+        lead_seq = len(audit) - first + 1
         return {
+            "seq": before + lead_seq,
             "lead_id": lead_id,
-            "seq": len(audit) - first + 1,
-            "from_stage": source,
-            "to_stage": target,
+            "lead_seq": lead_seq,
+            "entry": "created" if source is None else "moved",
             "kind": kind,
+            "from_stage": source,
+            "stage": target,
+            "cycle": cycle,
+            "at": at,
+            "recorded_at": at,
             "actor": "bench",
             "reason": None,
-            "at": at,
             "flow": "the_model",
             "version": version,
-            "cycle": cycle,
-            "values": {},
+            "data": {"fields": {}} if source is None else {"values": {}},
             "prev_hash": "0" * 64,
             "hash": "",
         }
@@ -489,7 +660,7 @@ def bench_report(quick: bool, backends: list[str]) -> None:
             results[n] = on_scratch_database(backend, report_run, n)
             r = results[n]
             line(
-                f"{backend}: report over {n:,} leads ({r['entries']:,.0f} audit entries)",
+                f"{backend}: report over {n:,} leads ({r['entries']:,.0f} journal entries)",
                 f"{r['seconds']:.2f} s",
                 f"peak RSS {r['peak_kb'] / 1024:.0f} MB ({r['opened_kb'] / 1024:.0f} MB before);"
                 f" --by industry {r['by_seconds']:.2f} s; seeded in {r['seeded']:.0f} s",
@@ -500,9 +671,9 @@ def bench_report(quick: bool, backends: list[str]) -> None:
 
 # --------------------------------------------------------------- import
 # `saleflow import` of the real X Education file (README "Real data"),
-# against raw executemany of the very lead and audit rows the import stored,
-# 1,000 leads and their audit entries per transaction, into tables with the
-# same keys and indexes.
+# against raw executemany of the very lead and journal rows the import stored,
+# 1,000 leads and their journal entries per transaction (sealed again:
+# positions, SHA-256 hashes), into tables with the same keys and indexes.
 X_FLOW = ROOT / "flows" / "x_education.flow"
 X_DATA = ROOT.parent / "shared" / "data" / "x_education_leads.csv"
 
@@ -523,7 +694,7 @@ def api_import(
 ) -> tuple[float, int, int]:
     """Median seconds for `Engine.import_csv` of `data` into an empty
     database (`fresh()` gives its URL), as the raw side is timed; and the
-    leads and audit entries stored.  `spec` names the flow file, the flow,
+    leads and journal entries stored.  `spec` names the flow file, the flow,
     the id column and the mapping."""
     from saleflow.engine import Engine
 
@@ -542,30 +713,42 @@ def api_import(
 Rows = list[tuple[object, ...]]
 
 
-def _grouped(leads: Rows, audit: Rows, size: int) -> list[tuple[Rows, Rows]]:
-    """Chunks of `size` leads, each with its leads' audit rows."""
-    by_lead: dict[object, Rows] = {}
-    for row in audit:
-        by_lead.setdefault(row[0], []).append(row)
+def _grouped(leads: Rows, journal: list[RawEntry], size: int) -> list[tuple[Rows, list[RawEntry]]]:
+    """Chunks of `size` leads, each with its leads' journal entries."""
+    by_lead: dict[object, list[RawEntry]] = {}
+    for entry in journal:
+        by_lead.setdefault(entry.row[1], []).append(entry)
     return [
-        (leads[i : i + size], [a for lead in leads[i : i + size] for a in by_lead.get(lead[0], [])])
+        (leads[i : i + size], [e for lead in leads[i : i + size] for e in by_lead.get(lead[0], [])])
         for i in range(0, len(leads), size)
     ]
 
 
+def _write_chunk(cur: Any, jsql: dict[str, str], lead_sql: str, leads: Rows, entries: list[RawEntry]) -> None:
+    """One chunk of an import, as saleflow writes it: the leads, then their
+    journal entries sealed at the commit (new leads: no head to read)."""
+    cur.executemany(lead_sql, leads)
+    write_entries(cur, jsql, entries, {lead[0]: (0, GENESIS) for lead in leads})  # type: ignore[misc]
+
+
 def raw_sqlite_import(stored: str, path: str, repeat: int = IMPORT_RUNS) -> float:
-    """The rows of the SQLite database `stored`, written again with raw sqlite3."""
+    """The rows of the SQLite database `stored`, written again with raw
+    sqlite3: per chunk of 1,000 leads one transaction, the leads, then
+    their journal entries (the largest seq, a SHA-256 each, one
+    executemany)."""
     src = sqlite3.connect(stored)
     leads = src.execute("SELECT * FROM leads").fetchall()
-    audit = src.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall()
+    journal = [RawEntry(row) for row in src.execute("SELECT * FROM journal ORDER BY seq")]
     ddl = [
         sql.replace("REFERENCES leads (id)", "REFERENCES leads (id) DEFERRABLE INITIALLY DEFERRED")
         for (sql,) in src.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'audit') AND sql IS NOT NULL ORDER BY rowid"
+            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'journal') AND sql IS NOT NULL"
+            " ORDER BY rowid"
         )
     ]
     src.close()
-    chunks = _grouped(leads, audit, 1000)
+    chunks = _grouped(leads, journal, 1000)
+    jsql = journal_sql("?")
 
     def once() -> None:
         remove_sqlite(path)
@@ -576,46 +759,43 @@ def raw_sqlite_import(stored: str, path: str, repeat: int = IMPORT_RUNS) -> floa
         for statement in ddl:
             con.execute(statement)
         lead_sql = f"INSERT INTO leads VALUES ({', '.join('?' * len(leads[0]))})"
-        audit_sql = f"INSERT INTO audit VALUES ({', '.join('?' * len(audit[0]))})"
-        for lead_rows, audit_rows in chunks:
-            con.execute("BEGIN IMMEDIATE")
-            con.executemany(lead_sql, lead_rows)
-            con.executemany(audit_sql, audit_rows)
-            con.execute("COMMIT")
+        cur = con.cursor()
+        for lead_rows, entries in chunks:
+            cur.execute("BEGIN IMMEDIATE")
+            _write_chunk(cur, jsql, lead_sql, lead_rows, entries)
+            cur.execute("COMMIT")
         con.close()
 
     return median_time(once, repeat)
 
 
 def raw_pg_import(stored: str, repeat: int = IMPORT_RUNS) -> float:
-    """The rows of the PostgreSQL database `stored`, written again with raw psycopg."""
+    """The rows of the PostgreSQL database `stored`, written again with raw
+    psycopg (positions from a sequence, as saleflow draws them)."""
     import psycopg
 
     with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
-        leads = con.execute("SELECT * FROM leads").fetchall()
-        audit = con.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall()
-        chunks = _grouped(leads, audit, 1000)
-        lead_sql = f"INSERT INTO bench_leads VALUES ({', '.join(['%s'] * len(leads[0]))})"
-        audit_sql = f"INSERT INTO bench_audit VALUES ({', '.join(['%s'] * len(audit[0]))})"
         adapt = psycopg.types.json.Jsonb
-
-        def jsonb(rows: list[tuple[object, ...]], column: int) -> list[tuple[object, ...]]:
-            return [(*row[:column], adapt(row[column]), *row[column + 1 :]) for row in rows]
-
-        chunks = [(jsonb(lr, 4), jsonb(ar, 11)) for lr, ar in chunks]
+        leads = con.execute("SELECT * FROM leads").fetchall()
+        journal = [RawEntry(row, adapt) for row in con.execute("SELECT * FROM journal ORDER BY seq")]
+        lead_sql = f"INSERT INTO bench_leads VALUES ({', '.join(['%s'] * len(leads[0]))})"
+        leads = [(*row[:4], adapt(row[4]), *row[5:]) for row in leads]
+        chunks = _grouped(leads, journal, 1000)
+        jsql = journal_sql("%s", "bench_")
 
         def once() -> None:
-            con.execute("DROP TABLE IF EXISTS bench_audit, bench_leads")
+            con.execute("DROP TABLE IF EXISTS bench_journal, bench_leads")
+            con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
             con.execute("CREATE TABLE bench_leads (LIKE leads INCLUDING ALL)")
-            con.execute("CREATE TABLE bench_audit (LIKE audit INCLUDING ALL)")
-            con.execute("ALTER TABLE bench_audit ADD FOREIGN KEY (lead_id) REFERENCES bench_leads (id)")
-            for lead_rows, audit_rows in chunks:
+            con.execute("CREATE TABLE bench_journal (LIKE journal INCLUDING ALL)")
+            con.execute("CREATE SEQUENCE bench_journal_seq")
+            for lead_rows, entries in chunks:
                 with con.transaction(), con.cursor() as cur:
-                    cur.executemany(lead_sql, lead_rows)
-                    cur.executemany(audit_sql, audit_rows)
+                    _write_chunk(cur, jsql, lead_sql, lead_rows, entries)
 
         elapsed = median_time(once, repeat)
-        con.execute("DROP TABLE IF EXISTS bench_audit, bench_leads")
+        con.execute("DROP TABLE IF EXISTS bench_journal, bench_leads")
+        con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
     return elapsed
 
 
@@ -684,10 +864,11 @@ def bench_import(data: Path, backends: list[str]) -> None:
 # (bench/flows/mixed.flow); and, for comparison, the same operations grouped
 # (every add, then every lead's three events).  The baseline writes the very
 # rows the API stored, with the raw driver, one transaction per operation and
-# the same statements per operation (read the lead; insert it and its create
-# entry, or insert the event, read the cycle's events and the last audit
-# entry, append the entry, clear the waiting line, update the lead), into
-# tables with the same keys and indexes.
+# the same statements per operation (read the lead; insert it, or insert the
+# event, read the cycle's events, clear the waiting line and update the lead;
+# then seal and append the operation's journal entries: the largest seq, the
+# lead's head unless it is new, a SHA-256 each, one executemany), into tables
+# with the same keys and indexes.
 MIXED_FLOW = ROOT / "bench" / "flows" / "mixed.flow"
 MIXED_EVENTS = ("e1", "e2", "e3")
 MIXED_RUNS = 3  # each figure is the median of this many runs, each on a fresh database
@@ -718,33 +899,39 @@ def api_mixed(url: str, n: int, grouped: bool) -> float:
 
 class _Op:
     """One API operation's rows, as stored: an add (the lead as created and
-    its create entry) or an event (the event, its audit entry, the lead after)."""
+    its created entry) or an event (the event, its journal entries: the
+    event's and the moves it made, the lead after)."""
 
-    __slots__ = ("audit", "event", "lead")
+    __slots__ = ("entries", "event", "lead")
 
-    def __init__(self, lead: tuple[Any, ...], audit: tuple[Any, ...], event: tuple[Any, ...] | None) -> None:
-        self.lead, self.audit, self.event = lead, audit, event
+    def __init__(self, lead: tuple[Any, ...], entries: list[RawEntry], event: tuple[Any, ...] | None) -> None:
+        self.lead, self.entries, self.event = lead, entries, event
 
 
-def mixed_ops(con: Any, ph: str, grouped: bool) -> list[_Op]:
+def mixed_ops(con: Any, ph: str, grouped: bool, wrap: Callable[[Any], Any] = lambda v: v) -> list[_Op]:
     """The operations of `api_mixed`, in its order, from the rows it stored
     (`con` a DBAPI connection to its database, `ph` the placeholder)."""
     lead_rows = {row[0]: row for row in con.execute("SELECT * FROM leads ORDER BY id").fetchall()}
-    audit: dict[str, list[tuple[Any, ...]]] = {}
-    for row in con.execute("SELECT * FROM audit ORDER BY lead_id, seq").fetchall():
-        audit.setdefault(row[0], []).append(row)
+    # journal: seq, lead_id, lead_seq, entry, kind, from_stage, stage, ...; one operation's
+    # entries are a created or an event entry and the moves that follow it.
+    journal: dict[str, list[list[RawEntry]]] = {}
+    for row in con.execute("SELECT * FROM journal ORDER BY lead_id, lead_seq").fetchall():
+        groups = journal.setdefault(row[1], [])
+        if row[3] in ("created", "event") or not groups:
+            groups.append([])
+        groups[-1].append(RawEntry(row, wrap))
     event_rows: dict[str, list[tuple[Any, ...]]] = {}
     for row in con.execute("SELECT * FROM events ORDER BY id").fetchall():
         event_rows.setdefault(row[1], []).append(row[1:])
     # leads: id, flow, version, stage, fields, cycle, score, entered_at, created_at, updated_at, revision
     adds, events = [], []
     for lead_id, lead in lead_rows.items():
-        entries = audit[lead_id]
-        created = (*lead[:3], entries[0][3], *lead[4:10], 0)
-        adds.append(_Op(created, entries[0], None))
+        groups = journal[lead_id]
+        created = (*lead[:3], groups[0][0].row[6], *lead[4:10], 0)
+        adds.append(_Op(created, groups[0], None))
         moves = []
-        for revision, (entry, event) in enumerate(zip(entries[1:], event_rows[lead_id], strict=True), 1):
-            moves.append(_Op((lead_id, entry[3], lead[6], lead[9], revision), entry, event))
+        for revision, (entries, event) in enumerate(zip(groups[1:], event_rows[lead_id], strict=True), 1):
+            moves.append(_Op((lead_id, entries[-1].row[6], lead[6], lead[9], revision), entries, event))
         events.append(moves)
     if grouped:
         return adds + [op for moves in events for op in moves]
@@ -756,20 +943,14 @@ def _mixed_sql(ph: str, prefix: str = "") -> dict[str, str]:
         return ", ".join([ph] * n)
 
     lead_cols = "id, flow, version, stage, fields, cycle, score, entered_at, created_at, updated_at, revision"
-    audit_cols = (
-        'lead_id, seq, from_stage, to_stage, kind, actor, reason, at, flow, version, cycle, "values", '
-        "prev_hash, hash"
-    )
     lock = " FOR UPDATE" if ph == "%s" else ""
     return {
         "lock": f"SELECT {lead_cols} FROM {prefix}leads WHERE id = {ph}{lock}",
         "insert_lead": f"INSERT INTO {prefix}leads ({lead_cols}) VALUES ({marks(11)})",
-        "insert_audit": f"INSERT INTO {prefix}audit ({audit_cols}) VALUES ({marks(14)})",
         "insert_event": f"INSERT INTO {prefix}events (lead_id, name, at, channel, content, count, cycle)"
         f" VALUES ({marks(7)})",
         "events": f"SELECT name, at, channel, content, count, cycle FROM {prefix}events"
         f" WHERE lead_id = {ph} AND cycle = {ph} ORDER BY at, id",
-        "last_audit": f"SELECT {audit_cols} FROM {prefix}audit WHERE lead_id = {ph} ORDER BY seq DESC LIMIT 1",
         "unwait": f"DELETE FROM {prefix}waiting WHERE lead_id = {ph}",
         "update": f"UPDATE {prefix}leads SET stage = {ph}, score = {ph}, updated_at = {ph},"
         f" revision = revision + 1 WHERE id = {ph} AND revision = {ph}",
@@ -777,32 +958,39 @@ def _mixed_sql(ph: str, prefix: str = "") -> dict[str, str]:
 
 
 def _replay(
-    cur: Any, sql: dict[str, str], op: _Op, wrap: Callable[[Any], Any] = lambda v: v, reads: bool = True
+    cur: Any,
+    sql: dict[str, str],
+    jsql: dict[str, str],
+    op: _Op,
+    wrap: Callable[[Any], Any] = lambda v: v,
+    reads: bool = True,
 ) -> None:
     """One operation's statements on a cursor inside an open transaction;
-    without `reads`, only its writes (no reads, no waiting-line delete)."""
+    without `reads`, only its writes (no reads, no waiting-line delete; the
+    journal rows take their stored places and are hashed all the same)."""
     lead_id = op.lead[0]
+    heads: dict[str, tuple[int, str]] | None = None
     if reads:
         cur.execute(sql["lock"], (lead_id,))
         cur.fetchone()
     if op.event is None:
         lead = op.lead
         cur.execute(sql["insert_lead"], (*lead[:4], wrap(lead[4]), *lead[5:]))
+        heads = {lead_id: (0, GENESIS)}  # a new lead's head is known
     else:
         event = op.event
         cur.execute(sql["insert_event"], event)
         if reads:
             cur.execute(sql["events"], (lead_id, event[6]))
             cur.fetchall()
-            cur.execute(sql["last_audit"], (lead_id,))
-            cur.fetchone()
-    audit = op.audit
-    cur.execute(sql["insert_audit"], (*audit[:11], wrap(audit[11]), *audit[12:]))
-    if op.event is not None:
         if reads:
             cur.execute(sql["unwait"], (lead_id,))
         _, stage, score, updated_at, revision = op.lead
         cur.execute(sql["update"], (stage, score, updated_at, lead_id, revision - 1))
+    if reads:
+        write_entries(cur, jsql, op.entries, heads)
+    else:
+        cur.executemany(jsql["insert"], [e.sealed(e.row[0], e.row[2], e.row[15]) for e in op.entries])
 
 
 def raw_sqlite_mixed(stored: str, path: str, grouped: bool, reads: bool = True) -> float:
@@ -814,7 +1002,7 @@ def raw_sqlite_mixed(stored: str, path: str, grouped: bool, reads: bool = True) 
     ddl = [
         sql
         for (sql,) in src.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'audit', 'events', 'waiting')"
+            "SELECT sql FROM sqlite_master WHERE tbl_name IN ('leads', 'journal', 'events', 'waiting')"
             " AND sql IS NOT NULL ORDER BY rowid"
         )
     ]
@@ -826,12 +1014,12 @@ def raw_sqlite_mixed(stored: str, path: str, grouped: bool, reads: bool = True) 
     con.execute("PRAGMA foreign_keys=ON")
     for statement in ddl:
         con.execute(statement)
-    sql = _mixed_sql("?")
+    sql, jsql = _mixed_sql("?"), journal_sql("?")
     cur = con.cursor()
     start = time.perf_counter()
     for op in ops:
         cur.execute("BEGIN IMMEDIATE")
-        _replay(cur, sql, op, reads=reads)
+        _replay(cur, sql, jsql, op, reads=reads)
         cur.execute("COMMIT")
     elapsed = time.perf_counter() - start
     con.close()
@@ -843,24 +1031,27 @@ def raw_pg_mixed(stored: str, grouped: bool) -> float:
     psycopg into copies of its tables, one transaction per operation."""
     import psycopg
 
+    adapt = psycopg.types.json.Jsonb
     with psycopg.connect(stored.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as con:
-        ops = mixed_ops(con, "%s", grouped)
-        for table in ("waiting", "events", "audit", "leads"):
+        ops = mixed_ops(con, "%s", grouped, adapt)
+        for table in ("waiting", "events", "journal", "leads"):
             con.execute(f"DROP TABLE IF EXISTS bench_{table}")
-        for table in ("leads", "audit", "events", "waiting"):
+        con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
+        for table in ("leads", "journal", "events", "waiting"):
             con.execute(f"CREATE TABLE bench_{table} (LIKE {table} INCLUDING ALL)")
-        for table in ("audit", "events", "waiting"):
+        for table in ("events", "waiting"):
             con.execute(f"ALTER TABLE bench_{table} ADD FOREIGN KEY (lead_id) REFERENCES bench_leads (id)")
-        sql = _mixed_sql("%s", "bench_")
-        adapt = psycopg.types.json.Jsonb
+        con.execute("CREATE SEQUENCE bench_journal_seq")
+        sql, jsql = _mixed_sql("%s", "bench_"), journal_sql("%s", "bench_")
         with con.cursor() as cur:
             start = time.perf_counter()
             for op in ops:
                 with con.transaction():
-                    _replay(cur, sql, op, adapt)
+                    _replay(cur, sql, jsql, op, adapt)
             elapsed = time.perf_counter() - start
-        for table in ("waiting", "events", "audit", "leads"):
+        for table in ("waiting", "events", "journal", "leads"):
             con.execute(f"DROP TABLE IF EXISTS bench_{table}")
+        con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
     return elapsed
 
 
@@ -917,8 +1108,8 @@ def bench_mixed(quick: bool, backends: list[str]) -> None:
 
 # --------------------------------------------------------------- import3
 # The import of a generated CSV whose every lead passes three gates at once
-# (bench/flows/gates.flow: one create and three automatic moves, four audit
-# entries per lead), against raw executemany of the same lead and audit rows.
+# (bench/flows/gates.flow: one create and three automatic moves, four journal
+# entries per lead), against raw executemany of the same lead and journal rows.
 GATES_FLOW = ROOT / "bench" / "flows" / "gates.flow"
 IMPORT3_RUNS = 3
 
