@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import anchor as anchor_mod
 from . import audit as audit_mod
+from .batch import chunked, write_behind
 from .check import check
 from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
@@ -82,35 +83,6 @@ def _stored_identity(source: str) -> str | None:
         return identity(parse_flow(source))
     except SaleflowError:
         return None
-
-
-@contextmanager
-def write_behind(tx: Transaction, ids: Iterable[str]) -> Iterator[Transaction]:
-    """`tx` for batch work: where the store offers it, a buffered view that
-    reads (and on PostgreSQL locks) the leads `ids`, their last audit entries
-    and events in a few statements and writes everything at the end of the
-    block; otherwise `tx` itself.  Per-lead round trips dominate batch work
-    on a server."""
-    make = getattr(tx, "buffered", None)
-    if make is None:
-        yield tx
-        return
-    buffered = make()
-    buffered.prefetch(ids)
-    yield buffered
-    buffered.flush()
-
-
-def chunked(rows: Iterable[T], size: int) -> Iterator[list[T]]:
-    """`rows` in lists of `size`: batch work commits one transaction per list."""
-    batch: list[T] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class TickResult(int):
@@ -298,6 +270,19 @@ class Engine:
         self._callbacks[stage].append(callback)
 
     # ------------------------------------------------------- transactions
+    @property
+    def watching(self) -> bool:
+        """Whether any `on_enter` callback is registered (batch work keeps
+        its journal entries for them only then)."""
+        return bool(self._callbacks)
+
+    def run_in_transaction(self, body: Callable[[Transaction], T], entries: list[JournalEntry]) -> T:
+        """Run `body(tx)` in one transaction, retrying it whole on conflicts;
+        after the commit, the `on_enter` callbacks of the journal entries it
+        collected in `entries` (the `Work` that `body` uses appends them).
+        For batch work outside the engine (the importer)."""
+        return self._run(body, entries)
+
     def _run(self, body: Callable[[Transaction], T], entries: list[JournalEntry]) -> T:
         """Run `body` in one transaction, retrying conflicts; then callbacks."""
         alongside = _ALONGSIDE.get()

@@ -427,7 +427,7 @@ def migrate_flow(
     be stranded.  `on_move` hears of each lead a chunk moved ({"id", "from",
     "to", "kind"}); a lead let in from a waiting line by a later chunk is
     reported again then."""
-    from .engine import write_behind
+    from .batch import write_behind
 
     mapping = mapping or {}
     stranded = find_stranded(engine, target, mapping, on_stranded)

@@ -11,11 +11,11 @@ All times are timezone-aware UTC `datetime`s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .errors import NO_SPAN, Span
 from .journal import JournalEntry
@@ -220,6 +220,79 @@ class Transaction(Protocol):
         ...
 
 
+GroupValue = str | None
+
+# One move as a report reads it: (lead id, cycle, from stage, to stage, kind
+# of move, time in microseconds since the epoch).  Plain tuples, as the
+# driver returns them: a report reads hundreds of thousands.
+ReportEntry = tuple[str, int, str | None, str, str, int]
+
+
+class History(NamedTuple):
+    """One lead for a report: its group value, its moves in order, and its
+    events with a channel as (lead id, time, channel), oldest first."""
+
+    lead_id: str
+    group: GroupValue
+    entries: list[ReportEntry]
+    touches: list[tuple[str, int, str]]
+
+
+class CountRow(NamedTuple):
+    """How many leads of a group are in a stage now."""
+
+    group: GroupValue
+    stage: str
+    leads: int
+
+
+class BatchTransaction(Transaction, Protocol):
+    """A `Transaction` with write-behind for batch work (`store/bulk.py`):
+    `prefetch` reads (and on PostgreSQL locks) a chunk's leads at once,
+    writes are held until `flush`."""
+
+    def prefetch(self, ids: Iterable[str]) -> None: ...
+    def flush(self) -> None: ...
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A transaction that offers write-behind (`SqlTransaction`)."""
+
+    def buffered(self) -> BatchTransaction: ...
+
+
+@runtime_checkable
+class ReportSource(Protocol):
+    """The reads reports are built from (`store/reporting.py`)."""
+
+    def iter_histories(
+        self,
+        flow: str,
+        *,
+        group: str | None = None,
+        group_default: Any = None,
+        touches: bool = False,
+        chunk: int = 2000,
+    ) -> Iterator[list[History]]: ...
+
+    def stage_counts(
+        self, flow: str, *, group: str | None = None, group_default: Any = None
+    ) -> list[CountRow]: ...
+
+    def lead_versions(self, flow: str | None = None) -> list[tuple[str, int]]: ...
+
+    def overdue_counts(self, flow: str, version: int, cutoffs: Mapping[str, datetime]) -> dict[str, int]: ...
+
+    def iter_overdue(
+        self, flow: str, version: int, cutoffs: Mapping[str, datetime], chunk: int = 1000
+    ) -> Iterator[list[Lead]]: ...
+
+    def sla_breach_counts(
+        self, flow: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, int]: ...
+
+
 class Store(Protocol):
     url: str
 
@@ -289,6 +362,12 @@ class Store(Protocol):
         ...
 
     def events_of(self, lead_id: str) -> list[EventRecord]: ...
+    def lead_flows(self, ids: Iterable[str]) -> dict[str, tuple[str, int, datetime]]:
+        """The flow, version and last change (the later of its entry into
+        its stage and its last update) of each of `ids` that is a stored
+        lead, in a few queries."""
+        ...
+
     # Reads for dry runs (migration.py).
     def deployed_versions(self, name: str) -> list[tuple[int, str, str]]:
         """(version, content hash, source) of every deployed version of `name`."""

@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "engine": 4,
     "migration": 4,
     "progress": 4,
+    "batch": 4,
     "audit": 4,
     "anchor": 4,
     "importer": 4,
@@ -193,3 +194,133 @@ def test_scanner_finds_upward_imports(
 def test_scanner_names_modules_without_a_layer(tmp_path: Path) -> None:
     unknown, _ = scan(_package(tmp_path, {"utils.py": "", "helpers/x.py": ""}))
     assert unknown == ["saleflow/helpers/x.py", "saleflow/utils.py"]
+
+
+# -- cycles: two modules that import each other at run time ------------------
+#
+# Layers allow imports within a layer, so they cannot see a cycle (engine ⇄
+# importer once was one, through a lazy import).  Here every import that
+# runs counts, at module granularity, function-level ones included; imports
+# under `if TYPE_CHECKING:` never run and are left out.
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+            if name == "TYPE_CHECKING":
+                for inner in node.body:
+                    lines.update(n.lineno for n in ast.walk(inner) if hasattr(n, "lineno"))
+    return lines
+
+
+def _module_of(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _exists(root: Path, dotted: str) -> bool:
+    base = root.joinpath(*dotted.split(".")[1:])
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def module_graph(root: Path) -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports at run time."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        me = _module_of(path, root)
+        package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        skipped = _type_checking_lines(tree)
+        edges = graph.setdefault(me, set())
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", None) in skipped:
+                continue
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(
+                        [*package[: len(package) - (node.level - 1)], *([node.module] if node.module else [])]
+                    )
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if _exists(root, sub) else base)
+            for target in targets:
+                while target.count(".") and not _exists(root, target):
+                    target = target.rsplit(".", 1)[0]
+                if target.split(".")[0] == root.name and target != me and _exists(root, target):
+                    edges.add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    found = cycles(module_graph(PACKAGE))
+    assert not found, "modules that import each other at run time: " + "; ".join(" ⇄ ".join(c) for c in found)
+
+
+@pytest.mark.parametrize(
+    ("files", "cycle"),
+    [
+        (
+            {
+                "engine.py": "def f():\n    from .importer import run\n",
+                "importer/run.py": "from ..engine import x\n",
+            },
+            ["saleflow.engine", "saleflow.importer.run"],
+        ),
+        (
+            {"store/sql.py": "from .bulk import B\n", "store/bulk.py": "from . import sql\n"},
+            ["saleflow.store.bulk", "saleflow.store.sql"],
+        ),
+    ],
+)
+def test_the_cycle_finder_finds_cycles(tmp_path: Path, files: dict[str, str], cycle: list[str]) -> None:
+    assert cycles(module_graph(_package(tmp_path, files))) == [cycle]
+
+
+def test_type_checking_imports_make_no_cycle(tmp_path: Path) -> None:
+    files = {
+        "store/sql.py": "def buffered():\n    from .bulk import B\n",
+        "store/bulk.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sql import S\n",
+    }
+    assert cycles(module_graph(_package(tmp_path, files))) == []

@@ -12,8 +12,6 @@ from ..compile import CompiledFlow
 from ..errors import BadInput, did_you_mean
 from ..limits import MAX_ID_LENGTH, MAX_TIME, MIN_TIME, check_time
 from ..records import FieldValue, Store
-from ..store import bulk
-from ..store.sql import SqlStore
 from .plan import UNSEEN, Failure, Plan, bad_text, normalise
 from .results import BadRow
 from .seen import Known, Seen
@@ -165,14 +163,7 @@ class Checker:
         chunk = self._chunk = self.seen.known(ids)
         new = [lead_id for lead_id in ids if lead_id not in chunk]
         if new:
-            if isinstance(self.store, SqlStore):
-                stored = bulk.lead_flows(self.store, new)
-            else:
-                stored = {}
-                for lead_id in new:
-                    lead = self.store.get_lead(lead_id)
-                    if lead is not None:
-                        stored[lead_id] = (lead.flow, lead.version, max(lead.entered_at, lead.updated_at))
+            stored = self.store.lead_flows(new)
             here = (self.cf.name, self.cf.version)
             for lead_id in new:
                 known = chunk[lead_id] = Known()

@@ -12,9 +12,9 @@ from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from ..batch import chunked, write_behind
 from ..compile import CompiledFlow
 from ..csvcell import safe_row
-from ..engine import chunked, write_behind
 from ..errors import BadInput
 from ..journal import JournalEntry
 from ..progress import Work
@@ -178,11 +178,11 @@ def import_csv(
                 rejects.abandon()
     if found.bad and skip_to is None:
         raise BadRows(name, tuple(found.shown), found.bad)
-    entries = _Entries(keep=bool(getattr(engine, "_callbacks", True)))
+    entries = _Entries(keep=engine.watching)
     done: list[tuple[_Tally, Checker]] = []
 
     def body(tx: Transaction) -> None:
-        # The whole second pass, in the one transaction `engine._run` gives
+        # The whole second pass, in the one transaction `engine.run_in_transaction` gives
         # (and retries whole on a conflict): the file is read again from
         # its start each time.
         done.clear()
@@ -213,7 +213,7 @@ def import_csv(
         _check_unchanged(source)
         done.append((tally, second))
 
-    engine._run(body, entries)
+    engine.run_in_transaction(body, entries)
     tally, judge = done[0]
     return ImportResult(
         path=name,

@@ -12,11 +12,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import BadInput, NotFound, did_you_mean
 from ..model import FieldDef, Flow, Stage
-from ..records import Lead
+from ..records import History, ReportSource
 from .figures import (
     ChannelFigures,
     EndToEnd,
@@ -37,43 +37,12 @@ from .medians import Medians
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from ..store.reporting import CountRow, History
 
 
-class ReportSource(Protocol):
-    """The reads of `saleflow.store.reporting.ReportQueries`."""
-
-    def iter_histories(
-        self,
-        flow: str,
-        *,
-        group: str | None = None,
-        group_default: Any = None,
-        touches: bool = False,
-        chunk: int = 2000,
-    ) -> Iterator[list[History]]: ...
-
-    def stage_counts(
-        self, flow: str, *, group: str | None = None, group_default: Any = None
-    ) -> list[CountRow]: ...
-
-    def lead_versions(self, flow: str | None = None) -> list[tuple[str, int]]: ...
-
-    def overdue_counts(self, flow: str, version: int, cutoffs: Mapping[str, datetime]) -> dict[str, int]: ...
-
-    def iter_overdue(
-        self, flow: str, version: int, cutoffs: Mapping[str, datetime], chunk: int = 1000
-    ) -> Iterator[list[Lead]]: ...
-
-    def sla_breach_counts(
-        self, flow: str, *, since: datetime | None = None, until: datetime | None = None
-    ) -> dict[str, int]: ...
-
-
-def _source(store: Any) -> ReportSource:
-    if not hasattr(store, "iter_histories"):
+def _source(store: object) -> ReportSource:
+    if not isinstance(store, ReportSource):
         raise BadInput(f"the store {store!r} cannot compute reports")
-    return cast(ReportSource, store)
+    return store
 
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -58,35 +58,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 
 from ..limits import MAX_TIME, MIN_TIME
-from ..records import Lead
+from ..records import CountRow, History, Lead
 from .schema import Corrupt, UtcDateTime, events, journal, leads, sla_breaches
 from .statements import LEAD_COLUMNS, Compiled, read_leads
 
 A, E, L, S = journal.c, events.c, leads.c, sla_breaches.c
 
-GroupValue = str | None
-
-
-# One audit entry as a report reads it: (lead id, cycle, from stage, to
-# stage, kind, time in microseconds since the epoch).  Plain tuples, as the
-# driver returns them: a report reads hundreds of thousands.
-Entry = tuple[str, int, str | None, str, str, int]
-
-
-class History(NamedTuple):
-    """One lead: its group value, its audit entries in order, and its events
-    with a channel as (lead id, time, channel), oldest first."""
-
-    lead_id: str
-    group: GroupValue
-    entries: list[Entry]
-    touches: list[tuple[str, int, str]]
-
-
-class CountRow(NamedTuple):
-    group: GroupValue
-    stage: str
-    leads: int
+# The rows reports read (`History`, `CountRow`) are runtime values of
+# records.py, beside the `ReportSource` protocol this class implements.
 
 
 # limits.py's range of times in microseconds since the epoch, with a day to
@@ -320,4 +299,4 @@ class ReportQueries:
             return {stage: int(count) for stage, count in conn.execute(stmt)}
 
 
-__all__ = ["CountRow", "Entry", "History", "ReportQueries"]
+__all__ = ["ReportQueries"]

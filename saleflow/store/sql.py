@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
@@ -908,6 +908,11 @@ class SqlStore(ReportQueries, ExportQueries):
             for row in rows:
                 found[row[0]].append(EventRecord(*row[1:]))
         return found
+
+    def lead_flows(self, ids: Iterable[str]) -> dict[str, tuple[str, int, datetime]]:
+        from .bulk import lead_flows
+
+        return lead_flows(self, ids)
 
     def breaches_of(self, lead_id: str) -> list[SlaBreach]:
         """A lead's recorded SLA breaches, in the order they were detected."""
