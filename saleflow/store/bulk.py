@@ -24,14 +24,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from ..errors import Conflict
 from ..journal import GENESIS_HASH, JournalEntry
 from ..records import EventRecord, Lead, SlaBreach, Transaction
 from .connect import translate
-from .schema import events, journal, leads
+from .schema import events, leads
 from .statements import (
     EVENT_COLUMNS,
     LEAD_COLUMNS,
@@ -43,7 +43,7 @@ from .statements import (
 if TYPE_CHECKING:
     from .sql import SqlStore, SqlTransaction
 
-L, E, J = leads.c, events.c, journal.c
+L, E = leads.c, events.c
 
 # At most this many ids in one IN list (SQLite's default limit is 32,766).
 ID_BATCH = 5000
@@ -130,18 +130,7 @@ class BufferedTransaction:
                     self._leads[lead_id] = None
             if not present:
                 continue
-            latest = (
-                select(J.lead_id, func.max(J.lead_seq).label("lead_seq"))
-                .where(J.lead_id.in_(present))
-                .group_by(J.lead_id)
-                .subquery()
-            )
-            last = select(J.lead_id, J.lead_seq, J.hash).join(
-                latest, (J.lead_id == latest.c.lead_id) & (J.lead_seq == latest.c.lead_seq)
-            )
-            heads = dict.fromkeys(present, (0, GENESIS_HASH))
-            heads.update((row[0], (row[1], row[2])) for row in execute(last))
-            self._tx.know_heads(heads)
+            self._tx.know_heads(self._tx.read_heads(present))
             stmt_events = (
                 select(E.lead_id, *EVENT_COLUMNS)
                 .where(E.lead_id.in_(present))

@@ -308,7 +308,7 @@ class SqlTransaction:
                 row = sql.journal_head.first(cur, {"lead_id": lead_id})
                 heads[lead_id] = (0, GENESIS_HASH) if row is None else (int(row[0]), row[1])
         else:
-            heads.update(self._read_heads(missing))
+            heads.update(self.read_heads(missing))
         key = self._key
         for seq, entry in zip(seqs, pending, strict=True):
             lead_seq, prev_hash = heads[entry.lead_id]
@@ -319,7 +319,7 @@ class SqlTransaction:
             heads.clear()  # written: the journal itself holds them now
         return seqs[-1]
 
-    def _read_heads(self, lead_ids: list[str]) -> dict[str, tuple[int, str]]:
+    def read_heads(self, lead_ids: list[str]) -> dict[str, tuple[int, str]]:
         """The newest entry of each lead, as this transaction sees the
         journal: one query per `ID_BATCH` leads."""
         from .bulk import ID_BATCH
