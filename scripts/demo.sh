@@ -78,7 +78,11 @@ step "Customer Success has acme" saleflow leads --team customer_success
 step "Inside Sales has globex" saleflow leads --team inside_sales
 step "Marketing nurtures initech (recycled) again" saleflow leads --team marketing
 step "acme's history, every move audited" saleflow history acme
-step "Verify every hash chain and replay every history" saleflow audit verify
+step "globex's whole journal: fields set, events, moves" saleflow history globex --all
+step "The change feed: the last five journal entries, as JSON Lines" saleflow changes --since "$(($(saleflow changes | wc -l) - 5))"
+step "Verify every hash chain and replay every journal" saleflow audit verify
+step "An anchor to keep outside the database (a ticket, a git commit)" saleflow audit anchor -o out/anchor.json
+step "Verify again, against the anchor" saleflow audit verify --anchor out/anchor.json
 step "KPIs per stage and team (the embedded SQLite store)" saleflow report --flow the_model
 step "The same as one self-contained HTML page (funnel, flow with live counts, KPI tables)" \
   saleflow report --flow the_model --format html -o out/report.html
