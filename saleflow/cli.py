@@ -475,9 +475,9 @@ def _report_change(engine: Engine, before: Lead | None, lead: Lead, as_json: boo
 
 @contextmanager
 def batch_progress(engine: Engine, flow: str | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr while a batch walks the leads, when stderr
-    is a terminal (never in a pipe, a file or a test); the batch calls the
-    function with the number of leads each chunk covered."""
+    """A progress bar on stderr while a batch or a report walks the leads,
+    when stderr is a terminal (never in a pipe, a file or a test); it calls
+    the function with the number of leads each chunk covered."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -1041,8 +1041,8 @@ def report_command(
     from .report import Period, render_csv, render_table, report_for
 
     period = Period.parse(since, until)
-    with open_engine(settings) as engine:
-        report = report_for(engine, flow, period=period, by=by)
+    with open_engine(settings) as engine, batch_progress(engine, flow, "report") as progress:
+        report = report_for(engine, flow, period=period, by=by, progress=progress)
     if fmt == "json":
         text = json.dumps(serialise.report_json(report), indent=2, ensure_ascii=False) + "\n"
     elif fmt == "csv":

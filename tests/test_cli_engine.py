@@ -405,3 +405,23 @@ def test_the_actor_comes_from_the_environment(db_url: str) -> None:
     assert runner.invoke(main, [*args, "--actor", "bob", "lead", "set", "e", "company=E"]).exit_code == 0
     with Engine.open(db=db_url) as engine:
         assert engine.history("e", moves_only=False)[-1].actor == "bob"
+
+
+def test_batches_and_reports_say_how_far_they_are(db_url: str) -> None:
+    """What the progress bars on a terminal are fed: every lead once."""
+    from saleflow.report import report_for
+
+    cli = Cli(db_url)
+    cli("deploy", str(THE_MODEL))
+    for n in range(7):
+        cli("lead", "add", f"p{n}", "--flow", "the_model")
+    with cli.api() as engine:
+        seen: list[int] = []
+        engine.advance_all(chunk=3, progress=seen.append)
+        assert seen == [3, 3, 1]
+        ticked: list[int] = []
+        engine.tick(chunk=5, progress=ticked.append)
+        assert ticked == [5, 2]
+        read: list[int] = []
+        report_for(engine, "the_model", progress=read.append)
+        assert sum(read) == 7

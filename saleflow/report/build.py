@@ -345,8 +345,10 @@ def build_report(
     period: Period | None = None,
     by: str | None = None,
     definitions: Callable[[int], Flow] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Report:
-    """The report of `flow` (deployed as `version`) over `period`.
+    """The report of `flow` (deployed as `version`) over `period`;
+    `progress(n)` is called after each chunk of `n` leads read.
 
     Leads of every version of the flow count; stages, teams and targets are
     `flow`'s.  `definitions(v)` gives version v's flow, for the SLAs of leads
@@ -371,6 +373,8 @@ def build_report(
         for chunk in source.iter_histories(name, group=by, group_default=default, touches=True):
             for history in chunk:
                 tally.add(history)
+            if progress is not None:
+                progress(len(chunk))
         days_in = {key: medians.median(key) for key in medians.counts}
     passes = {key: n for key, n in medians.counts.items() if isinstance(key, str)}
 
@@ -487,7 +491,12 @@ def sla_cutoffs(flow: Flow, now: datetime, stages: Iterable[str] | None = None) 
 
 
 def report_for(
-    engine: Engine, flow: str | None = None, *, period: Period | None = None, by: str | None = None
+    engine: Engine,
+    flow: str | None = None,
+    *,
+    period: Period | None = None,
+    by: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Report:
     """The report of the deployed flow `flow` (the only one when None)."""
     if flow is None:
@@ -507,6 +516,7 @@ def report_for(
         period=period,
         by=by,
         definitions=lambda version: engine.compiled(name, version).flow,
+        progress=progress,
     )
 
 
