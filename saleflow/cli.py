@@ -631,7 +631,7 @@ def event_command(
     "--to", "to", default=None, metavar="STAGE", help="Target stage (default: the next on the main line)."
 )
 @click.option("--force", is_flag=True, help="Move regardless of gates (needs --reason).")
-@click.option("--reason", default=None, help="Why; recorded in the audit log.")
+@click.option("--reason", default=None, help="Why; recorded in the journal.")
 @click.option("--all", "all_leads", is_flag=True, help="Every lead, as far as its gates allow.")
 @click.option("--flow", default=None, metavar="NAME", help="With --all: only this flow's leads.")
 @click.option("--json", "as_json", is_flag=True, help=_CHANGED_JSON[:-1] + '; with --all, {"moves"}.')
@@ -888,7 +888,7 @@ def _name_widths(engine: Engine) -> tuple[int, int]:
 
 @main.group("audit")
 def audit_group() -> None:
-    """The audit log."""
+    """The journal's integrity: verify, anchor, rekey."""
 
 
 @audit_group.command("verify")
@@ -1036,7 +1036,7 @@ def report_command(
     fmt: str,
     output: str | None,
 ) -> None:
-    """KPIs from the audit log: volume, conversion and time per stage and team,
+    """KPIs from the journal: volume, conversion and time per stage and team,
     targets, SLA breaches, recycling, channels, end-to-end conversion."""
     from .report import Period, render_csv, render_table, report_for
 

@@ -242,7 +242,7 @@ class CompiledFlow:
         return min(candidates, key=lambda mv: order[mv.kind]) if candidates else None
 
     def is_defined(self, kind: str, source: str, target: str) -> bool:
-        """Whether the machine holds this move (replay of the audit log)."""
+        """Whether the machine holds this move (replay of the journal)."""
         if kind in UNGATED_KINDS:
             return self.has_stage(target)
         return any(

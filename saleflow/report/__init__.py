@@ -1,4 +1,4 @@
-"""KPIs of a flow, from its audit log: what `saleflow report` shows.
+"""KPIs of a flow, from its journal: what `saleflow report` shows.
 
 Layer 5, a read-only view.  The store counts what SQL counts cheaply and
 streams each lead's history (`store/reporting.py`); this package knows what
