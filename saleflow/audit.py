@@ -79,9 +79,12 @@ class Fold:
     stage: str | None = None
     cycle: int = 1
     fields: dict[str, FieldValue] = field(default_factory=dict)
-    events: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    # (name, cycle, channel, count, time, content) of every event
+    events: Counter[tuple[str, int, str, int, str, str | None]] = field(default_factory=Counter)
     breaches: set[tuple[str, int, str]] = field(default_factory=set)
     last_at: datetime | None = None
+    created_at: datetime | None = None
+    entered_at: datetime | None = None  # when the lead entered its stage
 
 
 def check_chain(
@@ -125,6 +128,7 @@ def _apply(fold: Fold, entry: JournalEntry, first: bool, flows: FlowLookup) -> l
     data = entry.data
     if kind == "created":
         fold.flow, fold.version, fold.stage, fold.cycle = entry.flow, entry.version, entry.stage, 1
+        fold.created_at = fold.entered_at = entry.at
         fields = data.get("fields")
         fold.fields = dict(fields) if isinstance(fields, dict) else {}
     else:
@@ -142,6 +146,7 @@ def _apply(fold: Fold, entry: JournalEntry, first: bool, flows: FlowLookup) -> l
         if entry.kind == "recycle":
             fold.cycle += 1
         fold.stage = entry.stage
+        fold.entered_at = entry.at
         if entry.cycle != fold.cycle:
             problems.append(f"cycle {entry.cycle} should be {fold.cycle}")
             fold.cycle = entry.cycle
@@ -155,6 +160,8 @@ def _apply(fold: Fold, entry: JournalEntry, first: bool, flows: FlowLookup) -> l
             )
         elif mapped is not None and entry.stage == entry.from_stage:
             problems.append(f'records a stage mapping from "{mapped}" but keeps the stage "{entry.stage}"')
+        if entry.stage != fold.stage:
+            fold.entered_at = entry.at  # a mapped stage is entered anew
         fold.version, fold.stage = entry.version, entry.stage
     elif kind == "set":
         changes = data.get("fields")
@@ -171,9 +178,17 @@ def _apply(fold: Fold, entry: JournalEntry, first: bool, flows: FlowLookup) -> l
                 fold.fields[name] = new
     elif kind == "event":
         count = data.get("count")
-        fold.events[(str(data.get("event")), entry.cycle, str(data.get("channel")))] += (
-            count if isinstance(count, int) else 0
-        )
+        content = data.get("content")
+        fold.events[
+            (
+                str(data.get("event")),
+                entry.cycle,
+                str(data.get("channel")),
+                count if isinstance(count, int) else 0,
+                entry.at.isoformat(),
+                content if isinstance(content, str) else None,
+            )
+        ] += 1
     elif kind == "sla_breach":
         fold.breaches.add((entry.stage, entry.cycle, str(data.get("entered_at"))))
     if entry.kind is not None and kind != "created":
@@ -215,12 +230,22 @@ def _projection_matches(store: Store, lead: Lead | None, fold: Fold, flows: Flow
             or type(fold.fields.get(k)) is not type(lead.fields.get(k))
         )
         problems.append("stored fields differ from the journal: " + ", ".join(names))
+    if fold.created_at is not None and fold.created_at != lead.created_at:
+        problems.append(
+            f"journal says it was created at {fold.created_at.isoformat()} but it is stored as created at "
+            f"{lead.created_at.isoformat()}"
+        )
+    if fold.entered_at is not None and fold.entered_at != lead.entered_at:
+        problems.append(
+            f'journal says it entered "{fold.stage}" at {fold.entered_at.isoformat()} but it is stored as '
+            f"entering at {lead.entered_at.isoformat()}"
+        )
     stored_events = store.events_of(lead.id)
-    counted: Counter[tuple[str, int, str]] = Counter()
-    for event in stored_events:
-        counted[(event.name, event.cycle, str(event.channel))] += event.count
+    counted: Counter[tuple[str, int, str, int, str, str | None]] = Counter(
+        (e.name, e.cycle, str(e.channel), e.count, e.at.isoformat(), e.content) for e in stored_events
+    )
     if counted != fold.events:
-        problems.append("stored events differ from the journal")
+        problems.append("stored events differ from the journal (names, counts, times, channels or contents)")
     breaches = {(b.stage, b.cycle, b.entered_at.isoformat()) for b in store.breaches_of(lead.id)}
     if breaches != fold.breaches:
         problems.append("stored SLA breaches differ from the journal")

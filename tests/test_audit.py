@@ -254,6 +254,46 @@ def _insert_breach_row(engine: Engine, lead_id: str) -> None:
     )
 
 
+def _back_date_entry(engine: Engine, lead_id: str) -> None:
+    # an old entry into the stage makes days_in_stage, SLAs and recycles fire early
+    at = T0 - timedelta(days=365)
+    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
+    raw(
+        engine,
+        "UPDATE leads SET entered_at = :at WHERE id = :id",
+        id=lead_id,
+        at=at.isoformat(timespec="microseconds") if sqlite else at,
+    )
+
+
+def _back_date_creation(engine: Engine, lead_id: str) -> None:
+    at = T0 - timedelta(days=30)
+    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
+    raw(
+        engine,
+        "UPDATE leads SET created_at = :at WHERE id = :id",
+        id=lead_id,
+        at=at.isoformat(timespec="microseconds") if sqlite else at,
+    )
+
+
+def _move_event_row(engine: Engine, lead_id: str) -> None:
+    at = T0 - timedelta(days=200)
+    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
+    raw(
+        engine,
+        "UPDATE events SET at = :at WHERE lead_id = :id AND name = 'meeting_held'",
+        id=lead_id,
+        at=at.isoformat(timespec="microseconds") if sqlite else at,
+    )
+
+
+def _edit_event_content(engine: Engine, lead_id: str) -> None:
+    raw(
+        engine, "UPDATE events SET content = 'evil' WHERE lead_id = :id AND name = 'meeting_held'", id=lead_id
+    )
+
+
 TAMPERING: dict[str, tuple[Tamper, str]] = {
     "edited-reason": (_edit_reason, "does not match its hash"),
     "edited-actor": (_edit_actor, "does not match its hash"),
@@ -278,6 +318,10 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     "events-row-edited": (_edit_event_row, "stored events differ from the journal"),
     "events-row-inserted": (_insert_event_row, "stored events differ from the journal"),
     "breach-row-inserted": (_insert_breach_row, "stored SLA breaches differ from the journal"),
+    "row-entered-at": (_back_date_entry, 'journal says it entered "opportunity" at'),
+    "row-created-at": (_back_date_creation, "journal says it was created at"),
+    "events-row-moved": (_move_event_row, "stored events differ from the journal"),
+    "events-row-content": (_edit_event_content, "stored events differ from the journal"),
 }
 
 
