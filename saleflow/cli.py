@@ -36,6 +36,7 @@ from .errors import (
     BadInput,
     Diagnostic,
     FlowInvalid,
+    NotFound,
     SaleflowError,
     Span,
 )
@@ -343,10 +344,21 @@ def test_command(ctx: click.Context, flows: tuple[str, ...], select: str | None,
 # that `check` and `graph` start without paying for the database layer.
 
 
-def open_engine(settings: Settings) -> Engine:
+def open_engine(settings: Settings, *, existing: bool = False) -> Engine:
+    """The engine over `--db`.  `existing`: a command that only inspects a
+    database (`audit verify`, `audit anchor`, `audit rekey`) refuses a
+    SQLite file that does not exist (exit 3) instead of creating an empty
+    one, which would verify: a mistyped path must not pass an audit."""
     from .engine import Engine
     from .store import open_store
 
+    if existing:
+        from .store.connect import parse_url, sqlite_file
+
+        url = parse_url(settings.db)
+        path = sqlite_file(url) if url.get_backend_name() == "sqlite" else None
+        if path is not None and not Path(path).exists():
+            raise NotFound(f"there is no database at {path}; check --db (or SALEFLOW_DB)")
     return Engine(open_store(settings.db), actor=settings.actor, now=settings.now)
 
 
@@ -909,7 +921,7 @@ def audit_verify_command(ctx: click.Context, anchor_file: str | None, as_json: b
     from .anchor import read_anchor
 
     anchor = None if anchor_file is None else read_anchor(anchor_file)
-    with open_engine(ctx.find_object(Settings) or ctx.ensure_object(Settings)) as engine:
+    with open_engine(ctx.find_object(Settings) or ctx.ensure_object(Settings), existing=True) as engine:
         problems = engine.verify(anchor=anchor)
     if as_json:
         echo_json(
@@ -942,7 +954,7 @@ def audit_verify_command(ctx: click.Context, anchor_file: str | None, as_json: b
 def audit_anchor_command(settings: Settings, output: str | None) -> None:
     """Print a digest of the journal (one line of JSON) to keep outside the
     database; `audit verify --anchor FILE` checks the journal against it."""
-    with open_engine(settings) as engine:
+    with open_engine(settings, existing=True) as engine:
         anchor = engine.anchor()
     write_output(anchor.line() + "\n", output)
     if output is not None:
@@ -957,7 +969,7 @@ def audit_rekey_command(settings: Settings) -> None:
     every other saleflow process first."""
     from .anchor import old_key_from_environment
 
-    with open_engine(settings) as engine:
+    with open_engine(settings, existing=True) as engine:
         done = engine.rekey(old_key_from_environment())
     sealed = "no key" if done.sealed == "none" else f"the key {done.sealed}"
     click.echo(

@@ -598,3 +598,18 @@ def test_an_anchor_reads_back(value: dict[str, Any]) -> None:
     anchor = Anchor(**value)
     assert parse_anchor(anchor.line()) == anchor
     assert "\n" not in anchor.line()
+
+
+def test_an_audit_of_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """`audit verify` of a file that is not there must not create an empty
+    database and pass (an auditor's typo would read as a clean audit)."""
+    from click.testing import CliRunner
+
+    from saleflow.cli import main
+
+    missing = tmp_path / "typo.db"
+    for args in (["audit", "verify"], ["audit", "anchor"], ["audit", "rekey"]):
+        result = CliRunner().invoke(main, ["--db", f"sqlite:///{missing}", *args])
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr == f"error: there is no database at {missing}; check --db (or SALEFLOW_DB)\n"
+        assert not missing.exists()

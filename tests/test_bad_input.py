@@ -306,6 +306,19 @@ CASES: dict[str, Case] = {
         fragment="cannot connect to the database",
         db="postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
     ),
+    # the server answers and refuses for good: fix the URL (2), not retry (5)
+    "a PostgreSQL database that does not exist": case(
+        "show acme",
+        code=2,
+        fragment='database "saleflow_no_such_db" does not exist',
+        db="postgresql+psycopg://postgres@127.0.0.1:5432/saleflow_no_such_db",
+    ),
+    "a PostgreSQL role that does not exist": case(
+        "show acme",
+        code=2,
+        fragment='role "saleflow_no_such_role" does not exist',
+        db="postgresql+psycopg://saleflow_no_such_role@127.0.0.1:5432/postgres",
+    ),
     "a database URL that is not one": case(
         "show acme", code=2, fragment="not a database URL", db="just words"
     ),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -210,6 +211,13 @@ def _reason(orig: BaseException) -> str:
     return first.removeprefix("connection failed: ").rstrip(".")
 
 
+# PostgreSQL refusals that a retry cannot cure: no such database, no such
+# role, failed authentication (psycopg reports them at connect time without
+# a SQLSTATE, so their server message is read too).
+_PG_REFUSED = frozenset({"3D000", "28000", "28P01"})
+_REFUSED = re.compile(r'(database|role) "[^"]*" does not exist|authentication failed|no pg_hba\.conf entry')
+
+
 def db_errors(engine: Engine) -> tuple[type[BaseException], ...]:
     """What a database failure can raise: SQLAlchemy's wrapper, or the
     driver's own error where saleflow talks to the driver directly."""
@@ -249,6 +257,10 @@ def translate(
         # 'infinity'): nothing saleflow writes.
         return Corrupt(f"a value saleflow cannot read ({reason})")
     operational = any(cls.__name__ == "OperationalError" for cls in type(orig).__mro__)
+    if psycopg and (state in _PG_REFUSED or (state is None and operational and _REFUSED.search(reason))):
+        # The server answered and refused for good (no such database or
+        # role, bad credentials): fix the URL, retrying will not help.
+        return StoreError(f"cannot connect to the database {where}: {reason}")
     if invalidated or (
         psycopg and ((state is None and operational) or (state or "").startswith(("08", "57P")))
     ):
