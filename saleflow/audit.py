@@ -26,6 +26,7 @@ someone who may write hashes) is what `audit anchor` is for.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from datetime import datetime
 
 from .compile import CompiledFlow
 from .errors import SaleflowError
+from .identity import identity, is_identity
 from .journal import ENTRY_KINDS, GENESIS_HASH, JournalEntry
+from .parse import parse_flow
 from .progress import Step
 from .records import EventRecord, FieldValue, Lead, Store
 
@@ -300,3 +303,29 @@ def verify(store: Store, flows: FlowLookup) -> list[Problem]:
 def _leads_by_id(store: Store) -> Iterator[Lead]:
     for chunk in store.iter_leads():
         yield from chunk
+
+
+def check_flows(store: Store) -> list[Problem]:
+    """Every deployed flow version whose stored source no longer means what
+    it was deployed as: its identity (`identity.py`), or for a flow deployed
+    before identities, the hash of its text.  The `flows` table is not
+    chained; this catches an edit that did not also recompute the hash."""
+    problems: list[Problem] = []
+    for name in store.flow_names():
+        for version, content_hash, source in store.deployed_versions(name):
+            if is_identity(content_hash):
+                try:
+                    found = identity(parse_flow(source, f"{name} version {version}"))
+                except SaleflowError:
+                    found = None
+            else:
+                found = hashlib.sha256(source.encode("utf-8")).hexdigest()
+            if found != content_hash:
+                problems.append(
+                    Problem(
+                        None,
+                        f'flow "{name}" version {version}: its stored source is not what was deployed '
+                        "(edited behind saleflow's back)",
+                    )
+                )
+    return problems

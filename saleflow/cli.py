@@ -935,7 +935,10 @@ def audit_verify_command(ctx: click.Context, anchor_file: str | None, as_json: b
     if problems:
         leads = len({p.lead_id for p in problems if p.lead_id is not None})
         said = [f"{_plural(leads, 'lead')} with problems"] if leads else []
-        if any(p.lead_id is None for p in problems):
+        flows = sum(1 for p in problems if p.lead_id is None and p.message.startswith("flow "))
+        if flows:
+            said.append(f"{_plural(flows, 'flow version')} edited")
+        if any(p.lead_id is None and not p.message.startswith("flow ") for p in problems):
             said.append("the journal does not match the anchor")
         click.echo(f"audit verify: {', and '.join(said)}", err=True)
         ctx.exit(EXIT_REJECTED)

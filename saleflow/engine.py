@@ -834,7 +834,7 @@ class Engine:
         the journal up to its position is what it was then: a problem of
         no lead (`Problem.lead_id` None) if not.  Raises `WrongKey` if the
         journal is sealed with another key than the store's."""
-        problems = audit_mod.verify(self.store, self.compiled)
+        problems = audit_mod.check_flows(self.store) + audit_mod.verify(self.store, self.compiled)
         if anchor is not None:
             problems.extend(anchor_mod.check_anchor(self.store, anchor, chains_fail=bool(problems)))
         return problems

@@ -359,3 +359,21 @@ def test_one_tampered_lead_fails_the_cli(sqlite_url: str, name: str) -> None:
     assert result.stdout.startswith('lead "y": ')
     assert 'lead "x"' not in result.stdout
     assert TAMPERING[name][1] in result.stdout
+
+
+def test_an_edited_flow_source_is_caught(db_url: str) -> None:
+    """A deployed flow's stored text is not chained, but it must still mean
+    what was deployed: an edited gate (the engine would run it) is named."""
+    engine = build(db_url, ["a"])
+    raw(
+        engine,
+        "UPDATE flows SET source = replace(source, 'when score >= 60', 'when score >= -100') WHERE name = 'the_model'",
+    )
+    problems = Engine(engine.store).verify()
+    assert [str(p) for p in problems] == [
+        'flow "the_model" version 1: its stored source is not what was deployed (edited behind saleflow\'s back)'
+    ]
+    result = verify_cli(db_url)
+    assert result.exit_code == 1
+    assert "its stored source is not what was deployed" in result.stdout
+    assert "Traceback" not in result.output
