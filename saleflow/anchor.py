@@ -195,7 +195,7 @@ def read_anchor(path: str | os.PathLike[str]) -> Anchor:
     if len(data) > MAX_ANCHOR_BYTES:
         raise BadInput(f"{name} is not an anchor of `saleflow audit anchor` (too long)")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # an editor's byte order mark is not part of the anchor
     except UnicodeDecodeError:
         raise BadInput(f"{name} is not an anchor of `saleflow audit anchor` (not UTF-8 text)") from None
     if "\x00" in text:

@@ -73,12 +73,14 @@ def check_id(value: str, what: str = "a lead id") -> str:
         raise BadInput(f"{what} must not be empty")
     check_text(value, what, limit=MAX_ID_LENGTH)
     if _CONTROL.search(value):
-        raise BadInput(f"{what} holds a control character or a line break")
+        raise BadInput(f"{what} holds a control character, a line break or a bidirectional control")
     return value
 
 
-# C0 and C1 controls, DEL, and the line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the line and paragraph separators, and the
+# bidirectional controls that reorder how the text around them is shown
+# (an id printed in a listing or a sentence must read as it is stored).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:

@@ -33,6 +33,7 @@ from saleflow.anchor import (
     merkle_root,
     node_hash,
     parse_anchor,
+    read_anchor,
     rekey,
 )
 from saleflow.cli import main
@@ -613,3 +614,18 @@ def test_an_audit_of_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_p
         assert result.exit_code == 3, (args, result.output)
         assert result.stderr == f"error: there is no database at {missing}; check --db (or SALEFLOW_DB)\n"
         assert not missing.exists()
+
+
+def test_an_anchor_saved_with_a_byte_order_mark_is_read(tmp_path: Path, sqlite_url: str) -> None:
+    """Some editors save UTF-8 with a BOM: the anchor is the same anchor."""
+    with Engine.open(THE_MODEL, db=sqlite_url) as engine:
+        engine.add_lead("a", email="a@x.example")
+        root = engine.anchor().root
+    plain = tmp_path / "anchor.json"
+    with_bom = tmp_path / "anchor-bom.json"
+    assert CliRunner().invoke(main, ["--db", sqlite_url, "audit", "anchor", "-o", str(plain)]).exit_code == 0
+    with_bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_anchor(with_bom) == read_anchor(plain)
+    assert read_anchor(plain).root == root
+    result = CliRunner().invoke(main, ["--db", sqlite_url, "audit", "verify", "--anchor", str(with_bom)])
+    assert result.exit_code == 0, result.output

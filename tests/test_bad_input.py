@@ -1032,3 +1032,17 @@ CASES.update(
         "migrate --flow with a NUL": case("migrate --flow a\x00b", code=2, fragment="NUL byte"),
     }
 )
+
+
+# -- ids that would display as something else (Trojan Source) -------------------
+
+CASES.update(
+    {
+        "a right-to-left override in a lead id": case(
+            "lead add a\u202eb", code=2, fragment="a bidirectional control"
+        ),
+        "a bidi isolate in a stage name": case(
+            "advance acme --to s\u2066ql", code=2, fragment="a bidirectional control"
+        ),
+    }
+)
