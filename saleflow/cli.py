@@ -355,8 +355,7 @@ def open_engine(settings: Settings, *, existing: bool = False) -> Engine:
     if existing:
         from .store.connect import parse_url, sqlite_file
 
-        url = parse_url(settings.db)
-        path = sqlite_file(url) if url.get_backend_name() == "sqlite" else None
+        path = sqlite_file(parse_url(settings.db))
         if path is not None and not Path(path).exists():
             raise NotFound(f"there is no database at {path}; check --db (or SALEFLOW_DB)")
     return Engine(open_store(settings.db), actor=settings.actor, now=settings.now)

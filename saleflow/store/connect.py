@@ -90,7 +90,10 @@ def describe(url: URL) -> str:
 
 
 def sqlite_file(url: URL) -> str | None:
-    """The file behind a SQLite URL, or None for memory and ``file:`` URIs."""
+    """The file behind a SQLite URL, or None for memory, ``file:`` URIs and
+    every other kind of database."""
+    if url.get_backend_name() != "sqlite":
+        return None
     db = url.database
     if not db or db == ":memory:" or db.startswith("file:") or url.query.get("uri") in ("true", "1"):
         return None
