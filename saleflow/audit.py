@@ -26,7 +26,6 @@ someone who may write hashes) is what `audit anchor` is for.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from datetime import datetime
 
 from .compile import CompiledFlow
 from .errors import SaleflowError
-from .identity import identity, is_identity
+from .identity import content_hash, identity, is_identity
 from .journal import ENTRY_KINDS, GENESIS_HASH, JournalEntry
 from .parse import parse_flow
 from .progress import Step
@@ -312,15 +311,15 @@ def check_flows(store: Store) -> list[Problem]:
     chained; this catches an edit that did not also recompute the hash."""
     problems: list[Problem] = []
     for name in store.flow_names():
-        for version, content_hash, source in store.deployed_versions(name):
-            if is_identity(content_hash):
+        for version, deployed, source in store.deployed_versions(name):
+            if is_identity(deployed):
                 try:
                     found = identity(parse_flow(source, f"{name} version {version}"))
                 except SaleflowError:
                     found = None
             else:
-                found = hashlib.sha256(source.encode("utf-8")).hexdigest()
-            if found != content_hash:
+                found = content_hash(source)
+            if found != deployed:
                 problems.append(
                     Problem(
                         None,

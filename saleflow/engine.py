@@ -9,7 +9,6 @@ inside that transaction live in `progress.py`.  Callbacks registered with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -69,12 +68,6 @@ class Deployment:
     name: str
     version: int
     created: bool
-
-
-def content_hash(source: str) -> str:
-    """The hash of a flow's raw text: what databases written before flow
-    identities (`identity.py`) hold for their deployed flows."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
 def _stored_identity(source: str) -> str | None:

@@ -30,6 +30,12 @@ def identity(flow: Flow) -> str:
     return PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def content_hash(source: str) -> str:
+    """The hash of a flow's raw text: what databases written before flow
+    identities hold for their deployed flows."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
 def is_identity(content_hash: str) -> bool:
     """Whether a stored content_hash is an identity (not a raw-source hash)."""
     return content_hash.startswith(PREFIX)

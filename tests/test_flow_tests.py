@@ -489,8 +489,9 @@ def test_the_readme_example_flow_passes_its_tests_and_fails_as_shown() -> None:
 def test_a_database_from_before_identities_keeps_its_versions(db_url: str) -> None:
     """Rows deployed by an earlier saleflow hold a hash of the raw text, and
     may have been renumbered silently (a `version 1` file stored as 2)."""
-    from saleflow.engine import Engine, content_hash
+    from saleflow.engine import Engine
     from saleflow.errors import BadInput
+    from saleflow.identity import content_hash
     from saleflow.store import open_store
 
     changed = FLOW.replace("capacity 1", "capacity 2")
