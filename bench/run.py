@@ -751,13 +751,7 @@ def raw_sqlite_import(stored: str, path: str, repeat: int = IMPORT_RUNS) -> floa
     jsql = journal_sql("?")
 
     def once() -> None:
-        remove_sqlite(path)
-        con = sqlite3.connect(path, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA foreign_keys=ON")
-        for statement in ddl:
-            con.execute(statement)
+        con = fresh_raw_sqlite(path, ddl)
         lead_sql = f"INSERT INTO leads VALUES ({', '.join('?' * len(leads[0]))})"
         cur = con.cursor()
         for lead_rows, entries in chunks:
@@ -797,6 +791,19 @@ def raw_pg_import(stored: str, repeat: int = IMPORT_RUNS) -> float:
         con.execute("DROP TABLE IF EXISTS bench_journal, bench_leads")
         con.execute("DROP SEQUENCE IF EXISTS bench_journal_seq")
     return elapsed
+
+
+def fresh_raw_sqlite(path: str, ddl: list[str]) -> sqlite3.Connection:
+    """A new raw sqlite3 database at `path` (any old one removed) with the
+    store's pragmas and the tables `ddl` creates: the raw side of a ratio."""
+    remove_sqlite(path)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA foreign_keys=ON")
+    for statement in ddl:
+        con.execute(statement)
+    return con
 
 
 def remove_sqlite(path: str) -> None:
@@ -1007,13 +1014,7 @@ def raw_sqlite_mixed(stored: str, path: str, grouped: bool, reads: bool = True) 
         )
     ]
     src.close()
-    remove_sqlite(path)
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("PRAGMA foreign_keys=ON")
-    for statement in ddl:
-        con.execute(statement)
+    con = fresh_raw_sqlite(path, ddl)
     sql, jsql = _mixed_sql("?"), journal_sql("?")
     cur = con.cursor()
     start = time.perf_counter()

@@ -37,6 +37,14 @@ def raw(engine: Engine, sql: str, **params: Any) -> None:
         conn.execute(text(sql), params)
 
 
+def stored_time(engine: Engine, at: datetime) -> Any:
+    """`at` as raw SQL binds it to a time column: saleflow's fixed-width
+    ISO text on SQLite, a timestamp on PostgreSQL."""
+    if engine.store.engine.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        return at.isoformat(timespec="microseconds")
+    return at
+
+
 def insert_entry(engine: Engine, entry: JournalEntry) -> None:
     """Write a journal row straight into the table, as a forger would."""
     row = {f.name: getattr(entry, f.name) for f in fields(JournalEntry) if f.name != "data_text"}
@@ -238,13 +246,12 @@ def _insert_event_row(engine: Engine, lead_id: str) -> None:
         "INSERT INTO events (lead_id, name, at, channel, content, count, cycle) "
         "VALUES (:id, 'web_visit', :at, 'web', NULL, 3, 1)",
         id=lead_id,
-        at=T0.isoformat(timespec="microseconds") if engine.store.engine.dialect.name == "sqlite" else T0,  # type: ignore[attr-defined]
+        at=stored_time(engine, T0),
     )
 
 
 def _insert_breach_row(engine: Engine, lead_id: str) -> None:
-    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
-    at = T0.isoformat(timespec="microseconds") if sqlite else T0
+    at = stored_time(engine, T0)
     raw(
         engine,
         "INSERT INTO sla_breaches (lead_id, flow, stage, cycle, entered_at, due_at, detected_at) "
@@ -257,34 +264,31 @@ def _insert_breach_row(engine: Engine, lead_id: str) -> None:
 def _back_date_entry(engine: Engine, lead_id: str) -> None:
     # an old entry into the stage makes days_in_stage, SLAs and recycles fire early
     at = T0 - timedelta(days=365)
-    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
     raw(
         engine,
         "UPDATE leads SET entered_at = :at WHERE id = :id",
         id=lead_id,
-        at=at.isoformat(timespec="microseconds") if sqlite else at,
+        at=stored_time(engine, at),
     )
 
 
 def _back_date_creation(engine: Engine, lead_id: str) -> None:
     at = T0 - timedelta(days=30)
-    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
     raw(
         engine,
         "UPDATE leads SET created_at = :at WHERE id = :id",
         id=lead_id,
-        at=at.isoformat(timespec="microseconds") if sqlite else at,
+        at=stored_time(engine, at),
     )
 
 
 def _move_event_row(engine: Engine, lead_id: str) -> None:
     at = T0 - timedelta(days=200)
-    sqlite = engine.store.engine.dialect.name == "sqlite"  # type: ignore[attr-defined]
     raw(
         engine,
         "UPDATE events SET at = :at WHERE lead_id = :id AND name = 'meeting_held'",
         id=lead_id,
-        at=at.isoformat(timespec="microseconds") if sqlite else at,
+        at=stored_time(engine, at),
     )
 
 
