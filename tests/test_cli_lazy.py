@@ -115,3 +115,43 @@ def test_an_unknown_command_is_still_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: No such command 'shwo'")
+
+
+# -- what a command on a lead imports --------------------------------------------
+
+
+def _deployed(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """A database with the_model deployed and one lead, and the environment
+    (a cache folder of the test's own) the commands below run in."""
+    env = {"SALEFLOW_CACHE_DIR": str(tmp_path / "cache"), "SALEFLOW_DB": db_url}
+    runner = CliRunner(env=env)
+    assert runner.invoke(main, ["deploy", THE_MODEL]).exit_code == 0
+    assert runner.invoke(main, ["lead", "add", "L1", "--flow", "the_model"]).exit_code == 0
+    return env
+
+
+def test_show_imports_neither_the_parser_nor_the_checker_nor_alembic(db_url: str, tmp_path: Path) -> None:
+    env = _deployed(db_url, tmp_path)
+    code, modules, shown = loaded_by(tmp_path, "show", "L1", env=env)
+    assert code == 0
+    assert shown.startswith("lead L1 — flow the_model version 1")
+    assert not _top(modules, "lark", "alembic")
+    assert not modules & {"saleflow.language.parse", "saleflow.check.rules", "saleflow.runtime.audit"}
+    assert "sqlalchemy" in modules  # the probe saw the real run
+
+
+def test_without_the_cache_show_parses_and_still_skips_alembic(db_url: str, tmp_path: Path) -> None:
+    env = {**_deployed(db_url, tmp_path), "SALEFLOW_CACHE_DIR": ""}
+    code, modules, shown = loaded_by(tmp_path, "show", "L1", env=env)
+    assert code == 0
+    assert shown.startswith("lead L1 — flow the_model version 1")
+    assert "lark" in modules and "alembic" not in modules
+
+
+def test_alembic_is_loaded_when_there_is_a_schema_to_create(sqlite_url: str, tmp_path: Path) -> None:
+    code, modules, _ = loaded_by(tmp_path, "--db", sqlite_url, "leads")
+    assert code == 0
+    assert "alembic" in modules
+    code, modules, _ = loaded_by(tmp_path, "--db", sqlite_url, "leads")
+    assert code == 0
+    assert "alembic" not in modules

@@ -108,10 +108,10 @@ def load_checked_flow(path: str) -> Flow:
     and the checker are imported here, by the commands that read a flow
     file, not by every command."""
     from ..check.rules import check
-    from ..language.parse import parse_flow
+    from ..language.cache import parse_cached
 
     text = read_flow_text(path)
-    flow = parse_flow(text, path)
+    flow = parse_cached(text, path)  # and kept: `deploy` then `show` parse it once
     diagnostics = check(flow)
     if any(d.is_error for d in diagnostics):
         raise FlowInvalid(path, diagnostics, text)
