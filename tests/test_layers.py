@@ -161,7 +161,11 @@ def test_scanner_accepts_downward_imports(tmp_path: Path, files: dict[str, str])
     [
         ({"model.py": "from .parse import parse_flow\n", "parse.py": ""}, "model", "parse"),
         ({"runtime/engine.py": "def f():\n    import saleflow.cli\n", "cli/app.py": ""}, "runtime", "cli"),
-        ({"store/tables.py": "from ..runtime.engine import Engine\n", "runtime/engine.py": ""}, "store", "runtime"),
+        (
+            {"store/tables.py": "from ..runtime.engine import Engine\n", "runtime/engine.py": ""},
+            "store",
+            "runtime",
+        ),
         ({"guards.py": "from . import compile\n", "compile.py": ""}, "guards", "compile"),
         ({"cli.py": "from saleflow import Engine\n", "__init__.py": ""}, "cli", "__init__"),
         ({"check.py": "from .nowhere import x\n"}, "check", "nowhere"),

@@ -1097,8 +1097,8 @@ def simulate_command(
     """What if: replay the recorded history of FLOW's leads through FLOW in a
     scratch store (nothing is written to the database) and show the
     simulated funnel beside the recorded one."""
-    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
     from ..views.report import Period
+    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
 
     flow = load_checked_flow(flow_file)
     period = Period.parse(since, until)

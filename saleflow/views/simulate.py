@@ -40,12 +40,12 @@ from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
 from ..model.flow import Compare, DaysSince, Expr, Flow, Literal, Ref, Window, walk
 from ..records import EventRecord, FieldValue, Lead, Transaction
+from ..runtime.engine import Engine
+from ..runtime.moves import Work
 from ..store import open_store
 from ..store.schema import journal
 from .report import Period, Report, StageFigures, days, percent
 from .report.build import build_report
-from ..runtime.engine import Engine
-from ..runtime.moves import Work
 
 DAY = timedelta(days=1)
 ACTOR = "saleflow-simulate"
