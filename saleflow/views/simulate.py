@@ -718,7 +718,7 @@ def render_simulation_table(sim: Simulation, path: str | None = None) -> str:
 def render_simulation_html(sim: Simulation) -> str:
     """Both funnels side by side, then the comparison table, the queue and
     the refused requests; built from the report page's own parts."""
-    from . import html as page
+    from . import page
 
     a, s = sim.actual, sim.simulated
     e = page._e
