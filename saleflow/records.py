@@ -293,6 +293,11 @@ class ReportSource(Protocol):
     ) -> dict[str, int]: ...
 
 
+# Where a store is opened when no URL is given: `--db`, `SALEFLOW_DB`,
+# `Engine.open`, `open_store`, the service and the migrations all default to it.
+DEFAULT_URL = "sqlite:///saleflow.db"
+
+
 class Store(Protocol):
     url: str
 

@@ -41,6 +41,7 @@ from ..errors import (
 from ..language.parse import parse_flow, read_source
 from ..limits import one_line
 from ..model.flow import Flow, duration_text
+from ..records import DEFAULT_URL
 from ..views import serialise
 from ..views.diagram import to_dot, to_mermaid
 from ..wording import plural as _plural
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from ..records import Lead
     from ..runtime.engine import Deployment, Engine
 
-DEFAULT_DB = "sqlite:///saleflow.db"
 
 # --------------------------------------------------------------------------
 # Plumbing: settings, errors, flow files
@@ -205,7 +205,7 @@ def write_output(text: str, output: str | None) -> None:
 @click.option(
     "--db",
     envvar="SALEFLOW_DB",
-    default=DEFAULT_DB,
+    default=DEFAULT_URL,
     show_default=True,
     show_envvar=True,
     metavar="URL",
