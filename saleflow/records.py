@@ -20,6 +20,10 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from .errors import NO_SPAN, Span
 from .journal import JournalEntry
 
+# The kinds of move of SPEC §3 (`JournalEntry.kind`), plus "create" (the
+# first entry of a lead made here) and "migrate" (a `migrated` entry): an
+# entry with a kind of move is what SPEC §3 calls an audit entry, and what
+# plain `history` shows.
 MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]
 
 FieldValue = int | float | str | bool | None
