@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..model import graph
-from ..model.flow import Expr, Flow, Stage, duration_text
+from ..model.expr import Expr, duration_text
+from ..model.flow import Flow, Stage
 from ..model.unparse import shorten, unparse
 from ..wording import plural
 from .colours import MOVE_COLOURS

@@ -38,7 +38,8 @@ from ..coerce import coerce
 from ..compile import CompiledFlow
 from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
-from ..model.flow import Compare, DaysSince, Expr, Flow, Literal, Ref, Window, walk
+from ..model.expr import Compare, DaysSince, Expr, Literal, Ref, Window, walk
+from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
 from ..store import open_store
 from ..store.schema import journal

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...model.flow import duration_text
+from ...model.expr import duration_text
 from ...wording import plural
 from ..report import Report, StageFigures, TargetResult, days, percent, target_actual, target_verdict
 from .css import CSS

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from math import ceil
 
 from ...model import graph
-from ...model.flow import Flow, duration_text
+from ...model.expr import duration_text
+from ...model.flow import Flow
 from ...wording import plural
 from ..colours import MOVE_COLOURS
 from ..report import Report, StageFigures, percent

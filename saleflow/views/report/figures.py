@@ -11,7 +11,8 @@ from typing import Any
 
 from ...coerce import parse_time
 from ...errors import BadInput
-from ...model.flow import COMPARE, Flow, Target
+from ...model.expr import COMPARE
+from ...model.flow import Flow, Target
 from ...records import Lead
 
 # --------------------------------------------------------------------------
