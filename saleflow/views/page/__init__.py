@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from .css import CSS
 from .document import render_html
-from .funnel import funnel, funnel_label
+from .funnel import funnel
 from .markup import esc, table, td
-from .metrics import text_width
 
-__all__ = ["CSS", "esc", "funnel", "funnel_label", "render_html", "table", "td", "text_width"]
+__all__ = ["CSS", "esc", "funnel", "render_html", "table", "td"]
 
 # The names `simulate`'s what-if page still reads (page._e, ...): another
 # branch is editing that module; the aliases go when it says page.esc, ...
