@@ -980,9 +980,7 @@ def _abandon(conn: Connection) -> None:
             conn.invalidate()
 
 
-def open_store(
-    url: str = DEFAULT_URL, *, lock_timeout: float = 5.0, key: bytes | None = None
-) -> SqlStore:
+def open_store(url: str = DEFAULT_URL, *, lock_timeout: float = 5.0, key: bytes | None = None) -> SqlStore:
     """Open the saleflow database at `url`, creating or migrating its schema
     on first use.
 
