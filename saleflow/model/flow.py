@@ -1,177 +1,50 @@
-"""The flow definition: frozen dataclasses with source spans.
+"""The flow definition: its declarations as frozen dataclasses with source spans.
 
-Layer 1.  `parse.py` builds these from text, `check.py` judges them,
-`guards.py` evaluates their expressions, `compile.py` turns them into a state
-machine.  Nothing here knows Lark, transitions or SQLAlchemy, and nothing
-mutates a `Flow` after it is built; lookups are computed once in
-``__post_init__``.
+Layer 1.  Fields, events, conditions, score rules, teams, stages, skips,
+recycles, targets, the test blocks, and the `Flow` that holds them; the
+expressions inside them are `expr`'s.  `parse.py` builds these from text,
+`check.py` judges them, `guards.py` evaluates their expressions, `compile.py`
+turns them into a state machine.  Nothing here knows Lark, transitions or
+SQLAlchemy, and nothing mutates a `Flow` after it is built; lookups are
+computed once in ``__post_init__``.
 
 Spans are excluded from equality so that two flows (or expressions) that say
 the same thing compare equal wherever they were written.
+
+The expression nodes are re-exported here, so that `model.flow` still names
+the whole definition for code that reads it as one vocabulary (the parser's
+``m.Compare``); new code imports them from `model.expr`.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as attr
-from typing import Any
 from typing import Literal as TypingLiteral
 
 from ..errors import NO_SPAN, Span
-
-# --------------------------------------------------------------------------
-# Expressions
-# --------------------------------------------------------------------------
-
-CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
-COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=")
-# What each comparison does, for the evaluator and the report's targets.
-COMPARE: dict[CompareOp, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-# Names every flow knows without declaring them.
-BUILTINS = ("score", "days_in_stage", "days_since_created")
-
-Value = int | float | str | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Literal:
-    """A number, a "string" or true/false.  Bare enum values are `Ref`s."""
-
-    value: Value
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A bare name: a field, a condition, an event (its count in the current
-    cycle), a builtin (`score`, `days_in_stage`, `days_since_created`), or an
-    enum value where the other side of a comparison is an enum field."""
-
-    name: str
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-def duration_text(days: float, *, singular: bool = True) -> str:
-    """A duration as a flow file writes it: whole days as `N days`, whole
-    hours as `N hours` (`sla 4 hours` is stored as 4/24 of a day), any
-    other fraction as decimal days; `1 day`, `1 hour` in the singular
-    unless `singular` is false (expression text, which keys the values an
-    audit entry records, has always said `1 days`)."""
-    if float(days).is_integer():
-        number, unit = f"{int(days)}", "day"
-    elif abs(days * 24 - round(days * 24)) < 1e-9:
-        number, unit = f"{round(days * 24)}", "hour"
-    else:
-        number, unit = f"{days:g}", "day"
-    return f"{number} {unit}" if singular and number == "1" else f"{number} {unit}s"
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """`EVENT in last N days` (or `N hours`): the event's count within the
-    window.  `days` is a whole number of days, or a fraction for hours."""
-
-    event: str
-    days: float
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class DaysSince:
-    """`days_since EVENT`: days since its latest occurrence; unset if none."""
-
-    event: str
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    op: CompareOp
-    left: Expr
-    right: Expr
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class InList:
-    """`x in [a, b]` / `x not in [a, b]`."""
-
-    operand: Expr
-    items: tuple[Expr, ...]
-    negated: bool = False
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class IsSet:
-    """`x is set` / `x is not set`."""
-
-    operand: Expr
-    negated: bool = False
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    operand: Expr
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class And:
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Or:
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AtLeast:
-    """`at least N of { e1 e2 … }`."""
-
-    count: int
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast
-
-
-def children(expr: Expr) -> tuple[Expr, ...]:
-    """The direct sub-expressions of `expr`, in source order."""
-    if isinstance(expr, Compare):
-        return (expr.left, expr.right)
-    if isinstance(expr, InList):
-        return (expr.operand, *expr.items)
-    if isinstance(expr, (IsSet, Not)):
-        return (expr.operand,)
-    if isinstance(expr, (And, Or, AtLeast)):
-        return expr.items
-    return ()
-
-
-def walk(expr: Expr):  # type: ignore[no-untyped-def]
-    """Every node of `expr`, pre-order."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(reversed(children(node)))
-
+from .expr import (
+    BUILTINS,
+    COMPARE,
+    COMPARE_OPS,
+    And,
+    AtLeast,
+    Compare,
+    CompareOp,
+    DaysSince,
+    Expr,
+    InList,
+    IsSet,
+    Literal,
+    Not,
+    Or,
+    Ref,
+    Value,
+    Window,
+    children,
+    duration_text,
+    walk,
+)
 
 # --------------------------------------------------------------------------
 # Declarations
@@ -435,3 +308,44 @@ class Flow:
         if index is None or index + 1 >= len(self._main_line):
             return None
         return self._main_line[index + 1]
+
+
+__all__ = [  # the declarations, and the expressions re-exported from expr.py
+    "BUILTINS",
+    "COMPARE",
+    "COMPARE_OPS",
+    "NUMERIC_KINDS",
+    "And",
+    "Assignment",
+    "AtLeast",
+    "Compare",
+    "CompareOp",
+    "ConditionDef",
+    "DaysSince",
+    "EventDef",
+    "Expr",
+    "FieldDef",
+    "FieldKind",
+    "FieldType",
+    "Flow",
+    "FlowTest",
+    "FlowTestStep",
+    "InList",
+    "IsSet",
+    "Literal",
+    "Not",
+    "Or",
+    "Recycle",
+    "Ref",
+    "ScoreRule",
+    "Skip",
+    "Stage",
+    "StepKind",
+    "Target",
+    "Team",
+    "Value",
+    "Window",
+    "children",
+    "duration_text",
+    "walk",
+]
