@@ -1,0 +1,480 @@
+"""Lark's tree → `model.Flow`: one builder method per grammar rule.
+
+Building judges nothing but what the grammar cannot say (a whole number
+where a decimal was written, an option given twice); every node keeps its
+`Span` for the checker to point at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from lark import Token, Tree
+
+from ..errors import Diagnostic, Span
+from ..limits import MAX_NUMBER_LENGTH
+from ..model import flow as m
+
+
+class Builder:
+    """Builds model nodes bottom-up from Lark's tree: one method per rule,
+    each called as `method(meta, children)`.  (A plain walk: Lark's
+    `Transformer` with `v_args` costs more than the parse on big flows.)
+    Problems that the grammar cannot express (a whole number where a
+    decimal was written) are collected in `problems`, not raised, so that
+    one run reports them all."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[Diagnostic] = []
+
+    def build(self, tree: Tree[Token]) -> Any:
+        stack: list[tuple[Tree[Token], list[Any]]] = [(tree, [])]
+        result: Any = None
+        while stack:
+            node, done = stack[-1]
+            if len(done) < len(node.children):
+                child = node.children[len(done)]
+                if isinstance(child, Tree):
+                    stack.append((child, []))
+                else:
+                    done.append(child)
+                continue
+            stack.pop()
+            result = getattr(self, str(node.data))(node.meta, done)
+            if stack:
+                stack[-1][1].append(result)
+        return result
+
+    # -- positions --------------------------------------------------------
+    def _span(self, meta: Any) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.path, 0, 0, 0, 0)
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, token: Token) -> Span:
+        return Span(
+            self.path,
+            token.line or 0,
+            token.column or 0,
+            token.end_line or token.line or 0,
+            token.end_column or token.column or 0,
+        )
+
+    def _whole(self, token: Token, what: str) -> int:
+        text = str(token)
+        if self._too_long(token):
+            return 0
+        if "." in text:
+            self.problems.append(
+                Diagnostic("SF004", "error", self._tspan(token), f"{what} must be a whole number, not {text}")
+            )
+            return int(text.partition(".")[0])  # never through float: 1e400 has no int
+        return int(text)
+
+    def _number(self, token: Token) -> int | float:
+        """A number as written; a float beyond the largest one is inf, for
+        the checker to refuse where it goes (SF108, SF118, SF210, SF213)."""
+        return 0 if self._too_long(token) else _number(token)
+
+    def _too_long(self, token: Token) -> bool:
+        """SF008 a number of more than MAX_NUMBER_LENGTH characters: no value
+        in range needs them, and Python's int() refuses past 4,300 digits."""
+        if len(token) <= MAX_NUMBER_LENGTH:
+            return False
+        self.problems.append(
+            Diagnostic(
+                "SF008",
+                "error",
+                self._tspan(token),
+                f"a number written with {len(token):,} characters; the limit is {MAX_NUMBER_LENGTH:,}",
+            )
+        )
+        return True
+
+    # -- literals ---------------------------------------------------------
+    def number(self, meta: Any, children: list[Token]) -> m.Literal:
+        return m.Literal(self._number(children[0]), self._span(meta))
+
+    def negative(self, meta: Any, children: list[Token]) -> m.Literal:
+        return m.Literal(-self._number(children[0]), self._span(meta))
+
+    def string(self, meta: Any, children: list[Token]) -> m.Literal:
+        return m.Literal(_unquote(children[0]), self._span(meta))
+
+    def true(self, meta: Any, children: list[Token]) -> m.Literal:
+        return m.Literal(True, self._span(meta))
+
+    def false(self, meta: Any, children: list[Token]) -> m.Literal:
+        return m.Literal(False, self._span(meta))
+
+    # -- expressions ------------------------------------------------------
+    def ref(self, meta: Any, children: list[Token]) -> m.Ref:
+        return m.Ref(str(children[0]), self._tspan(children[0]))
+
+    def score_ref(self, meta: Any, children: list[Token]) -> m.Ref:
+        return m.Ref("score", self._span(meta))
+
+    count_ref = ref
+
+    def window(self, meta: Any, children: list[Any]) -> m.Window:
+        name, _in_last, amount, unit = children
+        whole = self._whole(amount, f"a window's {unit}")
+        return m.Window(str(name), _in_days(whole, unit), self._span(meta))
+
+    # -- durations --------------------------------------------------------
+    def days(self, meta: Any, _: list[Any]) -> str:
+        return "days"
+
+    def hours(self, meta: Any, _: list[Any]) -> str:
+        return "hours"
+
+    def days_since(self, meta: Any, children: list[Token]) -> m.DaysSince:
+        return m.DaysSince(str(children[0]), self._span(meta))
+
+    def compare(self, meta: Any, children: list[Any]) -> m.Compare:
+        left, op, right = children
+        return m.Compare(str(op), left, right, self._span(meta))  # type: ignore[arg-type]
+
+    def in_list(self, meta: Any, children: list[Any]) -> m.InList:
+        operand, items = children
+        return m.InList(operand, items, False, self._span(meta))
+
+    def not_in_list(self, meta: Any, children: list[Any]) -> m.InList:
+        operand, _not_in, items = children
+        return m.InList(operand, items, True, self._span(meta))
+
+    def value_list(self, meta: Any, children: list[Any]) -> tuple[m.Expr, ...]:
+        return tuple(child for child in children if child is not None)
+
+    def is_set(self, meta: Any, children: list[Any]) -> m.IsSet:
+        return m.IsSet(children[0], False, self._span(meta))
+
+    def is_not_set(self, meta: Any, children: list[Any]) -> m.IsSet:
+        return m.IsSet(children[0], True, self._span(meta))
+
+    def not_(self, meta: Any, children: list[Any]) -> m.Not:
+        return m.Not(children[0], self._span(meta))
+
+    def and_(self, meta: Any, children: list[Any]) -> m.Expr:
+        return children[0] if len(children) == 1 else m.And(tuple(children), self._span(meta))
+
+    def or_(self, meta: Any, children: list[Any]) -> m.Expr:
+        return children[0] if len(children) == 1 else m.Or(tuple(children), self._span(meta))
+
+    def at_least(self, meta: Any, children: list[Any]) -> m.AtLeast:
+        count, *items = children
+        return m.AtLeast(self._whole(count, "at least"), tuple(items), self._span(meta))
+
+    # -- declarations -----------------------------------------------------
+    def header(self, meta: Any, children: list[Any]) -> tuple[str, str, int, str | None, Span]:
+        name = str(children[0])
+        version = 1
+        title = None
+        for child in children[1:]:
+            if isinstance(child, int):
+                version = child
+            elif isinstance(child, Token) and child.type == "STRING":
+                title = _unquote(child)
+        return ("header", name, version, title, self._span(meta))
+
+    def version(self, meta: Any, children: list[Token]) -> int:
+        return self._whole(children[0], "a flow's version")
+
+    def text_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("text")
+
+    def int_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("int")
+
+    def number_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("number")
+
+    def money_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("money")
+
+    def bool_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("bool")
+
+    def date_type(self, meta: Any, _: list[Any]) -> m.FieldType:
+        return m.FieldType("date")
+
+    def enum_type(self, meta: Any, children: list[Any]) -> m.FieldType:
+        return m.FieldType("enum", tuple(str(name) for name in children[0]))
+
+    def name_list(self, meta: Any, children: list[Token]) -> list[Token]:
+        return children
+
+    def default(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
+        value = children[0]
+        return ("default", value.value if isinstance(value, m.Literal) else str(value))
+
+    def field_decl(self, meta: Any, children: list[Any]) -> m.FieldDef:
+        name, ftype, *rest = children
+        default = rest[0][1] if rest else None
+        return m.FieldDef(str(name), ftype, default, self._span(meta))
+
+    def channel(self, meta: Any, children: list[Token]) -> str:
+        return str(children[0])
+
+    def event_decl(self, meta: Any, children: list[Any]) -> m.EventDef:
+        return m.EventDef(str(children[0]), children[1] if len(children) > 1 else None, self._span(meta))
+
+    def condition_decl(self, meta: Any, children: list[Any]) -> m.ConditionDef:
+        return m.ConditionDef(str(children[0]), children[1], self._span(meta))
+
+    def plus_points(self, meta: Any, children: list[Token]) -> int:
+        return self._whole(children[0], "points")
+
+    def minus_points(self, meta: Any, children: list[Token]) -> int:
+        return -self._whole(children[0], "points")
+
+    def score_each(self, meta: Any, children: list[Any]) -> m.ScoreRule:
+        return m.ScoreRule(children[0], each=children[1], span=self._span(meta))
+
+    def score_if(self, meta: Any, children: list[Any]) -> m.ScoreRule:
+        return m.ScoreRule(children[0], condition=children[1], span=self._span(meta))
+
+    def score_decl(self, meta: Any, children: list[m.ScoreRule]) -> tuple[str, tuple[m.ScoreRule, ...]]:
+        return ("score", tuple(children))
+
+    # stage options arrive as (keyword, value, span) triples
+    def initial(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
+        return ("initial", True, self._span(meta))
+
+    def final(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
+        return ("final", True, self._span(meta))
+
+    def manual(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
+        return ("manual", True, self._span(meta))
+
+    def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
+        return ("when", children[0], self._span(meta))
+
+    def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
+        return ("sla_days", _in_days(self._number(children[0]), children[1]), self._span(meta))
+
+    def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
+        return ("capacity", self._whole(children[0], "a capacity"), self._span(meta))
+
+    def stage_decl(self, meta: Any, children: list[Any]) -> m.Stage:
+        name, *options = children
+        values: dict[str, Any] = {}
+        for key, value, span in options:
+            if key in values:
+                self.problems.append(
+                    Diagnostic("SF005", "error", span, f'stage "{name}" says "{_OPTION_WORD[key]}" twice')
+                )
+            values[key] = value
+        return m.Stage(str(name), span=self._tspan(name), **values)
+
+    def when_clause(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
+        return ("when", children[0])
+
+    def skip_decl(self, meta: Any, children: list[Any]) -> m.Skip:
+        source, target, *rest = children
+        when = rest[0][1] if rest else None
+        return m.Skip(str(source), str(target), when, self._span(meta))
+
+    def recycle_decl(self, meta: Any, children: list[Any]) -> m.Recycle:
+        sources, target, *rest = children
+        when = None
+        auto = False
+        for item in rest:
+            if isinstance(item, Token) and item.type == "AUTO":
+                auto = True
+            else:
+                when = item[1]
+        return m.Recycle(tuple(str(s) for s in sources), str(target), when, auto, self._span(meta))
+
+    def conversion_target(self, meta: Any, children: list[Token]) -> m.Target:
+        source, to, op, value = children
+        return m.Target("conversion", str(source), str(to), str(op), self._number(value), self._span(meta))  # type: ignore[arg-type]
+
+    def time_target(self, meta: Any, children: list[Any]) -> m.Target:
+        stage, op, value, unit = children
+        days = _in_days(self._number(value), unit)
+        return m.Target("time", str(stage), None, str(op), days, self._span(meta))  # type: ignore[arg-type]
+
+    # -- test blocks ------------------------------------------------------
+    def _step(self, meta: Any, kind: m.StepKind, name: Token | None = None, **values: Any) -> m.FlowTestStep:
+        name_span = self._tspan(name) if name is not None else self._span(meta)
+        text = str(name) if name is not None else None
+        return m.FlowTestStep(kind, text, span=self._span(meta), name_span=name_span, **values)
+
+    def at_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "at", time=str(children[0]))
+
+    def lead_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        assignments = tuple(children[1]) if len(children) > 1 else ()
+        return self._step(meta, "lead", children[0], assignments=assignments)
+
+    def use_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "use", children[0])
+
+    def set_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "set", assignments=tuple(children[0]))
+
+    def event_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        name, *rest = children
+        count: int | None = None
+        channel: str | None = None
+        for item in rest:
+            if isinstance(item, tuple):
+                count = item[1]
+            else:
+                channel = item
+        return self._step(meta, "event", name, number=count, channel=channel)
+
+    def repeat(self, meta: Any, children: list[Token]) -> tuple[str, int]:
+        return ("repeat", self._whole(children[0], "an event's count"))
+
+    def wait_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "wait", number=_in_days(self._number(children[0]), children[1]))
+
+    def reason(self, meta: Any, children: list[Token]) -> tuple[str, str]:
+        return ("reason", _unquote(children[0]))
+
+    def advance_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        reason = children[1][1] if len(children) > 1 else None
+        return self._step(meta, "advance", children[0], reason=reason)
+
+    def force_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "force", children[0], reason=children[1][1])
+
+    def expect_stage(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_stage", children[0])
+
+    def expect_waiting(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_waiting", children[0])
+
+    def expect_refused(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_refused", children[0])
+
+    def expect_cycle(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
+        return self._step(meta, "expect_cycle", number=self._whole(children[0], "a cycle"))
+
+    def expect_sla_breached(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "expect_sla_breached")
+
+    def expect_expr(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
+        return self._step(meta, "expect", expr=children[0])
+
+    def assignments(self, meta: Any, children: list[m.Assignment]) -> list[m.Assignment]:
+        return children
+
+    def assignment(self, meta: Any, children: list[Any]) -> m.Assignment:
+        name, value = children
+        if isinstance(value, m.Literal):
+            return m.Assignment(str(name), value.value, False, self._span(meta), value.span)
+        return m.Assignment(str(name), str(value), True, self._span(meta), self._tspan(value))
+
+    def test_block(self, meta: Any, children: list[Any]) -> m.FlowTest:
+        title, *steps = children
+        return m.FlowTest(_unquote(title), tuple(steps), self._tspan(title))
+
+    def team_decl(self, meta: Any, children: list[Any]) -> tuple[str, m.Team, tuple[m.Stage, ...]]:
+        name = str(children[0])
+        title = None
+        stages: list[m.Stage] = []
+        targets: list[m.Target] = []
+        for child in children[1:]:
+            if isinstance(child, Token):
+                title = _unquote(child)
+            elif isinstance(child, m.Stage):
+                stages.append(replace(child, team=name))
+            else:
+                targets.append(child)
+        team = m.Team(name, title, tuple(s.name for s in stages), tuple(targets), self._span(meta))
+        return ("team", team, tuple(stages))
+
+    def start(self, meta: Any, children: list[Any]) -> dict[str, Any]:
+        _, name, version, title, span = children[0]
+        parts: dict[str, list[Any]] = {
+            "fields": [],
+            "events": [],
+            "conditions": [],
+            "score_rules": [],
+            "teams": [],
+            "stages": [],
+            "skips": [],
+            "recycles": [],
+        }
+        kinds = {
+            m.FieldDef: "fields",
+            m.EventDef: "events",
+            m.ConditionDef: "conditions",
+            m.Stage: "stages",
+            m.Skip: "skips",
+            m.Recycle: "recycles",
+        }
+        tests: list[m.FlowTest] = []
+        for decl in children[1:]:
+            if isinstance(decl, m.FlowTest):
+                tests.append(decl)
+            elif isinstance(decl, tuple) and decl[0] == "score":
+                parts["score_rules"].extend(decl[1])
+            elif isinstance(decl, tuple) and decl[0] == "team":
+                parts["teams"].append(decl[1])
+                parts["stages"].extend(decl[2])
+            elif isinstance(decl, m.Target):
+                self.problems.append(
+                    Diagnostic(
+                        "SF006",
+                        "error",
+                        decl.span,
+                        "a target belongs inside the team whose numbers it sets",
+                        "move this line into a team { … } block",
+                    )
+                )
+            else:
+                parts[kinds[type(decl)]].append(decl)
+        return {
+            "name": name,
+            "version": version,
+            "title": title,
+            "span": span,
+            "tests": tuple(tests),
+            **{key: tuple(value) for key, value in parts.items()},
+        }
+
+
+_OPTION_WORD = {
+    "initial": "initial",
+    "final": "final",
+    "manual": "manual",
+    "when": "when",
+    "sla_days": "sla",
+    "capacity": "capacity",
+}
+
+
+def _number(token: Token | str) -> int | float:
+    text = str(token)
+    return float(text) if "." in text else int(text)
+
+
+def _in_days(amount: int | float, unit: str) -> int | float:
+    """A duration written in `unit` as days: whole days stay an int, hours
+    become a fraction of a day (48 hours is 2)."""
+    if unit == "days":
+        return amount
+    try:
+        days = amount / 24
+    except OverflowError:  # an integer past any float: out of range, for check to say
+        return int(amount) // 24
+    return int(days) if days.is_integer() else days
+
+
+def _unquote(token: Token | str) -> str:
+    body = str(token)[1:-1]
+    out: list[str] = []
+    chars = iter(body)
+    for char in chars:
+        if char == "\\":
+            nxt = next(chars, "")
+            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
+        else:
+            out.append(char)
+    return "".join(out)
