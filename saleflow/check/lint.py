@@ -30,7 +30,7 @@ from ..model.flow import (
     walk,
 )
 from ..model.unparse import shorten, unparse
-from .context import Context, keyword_pattern
+from .context import Context, at, recycle_source
 
 
 def _reachable(flow: Flow) -> set[str] | None:
@@ -65,7 +65,7 @@ def unreachable_stages(ctx: Context) -> Iterator[Diagnostic]:
             hint = "no advance, skip or recycle leads here"
         yield ctx.warning(
             "SF301",
-            ctx.stage_name_span(stage),
+            stage.span,
             f'stage "{stage.name}" can never be reached from initial stage "{flow.initial.name}"',
             hint,
         )
@@ -84,7 +84,7 @@ def dead_ends(ctx: Context) -> Iterator[Diagnostic]:
             continue
         yield ctx.warning(
             "SF302",
-            ctx.stage_name_span(stage),
+            stage.span,
             f'stage "{stage.name}" is not final and has no way out',
             'mark it "final", or declare a final side stage (e.g. "stage lost final") for leads to exit to',
         )
@@ -151,7 +151,7 @@ def impossible_at_least(ctx: Context) -> Iterator[Diagnostic]:
             possible = [item for item in node.items if _static(flow, item, memo) is not False]
             if node.count <= len(possible):
                 continue
-            where = ctx.locate.find(node.span, r"(\S+)", after=keyword_pattern("least"))
+            where = at(node.count_span, node.span)
             size = len(node.items)
             count = number_text(node.count)
             if size < node.count:
@@ -186,7 +186,7 @@ def unused_events(ctx: Context) -> Iterator[Diagnostic]:
             continue
         yield ctx.warning(
             "SF304",
-            ctx.name_span(event.span, event.name, "event"),
+            at(event.name_span, event.span),
             f'event "{event.name}" is declared but never used',
             "use it in a gate, a condition or a score rule, or remove it",
         )
@@ -197,7 +197,7 @@ def repeated_recycle_sources(ctx: Context) -> Iterator[Diagnostic]:
     for recycle in ctx.flow.recycles:
         sources = recycle.sources
         if len(set(sources)) == len(sources):
-            continue  # the usual case: locating names is costly, skip it
+            continue  # the usual case
         seen: dict[str, int] = {}
         for index, name in enumerate(sources):
             earlier = seen[name] = seen.get(name, -1) + 1
@@ -205,7 +205,7 @@ def repeated_recycle_sources(ctx: Context) -> Iterator[Diagnostic]:
                 continue
             yield ctx.warning(
                 "SF306",
-                ctx.recycle_source(recycle, index),
+                recycle_source(recycle, index),
                 f'stage "{name}" is listed twice in the recycle to "{recycle.target}"',
                 f'the first "{name}" already moves its leads back; remove this one',
             )
@@ -251,7 +251,7 @@ def empty_lists(ctx: Context) -> Iterator[Diagnostic]:
 def score_without_rules(ctx: Context) -> Iterator[Diagnostic]:
     """SF308 `score` used in a flow with no score rules: it is always 0."""
     flow = ctx.flow
-    if flow.score_rules or any(name == "score" for _, name, _ in ctx.facts):
+    if flow.score_rules or any(name == "score" for _, name, _, _ in ctx.facts):
         return  # a fact named "score" is an error of its own (SF103)
     numbers = [definition.name for definition in flow.fields if definition.type.kind in NUMERIC_KINDS]
     for top, _ in ctx.expressions():
@@ -276,7 +276,7 @@ def teams_without_stages(ctx: Context) -> Iterator[Diagnostic]:
             hint = "declare its stages inside it, or move its targets into the team that owns their stages"
         yield ctx.warning(
             "SF309",
-            ctx.name_span(team.span, team.name, "team"),
+            at(team.name_span, team.span),
             f'team "{team.name}" has no stages',
             hint,
         )

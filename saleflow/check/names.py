@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from ..errors import Diagnostic, Span, did_you_mean
 from ..limits import MAX_ID_LENGTH
 from ..model.flow import BUILTINS, Ref, walk
-from .context import NAME_OR_SKIPPED, Context, by_position
+from ..model.names import written_names
+from .context import Context, at, by_position, recycle_source
 
 
 def duplicate_names(ctx: Context) -> Iterator[Diagnostic]:
@@ -24,22 +25,20 @@ def duplicate_names(ctx: Context) -> Iterator[Diagnostic]:
     declared = sorted(
         [
             *ctx.facts,
-            *(("stage", s.name, s.span) for s in flow.stages),
-            *(("team", t.name, t.span) for t in flow.teams),
+            *(("stage", s.name, s.span, s.name_span) for s in flow.stages),
+            *(("team", t.name, t.span, t.name_span) for t in flow.teams),
         ],
         key=lambda d: by_position(d[2]),
     )
     first: dict[tuple[str, str], Span] = {}
     facts: dict[str, tuple[str, Span]] = {}  # fields, conditions, events share one namespace
-    for kind, name, span in declared:
-        # Located only for a diagnostic (costly on flows with thousands of stages).
-        def where(span: Span = span, name: str = name, kind: str = kind) -> Span:
-            return ctx.name_span(span, name, kind)
+    for kind, name, span, name_span in declared:
+        where = at(name_span, span)
 
         if (kind, name) in first:
             yield ctx.error(
                 "SF101",
-                where(),
+                where,
                 f'{kind} "{name}" is declared twice',
                 f"the first declaration is on line {first[kind, name].line}",
             )
@@ -50,14 +49,14 @@ def duplicate_names(ctx: Context) -> Iterator[Diagnostic]:
         if name in BUILTINS:
             yield ctx.error(
                 "SF103",
-                where(),
+                where,
                 f'{kind} "{name}" has the name of the builtin "{name}"',
                 "choose another name",
             )
         elif name in RESERVED_WORDS:
             yield ctx.error(
                 "SF103",
-                where(),
+                where,
                 f'{kind} "{name}" is named like the word "{name}" of expressions, so no expression can use it',
                 "choose another name",
             )
@@ -65,7 +64,7 @@ def duplicate_names(ctx: Context) -> Iterator[Diagnostic]:
             other, other_span = facts[name]
             yield ctx.error(
                 "SF102",
-                where(),
+                where,
                 f'{kind} "{name}" has the same name as the {other} on line {other_span.line}',
                 "fields, conditions and events share one set of names; rename one of them",
             )
@@ -76,12 +75,9 @@ def duplicate_names(ctx: Context) -> Iterator[Diagnostic]:
 def long_names(ctx: Context) -> Iterator[Diagnostic]:
     """SF120 a name longer than MAX_ID_LENGTH characters: flows, stages,
     fields, events and their channels become keys in the database."""
-    source = ctx.flow.source
-    for match in NAME_OR_SKIPPED.finditer(source):
-        name = match.group(1)
-        if name is None or len(name) <= MAX_ID_LENGTH:
+    for name, span in written_names(ctx.flow):
+        if len(name) <= MAX_ID_LENGTH:
             continue
-        span = ctx.locate.at(ctx.flow.path, match.start(1), match.end(1))
         yield ctx.error(
             "SF120",
             span,
@@ -101,16 +97,14 @@ def enum_values(ctx: Context) -> Iterator[Diagnostic]:
     a word of expressions."""
     for definition in ctx.flow.fields:
         choices = definition.type.choices
-        located: list[Span] | None = None
+        spans = definition.type.choice_spans
         seen: dict[str, int] = {}
         for index, choice in enumerate(choices):
             earlier = seen.get(choice, 0)
             seen[choice] = earlier + 1
             if choice not in RESERVED_WORDS and not earlier:
-                continue  # the usual case: no diagnostic, nothing to locate
-            if located is None:  # every value at once: one pass over the list
-                located = ctx.locate.names(definition.span, after=r"\[")
-            where = located[index] if index < len(located) else definition.span
+                continue
+            where = spans[index] if index < len(spans) else definition.span
             if choice in RESERVED_WORDS and not earlier:
                 yield ctx.error(
                     "SF103",
@@ -222,37 +216,35 @@ def unknown_stages(ctx: Context) -> Iterator[Diagnostic]:
     """SF106 a skip, recycle, target or team that names no declared stage."""
     flow = ctx.flow
     for skip in flow.skips:
-        for name, keyword in ((skip.source, "skip"), (skip.target, "->")):
+        for name, where in ((skip.source, skip.source_span), (skip.target, skip.target_span)):
             if flow.stage(name) is None:
-                yield _unknown_stage(ctx, name, ctx.name_span(skip.span, name, keyword), "a skip")
+                yield _unknown_stage(ctx, name, at(where, skip.span), "a skip")
     for recycle in flow.recycles:
         first: dict[str, int] = {}
         for nth, name in enumerate(recycle.sources):
             first.setdefault(name, nth)
             if flow.stage(name) is None:
-                where = ctx.recycle_source(recycle, first[name])
-                yield _unknown_stage(ctx, name, where, "a recycle")
+                yield _unknown_stage(ctx, name, recycle_source(recycle, first[name]), "a recycle")
         if flow.stage(recycle.target) is None:
-            where = ctx.locate.word(recycle.span, recycle.target, after="->")
-            yield _unknown_stage(ctx, recycle.target, where, "a recycle")
+            yield _unknown_stage(ctx, recycle.target, at(recycle.target_span, recycle.span), "a recycle")
     for team in flow.teams:
         for name in team.stages:
             if flow.stage(name) is None:
-                yield _unknown_stage(ctx, name, ctx.name_span(team.span, name, "team"), f'team "{team.name}"')
+                # Only a flow built in Python: a parsed team's stages are declared in it.
+                yield _unknown_stage(ctx, name, team.span, f'team "{team.name}"')
         for target in team.targets:
-            keyword = "conversion" if target.kind == "conversion" else "in"
             if flow.stage(target.stage) is None:
-                where = ctx.name_span(target.span, target.stage, keyword)
+                where = at(target.stage_span, target.span)
                 yield _unknown_stage(ctx, target.stage, where, "a target")
             if target.to is not None and flow.stage(target.to) is None:
-                where = ctx.locate.word(target.span, target.to, after="->")
+                where = at(target.to_span, target.span)
                 yield _unknown_stage(ctx, target.to, where, "a target")
     teams = [team.name for team in flow.teams]
     for stage in flow.stages:
         if stage.team is not None and flow.team(stage.team) is None:
             yield ctx.error(
                 "SF106",
-                ctx.stage_name_span(stage),
+                stage.span,
                 f'stage "{stage.name}" belongs to unknown team "{stage.team}"',
                 did_you_mean(stage.team, teams),
             )

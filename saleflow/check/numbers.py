@@ -27,7 +27,7 @@ from ..limits import (
     number_text,
 )
 from ..model.flow import AtLeast, Compare, DaysSince, Expr, FieldDef, Literal, Ref, Window, walk
-from .context import Context, keyword_pattern
+from .context import Context, at
 from .types import default_fits
 
 
@@ -63,9 +63,7 @@ def default_ranges(ctx: Context) -> Iterator[Diagnostic]:
         problem = _default_range(definition)
         if problem is None:
             continue
-        where = ctx.locate.find(
-            definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=keyword_pattern("default")
-        )
+        where = at(definition.default_span, definition.span)
         value = definition.default
         shown = (
             number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "value"
@@ -114,13 +112,13 @@ def expression_numbers(ctx: Context) -> Iterator[Diagnostic]:
             elif isinstance(node, Window) and node.days > MAX_DAYS:
                 yield ctx.error(
                     "SF118",
-                    ctx.locate.find(node.span, r"(\S+)\s+days", after=keyword_pattern("last")),
+                    at(node.amount_span, node.span),
                     f"a window of {number_text(node.days)} days is longer than {MAX_DAYS:,} days",
                 )
             elif isinstance(node, AtLeast) and node.count > MAX_AT_LEAST:
                 yield ctx.error(
                     "SF118",
-                    ctx.locate.find(node.span, r"(\S+)", after=keyword_pattern("least")),
+                    at(node.count_span, node.span),
                     f"at least {number_text(node.count)} of {{..}}: the count is at most {MAX_AT_LEAST:,}",
                 )
             elif isinstance(node, Compare):
@@ -141,7 +139,7 @@ def expression_numbers(ctx: Context) -> Iterator[Diagnostic]:
         if abs(score_rule.points) > MAX_POINTS:
             yield ctx.error(
                 "SF118",
-                ctx.locate.find(score_rule.span, r"([+-]\s*[0-9.]+)"),
+                at(score_rule.points_span, score_rule.span),
                 f"{number_text(abs(score_rule.points))} points is out of range: a rule gives at most "
                 f"{MAX_POINTS:,} points",
             )
@@ -153,13 +151,13 @@ def stage_limits(ctx: Context) -> Iterator[Diagnostic]:
         if stage.sla_days is not None and stage.sla_days <= 0:
             yield ctx.error(
                 "SF212",
-                ctx.stage_option(stage, keyword_pattern("sla") + r"\s*(-?[0-9.]+)"),
+                at(stage.sla_span, stage.span),
                 f'sla of stage "{stage.name}" must be more than 0 days',
             )
         if stage.capacity is not None and stage.capacity < 1:
             yield ctx.error(
                 "SF212",
-                ctx.stage_option(stage, keyword_pattern("capacity") + r"\s*(-?[0-9.]+)"),
+                at(stage.capacity_span, stage.span),
                 f'capacity of stage "{stage.name}" must be at least 1 lead',
             )
 
@@ -170,20 +168,20 @@ def flow_numbers(ctx: Context) -> Iterator[Diagnostic]:
     if not 1 <= flow.version <= MAX_VERSION:
         yield ctx.error(
             "SF213",
-            ctx.locate.find(flow.span, keyword_pattern("version") + r"\s*(\S+)"),
+            at(flow.version_span, flow.span),
             f"version {number_text(flow.version)} is out of range: a version is from 1 to {MAX_VERSION:,}",
         )
     for stage in flow.stages:
         if stage.sla_days is not None and stage.sla_days > MAX_DAYS:
             yield ctx.error(
                 "SF213",
-                ctx.stage_option(stage, keyword_pattern("sla") + r"\s*(-?[0-9.]+)"),
+                at(stage.sla_span, stage.span),
                 f'sla of stage "{stage.name}" is {number_text(stage.sla_days)} days; the limit is {MAX_DAYS:,} days',
             )
         if stage.capacity is not None and stage.capacity > MAX_CAPACITY:
             yield ctx.error(
                 "SF213",
-                ctx.stage_option(stage, keyword_pattern("capacity") + r"\s*(-?[0-9.]+)"),
+                at(stage.capacity_span, stage.span),
                 f'capacity of stage "{stage.name}" is {number_text(stage.capacity)} leads; '
                 f"the limit is {MAX_CAPACITY:,}",
             )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from ..errors import Diagnostic
 from ..limits import MAX_DAYS, MAX_DEPTH, number_text
 from ..model.flow import And, AtLeast, Compare, Expr, Flow, InList, IsSet, Not, Or, Ref, Stage, children, walk
-from .context import Context, keyword_pattern
+from .context import Context, at, recycle_source
 
 
 def too_deep(ctx: Context) -> Iterator[Diagnostic]:
@@ -117,7 +117,7 @@ def initial_stage(ctx: Context) -> Iterator[Diagnostic]:
             hint = f'mark the first stage of the main line "initial": stage {flow.main_line[0]} initial'
         yield ctx.error(
             "SF201",
-            ctx.name_span(flow.span, flow.name, "flow"),
+            at(flow.name_span, flow.span),
             f'flow "{flow.name}" has no initial stage',
             hint,
         )
@@ -126,7 +126,7 @@ def initial_stage(ctx: Context) -> Iterator[Diagnostic]:
     for stage in initials[1:]:
         yield ctx.error(
             "SF202",
-            ctx.stage_option(stage, keyword_pattern("initial")),
+            at(stage.initial_span, stage.span),
             f'stage "{stage.name}" is marked initial, but "{first.name}" already is',
             "a flow has exactly one initial stage, where every lead starts",
         )
@@ -134,7 +134,7 @@ def initial_stage(ctx: Context) -> Iterator[Diagnostic]:
         if stage.team is None:
             yield ctx.error(
                 "SF203",
-                ctx.stage_name_span(stage),
+                stage.span,
                 f'initial stage "{stage.name}" is a side stage',
                 "declare it as the first stage of a team, on the main line",
             )
@@ -161,7 +161,7 @@ def final_in_main_line(ctx: Context) -> Iterator[Diagnostic]:
         more = ", …" if len(after) > 2 else ""
         yield ctx.error(
             "SF205",
-            ctx.stage_option(stage, keyword_pattern("final")),
+            at(stage.final_span, stage.span),
             f'final stage "{stage.name}" is not the last stage of the main line',
             f"no lead can advance past it to {_quoted(after[:2])}{more}; "
             "declare it outside the teams to make it a side stage",
@@ -176,8 +176,6 @@ def skips(ctx: Context) -> Iterator[Diagnostic]:
         source, target = flow.stage(skip.source), flow.stage(skip.target)
         if source is None or target is None:
             continue
-        # Spans are located only for a diagnostic: on a flow with thousands
-        # of skips, locating every name costs more than the whole check.
         side = False
         for stage, role in ((source, "from"), (target, "to")):
             if flow.position(stage.name) is None:
@@ -185,10 +183,7 @@ def skips(ctx: Context) -> Iterator[Diagnostic]:
                 hint = "a skip jumps forward along the main line"
                 if role == "to" and stage.final:
                     hint = f'leads leave for final side stage "{stage.name}" by exit, from any stage'
-                if role == "from":
-                    where = ctx.name_span(skip.span, skip.source, "skip")
-                else:
-                    where = ctx.locate.word(skip.span, skip.target, after="->")
+                where = at(skip.source_span if role == "from" else skip.target_span, skip.span)
                 yield ctx.error("SF207", where, f'skip {role} side stage "{stage.name}"', hint)
         if side:
             continue
@@ -196,7 +191,7 @@ def skips(ctx: Context) -> Iterator[Diagnostic]:
         assert source_index is not None and target_index is not None
         if target_index > source_index:
             continue
-        target_at = ctx.locate.word(skip.span, skip.target, after="->")
+        target_at = at(skip.target_span, skip.span)
         if target_index == source_index:
             yield ctx.error("SF206", target_at, f'skip from "{skip.source}" to itself goes nowhere')
         else:
@@ -214,7 +209,7 @@ def recycles(ctx: Context) -> Iterator[Diagnostic]:
     flow = ctx.flow
     for recycle in flow.recycles:
         target = flow.stage(recycle.target)
-        target_at = ctx.locate.word(recycle.span, recycle.target, after="->")
+        target_at = at(recycle.target_span, recycle.span)
         if target is not None:
             problem = _recycle_stage_problem(flow, target)
             if problem:
@@ -233,8 +228,8 @@ def recycles(ctx: Context) -> Iterator[Diagnostic]:
             source_index = flow.position(name)
             target_index = None if target is None else flow.position(target.name)
             if not problem and (target_index is None or source_index is None or source_index > target_index):
-                continue  # fine, or judged elsewhere: locating the name is costly, skip it
-            where = ctx.recycle_source(recycle, nth)
+                continue  # fine, or judged elsewhere
+            where = recycle_source(recycle, nth)
             if problem:
                 hint = "a recycle moves leads back from a later stage of the main line"
                 if source.final:
@@ -269,7 +264,7 @@ def targets(ctx: Context) -> Iterator[Diagnostic]:
                 if not 0 <= target.value <= 100:
                     yield ctx.error(
                         "SF210",
-                        ctx.locate.find(target.span, r"(-?[0-9.]+)\s*%"),
+                        at(target.value_span, target.span),
                         f"conversion target {number_text(target.value)}% is not a percentage between 0 and 100",
                     )
                 start = flow.position(target.stage)
@@ -277,7 +272,7 @@ def targets(ctx: Context) -> Iterator[Diagnostic]:
                 if start is not None and end is not None and end <= start:
                     yield ctx.error(
                         "SF211",
-                        ctx.locate.word(target.span, target.to or "", after="->"),
+                        at(target.to_span, target.span),
                         f'conversion target from "{target.stage}" to "{target.to}" does not go forward '
                         "along the main line",
                         "a conversion counts leads that reach a later stage",
@@ -285,12 +280,12 @@ def targets(ctx: Context) -> Iterator[Diagnostic]:
             elif target.value < 0:
                 yield ctx.error(
                     "SF210",
-                    ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
+                    at(target.value_span, target.span),
                     f"time target of {number_text(target.value)} days is negative",
                 )
             elif target.value > MAX_DAYS:
                 yield ctx.error(
                     "SF210",
-                    ctx.locate.find(target.span, r"(-?[0-9.]+)\s*days"),
+                    at(target.value_span, target.span),
                     f"time target of {number_text(target.value)} days is more than {MAX_DAYS:,} days",
                 )

@@ -32,7 +32,7 @@ from ..model.flow import (
     duration_text,
 )
 from ..model.unparse import literal_text, shorten, unparse
-from .context import Context, keyword_pattern
+from .context import Context, at
 from .tests import check_tests
 
 ORDERING_OPS = ("<", "<=", ">", ">=")
@@ -160,15 +160,10 @@ class Expressions:
     def counted(self, expr: Window | DaysSince) -> None:
         """SF105 `EVENT in last N days` / `days_since EVENT` / `each EVENT`
         must name an event; SF116 a window must be at least one day."""
-        if isinstance(expr, DaysSince):
-            where = self.ctx.locate.word(expr.span, expr.event, after=keyword_pattern("days_since"))
-        else:
-            where = self.ctx.locate.word(expr.span, expr.event)
+        where = at(expr.event_span, expr.span)
         self.event_name(expr.event, where)
         if isinstance(expr, Window) and expr.days <= 0:
-            days = self.ctx.locate.find(
-                expr.span, r"(\S+)\s+(?:days?|hours?)\b", after=keyword_pattern("last")
-            )
+            days = at(expr.amount_span, expr.span)
             length = duration_text(expr.days)
             self.report(self.ctx.error("SF116", days, f"a window of {length} never holds any event"))
 
@@ -336,7 +331,7 @@ class Expressions:
 
     def at_least(self, expr: AtLeast) -> None:
         if expr.count < 1:
-            where = self.ctx.locate.find(expr.span, r"(\S+)", after=keyword_pattern("least"))
+            where = at(expr.count_span, expr.span)
             self.report(
                 self.ctx.error(
                     "SF115",
@@ -424,9 +419,7 @@ def field_defaults(ctx: Context) -> Iterator[Diagnostic]:
             and literal_text(definition.default) in definition.type.choices
         ):
             continue  # an enum value `true`/`false`, refused where declared (SF103)
-        where = ctx.locate.find(
-            definition.span, r'\s*("(?:[^"\\]|\\.)*"|\S+)', after=keyword_pattern("default")
-        )
+        where = at(definition.default_span, definition.span)
         value = definition.default
         shown = literal_text(value)
         if definition.type.kind == "enum":

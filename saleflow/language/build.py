@@ -12,7 +12,7 @@ from typing import Any
 
 from lark import Token, Tree
 
-from ..errors import Diagnostic, Span
+from ..errors import NO_SPAN, Diagnostic, Span
 from ..limits import MAX_NUMBER_LENGTH
 from ..model import flow as m
 
@@ -121,7 +121,13 @@ class Builder:
     def window(self, meta: Any, children: list[Any]) -> m.Window:
         name, _in_last, amount, unit = children
         whole = self._whole(amount, f"a window's {unit}")
-        return m.Window(str(name), _in_days(whole, unit), self._span(meta))
+        return m.Window(
+            str(name),
+            _in_days(whole, unit),
+            self._span(meta),
+            event_span=self._tspan(name),
+            amount_span=self._tspan(amount),
+        )
 
     # -- durations --------------------------------------------------------
     def days(self, meta: Any, _: list[Any]) -> str:
@@ -131,7 +137,7 @@ class Builder:
         return "hours"
 
     def days_since(self, meta: Any, children: list[Token]) -> m.DaysSince:
-        return m.DaysSince(str(children[0]), self._span(meta))
+        return m.DaysSince(str(children[0]), self._span(meta), event_span=self._tspan(children[0]))
 
     def compare(self, meta: Any, children: list[Any]) -> m.Compare:
         left, op, right = children
@@ -165,22 +171,22 @@ class Builder:
 
     def at_least(self, meta: Any, children: list[Any]) -> m.AtLeast:
         count, *items = children
-        return m.AtLeast(self._whole(count, "at least"), tuple(items), self._span(meta))
+        whole = self._whole(count, "at least")
+        return m.AtLeast(whole, tuple(items), self._span(meta), count_span=self._tspan(count))
 
     # -- declarations -----------------------------------------------------
-    def header(self, meta: Any, children: list[Any]) -> tuple[str, str, int, str | None, Span]:
-        name = str(children[0])
-        version = 1
-        title = None
+    def header(self, meta: Any, children: list[Any]) -> tuple[str, dict[str, Any]]:
+        name = children[0]
+        parts: dict[str, Any] = {"name": str(name), "name_span": self._tspan(name), "span": self._span(meta)}
         for child in children[1:]:
-            if isinstance(child, int):
-                version = child
+            if isinstance(child, tuple):  # ("version", number, span)
+                parts["version"], parts["version_span"] = child[1], child[2]
             elif isinstance(child, Token) and child.type == "STRING":
-                title = _unquote(child)
-        return ("header", name, version, title, self._span(meta))
+                parts["title"] = _unquote(child)
+        return ("header", parts)
 
-    def version(self, meta: Any, children: list[Token]) -> int:
-        return self._whole(children[0], "a flow's version")
+    def version(self, meta: Any, children: list[Token]) -> tuple[str, int, Span]:
+        return ("version", self._whole(children[0], "a flow's version"), self._tspan(children[0]))
 
     def text_type(self, meta: Any, _: list[Any]) -> m.FieldType:
         return m.FieldType("text")
@@ -201,73 +207,122 @@ class Builder:
         return m.FieldType("date")
 
     def enum_type(self, meta: Any, children: list[Any]) -> m.FieldType:
-        return m.FieldType("enum", tuple(str(name) for name in children[0]))
+        names = children[0]
+        return m.FieldType("enum", tuple(str(n) for n in names), tuple(self._tspan(n) for n in names))
 
     def name_list(self, meta: Any, children: list[Token]) -> list[Token]:
         return children
 
-    def default(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
+    def default(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span, bool]:
         value = children[0]
-        return ("default", value.value if isinstance(value, m.Literal) else str(value))
+        if isinstance(value, m.Literal):
+            return ("default", value.value, value.span, False)
+        return ("default", str(value), self._tspan(value), True)
 
     def field_decl(self, meta: Any, children: list[Any]) -> m.FieldDef:
         name, ftype, *rest = children
-        default = rest[0][1] if rest else None
-        return m.FieldDef(str(name), ftype, default, self._span(meta))
+        if not rest:
+            return m.FieldDef(str(name), ftype, None, self._span(meta), name_span=self._tspan(name))
+        _, default, default_span, is_name = rest[0]
+        return m.FieldDef(
+            str(name),
+            ftype,
+            default,
+            self._span(meta),
+            name_span=self._tspan(name),
+            default_span=default_span,
+            default_is_name=is_name,
+        )
 
-    def channel(self, meta: Any, children: list[Token]) -> str:
-        return str(children[0])
+    def channel(self, meta: Any, children: list[Token]) -> Token:
+        return children[0]
 
     def event_decl(self, meta: Any, children: list[Any]) -> m.EventDef:
-        return m.EventDef(str(children[0]), children[1] if len(children) > 1 else None, self._span(meta))
+        name = children[0]
+        if len(children) == 1:
+            return m.EventDef(str(name), None, self._span(meta), name_span=self._tspan(name))
+        channel = children[1]
+        return m.EventDef(
+            str(name),
+            str(channel),
+            self._span(meta),
+            name_span=self._tspan(name),
+            channel_span=self._tspan(channel),
+        )
 
     def condition_decl(self, meta: Any, children: list[Any]) -> m.ConditionDef:
-        return m.ConditionDef(str(children[0]), children[1], self._span(meta))
+        name = children[0]
+        return m.ConditionDef(str(name), children[1], self._span(meta), name_span=self._tspan(name))
 
-    def plus_points(self, meta: Any, children: list[Token]) -> int:
-        return self._whole(children[0], "points")
+    # points arrive as (number, span of the sign and the number)
+    def plus_points(self, meta: Any, children: list[Token]) -> tuple[int, Span]:
+        return (self._whole(children[0], "points"), self._span(meta))
 
-    def minus_points(self, meta: Any, children: list[Token]) -> int:
-        return -self._whole(children[0], "points")
+    def minus_points(self, meta: Any, children: list[Token]) -> tuple[int, Span]:
+        return (-self._whole(children[0], "points"), self._span(meta))
 
     def score_each(self, meta: Any, children: list[Any]) -> m.ScoreRule:
-        return m.ScoreRule(children[0], each=children[1], span=self._span(meta))
+        (points, where), each = children
+        return m.ScoreRule(points, each=each, span=self._span(meta), points_span=where)
 
     def score_if(self, meta: Any, children: list[Any]) -> m.ScoreRule:
-        return m.ScoreRule(children[0], condition=children[1], span=self._span(meta))
+        (points, where), condition = children
+        return m.ScoreRule(points, condition=condition, span=self._span(meta), points_span=where)
 
     def score_decl(self, meta: Any, children: list[m.ScoreRule]) -> tuple[str, tuple[m.ScoreRule, ...]]:
         return ("score", tuple(children))
 
-    # stage options arrive as (keyword, value, span) triples
-    def initial(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
-        return ("initial", True, self._span(meta))
+    # Stage options arrive as (keyword, value, span, where) tuples: `span`
+    # covers the option, `where` is what a diagnostic about its value
+    # points at (the word itself, or the number of `sla` and `capacity`).
+    def initial(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span, Span]:
+        return ("initial", True, self._span(meta), self._span(meta))
 
-    def final(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
-        return ("final", True, self._span(meta))
+    def final(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span, Span]:
+        return ("final", True, self._span(meta), self._span(meta))
 
-    def manual(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span]:
-        return ("manual", True, self._span(meta))
+    def manual(self, meta: Any, _: list[Any]) -> tuple[str, Any, Span, Span]:
+        return ("manual", True, self._span(meta), self._span(meta))
 
-    def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
-        return ("when", children[0], self._span(meta))
+    def when(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span, Span]:
+        return ("when", children[0], self._span(meta), self._span(meta))
 
-    def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span]:
-        return ("sla_days", _in_days(self._number(children[0]), children[1]), self._span(meta))
+    def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span, Span]:
+        days = _in_days(self._number(children[0]), children[1])
+        return ("sla_days", days, self._span(meta), self._tspan(children[0]))
 
-    def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span]:
-        return ("capacity", self._whole(children[0], "a capacity"), self._span(meta))
+    def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span, Span]:
+        return (
+            "capacity",
+            self._whole(children[0], "a capacity"),
+            self._span(meta),
+            self._tspan(children[0]),
+        )
 
     def stage_decl(self, meta: Any, children: list[Any]) -> m.Stage:
         name, *options = children
         values: dict[str, Any] = {}
-        for key, value, span in options:
+        spans: dict[str, Span] = {}
+        for key, value, span, where in options:
             if key in values:
                 self.problems.append(
                     Diagnostic("SF005", "error", span, f'stage "{name}" says "{_OPTION_WORD[key]}" twice')
                 )
             values[key] = value
-        return m.Stage(str(name), span=self._tspan(name), **values)
+            # A flag is where it is first said; a number where the value in effect (the last) is.
+            if key in _VALUE_SPANS and (key not in spans or key in ("sla_days", "capacity")):
+                spans[key] = where
+        name_span = self._tspan(name)
+        return m.Stage(
+            str(name),
+            span=name_span,
+            name_span=name_span,
+            initial_span=spans.get("initial", NO_SPAN),
+            final_span=spans.get("final", NO_SPAN),
+            sla_span=spans.get("sla_days", NO_SPAN),
+            capacity_span=spans.get("capacity", NO_SPAN),
+            **values,
+        )
 
     def when_clause(self, meta: Any, children: list[Any]) -> tuple[str, Any]:
         return ("when", children[0])
@@ -275,7 +330,14 @@ class Builder:
     def skip_decl(self, meta: Any, children: list[Any]) -> m.Skip:
         source, target, *rest = children
         when = rest[0][1] if rest else None
-        return m.Skip(str(source), str(target), when, self._span(meta))
+        return m.Skip(
+            str(source),
+            str(target),
+            when,
+            self._span(meta),
+            source_span=self._tspan(source),
+            target_span=self._tspan(target),
+        )
 
     def recycle_decl(self, meta: Any, children: list[Any]) -> m.Recycle:
         sources, target, *rest = children
@@ -286,16 +348,43 @@ class Builder:
                 auto = True
             else:
                 when = item[1]
-        return m.Recycle(tuple(str(s) for s in sources), str(target), when, auto, self._span(meta))
+        return m.Recycle(
+            tuple(str(s) for s in sources),
+            str(target),
+            when,
+            auto,
+            self._span(meta),
+            source_spans=tuple(self._tspan(s) for s in sources),
+            target_span=self._tspan(target),
+        )
 
     def conversion_target(self, meta: Any, children: list[Token]) -> m.Target:
         source, to, op, value = children
-        return m.Target("conversion", str(source), str(to), str(op), self._number(value), self._span(meta))  # type: ignore[arg-type]
+        return m.Target(
+            "conversion",
+            str(source),
+            str(to),
+            str(op),  # type: ignore[arg-type]
+            self._number(value),
+            self._span(meta),
+            stage_span=self._tspan(source),
+            to_span=self._tspan(to),
+            value_span=self._tspan(value),
+        )
 
     def time_target(self, meta: Any, children: list[Any]) -> m.Target:
         stage, op, value, unit = children
         days = _in_days(self._number(value), unit)
-        return m.Target("time", str(stage), None, str(op), days, self._span(meta))  # type: ignore[arg-type]
+        return m.Target(
+            "time",
+            str(stage),
+            None,
+            str(op),  # type: ignore[arg-type]
+            days,
+            self._span(meta),
+            stage_span=self._tspan(stage),
+            value_span=self._tspan(value),
+        )
 
     # -- test blocks ------------------------------------------------------
     def _step(self, meta: Any, kind: m.StepKind, name: Token | None = None, **values: Any) -> m.FlowTestStep:
@@ -319,13 +408,17 @@ class Builder:
     def event_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
         name, *rest = children
         count: int | None = None
-        channel: str | None = None
+        channel: Token | None = None
         for item in rest:
             if isinstance(item, tuple):
                 count = item[1]
             else:
                 channel = item
-        return self._step(meta, "event", name, number=count, channel=channel)
+        if channel is None:
+            return self._step(meta, "event", name, number=count)
+        return self._step(
+            meta, "event", name, number=count, channel=str(channel), channel_span=self._tspan(channel)
+        )
 
     def repeat(self, meta: Any, children: list[Token]) -> tuple[str, int]:
         return ("repeat", self._whole(children[0], "an event's count"))
@@ -367,8 +460,12 @@ class Builder:
     def assignment(self, meta: Any, children: list[Any]) -> m.Assignment:
         name, value = children
         if isinstance(value, m.Literal):
-            return m.Assignment(str(name), value.value, False, self._span(meta), value.span)
-        return m.Assignment(str(name), str(value), True, self._span(meta), self._tspan(value))
+            return m.Assignment(
+                str(name), value.value, False, self._span(meta), value.span, self._tspan(name)
+            )
+        return m.Assignment(
+            str(name), str(value), True, self._span(meta), self._tspan(value), self._tspan(name)
+        )
 
     def test_block(self, meta: Any, children: list[Any]) -> m.FlowTest:
         title, *steps = children
@@ -376,6 +473,7 @@ class Builder:
 
     def team_decl(self, meta: Any, children: list[Any]) -> tuple[str, m.Team, tuple[m.Stage, ...]]:
         name = str(children[0])
+        name_span = self._tspan(children[0])
         title = None
         stages: list[m.Stage] = []
         targets: list[m.Target] = []
@@ -386,11 +484,13 @@ class Builder:
                 stages.append(replace(child, team=name))
             else:
                 targets.append(child)
-        team = m.Team(name, title, tuple(s.name for s in stages), tuple(targets), self._span(meta))
+        team = m.Team(
+            name, title, tuple(s.name for s in stages), tuple(targets), self._span(meta), name_span=name_span
+        )
         return ("team", team, tuple(stages))
 
     def start(self, meta: Any, children: list[Any]) -> dict[str, Any]:
-        _, name, version, title, span = children[0]
+        _, header = children[0]
         parts: dict[str, list[Any]] = {
             "fields": [],
             "events": [],
@@ -431,14 +531,14 @@ class Builder:
             else:
                 parts[kinds[type(decl)]].append(decl)
         return {
-            "name": name,
-            "version": version,
-            "title": title,
-            "span": span,
+            **header,
             "tests": tuple(tests),
             **{key: tuple(value) for key, value in parts.items()},
         }
 
+
+# Stage options whose position a diagnostic may point at.
+_VALUE_SPANS = frozenset({"initial", "final", "sla_days", "capacity"})
 
 _OPTION_WORD = {
     "initial": "initial",

@@ -1,13 +1,17 @@
 """The flow definition: frozen dataclasses with source spans.
 
-Layer 1.  `parse.py` builds these from text, `check.py` judges them,
-`guards.py` evaluates their expressions, `compile.py` turns them into a state
-machine.  Nothing here knows Lark, transitions or SQLAlchemy, and nothing
+Layer 1.  The `language` package builds these from text, `check` judges
+them, `guards` evaluates their expressions, `compile.py` turns them into a
+state machine.  Nothing here knows Lark, transitions or SQLAlchemy, and nothing
 mutates a `Flow` after it is built; lookups are computed once in
 ``__post_init__``.
 
-Spans are excluded from equality so that two flows (or expressions) that say
-the same thing compare equal wherever they were written.
+Every name keeps the span of where it is written (`name_span`,
+`event_span`, `source_spans`, ...), and so do the numbers and words a
+diagnostic points at, so that the checker never searches the source again.
+Spans are excluded from equality (and so from hashing and from a flow's
+identity) so that two flows (or expressions) that say the same thing
+compare equal wherever they were written.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class Window:
     event: str
     days: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    event_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    amount_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,7 @@ class DaysSince:
 
     event: str
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    event_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class AtLeast:
     count: int
     items: tuple[Expr, ...]
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    count_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast
@@ -185,6 +193,7 @@ NUMERIC_KINDS: tuple[FieldKind, ...] = ("int", "number", "money")
 class FieldType:
     kind: FieldKind
     choices: tuple[str, ...] = ()
+    choice_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "enum":
@@ -198,6 +207,10 @@ class FieldDef:
     type: FieldType
     default: Value | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    default_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # `default abc` rather than `default "abc"`: the same value, written as a name.
+    default_is_name: bool = attr(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +218,8 @@ class EventDef:
     name: str
     channel: str | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +227,7 @@ class ConditionDef:
     name: str
     expr: Expr
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +239,7 @@ class ScoreRule:
     each: Ref | Window | None = None
     condition: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    points_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +253,13 @@ class Stage:
     sla_days: float | None = None
     capacity: int | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # Where the name, the words `initial` and `final`, and the numbers of
+    # `sla` and `capacity` are written.  `span` is the name's too.
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    initial_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    final_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    sla_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    capacity_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +273,9 @@ class Target:
     op: CompareOp
     value: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    stage_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    to_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "conversion":
@@ -263,6 +290,7 @@ class Team:
     stages: tuple[str, ...]
     targets: tuple[Target, ...] = ()
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +299,8 @@ class Skip:
     target: str
     when: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +310,8 @@ class Recycle:
     when: Expr | None = None
     auto: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------
@@ -315,6 +347,7 @@ class Assignment:
     bare: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    field_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +367,7 @@ class FlowTestStep:
     expr: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +399,8 @@ class Flow:
     path: str = attr(default="<string>", compare=False)
     source: str = attr(default="", compare=False, repr=False)
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    version_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     _stages: dict[str, Stage] = attr(init=False, compare=False, repr=False)
     _fields: dict[str, FieldDef] = attr(init=False, compare=False, repr=False)
