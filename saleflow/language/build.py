@@ -1,5 +1,8 @@
 """Lark's tree → `model.Flow`: one builder method per grammar rule.
 
+Declarations and expressions are built here, test blocks in `steps.py`, and
+positions and numbers are read off tokens in `tokens.py`.
+
 Building judges nothing but what the grammar cannot say (a whole number
 where a decimal was written, an option given twice); every node keeps its
 `Span` for the checker to point at.
@@ -13,21 +16,18 @@ from typing import Any
 from lark import Token, Tree
 
 from ..errors import NO_SPAN, Diagnostic, Span
-from ..limits import MAX_NUMBER_LENGTH
 from ..model import flow as m
+from .steps import StepBuilder
+from .tokens import in_days, unquote
 
 
-class Builder:
+class Builder(StepBuilder):
     """Builds model nodes bottom-up from Lark's tree: one method per rule,
     each called as `method(meta, children)`.  (A plain walk: Lark's
     `Transformer` with `v_args` costs more than the parse on big flows.)
     Problems that the grammar cannot express (a whole number where a
     decimal was written) are collected in `problems`, not raised, so that
     one run reports them all."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.problems: list[Diagnostic] = []
 
     def build(self, tree: Tree[Token]) -> Any:
         stack: list[tuple[Tree[Token], list[Any]]] = [(tree, [])]
@@ -47,52 +47,6 @@ class Builder:
                 stack[-1][1].append(result)
         return result
 
-    # -- positions --------------------------------------------------------
-    def _span(self, meta: Any) -> Span:
-        if getattr(meta, "empty", True):
-            return Span(self.path, 0, 0, 0, 0)
-        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
-
-    def _tspan(self, token: Token) -> Span:
-        return Span(
-            self.path,
-            token.line or 0,
-            token.column or 0,
-            token.end_line or token.line or 0,
-            token.end_column or token.column or 0,
-        )
-
-    def _whole(self, token: Token, what: str) -> int:
-        text = str(token)
-        if self._too_long(token):
-            return 0
-        if "." in text:
-            self.problems.append(
-                Diagnostic("SF004", "error", self._tspan(token), f"{what} must be a whole number, not {text}")
-            )
-            return int(text.partition(".")[0])  # never through float: 1e400 has no int
-        return int(text)
-
-    def _number(self, token: Token) -> int | float:
-        """A number as written; a float beyond the largest one is inf, for
-        the checker to refuse where it goes (SF108, SF118, SF210, SF213)."""
-        return 0 if self._too_long(token) else _number(token)
-
-    def _too_long(self, token: Token) -> bool:
-        """SF008 a number of more than MAX_NUMBER_LENGTH characters: no value
-        in range needs them, and Python's int() refuses past 4,300 digits."""
-        if len(token) <= MAX_NUMBER_LENGTH:
-            return False
-        self.problems.append(
-            Diagnostic(
-                "SF008",
-                "error",
-                self._tspan(token),
-                f"a number written with {len(token):,} characters; the limit is {MAX_NUMBER_LENGTH:,}",
-            )
-        )
-        return True
-
     # -- literals ---------------------------------------------------------
     def number(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(self._number(children[0]), self._span(meta))
@@ -101,7 +55,7 @@ class Builder:
         return m.Literal(-self._number(children[0]), self._span(meta))
 
     def string(self, meta: Any, children: list[Token]) -> m.Literal:
-        return m.Literal(_unquote(children[0]), self._span(meta))
+        return m.Literal(unquote(children[0]), self._span(meta))
 
     def true(self, meta: Any, children: list[Token]) -> m.Literal:
         return m.Literal(True, self._span(meta))
@@ -123,7 +77,7 @@ class Builder:
         whole = self._whole(amount, f"a window's {unit}")
         return m.Window(
             str(name),
-            _in_days(whole, unit),
+            in_days(whole, unit),
             self._span(meta),
             event_span=self._tspan(name),
             amount_span=self._tspan(amount),
@@ -182,7 +136,7 @@ class Builder:
             if isinstance(child, tuple):  # ("version", number, span)
                 parts["version"], parts["version_span"] = child[1], child[2]
             elif isinstance(child, Token) and child.type == "STRING":
-                parts["title"] = _unquote(child)
+                parts["title"] = unquote(child)
         return ("header", parts)
 
     def version(self, meta: Any, children: list[Token]) -> tuple[str, int, Span]:
@@ -288,7 +242,7 @@ class Builder:
         return ("when", children[0], self._span(meta), self._span(meta))
 
     def sla(self, meta: Any, children: list[Any]) -> tuple[str, Any, Span, Span]:
-        days = _in_days(self._number(children[0]), children[1])
+        days = in_days(self._number(children[0]), children[1])
         return ("sla_days", days, self._span(meta), self._tspan(children[0]))
 
     def capacity(self, meta: Any, children: list[Token]) -> tuple[str, Any, Span, Span]:
@@ -374,7 +328,7 @@ class Builder:
 
     def time_target(self, meta: Any, children: list[Any]) -> m.Target:
         stage, op, value, unit = children
-        days = _in_days(self._number(value), unit)
+        days = in_days(self._number(value), unit)
         return m.Target(
             "time",
             str(stage),
@@ -386,91 +340,6 @@ class Builder:
             value_span=self._tspan(value),
         )
 
-    # -- test blocks ------------------------------------------------------
-    def _step(self, meta: Any, kind: m.StepKind, name: Token | None = None, **values: Any) -> m.FlowTestStep:
-        name_span = self._tspan(name) if name is not None else self._span(meta)
-        text = str(name) if name is not None else None
-        return m.FlowTestStep(kind, text, span=self._span(meta), name_span=name_span, **values)
-
-    def at_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "at", time=str(children[0]))
-
-    def lead_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        assignments = tuple(children[1]) if len(children) > 1 else ()
-        return self._step(meta, "lead", children[0], assignments=assignments)
-
-    def use_step(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "use", children[0])
-
-    def set_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "set", assignments=tuple(children[0]))
-
-    def event_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        name, *rest = children
-        count: int | None = None
-        channel: Token | None = None
-        for item in rest:
-            if isinstance(item, tuple):
-                count = item[1]
-            else:
-                channel = item
-        if channel is None:
-            return self._step(meta, "event", name, number=count)
-        return self._step(
-            meta, "event", name, number=count, channel=str(channel), channel_span=self._tspan(channel)
-        )
-
-    def repeat(self, meta: Any, children: list[Token]) -> tuple[str, int]:
-        return ("repeat", self._whole(children[0], "an event's count"))
-
-    def wait_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "wait", number=_in_days(self._number(children[0]), children[1]))
-
-    def reason(self, meta: Any, children: list[Token]) -> tuple[str, str]:
-        return ("reason", _unquote(children[0]))
-
-    def advance_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        reason = children[1][1] if len(children) > 1 else None
-        return self._step(meta, "advance", children[0], reason=reason)
-
-    def force_step(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "force", children[0], reason=children[1][1])
-
-    def expect_stage(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "expect_stage", children[0])
-
-    def expect_waiting(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "expect_waiting", children[0])
-
-    def expect_refused(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "expect_refused", children[0])
-
-    def expect_cycle(self, meta: Any, children: list[Token]) -> m.FlowTestStep:
-        return self._step(meta, "expect_cycle", number=self._whole(children[0], "a cycle"))
-
-    def expect_sla_breached(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "expect_sla_breached")
-
-    def expect_expr(self, meta: Any, children: list[Any]) -> m.FlowTestStep:
-        return self._step(meta, "expect", expr=children[0])
-
-    def assignments(self, meta: Any, children: list[m.Assignment]) -> list[m.Assignment]:
-        return children
-
-    def assignment(self, meta: Any, children: list[Any]) -> m.Assignment:
-        name, value = children
-        if isinstance(value, m.Literal):
-            return m.Assignment(
-                str(name), value.value, False, self._span(meta), value.span, self._tspan(name)
-            )
-        return m.Assignment(
-            str(name), str(value), True, self._span(meta), self._tspan(value), self._tspan(name)
-        )
-
-    def test_block(self, meta: Any, children: list[Any]) -> m.FlowTest:
-        title, *steps = children
-        return m.FlowTest(_unquote(title), tuple(steps), self._tspan(title))
-
     def team_decl(self, meta: Any, children: list[Any]) -> tuple[str, m.Team, tuple[m.Stage, ...]]:
         name = str(children[0])
         name_span = self._tspan(children[0])
@@ -479,7 +348,7 @@ class Builder:
         targets: list[m.Target] = []
         for child in children[1:]:
             if isinstance(child, Token):
-                title = _unquote(child)
+                title = unquote(child)
             elif isinstance(child, m.Stage):
                 stages.append(replace(child, team=name))
             else:
@@ -548,33 +417,3 @@ _OPTION_WORD = {
     "sla_days": "sla",
     "capacity": "capacity",
 }
-
-
-def _number(token: Token | str) -> int | float:
-    text = str(token)
-    return float(text) if "." in text else int(text)
-
-
-def _in_days(amount: int | float, unit: str) -> int | float:
-    """A duration written in `unit` as days: whole days stay an int, hours
-    become a fraction of a day (48 hours is 2)."""
-    if unit == "days":
-        return amount
-    try:
-        days = amount / 24
-    except OverflowError:  # an integer past any float: out of range, for check to say
-        return int(amount) // 24
-    return int(days) if days.is_integer() else days
-
-
-def _unquote(token: Token | str) -> str:
-    body = str(token)[1:-1]
-    out: list[str] = []
-    chars = iter(body)
-    for char in chars:
-        if char == "\\":
-            nxt = next(chars, "")
-            out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
-        else:
-            out.append(char)
-    return "".join(out)
