@@ -77,6 +77,8 @@ class Window:
     event: str
     days: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    event_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    amount_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class DaysSince:
 
     event: str
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    event_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class AtLeast:
     count: int
     items: tuple[Expr, ...]
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    count_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast

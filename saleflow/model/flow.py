@@ -2,14 +2,18 @@
 
 Layer 1.  Fields, events, conditions, score rules, teams, stages, skips,
 recycles, targets, the test blocks, and the `Flow` that holds them; the
-expressions inside them are `expr`'s.  `parse.py` builds these from text,
-`check.py` judges them, `guards.py` evaluates their expressions, `compile.py`
-turns them into a state machine.  Nothing here knows Lark, transitions or
-SQLAlchemy, and nothing mutates a `Flow` after it is built; lookups are
-computed once in ``__post_init__``.
+expressions inside them are `expr`'s.  The `language` package builds these
+from text, `check` judges them, `guards` evaluates their expressions,
+`compile.py` turns them into a state machine.  Nothing here knows Lark,
+transitions or SQLAlchemy, and nothing mutates a `Flow` after it is built;
+lookups are computed once in ``__post_init__``.
 
-Spans are excluded from equality so that two flows (or expressions) that say
-the same thing compare equal wherever they were written.
+Every name keeps the span of where it is written (`name_span`,
+`event_span`, `source_spans`, ...), and so do the numbers and words a
+diagnostic points at, so that the checker never searches the source again.
+Spans are excluded from equality (and so from hashing and from a flow's
+identity) so that two flows (or expressions) that say the same thing
+compare equal wherever they were written.
 
 The expression nodes are re-exported here, so that `model.flow` still names
 the whole definition for code that reads it as one vocabulary (the parser's
@@ -58,6 +62,7 @@ NUMERIC_KINDS: tuple[FieldKind, ...] = ("int", "number", "money")
 class FieldType:
     kind: FieldKind
     choices: tuple[str, ...] = ()
+    choice_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "enum":
@@ -71,6 +76,10 @@ class FieldDef:
     type: FieldType
     default: Value | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    default_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # `default abc` rather than `default "abc"`: the same value, written as a name.
+    default_is_name: bool = attr(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,8 @@ class EventDef:
     name: str
     channel: str | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,7 @@ class ConditionDef:
     name: str
     expr: Expr
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,7 @@ class ScoreRule:
     each: Ref | Window | None = None
     condition: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    points_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,13 @@ class Stage:
     sla_days: float | None = None
     capacity: int | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # Where the name, the words `initial` and `final`, and the numbers of
+    # `sla` and `capacity` are written.  `span` is the name's too.
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    initial_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    final_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    sla_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    capacity_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +142,9 @@ class Target:
     op: CompareOp
     value: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    stage_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    to_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "conversion":
@@ -136,6 +159,7 @@ class Team:
     stages: tuple[str, ...]
     targets: tuple[Target, ...] = ()
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +168,8 @@ class Skip:
     target: str
     when: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +179,8 @@ class Recycle:
     when: Expr | None = None
     auto: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +216,7 @@ class Assignment:
     bare: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    field_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +236,7 @@ class FlowTestStep:
     expr: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +268,8 @@ class Flow:
     path: str = attr(default="<string>", compare=False)
     source: str = attr(default="", compare=False, repr=False)
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    version_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     _stages: dict[str, Stage] = attr(init=False, compare=False, repr=False)
     _fields: dict[str, FieldDef] = attr(init=False, compare=False, repr=False)
