@@ -55,6 +55,8 @@ LAYERS: dict[str, int] = {
     "cli": 5,
     "serialise": 5,
     "service": 5,
+    "webhooks": 5,
+    "cli_webhook": 5,
     "__init__": 6,
     "__main__": 6,
 }
