@@ -285,7 +285,7 @@ def webhook_retry_command(ctx: click.Context, name: str, since: str | None, as_j
     type=click.IntRange(1, 10_000),
     default=100,
     show_default=True,
-    help="Entries queued and leads sent per webhook per round.",
+    help="Leads sent per webhook per round (each with up to 10 entries).",
 )
 @click.option(
     "--timeout",

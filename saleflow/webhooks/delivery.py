@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 TIMEOUT = 10.0  # seconds, SPEC §8
-LIMIT = 100  # entries queued, and heads sent, per hook per round
+LIMIT = 100  # heads sent (and LIMIT * RUN entries queued) per hook per round
 RUN = 10  # entries of one lead sent under one claim
 PARALLEL = 4  # requests in flight per hook
 HOOKS_AT_ONCE = 4  # hooks served at once
@@ -253,8 +253,9 @@ class _Round:
             raise errors[0]
 
     def queue(self, hook: Hook, report: HookReport) -> None:
+        # Enough for the heads this round may send, each with its run.
         feed = read_changes(
-            self.store, hook.cursor, flow=hook.flow, kinds=hook.kinds or None, limit=self.limit
+            self.store, hook.cursor, flow=hook.flow, kinds=hook.kinds or None, limit=self.limit * RUN
         )
         found = [(entry.seq, entry.lead_id) for entry in feed if hook.matches(entry)]
         if feed.position != hook.cursor and enqueue(
