@@ -50,16 +50,16 @@ from ..journal import JournalEntry
 from ..jsontext import compact
 from ..limits import one_line
 from ..records import Store
-from ..serialise import change_json
 from ..store.feed import read_changes
 from ..store.hooks import Attempt, Claim, Hook, claim, enqueue, entries_at, list_hooks, record
+from ..views.serialise import change_json
 from .schedule import next_attempt
 from .signing import DELIVERY_HEADER, HEADER, signature
 
 if TYPE_CHECKING:
     import httpx
 
-    from ..engine import Engine
+    from ..runtime.engine import Engine
 
 TIMEOUT = 10.0  # seconds, SPEC §8
 LIMIT = 100  # heads sent (and LIMIT * RUN entries queued) per hook per round

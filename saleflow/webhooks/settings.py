@@ -24,7 +24,7 @@ from ..limits import MAX_URL_LENGTH, check_id, check_text
 from ..store.hooks import Hook
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..runtime.engine import Engine
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
