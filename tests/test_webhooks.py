@@ -713,7 +713,9 @@ def test_no_httpx_is_one_sentence(sqlite_url: str) -> None:
         [sys.executable, "-c", code, sqlite_url], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stderr == "error: webhook delivery needs httpx: pip install 'saleflow[server]'\n"
+    assert result.stderr == (
+        "error: webhook delivery needs httpx: pip install 'saleflow[webhooks]' (or 'saleflow[server]')\n"
+    )
 
 
 # --------------------------------------------------------------------------

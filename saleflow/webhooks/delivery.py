@@ -68,7 +68,7 @@ PARALLEL = 4  # requests in flight per hook
 HOOKS_AT_ONCE = 4  # hooks served at once
 LEASE_MARGIN = timedelta(seconds=60)
 MAX_ERROR = 500  # characters of an error kept
-NEEDS_HTTPX = "webhook delivery needs httpx: pip install 'saleflow[server]'"
+NEEDS_HTTPX = "webhook delivery needs httpx: pip install 'saleflow[webhooks]' (or 'saleflow[server]')"
 
 
 @dataclass
