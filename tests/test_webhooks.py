@@ -511,6 +511,38 @@ def test_dead_and_hanging_endpoints_do_not_hold_up_other_hooks(db_url: str, rece
     assert owed["dead"].queued == 60 and "hangs" not in owed and "fine" not in owed
 
 
+def test_the_engine_writes_while_a_request_is_in_flight(db_url: str, receiver: Receiver) -> None:
+    """No transaction is open while a deliverer waits for an answer: the
+    engine writes (and another webhook's rows change) meanwhile."""
+    setup(db_url)
+    ok(db_url, "webhook", "add", "h", receiver.url("/h"))
+    activity(db_url, ["a"])
+    receiver.hang = 60.0
+    receiver.rule = lambda path, body: "hold"
+    done: list[DeliveryReport] = []
+
+    def run() -> None:
+        with Engine.open(db=db_url, now=T0) as engine:
+            done.append(deliver(engine, timeout=55))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if receiver.attempts:
+            break
+        time.sleep(0.05)
+    assert receiver.attempts and thread.is_alive()
+    activity(db_url, ["b", "c"])  # each write would wait for a lock held across the request
+    ok(db_url, "webhook", "add", "other", receiver.url("/other"))
+    ok(db_url, "webhook", "remove", "other")
+    assert thread.is_alive() and not done  # still waiting for its answer
+    receiver.release.set()
+    thread.join(timeout=60)
+    assert done and done[0].delivered >= 1
+    rounds(db_url)
+    assert receiver.by_lead("/h") == {"a": [1, 2, 3, 4, 5], "b": [6, 7, 8, 9, 10], "c": [11, 12, 13, 14, 15]}
+
+
 def test_concurrent_deliverers_send_nothing_twice(db_url: str, receiver: Receiver, tmp_path: Path) -> None:
     setup(db_url)
     ok(db_url, "webhook", "add", "one", receiver.url("/one"))
@@ -777,17 +809,21 @@ def test_add_refuses_bad_input_in_one_line(bad_input_db: str, field: str, value:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    command=st.sampled_from(["remove", "failures", "retry", "retry-since"]),
+    command=st.sampled_from(["remove", "failures", "retry", "retry-since", "limit", "timeout"]),
     value=st.one_of(ODD_TEXT, st.integers().map(str), st.just("9" * 5000), st.just("-1")),
 )
 def test_other_commands_refuse_bad_input_in_one_line(bad_input_db: str, command: str, value: str) -> None:
     if value in ("-h", "--help"):
         return  # click's help option
-    args = ["retry", "taken", "--since", value] if command == "retry-since" else [command, value]
+    args = {
+        "retry-since": ["retry", "taken", "--since", value],
+        "limit": ["deliver", "--once", "--limit", value],
+        "timeout": ["deliver", "--once", "--timeout", value],
+    }.get(command, [command, value])
     before = dump(bad_input_db)
     result = CliRunner().invoke(main, ["--db", bad_input_db, "webhook", *args])
-    if result.exit_code == 0:
-        assert command == "retry-since" and value.strip().isdigit()
+    if result.exit_code == 0:  # a value that is fine (no webhook of this database owes anything)
+        assert command in ("retry-since", "limit", "timeout"), result.stdout
         return
     _one_line_error(result, (2, 3))
     assert dump(bad_input_db) == before
