@@ -5,7 +5,7 @@ Usage: python bench/webhooks.py [--quick] [--backends sqlite,postgresql]
 
 Two figures, each a ratio against a baseline measured in the same run:
 
-- **throughput**: `deliver()` rounds for one webhook over N leads × 5
+- **throughput**: `deliver()` rounds for one webhook over N leads x 5
   entries, against a raw loop that POSTs the same bodies (the same
   `change_json` text) with the same httpx client and the same parallelism
   (4 threads) and writes nothing.  Ratio = raw time / deliver time: the
