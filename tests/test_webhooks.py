@@ -633,6 +633,42 @@ def test_a_deliverer_killed_mid_request_loses_nothing(db_url: str, receiver: Rec
     in_order(receiver.by_lead("/h"))
 
 
+def test_a_looping_deliverer_stops_on_sigterm(db_url: str, receiver: Receiver) -> None:
+    setup(db_url)
+    ok(db_url, "webhook", "add", "h", receiver.url("/h"))
+    activity(db_url, ["a"])
+    command = [
+        str(Path(sys.executable).parent / "saleflow"),
+        "--db",
+        db_url,
+        "--now",
+        NOW,
+        "webhook",
+        "deliver",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(400):
+            if len(receiver.accepted) == 5:
+                break
+            time.sleep(0.05)
+        activity(db_url, ["b"])  # written while it loops: it delivers that too
+        for _ in range(400):
+            if len(receiver.accepted) == 10:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert (
+        err == "" and out.splitlines()[-1] == "done: queued 10, delivered 10, failed 0 (retrying), given up 0"
+    )
+    assert receiver.by_lead("/h") == {"a": [1, 2, 3, 4, 5], "b": [6, 7, 8, 9, 10]}
+
+
 def test_a_lease_held_by_another_is_respected_until_it_runs_out(db_url: str, receiver: Receiver) -> None:
     setup(db_url)
     ok(db_url, "webhook", "add", "h", receiver.url("/h"))

@@ -409,7 +409,7 @@ def record(
         owner = conn.execute(select(Q.lease_owner).where(Q.hook == claimed.hook, Q.seq == head)).first()
         if owner is None or owner[0] != claimed.owner:
             return False
-        mine = and_(Q.hook == claimed.hook)
+        mine = Q.hook == claimed.hook
         for part in _chunks(sorted(delivered)):
             conn.execute(delete(webhook_queue).where(mine, Q.seq.in_(part)))
         conn.execute(
