@@ -147,7 +147,11 @@ def test_data_that_is_not_a_flow_is_refused(damage) -> None:  # type: ignore[no-
 
 
 def test_only_the_models_classes_are_built() -> None:
-    assert {cls.__module__ for cls in CLASSES.values()} == {"saleflow.model.flow", "saleflow.errors"}
+    assert {cls.__module__ for cls in CLASSES.values()} == {
+        "saleflow.model.expr",
+        "saleflow.model.flow",
+        "saleflow.errors",
+    }
 
 
 @FUZZ

@@ -36,9 +36,10 @@ import click
 from ..coerce import default_actor
 from ..errors import EXIT_BAD_INPUT, EXIT_OK
 from ..limits import one_line
-from .common import DEFAULT_DB, FAILURES, TIME, Settings, report_error
+from ..records import DEFAULT_URL
+from .common import FAILURES, TIME, Settings, report_error
 
-__all__ = ["COMMANDS", "DEFAULT_DB", "SaleflowGroup", "Settings", "main"]
+__all__ = ["COMMANDS", "SaleflowGroup", "Settings", "main"]
 
 # name -> (module, attribute, short help).  The one place commands are
 # registered; keep it sorted by name.
@@ -128,6 +129,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "saleflow.service.commands",
         "token_group",
         "API tokens for `saleflow serve`: add, list, revoke.",
+    ),
+    "webhook": (
+        "saleflow.cli.webhook",
+        "webhook_group",
+        "Webhooks: POST journal entries to other systems (add, list, remove, failures, retry, deliver).",
     ),
 }
 
@@ -224,7 +230,7 @@ class _RootGroup(SaleflowGroup):
 @click.option(
     "--db",
     envvar="SALEFLOW_DB",
-    default=DEFAULT_DB,
+    default=DEFAULT_URL,
     show_default=True,
     show_envvar=True,
     metavar="URL",

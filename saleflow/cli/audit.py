@@ -9,7 +9,8 @@ import click
 
 from ..errors import EXIT_REJECTED, BadInput
 from ..views import serialise
-from .common import Settings, open_engine, pass_settings, plural, write_output
+from ..wording import plural
+from .common import Settings, open_engine, pass_settings, write_output
 from .output import echo_json
 
 

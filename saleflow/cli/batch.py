@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from ..errors import BadInput
-from .common import Settings, batch_progress, open_engine, pass_settings, plural, resolve_flow, thousands
+from ..wording import plural
+from .common import Settings, batch_progress, open_engine, pass_settings, resolve_flow, thousands
 from .output import echo_json
 
 

@@ -21,13 +21,11 @@ import click
 from ..coerce import parse_time
 from ..errors import EXIT_BAD_INPUT, BadInput, FlowInvalid, NotFound, SaleflowError
 from ..limits import one_line
+from ..wording import plural
 
 if TYPE_CHECKING:
     from ..model.flow import Flow
     from ..runtime.engine import Deployment, Engine
-
-
-DEFAULT_DB = "sqlite:///saleflow.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +57,6 @@ class TimeParam(click.ParamType):
 
 
 TIME = TimeParam()
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE

@@ -11,12 +11,12 @@ import click
 from ..check.rules import check
 from ..errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REJECTED, BadInput, Diagnostic, FlowInvalid, Span
 from ..language.parse import parse_flow
+from ..wording import plural
 from .common import (
     Settings,
     load_checked_flow,
     open_engine,
     pass_settings,
-    plural,
     read_flow_text,
     report_error,
     write_output,

@@ -11,6 +11,7 @@ import click
 from ..errors import BadInput
 from ..model.flow import duration_text
 from ..views import serialise
+from ..wording import plural
 from .common import (
     TIME,
     Settings,
@@ -19,7 +20,6 @@ from .common import (
     open_engine,
     parse_assignments,
     pass_settings,
-    plural,
     resolve_flow_version,
 )
 from .output import echo_json, json_format, stream_json

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import Settings, load_checked_flow, open_engine, pass_settings, plural, thousands
+from ..wording import plural
+from .common import Settings, load_checked_flow, open_engine, pass_settings, thousands
 
 if TYPE_CHECKING:
     from ..runtime.engine import Engine

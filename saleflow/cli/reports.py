@@ -13,15 +13,8 @@ import click
 
 from ..errors import BadInput
 from ..views import serialise
-from .common import (
-    Settings,
-    batch_progress,
-    load_checked_flow,
-    open_engine,
-    pass_settings,
-    plural,
-    write_output,
-)
+from ..wording import plural
+from .common import Settings, batch_progress, load_checked_flow, open_engine, pass_settings, write_output
 
 
 @click.command("report")
@@ -60,7 +53,7 @@ def report_command(
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":
-        from ..views.html import render_html
+        from ..views.page import render_html
 
         text = render_html(report)
     else:

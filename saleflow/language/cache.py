@@ -6,8 +6,8 @@ deploy, and parsing it (Lark's import, the parser's load, the parse) was
 most of what a small command such as `saleflow show` cost.  `parse_cached`
 answers from `flow-KEY.json` in the cache folder, KEY the SHA-256 of the
 text, its path, and a fingerprint of the code that turns text into a model
-(grammar, parser, model, codec, errors; their sizes and modification
-times): a change to any of them is a new key, never a stale model.  This module imports neither Lark nor the parser
+(the grammar, the language and model packages, errors and limits: their
+sizes and modification times): a change to any of them is a new key, never a stale model.  This module imports neither Lark nor the parser
 until a flow is not in the cache.
 
 A cache file is data, read as untrusted: JSON, never pickle; a header line
@@ -15,7 +15,7 @@ holding the format, the key and a SHA-256 digest of the body; and a body
 that `model.codec.from_data` checks against the model's types.  A file that
 fails any check is ignored and written again; a cache folder that cannot be
 had or written means no cache, never an error.  The folder is `cache_dir()`'s
-(folder.py).
+(files.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from pathlib import Path
 
 from ..model.codec import from_data, to_data
 from ..model.flow import Flow
-from .folder import cache_dir
-from .grammar import grammar_path
+from .files import cache_dir, grammar_path
 
 FORMAT = 1
 _HERE = Path(__file__).resolve().parent
@@ -40,20 +39,23 @@ _FINGERPRINT: list[str] = []
 
 def fingerprint() -> str | None:
     """What identifies the code whose output the cache holds: the size and
-    modification time of each of its files (as Python's own bytecode cache
-    does), so that editing one is a new key; None when a file of it cannot
-    be found (then nothing is cached)."""
+    modification time (as Python's own bytecode cache does) of the grammar
+    and of every module of the language and model packages, errors.py and
+    limits.py, so that editing any of them is a new key; None when one
+    cannot be found (then nothing is cached)."""
     if not _FINGERPRINT:
-        model = _HERE.parent / "model"
+        package = _HERE.parent
         try:
             files = [
                 grammar_path(),
-                _HERE / "parse.py",
-                model / "flow.py",
-                model / "codec.py",
-                _HERE.parent / "errors.py",
+                package / "errors.py",
+                package / "limits.py",
+                *sorted(_HERE.glob("*.py")),
+                *sorted((package / "model").glob("*.py")),
             ]
-            stamps = [f"{path}:{info.st_size}:{info.st_mtime_ns}" for path in files for info in [path.stat()]]
+            stamps = [
+                f"{path.name}:{info.st_size}:{info.st_mtime_ns}" for path in files for info in [path.stat()]
+            ]
         except Exception:  # OSError, or the grammar missing (BadInput): no cache
             return None
         _FINGERPRINT.append(hashlib.sha256(f"format {FORMAT}\n{chr(10).join(stamps)}".encode()).hexdigest())

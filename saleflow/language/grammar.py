@@ -1,26 +1,43 @@
-"""Where the grammar file is: the copy packaged as `saleflow.grammar` (a
-wheel, an sdist install), else `grammar/` at the top of the source tree.
+"""Grammar loading and the parser cache: the one place that builds Lark.
 
-Layer 2.  Kept apart from parse.py so that the parse cache can fingerprint
-the grammar without importing Lark.
+It reads `grammar/saleflow.lark` (found by files.py, as is the cache folder),
+builds the LALR parser once per process, and reuses a built parser
+across processes through a cache file in a folder the user owns, keyed by the
+grammar's hash and Lark's version (building costs ~0.3 s, loading ~20 ms).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+import logging
+from typing import Any
 
-from ..errors import BadInput
+import lark
+from lark import Lark
+
+from .files import cache_dir, grammar_path
+
+_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "contextual",
+    "propagate_positions": True,
+    "start": ["start", "expr"],
+    "maybe_placeholders": False,
+}
 
 
-def grammar_path() -> Path:
-    """The grammar file: packaged copy first (a wheel), else the source tree.
-    (Found by path, not `importlib.resources`, whose import every command
-    would pay for: the parser reads the grammar as a file anyway.)"""
-    here = Path(__file__).resolve().parents[1]  # the saleflow package
-    packaged = here / "grammar" / "saleflow.lark"
-    if packaged.is_file():
-        return packaged
-    source_tree = here.parent / "grammar" / "saleflow.lark"
-    if source_tree.is_file():
-        return source_tree
-    raise BadInput("the saleflow grammar file is missing from this installation; reinstall saleflow")
+_PARSER: Lark | None = None
+
+
+def parser() -> Lark:
+    """The process-wide parser, loaded from the user's cache when possible."""
+    global _PARSER
+    if _PARSER is None:
+        text = grammar_path().read_text(encoding="utf-8")
+        key = hashlib.sha256(f"{lark.__version__}\n{sorted(_OPTIONS.items())}\n{text}".encode()).hexdigest()
+        folder = cache_dir()
+        cache: str | bool = str(folder / f"parser-{key[:20]}.lark") if folder else False
+        # A stale or unreadable cache is rebuilt; Lark would log that loudly.
+        logging.getLogger("lark").setLevel(logging.CRITICAL)
+        _PARSER = Lark(text, cache=cache, **_OPTIONS)
+    return _PARSER

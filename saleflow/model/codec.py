@@ -21,39 +21,27 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Span
+from . import expr
 from . import flow as model
 
-CLASSES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in (
-        Span,
-        model.Literal,
-        model.Ref,
-        model.Window,
-        model.DaysSince,
-        model.Compare,
-        model.InList,
-        model.IsSet,
-        model.Not,
-        model.And,
-        model.Or,
-        model.AtLeast,
-        model.FieldType,
-        model.FieldDef,
-        model.EventDef,
-        model.ConditionDef,
-        model.ScoreRule,
-        model.Stage,
-        model.Target,
-        model.Team,
-        model.Skip,
-        model.Recycle,
-        model.Assignment,
-        model.FlowTestStep,
-        model.FlowTest,
-        model.Flow,
-    )
-}
+
+def _model_classes() -> dict[str, type]:
+    """Span and every dataclass the model's modules define: what a flow is made of."""
+    found: dict[str, type] = {"Span": Span}
+    for module in (expr, model):
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and dataclasses.is_dataclass(value)
+                and value.__module__ == module.__name__
+            ):
+                found[value.__name__] = value
+    return found
+
+
+CLASSES: dict[str, type] = _model_classes()
+# The names an annotation may use for the model's type aliases (Expr, Value, FieldKind...).
+_NAMES: dict[str, object] = {**vars(expr), **vars(model)}
 
 
 def to_data(value: Any) -> Any:
@@ -160,7 +148,7 @@ def _make_plan(text: str) -> Plan:
         )
     if text in CLASSES:
         return _object_plan(CLASSES[text])
-    alias = getattr(model, text, None)
+    alias = _NAMES.get(text)
     if isinstance(alias, types.UnionType):  # Expr, Value
         return _union([text])
     if typing.get_origin(alias) is typing.Literal:  # FieldKind, CompareOp, StepKind
@@ -180,7 +168,7 @@ def _choices(allowed: tuple[Any, ...]) -> Plan:
 def _members(part: str) -> list[str]:
     """The names a union's part stands for: an alias of a union (`Expr`,
     `Value`) is its members."""
-    alias = getattr(model, part, None) if part not in CLASSES else None
+    alias = _NAMES.get(part) if part not in CLASSES else None
     if isinstance(alias, types.UnionType):
         return [getattr(member, "__name__", str(member)) for member in typing.get_args(alias)]
     return [part]
