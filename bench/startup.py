@@ -98,7 +98,7 @@ def small_database(folder: Path, saleflow: list[str], env: dict[str, str]) -> st
     ]
     for step in steps:
         done = subprocess.run(
-            [*saleflow, "--db", url, *step], env=env, capture_output=True, text=True, check=False
+            [*saleflow, "--db", url, *step], env=env, cwd=folder, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise SystemExit(f"setting up the database failed: {done.stderr}")
