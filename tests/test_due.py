@@ -74,12 +74,14 @@ def atoms(draw: Any, scored: bool, conditions: bool) -> str:
 
 @st.composite
 def gates(draw: Any, scored: bool, conditions: bool) -> str:
-    parts = draw(st.lists(atoms(scored, conditions), min_size=1, max_size=3))
+    parts = [draw(atoms(scored, conditions))]
+    if draw(st.integers(0, 2)) == 0:
+        parts += draw(st.lists(atoms(scored, conditions), min_size=1, max_size=2))
     if len(parts) == 1:
         text = parts[0]
     else:
-        text = f" {draw(st.sampled_from(['and', 'or']))} ".join(f"({p})" for p in parts)
-    return f"not ({text})" if draw(st.integers(0, 5)) == 0 else text
+        text = f" {draw(st.sampled_from(['and', 'or', 'or']))} ".join(f"({p})" for p in parts)
+    return f"not ({text})" if draw(st.integers(0, 7)) == 0 else text
 
 
 @st.composite
@@ -115,7 +117,7 @@ def time_flows(draw: Any) -> str:
         options = ["initial"] if i == 0 else []
         if i > 0 and draw(st.integers(0, 4)) > 0:
             options.append(f"when {draw(gates(scored, conditions))}")
-        if i > 0 and draw(st.integers(0, 7)) == 0:
+        if i > 0 and draw(st.integers(0, 11)) == 0:
             options.append("manual")
         if draw(st.integers(0, 2)) == 0:
             options.append(f"sla {draw(st.sampled_from(['1 day', '2 days', '12 hours', '3 days']))}")
@@ -239,8 +241,9 @@ def test_a_tick_of_the_due_leads_leaves_what_a_tick_of_every_lead_leaves(
         due = replay(f"sqlite:///{Path(folder) / 'due.db'}", source, steps, later, every=False)
         every = replay(f"sqlite:///{Path(folder) / 'every.db'}", source, steps, later, every=True)
     assert due == every
-    moved = sum(int(said.split()[1]) for said in every if isinstance(said, str) and said.startswith("tick"))
-    event("ticks moved leads" if moved else "ticks moved no lead")
+    ticks = [said.split() for said in every if isinstance(said, str) and said.startswith("tick")]
+    event("ticks moved leads" if any(int(t[1]) for t in ticks) else "ticks moved no lead")
+    event("ticks recorded breaches" if any(int(t[2]) for t in ticks) else "ticks recorded no breach")
 
 
 # ---------------------------------------------------------------------------
