@@ -469,3 +469,87 @@ def test_the_due_index_is_used(sqlite_url: str) -> None:
                         )
                     )
                 assert "ix_leads_due_at_id" in plan or "ix_leads_flow_due_at_id" in plan, plan
+
+
+# ---------------------------------------------------------------------------
+# the migration from a 0004 database
+# ---------------------------------------------------------------------------
+
+
+def alembic_to(url: str, target: str) -> None:
+    """Bring the database at `url` to revision `target` (down or up)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from saleflow.store.connect import make_engine, parse_url
+
+    engine = make_engine(parse_url(url))
+    config = Config()
+    config.set_main_option("script_location", "saleflow:migrations")
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, target)
+    finally:
+        engine.dispose()
+
+
+def history_into(url: str) -> datetime:
+    """Leads of a timed flow and of a plain one, with a history; returns its end."""
+    with Engine.open(parse_flow(TIMED, "timed.flow"), db=url, now=END) as engine:
+        engine.deploy(parse_flow(PLAIN, "plain.flow"))
+        for i in range(4):
+            engine.add_lead(f"t{i}", flow="timed", at=T0 + timedelta(hours=i))
+            engine.add_lead(f"p{i}", flow="plain", at=T0 + timedelta(hours=i))
+        engine.record("t1", "ping", at=T0 + timedelta(hours=5))
+        engine.record("t2", "ping", at=T0 + timedelta(days=1))
+        engine.set("p1", {"n": 2}, at=T0 + timedelta(days=1))
+        engine.tick(at=T0 + timedelta(days=1, hours=1))
+    return T0 + timedelta(days=4)
+
+
+def outcome(url: str) -> dict[str, list[Any]]:
+    """What a tick decides: stages, scores and due times of the leads, the
+    journal, the breaches and the waiting lines (not when rows were written)."""
+    store = open_store(url)
+    try:
+        leads = [
+            (lead.id, lead.stage, lead.cycle, lead.entered_at, lead.score, lead.due_at)
+            for chunk in store.iter_leads()
+            for lead in chunk
+        ]
+        journal = [
+            (entry.seq, entry.hash, entry.payload()) for chunk in store.iter_journal() for entry in chunk
+        ]
+        breaches = [b for lead in leads for b in store.breaches_of(lead[0])]
+    finally:
+        store.close()
+    return {"leads": leads, "journal": journal, "breaches": breaches}
+
+
+def test_a_0004_database_upgrades_with_every_lead_due_and_the_first_tick_sets_the_real_times(
+    db_url: str, tmp_path: Path
+) -> None:
+    end = history_into(db_url)
+    alembic_to(db_url, "0004")
+    store = open_store(db_url)  # upgrades to 0005: back-fills due_at
+    try:
+        leads = [lead for chunk in store.iter_leads() for lead in chunk]
+        assert leads and all(lead.due_at == lead.created_at for lead in leads)
+        assert {lead.id for chunk in store.iter_due(T0 + timedelta(hours=4)) for lead in chunk} == {
+            lead.id for lead in leads
+        }
+    finally:
+        store.close()
+    # the same history never downgraded, ticked over every lead
+    twin = f"sqlite:///{tmp_path / 'twin.db'}"
+    history_into(twin)
+    with Engine.open(db=db_url, now=END) as engine:
+        engine.tick(at=end)
+    with Engine.open(db=twin, now=END) as engine:
+        engine.tick(at=end, every=True)
+    upgraded, expected = outcome(db_url), outcome(twin)
+    assert upgraded == expected
+    # plain leads are never due again; timed ones at their real times
+    assert all(due is None for lead_id, *_, due in upgraded["leads"] if lead_id.startswith("p"))
+    assert any(due is not None for lead_id, *_, due in upgraded["leads"] if lead_id.startswith("t"))
