@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from saleflow import Engine
-from saleflow.check import check
+from saleflow.check.rules import check
 from saleflow.compile import compile_flow
 from saleflow.due import MICROSECOND, due_time
 from saleflow.errors import SaleflowError
-from saleflow.guards import Facts
-from saleflow.parse import parse_flow
+from saleflow.guards.evaluate import Facts
+from saleflow.language.parse import parse_flow
 from saleflow.records import EventRecord, Lead
 from saleflow.store.sql import open_store
 
