@@ -350,6 +350,10 @@ class Store(Protocol):
         """Leads in id order, a chunk (list) at a time: memory stays flat."""
         ...
 
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now`."""
+        ...
+
     def iter_due(self, now: datetime, flow: str | None = None, chunk: int = 500) -> Iterator[list[Lead]]:
         """The leads with ``due_at <= now`` (of `flow`), in id order, a chunk
         (list) at a time through the due index; see `SqlStore.iter_due`."""

@@ -934,6 +934,14 @@ class SqlStore(ReportQueries, ExportQueries):
                 return found
         return err
 
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now` (``due_at <= now``):
+        a count over the due index."""
+        stmt = select(func.count()).select_from(leads).where(leads.c.due_at <= now)
+        if flow is not None:
+            stmt = stmt.where(leads.c.flow == flow)
+        return self._query(lambda conn: int(conn.execute(stmt).scalar_one()))
+
     def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
         """How many leads (of a flow, in a stage): an index-only count."""
         stmt = select(func.count()).select_from(leads)
