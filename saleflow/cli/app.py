@@ -1581,3 +1581,7 @@ from ..service.commands import serve_command, token_group  # noqa: E402
 
 main.add_command(serve_command)
 main.add_command(token_group)
+
+from .webhook import webhook_group  # noqa: E402
+
+main.add_command(webhook_group)
