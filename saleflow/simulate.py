@@ -28,23 +28,25 @@ import heapq
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import select
 
 from .coerce import coerce
-from .compile import CompiledFlow
+from .compile import CompiledFlow, compile_flow
 from .engine import Engine
 from .errors import BadInput, NotFound, Rejected
 from .journal import JournalEntry
 from .model import Compare, DaysSince, Expr, Flow, Literal, Ref, Window, walk
-from .progress import Work
+from .progress import FlowLookup, Work
 from .records import EventRecord, FieldValue, Lead, Transaction
 from .report import Period, Report, StageFigures, days, percent
 from .report.build import build_report
 from .store import open_store
+from .store.memory import MemoryStore
 from .store.schema import journal
 
 DAY = timedelta(days=1)
@@ -253,9 +255,27 @@ class _Lead:
 class _Watched:
     """A store transaction that notes who joins and leaves the queue."""
 
+    _PASSED = (
+        "lock_lead",
+        "latest_version",
+        "insert_lead",
+        "update_lead",
+        "events",
+        "journal",
+        "insert_event",
+        "append",
+        "lock_stage",
+        "count_in_stage",
+        "waiting",
+        "waiting_line",
+        "record_breach",
+    )
+
     def __init__(self, tx: Transaction, replay: Replay) -> None:
         self._tx = tx
         self._replay = replay
+        for name in self._PASSED:  # bound once: the replay calls them millions of times
+            setattr(self, name, getattr(tx, name))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx, name)
@@ -274,14 +294,23 @@ class _Watched:
 # --------------------------------------------------------------------------
 
 
-class Replay:
-    """Feeds recorded entries, in time order, to `Work` on `scratch`'s store
-    (leads of the compiled flow `cf`), ticking due leads at midnights up to
-    `end`.  `run` is the whole of it; the bench also uses it to record a
-    large history quickly (a history the engine itself writes)."""
+class Scratch(Protocol):
+    """Where a replay writes: a `MemoryStore`, or a SQL store."""
 
-    def __init__(self, scratch: Engine, cf: CompiledFlow, end: datetime) -> None:
-        self.scratch = scratch
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+
+class Replay:
+    """Feeds recorded entries, in time order, to `Work` on `store` (a
+    `MemoryStore`, or any store's transactions: leads of the compiled flow
+    `cf`, whose versions `flows` gives), ticking due leads at midnights up to
+    `end`.  `run` is the whole of it; the bench also uses it to record a
+    large history quickly into a SQL store (a history the engine itself
+    writes)."""
+
+    def __init__(self, store: Scratch, flows: FlowLookup, cf: CompiledFlow, end: datetime) -> None:
+        self.store = store
+        self.flows = flows
         self.cf = cf
         self.flow = cf.flow
         self.end = end
@@ -304,7 +333,7 @@ class Replay:
     # -- the scratch transaction, one per batch of operations ---------------
     def tx(self) -> Transaction:
         if self._tx is None:
-            self._ctx = self.scratch.store.transaction()
+            self._ctx = self.store.transaction()
             self._tx = _Watched(self._ctx.__enter__(), self)
         self._ops += 1
         return cast(Transaction, self._tx)
@@ -321,7 +350,7 @@ class Replay:
             ctx.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
     def work(self, at: datetime, entries: list[JournalEntry]) -> Work:
-        return Work(self.tx(), self.scratch.compiled, at, ACTOR, entries, at)
+        return Work(self.tx(), self.flows, at, ACTOR, entries, at)
 
     def after(self, entries: list[JournalEntry]) -> None:
         """Follow what the engine did; schedule the leads it touched."""
@@ -576,11 +605,17 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[JournalEntry
             yield JournalEntry(*row)
 
 
-def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Simulation:
+def simulate(
+    engine: Engine, flow: Flow, *, period: Period | None = None, scratch: str = "memory"
+) -> Simulation:
     """Replay the recorded journal of `flow`'s leads (all of it, up to the
     engine's now) through `flow`; the recorded and simulated reports over
-    `period`.  `engine`'s store is only
-    read; `flow` must have passed `check`."""
+    `period`.  `engine`'s store is only read; `flow` must have passed
+    `check`.  The replay runs in a `MemoryStore`; ``scratch="sqlite"`` runs
+    it in the engine's SQL store on an in-memory SQLite database instead
+    (slower: the reference the tests compare the memory store with)."""
+    if scratch not in ("memory", "sqlite"):
+        raise ValueError(f"scratch is memory or sqlite, not {scratch!r}")
     period = period or Period()
     name = flow.name
     if name not in engine.store.flow_names():
@@ -605,15 +640,29 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
         period=period,
         definitions=lambda version: engine.compiled(name, version).flow,
     )
-    # The scratch store lives in memory: nothing of it reaches a disk.
-    scratch = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
-    try:
-        deployed = scratch.deploy(flow)
-        cf = scratch.compiled(name, deployed.version)
-        replay = Replay(scratch, cf, end).run(_recorded(engine, name, end))
-        simulated = build_report(scratch.store, cf.flow, version=cf.version, now=end, period=period)
-    finally:
-        scratch.close()
+    if scratch == "memory":
+        # Plain dicts: nothing of it reaches a disk or a SQL engine.
+        cf = compile_flow(flow, flow.version)
+        store = MemoryStore()
+
+        def flows(flow_name: str, version: int) -> CompiledFlow:
+            if flow_name != cf.name or version != cf.version:
+                raise NotFound(f'the replay knows only flow "{cf.name}" version {cf.version}')
+            return cf
+
+        replay = Replay(store, flows, cf, end).run(_recorded(engine, name, end))
+        simulated = build_report(store, cf.flow, version=cf.version, now=end, period=period)
+    else:
+        # The engine's own SQLite store, in memory: the reference the
+        # memory store is tested against.
+        sql = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
+        try:
+            deployed = sql.deploy(flow)
+            cf = sql.compiled(name, deployed.version)
+            replay = Replay(sql.store, sql.compiled, cf, end).run(_recorded(engine, name, end))
+            simulated = build_report(sql.store, cf.flow, version=cf.version, now=end, period=period)
+        finally:
+            sql.close()
     return Simulation(
         actual=actual,
         simulated=simulated,
