@@ -40,7 +40,7 @@ from .compile import CompiledFlow, compile_flow
 from .engine import Engine
 from .errors import BadInput, NotFound, Rejected
 from .journal import JournalEntry
-from .model import Compare, DaysSince, Expr, Flow, Literal, Ref, Window, walk
+from .model import And, AtLeast, Compare, DaysSince, Expr, Flow, InList, IsSet, Literal, Not, Or, Ref, Window
 from .progress import FlowLookup, Work
 from .records import EventRecord, FieldValue, Lead, Transaction
 from .report import Period, Report, StageFigures, days, percent
@@ -151,84 +151,165 @@ def is_requested(entry: JournalEntry) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Timing:
-    windows: tuple[timedelta, ...]  # every window length in the flow
-    offsets: tuple[timedelta, ...]  # every number compared with days_in_stage, days_since…
+    """The moments, relative to a lead's own times, at which passing time
+    can change what a tick decides for it."""
+
+    windows: tuple[tuple[str, timedelta], ...]  # (event, length): each such event leaving the window
+    since_event: tuple[tuple[str, timedelta], ...]  # (event, k): days since each such event reaching k
+    in_stage: tuple[timedelta, ...]  # days in stage reaching k
+    since_created: tuple[timedelta, ...]  # days since created reaching k
     daily: bool  # a time-dependent value the above cannot place: every midnight
 
 
-def _expand(flow: Flow, exprs: list[Expr]) -> list[Expr]:
-    """`exprs` and what they read through names: conditions, and the score
-    rules when they read `score`."""
-    out: list[Expr] = []
-    seen: set[str] = set()
-    stack = list(exprs)
-    while stack:
-        expr = stack.pop()
-        out.append(expr)
-        for node in walk(expr):
-            if not isinstance(node, Ref) or node.name in seen:
+# How a value moves as time passes (and nothing else happens): a window's
+# count can only fall, days in stage or since something only rise.  A tick
+# matters when a gate can turn true; `want` says which way of an expression
+# matters: +1 turning true (or rising), -1 turning false (or falling), 0
+# either.  A time-dependent value that can only move the other way is not
+# watched: `score >= 60` with positive points on windows cannot open as
+# windows close.
+
+
+class _Watch:
+    """What `timing` collects while walking the expressions."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.windows: set[tuple[str, float]] = set()
+        self.since_event: set[tuple[str, float]] = set()
+        self.in_stage: set[float] = set()
+        self.since_created: set[float] = set()
+        self.daily = False
+        self._seen: set[tuple[str, int, bool]] = set()  # (name, want, numeric) already walked
+
+    def truth(self, expr: Expr, want: int) -> None:
+        """`expr` in a boolean context; `want`: which change of its truth matters."""
+        if isinstance(expr, Not):
+            self.truth(expr.operand, -want)
+        elif isinstance(expr, And | Or | AtLeast):
+            for item in expr.items:
+                self.truth(item, want)
+        elif isinstance(expr, Compare):
+            self.compare(expr, want)
+        elif isinstance(expr, InList):
+            self.number(expr.operand, 0)
+            for item in expr.items:
+                self.number(item, 0)
+        elif isinstance(expr, IsSet):
+            self.number(expr.operand, 0)
+        elif isinstance(expr, Ref) and self.flow.condition(expr.name) is not None:
+            self.named(expr.name, want, False)
+        else:
+            # a value as a truth: set and non-zero; a count is true as it rises
+            self.number(expr, want if isinstance(expr, Window | DaysSince) or _is_time(expr) else 0)
+
+    def compare(self, expr: Compare, want: int) -> None:
+        for side, other, sign in ((expr.left, expr.right, 1), (expr.right, expr.left, -1)):
+            if not (
+                isinstance(other, Literal)
+                and isinstance(other.value, int | float)
+                and not isinstance(other.value, bool)
+            ):
                 continue
-            if node.name == "score":
-                seen.add("score")
-                for rule in flow.score_rules:
-                    stack.extend(x for x in (rule.each, rule.condition) if x is not None)
+            # which way `side` must move for the comparison to turn true
+            if expr.op in (">", ">="):
+                rises = sign
+            elif expr.op in ("<", "<="):
+                rises = -sign
             else:
-                condition = flow.condition(node.name)
-                if condition is not None:
-                    seen.add(node.name)
-                    stack.append(condition.expr)
-    return out
+                rises = 0
+            self.number(side, want * rises, float(other.value))
+            return
+        self.number(expr.left, 0)
+        self.number(expr.right, 0)
+
+    def number(self, expr: Expr, want: int, k: float | None = None) -> None:
+        """`expr` as a value; `want`: which way of moving matters; `k`: the
+        number it is compared with, when it is."""
+        if isinstance(expr, Window):
+            if want <= 0:  # it can only fall
+                self.windows.add((expr.event, expr.days))
+        elif _is_time(expr):
+            if want < 0:
+                return  # it can only rise (a new event resets it, and is replayed)
+            if k is None:
+                self.daily = True
+            elif isinstance(expr, DaysSince):
+                self.since_event.add((expr.event, k))
+            elif isinstance(expr, Ref) and expr.name == "days_in_stage":
+                self.in_stage.add(k)
+            else:
+                self.since_created.add(k)
+        elif isinstance(expr, Ref):
+            if expr.name == "score":
+                self.named("score", want, True)
+            elif self.flow.condition(expr.name) is not None:
+                self.named(expr.name, 0, False)
+        elif not isinstance(expr, Literal):
+            self.truth(expr, 0)
+
+    def named(self, name: str, want: int, numeric: bool) -> None:
+        key = (name, want, numeric)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if name == "score":
+            for rule in self.flow.score_rules:
+                way = want * (1 if rule.points > 0 else -1 if rule.points < 0 else 0)
+                if rule.points == 0:
+                    continue
+                if rule.each is not None:
+                    self.number(rule.each, way)
+                if rule.condition is not None:
+                    self.truth(rule.condition, way)
+            return
+        condition = self.flow.condition(name)
+        if condition is not None:
+            self.truth(condition.expr, want)
+
+    def timing(self) -> _Timing:
+        def spans(values: Iterable[float]) -> tuple[timedelta, ...]:
+            out = []
+            for value in sorted(values):
+                try:
+                    out.append(timedelta(days=value))
+                except OverflowError:
+                    continue
+            return tuple(out)
+
+        def pairs(values: set[tuple[str, float]]) -> tuple[tuple[str, timedelta], ...]:
+            out = []
+            for event, value in sorted(values):
+                try:
+                    out.append((event, timedelta(days=value)))
+                except OverflowError:
+                    continue
+            return tuple(out)
+
+        return _Timing(
+            pairs(self.windows),
+            pairs(self.since_event),
+            spans(self.in_stage),
+            spans(self.since_created),
+            self.daily,
+        )
 
 
 def _is_time(node: Any) -> bool:
     return isinstance(node, DaysSince) or (isinstance(node, Ref) and node.name in _TIME_REFS)
 
 
-def timing(exprs: list[Expr]) -> _Timing:
-    """When values read by `exprs` can change truth: the windows, and the
-    numbers compared with days in stage or since creation or an event."""
-    windows: set[float] = set()
-    offsets: set[float] = set()
-    placed: set[int] = set()
-    seen: list[Any] = []
-    for expr in exprs:
-        for node in walk(expr):
-            if isinstance(node, Window):
-                windows.add(node.days)
-            elif _is_time(node):
-                seen.append(node)
-            elif isinstance(node, Compare):
-                for side, other in ((node.left, node.right), (node.right, node.left)):
-                    if (
-                        _is_time(side)
-                        and isinstance(other, Literal)
-                        and isinstance(other.value, int | float)
-                        and not isinstance(other.value, bool)
-                    ):
-                        offsets.add(float(other.value))
-                        placed.add(id(side))
-    daily = any(id(node) not in placed for node in seen)
-
-    def spans(values: set[float]) -> tuple[timedelta, ...]:
-        out = []
-        for value in sorted(values):
-            try:
-                out.append(timedelta(days=value))
-            except OverflowError:
-                continue
-        return tuple(out)
-
-    return _Timing(spans(windows), spans(offsets), daily)
-
-
 def stage_timing(cf: CompiledFlow, stage: str, waiting: bool) -> _Timing:
-    """What a tick can find changed for a lead in `stage`: the gates of
-    the moves automatic progress tries from there (and, for a lead waiting
-    for room, the score that orders the queue)."""
-    exprs = [gate.expr for move in cf.moves_from(stage) for gate in move.gates]
+    """What a tick can find changed for a lead in `stage`: a gate of a move
+    automatic progress tries from there turning true (and, for a lead
+    waiting for room, any change of the score that orders the queue)."""
+    watch = _Watch(cf.flow)
+    for move in (*cf.forward_from(stage), *cf.recycles_from(stage)):
+        for gate in move.gates:
+            watch.truth(gate.expr, 1)
     if waiting:
-        exprs += [x for rule in cf.flow.score_rules for x in (rule.each, rule.condition) if x is not None]
-    return timing(_expand(cf.flow, exprs))
+        watch.named("score", 0, True)
+    return watch.timing()
 
 
 def _midnight_after(moment: datetime) -> datetime:
@@ -243,7 +324,7 @@ class _Lead:
     entered: datetime
     created: datetime
     cycle: int
-    events: list[datetime] = field(default_factory=list)  # of the current cycle
+    events: list[tuple[str, datetime]] = field(default_factory=list)  # (name, at), of the current cycle
     recycles: list[datetime] = field(default_factory=list)
 
 
@@ -326,6 +407,14 @@ class Replay:
         self.refused = 0
         self.refused_to: Counter[str] = Counter()
         self.replayed = self.skipped = self.ticks = 0
+        self._reschedule: set[str] = set()  # leads whose moments all need placing again
+        self.sla: dict[str, timedelta] = {}
+        for stage in self.flow.stages:
+            if stage.sla_days is not None and not stage.final:
+                try:
+                    self.sla[stage.name] = timedelta(days=stage.sla_days)
+                except OverflowError:
+                    continue
         self._ctx: Any = None
         self._tx: _Watched | None = None
         self._ops = 0
@@ -353,12 +442,16 @@ class Replay:
         return Work(self.tx(), self.flows, at, ACTOR, entries, at)
 
     def after(self, entries: list[JournalEntry]) -> None:
-        """Follow what the engine did; schedule the leads it touched."""
-        touched: set[str] = set()
+        """Follow what the engine did; schedule the leads it touched: all of
+        a lead's moments when it was created, moved or joined or left a
+        queue, an event's own moments when it only had events."""
+        whole = self._reschedule
+        events: list[JournalEntry] = []
         for e in entries:
             state = self.leads.get(e.lead_id)
             if e.entry == "created":
-                self.leads[e.lead_id] = state = _Lead(e.stage, e.at, e.at, e.cycle)
+                self.leads[e.lead_id] = _Lead(e.stage, e.at, e.at, e.cycle)
+                whole.add(e.lead_id)
             elif state is None:
                 continue
             elif e.entry == "moved":
@@ -367,37 +460,74 @@ class Replay:
                     state.cycle = e.cycle
                     state.events = []
                     state.recycles.append(e.at)
+                whole.add(e.lead_id)
             elif e.entry == "event" and e.cycle == state.cycle:
-                state.events.append(e.at)
-            touched.add(e.lead_id)
-        for lead_id in touched:
-            self.schedule(lead_id)
+                state.events.append((e.data["event"], e.at))
+                events.append(e)
+        for e in events:
+            if e.lead_id not in whole:
+                self.schedule_event(e.lead_id, e.data["event"], e.at)
+        if whole:
+            for lead_id in whole:
+                self.schedule(lead_id)
+            whole.clear()
         if self._ops >= OPS_PER_TRANSACTION:
             self.commit()
 
-    def schedule(self, lead_id: str) -> None:
-        state = self.leads[lead_id]
+    def _timing(self, lead_id: str, state: _Lead) -> _Timing | None:
         stage = self.flow.stage(state.stage)
         if stage is None or stage.final or self.clock is None:
-            return
+            return None
         key = (state.stage, lead_id in self.queue)
         t = self.timings.get(key)
         if t is None:
             t = self.timings[key] = stage_timing(self.cf, *key)
+        return t
+
+    def schedule(self, lead_id: str) -> None:
+        """Every moment at which time can change what a tick decides for the lead."""
+        state = self.leads.get(lead_id)
+        t = None if state is None else self._timing(lead_id, state)
+        if state is None or t is None:
+            return
         moments: list[datetime] = []
         try:
-            for event_at in state.events:
-                moments.extend(event_at + w for w in t.windows)
-                moments.extend(event_at + k for k in t.offsets)
-            for k in t.offsets:
-                moments.extend((state.entered + k, state.created + k))
-            if stage.sla_days is not None:
-                moments.append(state.entered + timedelta(days=stage.sla_days))
+            for name, event_at in state.events:
+                moments.extend(event_at + w for event, w in t.windows if event == name)
+                moments.extend(event_at + k for event, k in t.since_event if event == name)
+            moments.extend(state.entered + k for k in t.in_stage)
+            moments.extend(state.created + k for k in t.since_created)
+            sla = self.sla.get(state.stage)
+            if sla is not None:
+                moments.append(state.entered + sla)
         except OverflowError:
             pass
         if t.daily:
-            moments.append(self.clock)
+            moments.append(self.clock)  # type: ignore[arg-type]
+        self._due(lead_id, moments)
+
+    def schedule_event(self, lead_id: str, name: str, at: datetime) -> None:
+        """The moments one new event adds (its stage and times unchanged)."""
+        state = self.leads[lead_id]
+        t = self._timing(lead_id, state)
+        if t is None:
+            return
+        moments: list[datetime] = []
+        try:
+            moments.extend(at + w for event, w in t.windows if event == name)
+            moments.extend(at + k for event, k in t.since_event if event == name)
+        except OverflowError:
+            pass
+        if t.daily:
+            moments.append(self.clock)  # type: ignore[arg-type]
+        self._due(lead_id, moments)
+
+    def _due(self, lead_id: str, moments: list[datetime]) -> None:
+        clock, end, due = self.clock, self.end, self.due
+        assert clock is not None
         for moment in moments:
+            if moment > end:
+                continue
             try:
                 first = _midnight_after(moment)
                 # a value that changes exactly at midnight may change just
@@ -407,11 +537,12 @@ class Replay:
             except OverflowError:
                 continue
             for b in both:
-                if b > self.clock and b <= self.end:
-                    if b not in self.due:
-                        self.due[b] = set()
+                if clock < b <= end:
+                    found = due.get(b)
+                    if found is None:
+                        found = due[b] = set()
                         heapq.heappush(self.heap, b)
-                    self.due[b].add(lead_id)
+                    found.add(lead_id)
 
     # -- the queue -------------------------------------------------------------
     def joined(self, lead_id: str, stage: str) -> None:
@@ -427,6 +558,7 @@ class Replay:
         if queue.still > queue.most:
             queue.most, queue.most_at = queue.still, self.clock
         self.most = max(self.most, len(self.queue))
+        self._reschedule.add(lead_id)  # a waiting lead's score orders the queue
 
     def left(self, lead_id: str) -> None:
         found = self.queue.pop(lead_id, None)
@@ -437,6 +569,7 @@ class Replay:
         queue.still -= 1
         assert self.clock is not None
         queue.waited.append((self.clock - since).total_seconds() / 86400)
+        self._reschedule.add(lead_id)
 
     # -- time ------------------------------------------------------------------
     def advance_to(self, moment: datetime) -> None:
