@@ -27,11 +27,11 @@ from __future__ import annotations
 import heapq
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, Union, cast
 
 from sqlalchemy import select
 
@@ -135,7 +135,10 @@ def _round(days: float) -> float:
     return round(days, 2)
 
 
-def is_requested(entry: JournalEntry) -> bool:
+Entry = Union["Recorded", JournalEntry]  # what a replay is fed
+
+
+def is_requested(entry: Entry) -> bool:
     """A move someone asked for, not one the gates made."""
     if entry.entry != "moved":
         return False
@@ -595,7 +598,7 @@ class Replay:
             self.after(entries)
 
     # -- the recorded entries ----------------------------------------------
-    def feed(self, entry: JournalEntry) -> None:
+    def feed(self, entry: Entry) -> None:
         if entry.entry not in ("created", "set", "event", "moved"):
             return  # migrations are not the flow's doing; breaches are judged again
         if entry.entry == "moved" and entry.kind != "import" and not is_requested(entry):
@@ -635,7 +638,7 @@ class Replay:
                 continue
         return typed
 
-    def create(self, work: Work, entry: JournalEntry) -> bool:
+    def create(self, work: Work, entry: Entry) -> bool:
         if work.tx.lock_lead(entry.lead_id) is not None:
             return False
         fields = self._typed(entry.data.get("fields"))
@@ -648,7 +651,7 @@ class Replay:
             work.create(entry.lead_id, self.cf, fields, stage=stage, reason=entry.reason)
         return True
 
-    def set_fields(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def set_fields(self, work: Work, lead: Lead, entry: Entry) -> bool:
         changes = entry.data.get("fields")
         if not isinstance(changes, dict):
             return False
@@ -660,7 +663,7 @@ class Replay:
         work.set_fields(lead, typed)
         return True
 
-    def record(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def record(self, work: Work, lead: Lead, entry: Entry) -> bool:
         data = entry.data
         name = data.get("event")
         definition = self.flow.event(name) if isinstance(name, str) else None
@@ -679,7 +682,7 @@ class Replay:
         )
         return True
 
-    def move(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def move(self, work: Work, lead: Lead, entry: Entry) -> bool:
         target = entry.stage
         kind = entry.kind or "advance"
         if kind == "import":
@@ -700,7 +703,7 @@ class Replay:
             self.refuse(lead, entry, err.message)
         return True
 
-    def refuse(self, lead: Lead, entry: JournalEntry, reason: str) -> None:
+    def refuse(self, lead: Lead, entry: Entry, reason: str) -> None:
         self.refused += 1
         self.refused_to[entry.stage] += 1
         if len(self.refusals) < LISTED:
@@ -708,7 +711,7 @@ class Replay:
                 Refusal(lead.id, entry.at, lead.stage, entry.stage, entry.kind or "", reason)
             )
 
-    def run(self, entries: Iterable[JournalEntry]) -> Replay:
+    def run(self, entries: Iterable[Entry]) -> Replay:
         try:
             for entry in entries:
                 self.feed(entry)
@@ -723,19 +726,39 @@ class Replay:
         self.commit()
 
 
-def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[JournalEntry]:
-    """The flow's recorded entries up to `end`, in time order, streamed."""
+class Recorded(NamedTuple):
+    """What the replay reads of one recorded journal entry (a
+    `JournalEntry` has these attributes too, and can be fed as well)."""
+
+    lead_id: str
+    entry: str
+    kind: str | None
+    stage: str
+    at: datetime
+    reason: str | None
+    data: Mapping[str, Any]
+
+
+_REPLAYED = ("created", "set", "event", "moved")
+
+
+def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
+    """The flow's recorded entries up to `end` that a replay may feed
+    (not breaches nor migrations), in time order, streamed: only the
+    columns the replay reads, so the database sorts and sends less."""
     store: Any = engine.store
     if not hasattr(store, "read"):
         raise BadInput(f"the store {store!r} cannot be replayed")
+    c = journal.c
     query = (
-        select(*journal.c)
-        .where(journal.c.flow == name, journal.c.at <= end)
-        .order_by(journal.c.at, journal.c.seq)
+        select(c.lead_id, c.entry, c.kind, c.stage, c.at, c.reason, c.data)
+        .where(c.flow == name, c.at <= end, c.entry.in_(_REPLAYED))
+        .order_by(c.at, c.seq)
     )
+    make = Recorded._make
     with store.read() as conn:
         for row in conn.execution_options(yield_per=5000, stream_results=True).execute(query):
-            yield JournalEntry(*row)
+            yield make(row)
 
 
 def simulate(
