@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, Union, cast
 
-from sqlalchemy import select
-
 from .coerce import coerce
 from .compile import CompiledFlow, compile_flow
 from .engine import Engine
@@ -47,7 +45,6 @@ from .report import Period, Report, StageFigures, days, percent
 from .report.build import build_report
 from .store import open_store
 from .store.memory import MemoryStore
-from .store.schema import journal
 
 DAY = timedelta(days=1)
 ACTOR = "saleflow-simulate"
@@ -746,19 +743,12 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
     """The flow's recorded entries up to `end` that a replay may feed
     (not breaches nor migrations), in time order, streamed: only the
     columns the replay reads, so the database sorts and sends less."""
-    store: Any = engine.store
-    if not hasattr(store, "read"):
-        raise BadInput(f"the store {store!r} cannot be replayed")
-    c = journal.c
-    query = (
-        select(c.lead_id, c.entry, c.kind, c.stage, c.at, c.reason, c.data)
-        .where(c.flow == name, c.at <= end, c.entry.in_(_REPLAYED))
-        .order_by(c.at, c.seq)
-    )
+    read = getattr(engine.store, "iter_recorded", None)
+    if read is None:
+        raise BadInput(f"the store {engine.store!r} cannot be replayed")
     make = Recorded._make
-    with store.read() as conn:
-        for row in conn.execution_options(yield_per=5000, stream_results=True).execute(query):
-            yield make(row)
+    for row in read(name, end, _REPLAYED):
+        yield make(row)
 
 
 def simulate(
