@@ -27,9 +27,8 @@ exception marks the store broken, and every later transaction refuses.
 
 from __future__ import annotations
 
-import heapq
 import json
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -74,9 +73,11 @@ class MemoryStore:
         self.keeps_journal = journal
         self._leads: dict[str, _Kept] = {}
         self._counts: Counter[tuple[str, str]] = Counter()  # (flow, stage) -> leads
-        # (flow, stage) -> lead -> (score, since, order): one line per stage
-        self._lines: dict[tuple[str, str], dict[str, tuple[float, datetime]]] = {}
-        self._waiting: dict[str, tuple[str, str]] = {}  # lead -> (flow, stage)
+        # (flow, stage) -> the line, in order: (-score, since, lead) ascending
+        self._lines: dict[tuple[str, str], list[tuple[float, datetime, str]]] = {}
+        self._waiting: dict[
+            str, tuple[tuple[str, str], tuple[float, datetime, str]]
+        ] = {}  # lead -> line, place
         self._breaches: dict[tuple[str, str, int, datetime], SlaBreach] = {}
         self._seq = 0
         self._broken = False
@@ -116,7 +117,7 @@ class MemoryStore:
         out: list[tuple[str, str, float, datetime]] = []
         for (line_flow, stage), line in self._lines.items():
             if line_flow == flow:
-                out.extend((lead_id, stage, score, since) for lead_id, (score, since) in line.items())
+                out.extend((lead_id, stage, -score, since) for score, since, lead_id in line)
         return sorted(out)
 
     def journal(self, lead_id: str) -> list[JournalEntry]:
@@ -310,37 +311,33 @@ class MemoryTransaction:
         same stage keeps its place in time and takes the new score."""
         store = self._store
         key = (flow, stage)
-        found = store._waiting.get(lead_id)
         since = at
+        found = store._waiting.get(lead_id)
         if found is not None:
-            line = store._lines[found]
-            if found == key:
-                since = line[lead_id][1]
-            del line[lead_id]
-        store._lines.setdefault(key, {})[lead_id] = (score, since)
-        store._waiting[lead_id] = key
+            if found[0] == key:
+                since = found[1][1]
+            self.remove_waiting(lead_id)
+        place = (-score, since, lead_id)
+        insort(store._lines.setdefault(key, []), place)
+        store._waiting[lead_id] = (key, place)
 
     def remove_waiting(self, lead_id: str) -> None:
         store = self._store
-        key = store._waiting.pop(lead_id, None)
-        if key is not None:
-            del store._lines[key][lead_id]
-
-    def _line(self, flow: str, stage: str, limit: int) -> list[tuple[float, datetime, str]]:
-        line = self._store._lines.get((flow, stage))
-        if not line:
-            return []
-        return heapq.nsmallest(limit, ((-score, since, lead_id) for lead_id, (score, since) in line.items()))
+        found = store._waiting.pop(lead_id, None)
+        if found is not None:
+            line = store._lines[found[0]]
+            del line[bisect_left(line, found[1])]
 
     def waiting(self, flow: str, stage: str, limit: int) -> list[str]:
         """Highest score first; equal scores in the order they started waiting."""
-        return [lead_id for _, _, lead_id in self._line(flow, stage, limit)]
+        return [lead_id for _, _, lead_id in self._store._lines.get((flow, stage), [])[:limit]]
 
     def waiting_line(self, flow: str, stage: str, limit: int) -> list[tuple[Lead, datetime]]:
         """Up to `limit` leads waiting for `stage`, each with the time it
         started waiting; best stored score first."""
         leads = self._store._leads
-        return [(leads[lead_id].lead.copy(), since) for _, since, lead_id in self._line(flow, stage, limit)]
+        line = self._store._lines.get((flow, stage), [])
+        return [(leads[lead_id].lead.copy(), since) for _, since, lead_id in line[:limit]]
 
     def record_breach(self, breach: SlaBreach) -> bool:
         key = (breach.lead_id, breach.stage, breach.cycle, breach.entered_at)

@@ -150,8 +150,12 @@ class ReportQueries:
         if self.dialect == "sqlite":
             # Stored as fixed-width ISO text: 2026-03-01T09:30:00.123456+00:00
             # unixepoch() is SQLite 3.38+; strftime('%s') works everywhere, a little slower
+            # The whole seconds from the text without its fraction: given the
+            # fraction, SQLite rounds to the nearest second (its julian-day
+            # arithmetic), a second too many from .5 on.
             new = sqlite3.sqlite_version_info >= (3, 38)
-            whole = func.unixepoch(column) if new else func.strftime("%s", column)
+            seconds = func.substr(column, 1, 19)
+            whole = func.unixepoch(seconds) if new else func.strftime("%s", seconds)
             return cast(whole, BigInteger) * 1_000_000 + cast(func.substr(column, 21, 6), BigInteger)
         return cast(func.round(extract("epoch", column) * 1_000_000), BigInteger)
 
