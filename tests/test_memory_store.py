@@ -102,12 +102,7 @@ def test_memory_store_holds_what_the_sql_store_holds(history: tuple[str, datetim
                     store.iter_histories(flow.name, group=group, touches=True, chunk=7)
                 )
 
-                def counts(source: Any) -> list[tuple[str, str, int]]:
-                    return sorted(
-                        (str(r.group), r.stage, r.leads) for r in source.stage_counts(flow.name, group=group)
-                    )
-
-                assert counts(memory) == counts(store)
+                assert _counts(memory, flow.name, group) == _counts(store, flow.name, group)
             assert memory.lead_versions(flow.name) == store.lead_versions(flow.name)
             middle = end - timedelta(days=12)
             assert memory.sla_breach_counts(flow.name) == store.sla_breach_counts(flow.name)
