@@ -3,7 +3,7 @@ store holds after the same work.
 
 A recorded demo history (tests/simhistory.py: creates, sets, events,
 requested, refused and forced moves, recycles, a capacity queue, SLA
-breaches) is replayed by `saleflow.simulate.Replay`, the engine's own
+breaches) is replayed by `saleflow.views.simulate.Replay`, the engine's own
 `Work`, once into a fresh SQL store on each backend and once into a
 `MemoryStore`; then every lead, event, journal entry, breach and waiting
 line, and every read a report makes, must be the same."""
@@ -21,11 +21,11 @@ from saleflow import Engine
 from saleflow.compile import compile_flow
 from saleflow.errors import Conflict
 from saleflow.journal import JournalEntry
-from saleflow.parse import load_flow
+from saleflow.language.parse import load_flow
 from saleflow.records import EventRecord, Lead, ReportSource, SlaBreach
-from saleflow.simulate import ACTOR, Replay, _recorded
 from saleflow.store import open_store
 from saleflow.store.memory import MemoryStore, micros
+from saleflow.views.simulate import ACTOR, Replay, _recorded
 
 
 @pytest.fixture(scope="module")

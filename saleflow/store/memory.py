@@ -2,7 +2,7 @@
 `ReportSource` reads of records.py, in memory, for one process.
 
 Layer 3, beside the SQL store.  `saleflow simulate` replays a recorded
-journal through the engine's own `Work` (progress.py) into one of these,
+journal through the engine's own `Work` (runtime/moves.py) into one of these,
 then builds the simulated report from it: no SQL, no sealing, no disk.
 
 What it keeps, per lead: the lead itself, its events (by cycle, in time
