@@ -2,24 +2,31 @@
 (SPEC §7, `saleflow simulate`).
 
 Layer 5.  The recorded entries of the flow's leads are read from the user's
-database in time order (`at`, then `seq`) and fed, one by one, to the real
-engine's `Work` on a scratch SQLite store in memory (gone when it ends):
-leads created with their first fields, fields set, events, imported placements, and the moves someone asked for (entries marked
+database in time order (`at`, then `seq`; `SqlStore.iter_recorded`, only
+the columns a replay reads) and fed, one by one, to the real engine's
+`Work` (runtime/moves.py: the move semantics are the engine's, not a copy)
+on a scratch `MemoryStore` (store/memory.py: plain dicts, gone when it
+ends): leads created with their first fields, fields set, events, imported
+placements, and the moves someone asked for (entries marked
 ``"requested": true`` by `Work.request`; in journals written before that
 mark, the kinds no gate makes on its own: force and exit).  Automatic moves
 and SLA breaches are not replayed: FLOW's own gates make them again.
 
-Time passes as it did: between entries the engine ticks at each midnight
-(UTC) at which a lead's time-dependent conditions could have changed — a
-window closing on one of its events, `days_in_stage`/`days_since…` crossing
-a number the flow compares them with, its stage's SLA running out — so a
-history that was ticked every midnight (a daily worker) is replayed exactly.
-Ticking a lead when nothing changed for it is a no-op, so only those leads
-are visited: the cost grows with the entries, not with leads times days.
+Time passes as it did: between entries the engine ticks a lead at each
+midnight (UTC) at which time could open one of the gates automatic
+progress tries from its stage — a window closing on one of that window's
+events, `days_in_stage`/`days_since…` reaching a number the flow compares
+them with, its stage's SLA running out — so a history that was ticked every
+midnight (a daily worker) is replayed exactly.  A value that time can only
+move the other way is not watched (a window closing under `score >= 60`
+with positive points: the score only falls); a lead waiting in a queue is
+watched for any change of its score, which orders the queue.  Ticking a
+lead when nothing can change is a no-op, so only due leads are visited:
+the cost grows with the entries, not with leads times days.
 
 The user's database is only read.  The recorded report and the simulated
-one are both built by `saleflow.report`; the queue for capacity is watched
-as the engine fills and empties it.
+one are both built by `saleflow.views.report`; the queue for capacity is
+watched as the engine fills and empties it.
 """
 
 from __future__ import annotations
