@@ -46,6 +46,7 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/scale.py --import
 
 # Listings, tick and import at 100,000 and 1,000,000 leads on SQLite (minutes).

@@ -41,14 +41,15 @@ from ..errors import (
 from ..language.parse import parse_flow, read_source
 from ..limits import one_line
 from ..model.flow import Flow, duration_text
+from ..records import DEFAULT_URL
 from ..views import serialise
 from ..views.diagram import to_dot, to_mermaid
+from ..wording import plural as _plural
 
 if TYPE_CHECKING:
     from ..records import Lead
     from ..runtime.engine import Deployment, Engine
 
-DEFAULT_DB = "sqlite:///saleflow.db"
 
 # --------------------------------------------------------------------------
 # Plumbing: settings, errors, flow files
@@ -84,10 +85,6 @@ class TimeParam(click.ParamType):
 
 
 TIME = TimeParam()
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
@@ -208,7 +205,7 @@ def write_output(text: str, output: str | None) -> None:
 @click.option(
     "--db",
     envvar="SALEFLOW_DB",
-    default=DEFAULT_DB,
+    default=DEFAULT_URL,
     show_default=True,
     show_envvar=True,
     metavar="URL",
@@ -1062,7 +1059,7 @@ def report_command(
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":
-        from ..views.html import render_html
+        from ..views.page import render_html
 
         text = render_html(report)
     else:
@@ -1097,8 +1094,8 @@ def simulate_command(
     """What if: replay the recorded history of FLOW's leads through FLOW in a
     scratch store (nothing is written to the database) and show the
     simulated funnel beside the recorded one."""
-    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
     from ..views.report import Period
+    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
 
     flow = load_checked_flow(flow_file)
     period = Period.parse(since, until)
@@ -1581,3 +1578,7 @@ from ..service.commands import serve_command, token_group  # noqa: E402
 
 main.add_command(serve_command)
 main.add_command(token_group)
+
+from .webhook import webhook_group  # noqa: E402
+
+main.add_command(webhook_group)

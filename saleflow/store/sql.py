@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import BadInput, Conflict, NotFound, WrongKey
 from ..journal import GENESIS_HASH, JournalEntry, key_fingerprint, key_from_environment
 from ..model.identity import is_identity
-from ..records import EventRecord, Lead, SlaBreach, Store, Transaction
+from ..records import DEFAULT_URL, EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,
     advisory_key,
@@ -980,9 +980,7 @@ def _abandon(conn: Connection) -> None:
             conn.invalidate()
 
 
-def open_store(
-    url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0, key: bytes | None = None
-) -> SqlStore:
+def open_store(url: str = DEFAULT_URL, *, lock_timeout: float = 5.0, key: bytes | None = None) -> SqlStore:
     """Open the saleflow database at `url`, creating or migrating its schema
     on first use.
 

@@ -44,13 +44,12 @@ from ..coerce import coerce
 from ..compile import CompiledFlow, compile_flow
 from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
-from ..model.flow import (
+from ..model.expr import (
     And,
     AtLeast,
     Compare,
     DaysSince,
     Expr,
-    Flow,
     InList,
     IsSet,
     Literal,
@@ -59,6 +58,7 @@ from ..model.flow import (
     Ref,
     Window,
 )
+from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
 from ..runtime.engine import Engine
 from ..runtime.moves import FlowLookup, Work
@@ -934,7 +934,7 @@ def render_simulation_table(sim: Simulation, path: str | None = None) -> str:
 def render_simulation_html(sim: Simulation) -> str:
     """Both funnels side by side, then the comparison table, the queue and
     the refused requests; built from the report page's own parts."""
-    from . import html as page
+    from . import page
 
     a, s = sim.actual, sim.simulated
     e = page._e
