@@ -3,6 +3,7 @@
     python bench/simulate.py [--leads 100000] [--backends sqlite,postgresql]
     python bench/run.py --only simulate [--quick]
     python bench/simulate.py --leads 5000 --record sqlite:///demo.db   # a demo history
+    python bench/simulate.py --leads 5000 --recorded sqlite:///demo.db # measure on it
 
 The recorded store: `--leads` leads of flows/the_model.flow over 180 days,
 each with a generated life (first fields, web visits, content downloads,
@@ -18,9 +19,10 @@ once per run and not timed.
 
 Then, each measured on the same database: `report_for` (what `saleflow
 report --format json` computes), and `simulate` of the same flow file (the
-whole replay into a scratch SQLite file and both reports).  The figure is
-the multiple simulate / report; the same-flow simulated report must equal
-the recorded one, which is checked too.
+journal read, the whole replay into a scratch `MemoryStore` and both
+reports).  The figures are the multiples simulate / report, in wall time
+and in CPU time; the same-flow simulated report must equal the recorded
+one, which is checked too.
 """
 
 from __future__ import annotations
