@@ -937,18 +937,18 @@ def render_simulation_html(sim: Simulation) -> str:
     from . import page
 
     a, s = sim.actual, sim.simulated
-    e = page._e
+    e = page.esc
     rows = []
     for name, team, before, after in _pairs(sim):
-        cells = [page._td(name, False), page._td(team or "-", False)]
+        cells = [page.td(name, False), page.td(team or "-", False)]
         for f in (
             lambda x: f"{x.entered:,}",
             lambda x: f"{x.advanced:,}",
             lambda x: percent(x.conversion),
             lambda x: days(x.median_days),
         ):
-            cells.append(page._td("-" if before is None else f(before)))
-            cells.append(page._td("-" if after is None else f(after)))
+            cells.append(page.td("-" if before is None else f(before)))
+            cells.append(page.td("-" if after is None else f(after)))
         rows.append(f'<tr data-stage="{e(name)}">' + "".join(cells) + "</tr>")
     headers = [("stage", False), ("team", False)]
     for what in ("entered", "advanced", "conversion", "median days"):
@@ -965,16 +965,16 @@ def render_simulation_html(sim: Simulation) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{e(title)}</title>\n<style>{page._CSS}\n.pair {{ display: grid; "
+        f"<title>{e(title)}</title>\n<style>{page.CSS}\n.pair {{ display: grid; "
         "grid-template-columns: 1fr 1fr; gap: 20px; }}</style>\n</head>\n<body>\n"
         f'<header><h1>{e(title)}</h1><p class="meta">flow <code>{e(s.flow)}</code> version {s.version} '
         f"replayed over the recorded history (version {a.version}) · period: {e(s.period)} · "
         f"{sim.replayed:,} entries replayed, {sim.ticks:,} ticks</p></header>\n"
         '<div class="pair">'
-        f'<section id="recorded"><h2>Recorded (version {a.version})</h2>\n{page._funnel(a)}</section>'
-        f'<section id="simulated"><h2>Simulated (version {s.version})</h2>\n{page._funnel(s)}</section>'
+        f'<section id="recorded"><h2>Recorded (version {a.version})</h2>\n{page.funnel(a)}</section>'
+        f'<section id="simulated"><h2>Simulated (version {s.version})</h2>\n{page.funnel(s)}</section>'
         "</div>\n"
-        f'<section id="stages"><h2>Stages, recorded and simulated</h2>\n{page._table(headers, rows)}</section>\n'
+        f'<section id="stages"><h2>Stages, recorded and simulated</h2>\n{page.table(headers, rows)}</section>\n'
         f'<section id="sla"><h2>SLA breaches: {a.sla_breaches:,} recorded, {s.sla_breaches:,} simulated</h2></section>\n'
         f'<section id="waiting"><h2>Waiting for capacity: at most {sim.most_waiting:,} at once</h2>'
         f"<ul>{waiting}</ul></section>\n"
