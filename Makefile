@@ -48,6 +48,12 @@ bench: venv
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scale.py --import
 
+# 1, 2 and 4 `saleflow worker` processes on 100,000 due leads on PostgreSQL
+# (SALEFLOW_BENCH_PG; minutes).
+.PHONY: bench-workers
+bench-workers: venv
+	$(BIN)/python bench/workers.py
+
 # Listings, tick and import at 100,000 and 1,000,000 leads on SQLite (minutes).
 .PHONY: bench-scale
 bench-scale: venv

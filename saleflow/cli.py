@@ -1581,3 +1581,7 @@ from .service.commands import serve_command, token_group  # noqa: E402
 
 main.add_command(serve_command)
 main.add_command(token_group)
+
+from .cli_worker import worker_command  # noqa: E402
+
+main.add_command(worker_command)
