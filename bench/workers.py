@@ -77,8 +77,25 @@ def seed(name: str, n: int) -> float:
     _admin(f'CREATE DATABASE "{name}"')
     _saleflow(name, "deploy", str(FLOW))
     with psycopg.connect(_dsn(name), autocommit=True) as con:
-        columns = {row[0] for row in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'leads'")}
-        names = ["id", "flow", "version", "stage", "fields", "cycle", "entered_at", "created_at", "updated_at", "score", "revision"]
+        columns = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'leads'"
+            )
+        }
+        names = [
+            "id",
+            "flow",
+            "version",
+            "stage",
+            "fields",
+            "cycle",
+            "entered_at",
+            "created_at",
+            "updated_at",
+            "score",
+            "revision",
+        ]
         due = "due_at" in columns  # the due-time index (issue 12 item 1), where this code has it
         if due:
             names.append("due_at")
@@ -120,7 +137,11 @@ def run_workers(database: str, k: int, batch: int) -> tuple[float, float, list[i
             if proc.returncode != 0:
                 raise SystemExit(f"a worker failed ({proc.returncode}): {log.read_text()[-2000:]}")
         taken = [
-            sum(int(m.group(1).replace(",", "")) for m in map(CHUNK_LINE.search, log.read_text().splitlines()) if m)
+            sum(
+                int(m.group(1).replace(",", ""))
+                for m in map(CHUNK_LINE.search, log.read_text().splitlines())
+                if m
+            )
             for log in logs
         ]
     return wall, cpu, taken
@@ -133,7 +154,9 @@ def moved(database: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--batch", type=int, default=500)
@@ -155,7 +178,9 @@ def main() -> None:
     try:
         order = [("tick", 0)] + [("workers", k) for k in counts]
         for run in range(args.runs):
-            for kind, k in order if run % 2 == 0 else list(reversed(order)):  # alternate, so drift hits both ends
+            for kind, k in (
+                order if run % 2 == 0 else list(reversed(order))
+            ):  # alternate, so drift hits both ends
                 name = f"{template}_run"
                 _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
@@ -165,7 +190,9 @@ def main() -> None:
                         _saleflow(name, "tick")
                         wall = time.perf_counter() - start
                         walls.setdefault("tick", []).append(wall)
-                        print(f"  run {run + 1}: tick (one process, every lead) {wall:7.1f} s, moved {moved(name):,}")
+                        print(
+                            f"  run {run + 1}: tick (one process, every lead) {wall:7.1f} s, moved {moved(name):,}"
+                        )
                         continue
                     wall, cpu, taken = run_workers(name, k, args.batch)
                     count = moved(name)
@@ -182,7 +209,9 @@ def main() -> None:
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     base = statistics.median(walls[counts[0]])
-    print(f"median wall time of {args.runs} run(s), speed-up against {counts[0]} worker(s) of this invocation:")
+    print(
+        f"median wall time of {args.runs} run(s), speed-up against {counts[0]} worker(s) of this invocation:"
+    )
     if "tick" in walls:
         tick = statistics.median(walls["tick"])
         print(f"  tick         {tick:7.1f} s   ({base / tick:.2f}x of one worker's speed)")

@@ -102,7 +102,9 @@ def parse_interval(text: str) -> float:
         raise BadInput(f'--interval takes a number of seconds, not "{_cut(value)}"')
     seconds = float(value)
     if not math.isfinite(seconds) or not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
-        raise BadInput(f"--interval must be from {MIN_INTERVAL:g} to {MAX_INTERVAL:,.0f} seconds, not {value}")
+        raise BadInput(
+            f"--interval must be from {MIN_INTERVAL:g} to {MAX_INTERVAL:,.0f} seconds, not {value}"
+        )
     return check_interval(seconds)
 
 

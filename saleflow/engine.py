@@ -632,7 +632,7 @@ class Engine:
 
         def body(tx: Transaction) -> int:
             now = self._when(when)
-            claimed[:] = tx.claim_due(now, flow, limit)
+            claimed[:] = [lead.id for lead in tx.claim_due(now, flow, limit)]
             if not claimed:
                 return 0
             with write_behind(tx, claimed) as work_tx:

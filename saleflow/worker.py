@@ -258,7 +258,7 @@ def one_at_a_time(engine: Engine, stop: threading.Event, waiting: Callable[[str]
 
 
 def _holder(fd: int) -> str:
-    """" (pid N)" for the worker that holds the lock, as it wrote it."""
+    """ " (pid N)" for the worker that holds the lock, as it wrote it."""
     with suppress(OSError, ValueError):
         pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
         return f" (pid {pid})"
