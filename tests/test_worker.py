@@ -170,11 +170,11 @@ def test_workers_on_postgresql_split_the_due_leads(pg_url: str, tmp_path: Path) 
     with Engine.open(parse_flow(DUE, "due.flow"), db=pg_url, now=T0, actor="setup"):
         pass
     logs = [tmp_path / f"worker-{n}.log" for n in range(4)]
-    with _reaped([_worker(pg_url, log, "--batch", "25", "--interval", "0.05") for log in logs]) as procs:
+    with _reaped([_worker(pg_url, log, "--batch", "10", "--interval", "0.05") for log in logs]) as procs:
         # Every worker polls an empty database before any work appears, so
         # that none has a head start.
         _wait_for(lambda: all("started" in log.read_text() for log in logs), "start", procs)
-        due, _ = _build(pg_url, due=3000, not_due=300)
+        due, _ = _build(pg_url, due=1500, not_due=100)
         _wait_for(lambda: sum(_moved(pg_url).values()) >= len(due), "drain", procs)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -198,13 +198,13 @@ def test_workers_on_postgresql_split_the_due_leads(pg_url: str, tmp_path: Path) 
 def test_workers_killed_with_9_mid_chunk_lose_nothing(db_url: str, tmp_path: Path, workers: int) -> None:
     """Rounds of: start workers, wait until a chunk has committed, kill them
     all with -9 while they are busy.  Then a clean worker drains the rest."""
-    due, _ = _build(db_url, due=4000, not_due=200)
+    due, _ = _build(db_url, due=1500, not_due=100)
     rounds = killed_busy = 0
     before = 0
     while rounds < 6:
         rounds += 1
         logs = [tmp_path / f"round-{rounds}-{n}.log" for n in range(workers)]
-        with _reaped([_worker(db_url, log, "--batch", "20", "--interval", "0.05") for log in logs]) as procs:
+        with _reaped([_worker(db_url, log, "--batch", "10", "--interval", "0.05") for log in logs]) as procs:
             _wait_for(lambda: _moved_count(db_url) > before, "commit", procs)  # noqa: B023
             time.sleep(0.05 * rounds)  # somewhere in a later chunk
             for proc in procs:
