@@ -27,13 +27,14 @@ from .batch import chunked, write_behind
 from .check import check
 from .coerce import as_utc, coerce, default_actor, parse_time
 from .compile import CompiledFlow, compile_flow
+from .due import sla_days, sla_due
 from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
 from .identity import identity
 from .journal import ENTRY_KINDS, JournalEntry
 from .limits import MAX_INT, MAX_INT32, check_id, check_int, check_text, check_time, number_text, one_line
 from .model import Flow
 from .parse import load_flow, parse_flow
-from .progress import Step, Work, sla_days, sla_due
+from .progress import Step, Work
 from .records import (
     EventRecord,
     FieldValue,
@@ -599,8 +600,10 @@ class Engine:
         progress: Callable[[int], None] | None = None,
     ) -> TickResult:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
-        for every lead (as of `at`, default now); returns the number of moves,
-        with the number of SLA breaches recorded as its `sla_breaches`."""
+        (as of `at`, default now) of the leads whose due time has come (SPEC
+        §8): every other lead would come out of it unchanged.  Returns the
+        number of moves, with the number of SLA breaches recorded as its
+        `sla_breaches`.  `progress(n)` is called after each chunk."""
         return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress)
 
     def work_due(
@@ -664,7 +667,15 @@ class Engine:
             self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
         when = self._at(at)
         moves = breaches = 0
-        for leads in self.store.iter_leads(flow=flow, chunk=chunk):
+        # A tick visits the leads due (in id order, as a visit of every lead
+        # would meet them); a lead that comes due during the walk, after the
+        # time it started at, waits for the next tick.
+        walk = (
+            self.store.iter_due(when or self.now(), flow=flow, chunk=chunk)
+            if sla
+            else self.store.iter_leads(flow=flow, chunk=chunk)
+        )
+        for leads in walk:
             ids = [lead.id for lead in leads]
             entries: list[JournalEntry] = []
 

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "guards": 2,
     "coerce": 2,
     "compile": 3,
+    "due": 3,
     "store": 3,
     "migrations": 3,
     "engine": 4,
