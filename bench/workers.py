@@ -13,7 +13,9 @@ and times them from the first start to the last exit.  Per run it prints
 the wall time, the speed-up over one worker *measured in the same
 invocation*, the `moved` journal entries (which must equal N for every K:
 the bench fails otherwise), how many leads each worker took (from its log
-lines), and the workers' CPU seconds against the wall time.  A `tick` of
+lines), and the CPU seconds of the workers and of the PostgreSQL server's processes
+(from /proc: every session's, so other load on the server counts too)
+against the wall time, and the load average when the run started.  A `tick` of
 the same database (one process, every lead) is timed too, as a reference.
 
 PostgreSQL at `SALEFLOW_BENCH_PG` (default
@@ -147,6 +149,25 @@ def run_workers(database: str, k: int, batch: int) -> tuple[float, float, list[i
     return wall, cpu, taken
 
 
+def server_cpu() -> float:
+    """CPU seconds used so far by the local PostgreSQL server's processes
+    (every session's, other users' too), from /proc; 0 where there is none.
+    A session's process ends with its connection: the postmaster's reaped
+    children's time (cutime, cstime) keeps what those used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(") ")
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
 def moved(database: str) -> int:
     with psycopg.connect(_dsn(database), autocommit=True) as con:
         row = con.execute("SELECT count(*) FROM journal WHERE entry = 'moved'").fetchone()
@@ -194,14 +215,18 @@ def main() -> None:
                             f"  run {run + 1}: tick (one process, every lead) {wall:7.1f} s, moved {moved(name):,}"
                         )
                         continue
+                    load = os.getloadavg()[0]
+                    before = server_cpu()
                     wall, cpu, taken = run_workers(name, k, args.batch)
+                    server = server_cpu() - before
                     count = moved(name)
                     walls.setdefault(k, []).append(wall)
                     ok = count == args.leads and sum(taken) == args.leads
                     failed |= not ok
                     print(
                         f"  run {run + 1}: {k} worker{'s' if k > 1 else ' '} {wall:7.1f} s wall, "
-                        f"{cpu:7.1f} s CPU in the workers ({cpu / wall:.2f} cores), moved {count:,}"
+                        f"CPU: workers {cpu:.1f} s ({cpu / wall:.2f} cores), PostgreSQL {server:.1f} s "
+                        f"({server / wall:.2f} cores), load {load:.1f}; moved {count:,}"
                         f"{'' if ok else ' — NOT the number due!'}; leads per worker {', '.join(f'{t:,}' for t in taken)}"
                     )
                 finally:
