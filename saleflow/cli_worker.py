@@ -76,9 +76,14 @@ def worker_command(ctx: click.Context, flow: str | None, once: bool, batch: str,
         worker = Worker(engine, flow=flow, batch=size, interval=seconds)
         with _stopped_by_signals(worker.stop):
             totals = worker.run(once=once, waiting=lambda text: click.echo(one_line(text), err=True))
-    breaches = f"{totals.sla_breaches:,} SLA breach" + ("" if totals.sla_breaches == 1 else "es")
-    moves = f"{totals.moves:,} move" + ("" if totals.moves == 1 else "s")
-    click.echo(f"{moves} made, {breaches} recorded ({totals.leads:,} leads in {totals.chunks:,} chunks)")
+    click.echo(
+        f"{_plural(totals.moves, 'move')} made, {_plural(totals.sla_breaches, 'SLA breach', 'es')} recorded "
+        f"({_plural(totals.leads, 'lead')} in {_plural(totals.chunks, 'chunk')})"
+    )
+
+
+def _plural(count: int, word: str, ending: str = "s") -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else ending)
 
 
 def parse_batch(text: str) -> int:
