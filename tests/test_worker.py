@@ -17,6 +17,7 @@ timing.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -252,6 +253,32 @@ def test_sigterm_finishes_the_chunk_in_hand_and_exits_0(db_url: str, tmp_path: P
     assert sum(chunks) == moved and set(chunks) == {100}  # ... after whole chunks only
     _nothing_half_written(db_url)
     _audit_verify(db_url)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_in_the_middle_of_a_chunk_lets_that_chunk_commit(db_url: str, signum: int) -> None:
+    """The signal comes from inside the first chunk's transaction (the
+    engine's `alongside` hook runs there, before the claim): that chunk
+    commits whole, no other starts, and the command exits 0."""
+    _build(db_url, due=300)
+    signalled: list[bool] = []
+
+    def interrupt(_tx: object) -> None:
+        if not signalled:
+            signalled.append(True)
+            os.kill(os.getpid(), signum)  # handled at once, in this thread
+
+    previous = signal.getsignal(signum)
+    with Engine.open(db=db_url) as engine, engine.alongside(interrupt):
+        result = CliRunner().invoke(
+            main, ["--db", db_url, "--now", NOW.isoformat(), "worker", "--batch", "40", "--interval", "60"]
+        )
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert signalled
+    assert _moved_count(db_url) == 40  # the chunk in hand, and only it
+    assert result.stdout.startswith("40 moves made")
+    assert signal.getsignal(signum) == previous  # the command put the handler back
+    _nothing_half_written(db_url)
 
 
 def test_a_second_worker_on_sqlite_says_so_and_waits(sqlite_url: str, tmp_path: Path) -> None:
