@@ -355,6 +355,22 @@ def test_work_due_through_the_python_api(db_url: str) -> None:
             engine.work_due(flow="nope")
 
 
+def test_flow_takes_only_that_flows_leads(db_url: str) -> None:
+    due, _ = _build(db_url, due=20)
+    with Engine.open(
+        parse_flow(DUE.replace("flow due", "flow other"), "other.flow"), db=db_url, now=T0
+    ) as engine:
+        engine.add_leads(((f"other-{n}", {}) for n in range(15)), flow="other")
+    args = ["--db", db_url, "--now", NOW.isoformat(), "worker", "--once", "--batch", "7"]
+    result = CliRunner().invoke(main, [*args, "--flow", "other"])
+    assert result.exit_code == 0, result.output
+    assert set(_moved(db_url)) == {f"other-{n}" for n in range(15)}
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert set(_moved(db_url)) == due | {f"other-{n}" for n in range(15)}
+    assert set(_moved(db_url).values()) == {1}
+
+
 # A stage that holds one lead; the holder moves on after a day in it.  The
 # score counts pings of the last day, so it falls as time passes.
 CAPACITY = """\
