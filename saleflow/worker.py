@@ -4,8 +4,8 @@ Layer 4, beside the engine.  A pass runs the worker's steps in order; each
 does some work and says how much.  The first step ticks the leads whose due
 time has come, a chunk per transaction (`Engine.work_due`), until none is
 left.  A step is a plain callable in `Worker.steps`, so delivering webhooks
-after the chunks is one more entry there.  A pass that did nothing is
-followed by a wait of `interval` seconds.
+after the chunks is one more entry there.  Each pass is followed by a wait
+of `interval` seconds.
 
 `Worker.stop()` (the CLI calls it on SIGTERM and SIGINT) ends the loop once
 the chunk in hand has committed.  A worker killed outright loses nothing:
@@ -95,9 +95,17 @@ class Worker:
     def tick_due(self) -> int:
         """Chunks of due leads (`Engine.work_due`) until none is left or
         the worker is stopping; one log line per chunk.  Returns the number
-        of leads re-evaluated."""
+        of leads re-evaluated.
+
+        A re-evaluated lead's next due time is after the time it was
+        re-evaluated at, except for a lead re-evaluation cannot touch (one
+        in a stage its flow's version does not have: `audit verify` names
+        it).  Such a lead comes back in the next claim; the step says so
+        once and goes on while the chunks bring other leads, and ends when
+        a chunk brings nothing else, rather than claim it forever."""
         done = 0
         previous: frozenset[str] = frozenset()
+        warned = False
         while not self.stopping:
             chunk = self.engine.work_due(flow=self.flow, limit=self.batch)
             if not chunk.leads:
@@ -105,19 +113,15 @@ class Worker:
             self._count(chunk)
             done += chunk.leads
             again = previous.intersection(chunk.lead_ids)
-            if again:
-                # A re-evaluated lead's next due time is after the time it
-                # was re-evaluated at; one claimed again at once would keep
-                # this step busy forever.  Say so, and leave it to the next pass.
+            if again and not warned:
                 LOG.warning(
-                    "worker: %d lead(s) were still due after re-evaluation (%s); "
-                    "leaving them to the next pass",
-                    len(again),
-                    ", ".join(sorted(again)[:3]),
+                    "worker: %s still due after re-evaluation (%s); `saleflow audit verify` says why",
+                    _plural(len(again), "lead was", "leads were"),
+                    ", ".join(sorted(again)[:3]) + (", …" if len(again) > 3 else ""),
                 )
-                break
-            if chunk.leads < self.batch:
-                break  # the claim found fewer than it asked for: nothing else is due now
+                warned = True
+            if len(again) == chunk.leads or chunk.leads < self.batch:
+                break  # nothing but those leads, or fewer than asked for: nothing else is due now
             previous = frozenset(chunk.lead_ids)
         return done
 
@@ -164,16 +168,17 @@ class Worker:
             )
             while not self.stopping:
                 try:
-                    done = self.run_pass()
+                    self.run_pass()
                 except (Unavailable, Conflict) as err:
                     if once:
                         raise
                     LOG.warning("worker: %s; trying again in %g s", err, self.interval)
-                    done = 0
                 if once:
                     break
-                if not done:
-                    self._idle()
+                # A pass ends when nothing is left due (or a lead stayed due
+                # after re-evaluation: see `tick_due`); leads come due with
+                # time, so look again after `interval`, never at once.
+                self._idle()
         return self.totals
 
     def _idle(self) -> None:

@@ -371,6 +371,24 @@ def test_flow_takes_only_that_flows_leads(db_url: str) -> None:
     assert set(_moved(db_url).values()) == {1}
 
 
+def test_a_lead_that_stays_due_neither_stops_the_drain_nor_spins(db_url: str) -> None:
+    """A lead in a stage its version lacks (as after tampering) cannot be
+    re-evaluated, so its due time never moves on: the worker says so once,
+    drains the other leads around it, and ends."""
+    due, _ = _build(db_url, due=20)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE leads SET stage = 'gone' WHERE id = 'due-000007'"))
+    engine.dispose()
+    result = CliRunner().invoke(
+        main, ["--db", db_url, "--now", NOW.isoformat(), "worker", "--once", "--batch", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert set(_moved(db_url)) == due - {"due-000007"}
+    warnings = [line for line in result.stderr.splitlines() if "still due after re-evaluation" in line]
+    assert len(warnings) == 1 and "due-000007" in warnings[0], result.stderr
+
+
 # A stage that holds one lead; the holder moves on after a day in it.  The
 # score counts pings of the last day, so it falls as time passes.
 CAPACITY = """\
