@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from saleflow.check import check  # noqa: E402
-from saleflow.parse import load_flow  # noqa: E402
-from saleflow.testing import run_tests  # noqa: E402
+from saleflow.check.rules import check  # noqa: E402
+from saleflow.language.parse import load_flow  # noqa: E402
+from saleflow.runtime.testing import run_tests  # noqa: E402
 
 RUNS = 5
 BUDGET = 1.0  # seconds, for flows/the_model.flow

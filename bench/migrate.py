@@ -17,8 +17,8 @@ import tracemalloc
 from pathlib import Path
 
 from saleflow import Engine
-from saleflow.migration import dry_run, migrate_flow, plan_deploy, target_flow
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
+from saleflow.runtime.migration import dry_run, migrate_flow, plan_deploy, target_flow
 from saleflow.store import open_store
 
 V1 = """\

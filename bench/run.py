@@ -76,9 +76,9 @@ def median_time(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 # ---------------------------------------------------------------- language
 def bench_language(quick: bool) -> None:
-    from saleflow.check import check
+    from saleflow.check.rules import check
     from saleflow.compile import compile_flow
-    from saleflow.parse import load_flow
+    from saleflow.language.parse import load_flow
 
     def pipeline() -> None:
         flow = load_flow(FLOW)
@@ -105,8 +105,8 @@ def bench_language(quick: bool) -> None:
 def bench_flow_tests(quick: bool) -> None:
     """Issue 11: every test of the_model.flow, in-process, under a second
     (each test on its own in-memory store, through the real engine)."""
-    from saleflow.parse import load_flow
-    from saleflow.testing import run_tests
+    from saleflow.language.parse import load_flow
+    from saleflow.runtime.testing import run_tests
 
     flow = load_flow(FLOW)
     assert all(result.passed for result in run_tests(flow))  # warm, and correct
@@ -122,7 +122,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def api_ops(url: str, leads: int, ops: int) -> float:
-    from saleflow.engine import Engine
+    from saleflow.runtime.engine import Engine
 
     engine = Engine.open(FLOW, db=url, now=START, actor="bench")
     engine.add_leads(((f"lead-{i}", {"company": f"c{i}"}) for i in range(leads)), chunk=500)
@@ -423,7 +423,7 @@ def bench_ops(quick: bool, backends: list[str]) -> None:
 # --------------------------------------------------------------- memory
 SEED = """
 import sys
-from saleflow.engine import Engine
+from saleflow.runtime.engine import Engine
 url, n = sys.argv[1], int(sys.argv[2])
 engine = Engine.open(sys.argv[3], db=url, now="2026-01-01T00:00:00Z", actor="bench")
 rows = ((f"lead-{i:07d}", {"company": f"c{i}"}) for i in range(n))
@@ -433,7 +433,7 @@ engine.close()
 
 ADVANCE = """
 import resource, sys, time, json
-from saleflow.engine import Engine
+from saleflow.runtime.engine import Engine
 engine = Engine.open(db=sys.argv[1], now="2026-03-01T00:00:00Z", actor="bench")
 start = time.perf_counter()
 moves = engine.advance_all()
@@ -501,7 +501,7 @@ REPORT_NOW = "2026-09-01T00:00:00Z"
 def seed_histories(url: str, n: int, seed: int = 7) -> int:
     """`n` leads of the_model with histories; returns the number of journal
     entries (created and moved: what the report reads)."""
-    from saleflow.engine import Engine
+    from saleflow.runtime.engine import Engine
     from saleflow.store.schema import events, journal, leads, sla_breaches
 
     engine = Engine.open(FLOW, db=url, now=START, actor="bench")
@@ -616,9 +616,9 @@ def _one_history(
 
 REPORT = """
 import json, resource, sys, time
-from saleflow.engine import Engine
-from saleflow.html import render_html
-from saleflow.report import render_table, report_for
+from saleflow.runtime.engine import Engine
+from saleflow.views.html import render_html
+from saleflow.views.report import render_table, report_for
 
 def status(key):  # kB, from /proc/self/status (Linux)
     for line in open("/proc/self/status"):
@@ -696,7 +696,7 @@ def api_import(
     database (`fresh()` gives its URL), as the raw side is timed; and the
     leads and journal entries stored.  `spec` names the flow file, the flow,
     the id column and the mapping."""
-    from saleflow.engine import Engine
+    from saleflow.runtime.engine import Engine
 
     times = []
     for _ in range(repeat):
@@ -883,7 +883,7 @@ MIXED_RUNS = 3  # each figure is the median of this many runs, each on a fresh d
 
 def api_mixed(url: str, n: int, grouped: bool) -> float:
     """Seconds for `n` add_lead and 3n record calls, one transaction each."""
-    from saleflow.engine import Engine
+    from saleflow.runtime.engine import Engine
 
     engine = Engine.open(MIXED_FLOW, db=url, now=START, actor="bench")
     ids = [f"m-{i:05d}" for i in range(n)]

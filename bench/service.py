@@ -51,7 +51,7 @@ def cli(db: str, *args: str) -> str:
 
 
 def run_backend(db: str, requests_per_client: int) -> dict[str, Any]:
-    from saleflow.engine import Engine
+    from saleflow.runtime.engine import Engine
 
     cli(db, "deploy", str(FLOW))
     token = cli(db, "token", "add", f"bench-{uuid.uuid4().hex[:6]}", "--scope", "write")

@@ -10,7 +10,7 @@ seminars, inbound questions, an owner, calls, BANT fields, meetings, a
 requested advance to the manual proposal stage, contracts; some requested
 recycles on timing and exits to lost).  Feeding 100,000 such lives through
 one engine operation per transaction would take most of an hour, so the
-history is recorded by `saleflow.simulate.Replay` itself into the bench
+history is recorded by `saleflow.views.simulate.Replay` itself into the bench
 database: the same `Work` operations the engine runs, 2,000 to a
 transaction, with the engine's tick at every midnight a lead is due.  It is
 a history the engine wrote (journal, events, breaches, queue), recorded
@@ -37,11 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from saleflow.engine import Engine  # noqa: E402
 from saleflow.journal import JournalEntry  # noqa: E402
-from saleflow.parse import load_flow  # noqa: E402
-from saleflow.report import report_for  # noqa: E402
-from saleflow.simulate import Replay, simulate  # noqa: E402
+from saleflow.language.parse import load_flow  # noqa: E402
+from saleflow.runtime.engine import Engine  # noqa: E402
+from saleflow.views.simulate import Replay, simulate  # noqa: E402
+from saleflow.views.report import report_for  # noqa: E402
 
 FLOW = ROOT / "flows" / "the_model.flow"
 START = datetime(2026, 1, 1, tzinfo=UTC)

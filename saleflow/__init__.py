@@ -27,18 +27,18 @@ __version__ = "0.1.0"
 logging.getLogger("saleflow").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from .engine import Deployment, Engine
     from .errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, StoreError
-    from .importer import BadRow, BadRows, ImportResult
+    from .importing import BadRow, BadRows, ImportResult
     from .journal import JournalEntry
     from .records import AuditEntry, Blocker, Lead, LeadView, MoveVerdict
+    from .runtime.engine import Deployment, Engine
 
 _EXPORTS = {
-    "Engine": "engine",
-    "Deployment": "engine",
-    "ImportResult": "importer",
-    "BadRow": "importer",
-    "BadRows": "importer",
+    "Engine": "runtime.engine",
+    "Deployment": "runtime.engine",
+    "ImportResult": "importing",
+    "BadRow": "importing",
+    "BadRows": "importing",
     "AuditEntry": "records",
     "JournalEntry": "journal",
     "Blocker": "records",

@@ -26,7 +26,7 @@ from .limits import (
     check_time,
     one_line,
 )
-from .model import FieldDef
+from .model.flow import FieldDef
 from .records import FieldValue
 
 TRUE_WORDS = frozenset({"true", "yes", "y", "1", "t", "on"})

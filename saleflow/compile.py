@@ -32,10 +32,10 @@ from typing import Any
 from transitions import Machine
 from transitions.core import MachineError
 
-from . import graph
-from . import model as m
 from .errors import NO_SPAN, Span
-from .guards import Evaluator, Facts
+from .guards.evaluate import Evaluator, Facts
+from .model import flow as m
+from .model import graph
 
 GATED_KINDS = ("advance", "skip", "recycle", "exit")
 # Kinds that may set any stage (replay accepts them from anywhere);

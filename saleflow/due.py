@@ -40,9 +40,9 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from .compile import CompiledFlow
-from .guards import Facts
+from .guards.evaluate import Facts
 from .limits import MAX_TIME, MIN_TIME
-from .model import And, AtLeast, Compare, DaysSince, Expr, InList, IsSet, Not, Or, Ref, Stage, Window
+from .model.flow import And, AtLeast, Compare, DaysSince, Expr, InList, IsSet, Not, Or, Ref, Stage, Window
 from .records import EventRecord, FieldValue, Lead
 
 MICROSECOND = timedelta(microseconds=1)

@@ -160,8 +160,8 @@ def build_kpi_history(url: str) -> None:
     - d (east): created 2, stays in new
 
     Nothing ticks: SLA breaches are the tests' business."""
-    from saleflow.engine import Engine
-    from saleflow.parse import parse_flow
+    from saleflow.language.parse import parse_flow
+    from saleflow.runtime.engine import Engine
 
     with Engine.open(db=url, now=kpi_day(0), actor="test") as engine:
         engine.deploy(parse_flow(KPI_FLOW, "kpi.flow"))
@@ -208,7 +208,7 @@ def add_token(db: str, name: str, scope: str) -> str:
     """`saleflow token add NAME --scope SCOPE`, as a user runs it; the printed token."""
     from click.testing import CliRunner
 
-    from saleflow.cli import main
+    from saleflow.cli.app import main
 
     result = CliRunner().invoke(main, ["--db", db, "token", "add", name, "--scope", scope])
     assert result.exit_code == 0, result.output

@@ -34,7 +34,7 @@ from saleflow.limits import (
     MAX_VERSION,
     MIN_INT,
 )
-from saleflow.model import (
+from saleflow.model.flow import (
     And,
     AtLeast,
     Compare,
@@ -48,7 +48,7 @@ from saleflow.model import (
     Ref,
     Window,
 )
-from saleflow.unparse import literal_text, unparse
+from saleflow.model.unparse import literal_text, unparse
 
 OPS = ("==", "!=", "<", "<=", ">", ">=")
 ORDERING = ("<", "<=", ">", ">=")

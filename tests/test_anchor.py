@@ -26,7 +26,10 @@ from hypothesis import strategies as st
 from test_audit import T0, THE_MODEL, build, raw
 
 from saleflow import Engine
-from saleflow.anchor import (
+from saleflow.cli.app import main
+from saleflow.errors import BadInput, WrongKey
+from saleflow.journal import GENESIS_HASH, key_fingerprint
+from saleflow.runtime.anchor import (
     Anchor,
     compute_anchor,
     leaf_hash,
@@ -36,9 +39,6 @@ from saleflow.anchor import (
     read_anchor,
     rekey,
 )
-from saleflow.cli import main
-from saleflow.errors import BadInput, WrongKey
-from saleflow.journal import GENESIS_HASH, key_fingerprint
 from saleflow.store import open_store
 
 KEY = "the key"
@@ -259,7 +259,7 @@ def test_the_anchor_is_stable_and_independent_of_chunks(db_url: str) -> None:
     assert line["seq"] == engine.store.high_water()
     for chunk in (1, 2, 3, 6, 7, 8, 1000):
         assert compute_anchor(engine.store, chunk=chunk).to_json() == line
-    # the root is the definition in saleflow/anchor.py, worked out here from the heads
+    # the root is the definition in saleflow/runtime/anchor.py, worked out here from the heads
     heads = sorted(
         (lead_id, entries[-1].lead_seq, entries[-1].hash)
         for lead_id in ["a", "b", "c", "dé", "é", "Z", "a b"]
@@ -606,7 +606,7 @@ def test_an_audit_of_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_p
     database and pass (an auditor's typo would read as a clean audit)."""
     from click.testing import CliRunner
 
-    from saleflow.cli import main
+    from saleflow.cli.app import main
 
     missing = tmp_path / "typo.db"
     for args in (["audit", "verify"], ["audit", "anchor"], ["audit", "rekey"]):

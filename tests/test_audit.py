@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.journal import JournalEntry
 from saleflow.store.schema import journal
 

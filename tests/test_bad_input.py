@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = str(ROOT / "flows" / "the_model.flow")
@@ -568,8 +568,8 @@ CASES.update(FLOW_NUMBER_CASES)
 def test_the_number_flows_fit_but_for_their_one_number(tmp_path: Path) -> None:
     """The flows above are refused for their one bad number, not for anything
     else: the same flow with every number in range checks clean."""
-    from saleflow.check import check
-    from saleflow.parse import parse_flow
+    from saleflow.check.rules import check
+    from saleflow.language.parse import parse_flow
 
     assert check(parse_flow(NUMBERS_FLOW.format(**FITTING))) == []
     db = Db("sqlite", "", tmp_path)

@@ -37,10 +37,10 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import BadInput, NotFound
 from saleflow.journal import ENTRY_KINDS, JournalEntry
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 from saleflow.store import SqlStore, open_store
 from saleflow.store.schema import journal
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from saleflow.check import RULES, check
+from saleflow.check.rules import RULES, check
 from saleflow.errors import Diagnostic, FlowInvalid, Span
-from saleflow.model import Compare, Flow, Literal, Ref, Skip, Stage, Team
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
+from saleflow.model.flow import Compare, Flow, Literal, Ref, Skip, Stage, Team
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -932,8 +932,8 @@ def test_empty_list_messages_match_the_evaluator() -> None:
     value; `not in []` true for a set value, false for an unset one."""
     from datetime import UTC, datetime
 
-    from saleflow.guards import Evaluator, Facts
-    from saleflow.parse import parse_expr
+    from saleflow.guards.evaluate import Evaluator, Facts
+    from saleflow.language.parse import parse_expr
 
     parsed = parse_flow(flow(), "probe.flow")
     evaluator = Evaluator(parsed)
@@ -983,7 +983,7 @@ def test_a_flow_built_in_python_with_a_deep_chain_is_refused_not_crashed() -> No
     """A left-nested chain of 50,000 `or` nodes cannot come from flow text
     (SF007 in the parser), but a `Flow` built in Python may hold one: check
     reports it instead of recursing into a RecursionError."""
-    from saleflow.model import Compare, Flow, Literal, Or, Ref, Stage, Team
+    from saleflow.model.flow import Compare, Flow, Literal, Or, Ref, Stage, Team
 
     gate: Or | Compare = Compare("==", Ref("x"), Literal(0))
     for i in range(1, 50_000):

@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from saleflow.cli import DEFAULT_DB, SaleflowGroup, Settings, main
+from saleflow.cli.app import DEFAULT_DB, SaleflowGroup, Settings, main
 from saleflow.errors import BadInput, Conflict, NotFound, Rejected, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent

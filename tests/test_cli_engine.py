@@ -15,7 +15,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = str(ROOT / "flows" / "the_model.flow")
@@ -409,7 +409,7 @@ def test_the_actor_comes_from_the_environment(db_url: str) -> None:
 
 def test_batches_and_reports_say_how_far_they_are(db_url: str) -> None:
     """What the progress bars on a terminal are fed: every lead once."""
-    from saleflow.report import report_for
+    from saleflow.views.report import report_for
 
     cli = Cli(db_url)
     cli("deploy", str(THE_MODEL))

@@ -12,8 +12,8 @@ from transitions.core import Condition
 
 from saleflow import Engine
 from saleflow.compile import CompiledFlow, compile_flow
-from saleflow.guards import Facts
-from saleflow.parse import load_flow
+from saleflow.guards.evaluate import Facts
+from saleflow.language.parse import load_flow
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -21,9 +21,9 @@ from sqlalchemy.engine import make_url
 
 import saleflow.store
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import BadInput, Conflict
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 from saleflow.store import open_store
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

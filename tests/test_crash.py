@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from saleflow import Engine
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 
 CRASH = """\
 flow crash

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from saleflow.diagram import to_dot, to_mermaid
-from saleflow.model import Flow
-from saleflow.parse import load_flow, parse_flow
+from saleflow.language.parse import load_flow, parse_flow
+from saleflow.model.flow import Flow
+from saleflow.views.diagram import to_dot, to_mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "diagram"

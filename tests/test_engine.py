@@ -19,10 +19,10 @@ from sqlalchemy import text
 
 from saleflow import Engine
 from saleflow.errors import BadInput, NotFound, Rejected, SaleflowError
+from saleflow.language.parse import parse_flow
 from saleflow.limits import MAX_DAYS, MAX_TIME, MIN_TIME
-from saleflow.parse import parse_flow
 from saleflow.records import AuditEntry
-from saleflow.report import Period, report_for
+from saleflow.views.report import Period, report_for
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = ROOT / "flows" / "the_model.flow"
@@ -803,7 +803,7 @@ def test_migrate_refuses_a_version_without_the_lead_stage(db_url: str, tmp_path:
 def test_cli_lead_migrate(sqlite_url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from saleflow.cli import main
+    from saleflow.cli.app import main
 
     base = ["--db", sqlite_url, "--now", "2024-05-01T09:00:00Z"]
     runner = CliRunner()

@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 from saleflow import Engine
 from saleflow.compile import CompiledFlow, Move
 from saleflow.errors import SaleflowError
-from saleflow.guards import Facts
+from saleflow.guards.evaluate import Facts
 from saleflow.journal import JournalEntry
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 from saleflow.records import AuditEntry, EventRecord, FieldValue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ def check_new_entries(
 
 
 def fold(journal: list[JournalEntry]) -> tuple[str, int, dict[str, Any], dict[str, int]]:
-    """The journal replayed, independently of saleflow.audit: the stage and
+    """The journal replayed, independently of saleflow.runtime.audit: the stage and
     cycle after the last entry, the fields from `created` and `set`, the
     current cycle's event counts."""
     stage, cycle, fields = "", 1, {}

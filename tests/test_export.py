@@ -1,4 +1,4 @@
-"""`saleflow export journal|leads|stages` and `saleflow.export` (SPEC §6,
+"""`saleflow export journal|leads|stages` and `saleflow.views.export` (SPEC §6,
 "Export for BI"), on SQLite and PostgreSQL.
 
 The stages export is checked against times worked out by hand below; the
@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.csvcell import unescape_cell
-from saleflow.export import (
+from saleflow.language.parse import parse_flow
+from saleflow.views.export import (
     JOURNAL_KEYS,
     LEAD_KEYS,
     STAGE_KEYS,
@@ -36,7 +37,6 @@ from saleflow.export import (
     export_rows,
     write_to,
 )
-from saleflow.parse import parse_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = str(ROOT / "flows" / "the_model.flow")

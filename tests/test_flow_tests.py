@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saleflow.check import check
-from saleflow.cli import main
+from saleflow.check.rules import check
+from saleflow.cli.app import main
 from saleflow.errors import FlowInvalid
-from saleflow.identity import identity
-from saleflow.model import duration_text
-from saleflow.parse import parse_flow
-from saleflow.testing import run_tests
-from saleflow.unparse import unparse
+from saleflow.language.parse import parse_flow
+from saleflow.model.flow import duration_text
+from saleflow.model.identity import identity
+from saleflow.model.unparse import unparse
+from saleflow.runtime.testing import run_tests
 
 FLOW = """\
 flow shop version 1
@@ -489,9 +489,9 @@ def test_the_readme_example_flow_passes_its_tests_and_fails_as_shown() -> None:
 def test_a_database_from_before_identities_keeps_its_versions(db_url: str) -> None:
     """Rows deployed by an earlier saleflow hold a hash of the raw text, and
     may have been renumbered silently (a `version 1` file stored as 2)."""
-    from saleflow.engine import Engine
     from saleflow.errors import BadInput
-    from saleflow.identity import content_hash
+    from saleflow.model.identity import content_hash
+    from saleflow.runtime.engine import Engine
     from saleflow.store import open_store
 
     changed = FLOW.replace("capacity 1", "capacity 2")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from saleflow.check import check
-from saleflow.parse import load_flow, parse_flow
-from saleflow.testing import run_tests
+from saleflow.check.rules import check
+from saleflow.language.parse import load_flow, parse_flow
+from saleflow.runtime.testing import run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = sorted((ROOT / "flows").glob("*.flow"))
@@ -58,7 +58,7 @@ def test_flow_has_tests_and_they_pass(path: Path) -> None:
 def test_saleflow_test_command_runs_every_shipped_flow() -> None:
     from click.testing import CliRunner
 
-    from saleflow.cli import main
+    from saleflow.cli.app import main
 
     result = CliRunner().invoke(main, ["test", *map(str, FLOWS)])
     assert result.exit_code == 0, result.output

@@ -35,15 +35,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from saleflow.check import check
-from saleflow.cli import main
+from saleflow.check.rules import check
+from saleflow.cli.app import main
 from saleflow.compile import compile_flow
-from saleflow.diagram import to_dot, to_mermaid
 from saleflow.errors import FlowInvalid
-from saleflow.guards import Evaluator, Facts
-from saleflow.model import Flow
-from saleflow.parse import parse_flow
-from saleflow.unparse import unparse
+from saleflow.guards.evaluate import Evaluator, Facts
+from saleflow.language.parse import parse_flow
+from saleflow.model.flow import Flow
+from saleflow.model.unparse import unparse
+from saleflow.views.diagram import to_dot, to_mermaid
 
 EXAMPLES = int(os.environ.get("SALEFLOW_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = ROOT / "tests" / "flows" / "invalid"

@@ -9,10 +9,10 @@ from pathlib import Path
 from flowgen import valid_flows
 from hypothesis import HealthCheck, given, settings
 
-from saleflow import graph
 from saleflow.compile import compile_flow
-from saleflow.diagram import _graph
-from saleflow.parse import load_flow, parse_flow
+from saleflow.language.parse import load_flow, parse_flow
+from saleflow.model import graph
+from saleflow.views.diagram import _graph
 
 FLOWS = sorted((Path(__file__).resolve().parent.parent / "flows").glob("*.flow"))
 

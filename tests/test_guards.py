@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saleflow.errors import BadInput
-from saleflow.guards import Evaluator, Facts, format_value
-from saleflow.model import (
+from saleflow.guards.evaluate import Evaluator, Facts, format_value
+from saleflow.model.flow import (
     COMPARE_OPS,
     And,
     AtLeast,
@@ -75,13 +75,13 @@ stage a initial
 
 
 def _parse_flow(text: str) -> Flow:
-    from saleflow.parse import parse_flow
+    from saleflow.language.parse import parse_flow
 
     return parse_flow(text, "t.flow")
 
 
 def _parse_expr(text: str) -> Expr:
-    from saleflow.parse import parse_expr
+    from saleflow.language.parse import parse_expr
 
     return parse_expr(text)
 

@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import kpi_day
 
-from saleflow.cli import main
-from saleflow.engine import Engine
-from saleflow.html import render_html
-from saleflow.parse import parse_flow
-from saleflow.report import report_for
+from saleflow.cli.app import main
+from saleflow.language.parse import parse_flow
+from saleflow.runtime.engine import Engine
+from saleflow.views.html import render_html
+from saleflow.views.report import report_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (

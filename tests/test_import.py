@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from conftest import dump
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import BadInput, NotFound
-from saleflow.importer import SHOWN_BAD_ROWS, BadRows, ImportResult, import_csv, normalise
-from saleflow.parse import parse_flow
+from saleflow.importing import SHOWN_BAD_ROWS, BadRows, ImportResult, import_csv, normalise
+from saleflow.language.parse import parse_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -772,7 +772,7 @@ def test_both_ways_of_the_second_pass_agree(
 ) -> None:
     """Small files reuse the first pass's verdicts; big ones are judged
     again while applying.  Both give the same leads, history and progress."""
-    import saleflow.importer.run as importer
+    import saleflow.importing.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", kept)
     rows = ["id,at,owner,budget,stage"]

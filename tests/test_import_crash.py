@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from saleflow import Engine
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 ROWS = 25_000  # seconds of writing on the test VM, on both backends

@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import BadInput
-from saleflow.importer import BadRows
+from saleflow.importing import BadRows
+from saleflow.language.parse import parse_flow
 from saleflow.limits import MAX_CSV_ROW_BYTES, MAX_ID_LENGTH, MAX_TEXT_LENGTH
-from saleflow.parse import parse_flow
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -263,7 +263,7 @@ def test_the_database_refusing_row_2201_leaves_nothing_behind(
     """Rows 1-2,200 were written (two chunks) when the database refuses the
     third chunk: the whole file is rolled back, on both backends, whether
     the second pass reuses the first pass's verdicts or judges again."""
-    import saleflow.importer.run as importer
+    import saleflow.importing.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", kept)
     seeded(db_url)
@@ -635,7 +635,7 @@ def test_a_database_changed_between_the_passes_imports_nothing(
     """A big file is judged again while it is applied; a row that turned bad
     in between (another process wrote its lead) stops the import whole,
     even with --skip-bad, whose file was written from the first pass."""
-    import saleflow.importer.run as importer
+    import saleflow.importing.run as importer
 
     monkeypatch.setattr(importer, "KEPT_ROWS", 0)
     seeded(sqlite_url)

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saleflow import Engine
-from saleflow.audit import check_chain
-from saleflow.cli import main
-from saleflow.flowdiff import diff
-from saleflow.migration import dry_run, migrate_flow, target_flow
-from saleflow.parse import parse_flow
+from saleflow.cli.app import main
+from saleflow.language.parse import parse_flow
+from saleflow.model.diff import diff
+from saleflow.runtime.audit import check_chain
+from saleflow.runtime.migration import dry_run, migrate_flow, target_flow
 from saleflow.store import open_store
 
 NOW = "2026-03-01T10:00:00+00:00"

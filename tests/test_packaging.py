@@ -152,7 +152,7 @@ def test_installed_package_parses_and_runs_with_its_own_grammar(venv: Path, tmp_
     flow = tmp_path / "m.flow"
     flow.write_text((ROOT / "flows" / "the_model.flow").read_text())
     script = (
-        "import saleflow.parse as p\n"
+        "import saleflow.language.parse as p\n"
         "print(p.grammar_path())\n"
         "from saleflow import Engine\n"
         f"e = Engine.open({str(flow)!r}, db='sqlite:///' + {str(tmp_path / 'w.db')!r}, now='2026-01-01')\n"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from lark import Lark
 
-from saleflow import model as m
 from saleflow.errors import BadInput, FlowInvalid
+from saleflow.language.parse import grammar_path, load_flow, parse_expr, parse_flow, read_source
 from saleflow.limits import MAX_FLOW_BYTES
-from saleflow.parse import grammar_path, load_flow, parse_expr, parse_flow, read_source
+from saleflow.model import flow as m
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +153,7 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash() -> None:
     assert flow.stages[0].when is not None
 
 
-CACHE_PROBE = "import saleflow.parse as p; p.parser(); print('ok')"
+CACHE_PROBE = "import saleflow.language.parse as p; p.parser(); print('ok')"
 
 
 def _probe(cache_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from saleflow.check import check
-from saleflow.parse import parse_flow
+from saleflow.check.rules import check
+from saleflow.language.parse import parse_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

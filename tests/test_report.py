@@ -26,12 +26,12 @@ from conftest import KPI_FLOW, build_kpi_history, kpi_day
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saleflow.cli import main
-from saleflow.engine import Engine
+from saleflow.cli.app import main
 from saleflow.errors import BadInput, NotFound, Rejected
-from saleflow.parse import parse_flow
-from saleflow.report import Period, build_report, overdue_leads, render_csv, render_table, report_for
+from saleflow.language.parse import parse_flow
+from saleflow.runtime.engine import Engine
 from saleflow.store import open_store
+from saleflow.views.report import Period, build_report, overdue_leads, render_csv, render_table, report_for
 
 NOW = kpi_day(10)
 
@@ -581,7 +581,7 @@ def test_random_histories_match_the_audit_log(
 def test_medians_in_bounded_memory_are_exact(values: list[tuple[str, float]], limit: int) -> None:
     from statistics import median
 
-    from saleflow.report.medians import Medians
+    from saleflow.views.report.medians import Medians
 
     with Medians(limit=limit) as medians:
         for key, value in values:

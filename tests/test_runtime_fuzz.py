@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import SaleflowError
 from saleflow.limits import MAX_TIME, MIN_TIME
 

@@ -19,13 +19,14 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saleflow import Engine, serialise
-from saleflow.cli import main
-from saleflow.importer import BadRows
-from saleflow.importer import run as import_run
-from saleflow.importer import seen as import_seen
-from saleflow.parse import parse_flow
+from saleflow import Engine
+from saleflow.cli.app import main
+from saleflow.importing import BadRows
+from saleflow.importing import run as import_run
+from saleflow.importing import seen as import_seen
+from saleflow.language.parse import parse_flow
 from saleflow.store import sql as sql_store
+from saleflow.views import serialise
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -405,7 +406,7 @@ def test_the_streamed_text_is_what_json_dumps_writes(rows: list[dict[str, Any]])
     import io
     import sys
 
-    from saleflow import cli as cli_module
+    from saleflow.cli import app as cli_module
 
     saved = sys.stdout
     sys.stdout = out = io.StringIO()

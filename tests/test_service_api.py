@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SERVICE_NOW, Served
 
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 
@@ -277,6 +277,6 @@ def test_the_cli_does_not_import_the_web_stack() -> None:
     import subprocess
     import sys
 
-    code = "import sys, saleflow.cli; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules))"
+    code = "import sys, saleflow.cli.app; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'pydantic') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

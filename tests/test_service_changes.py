@@ -12,7 +12,7 @@ from typing import Any
 from click.testing import CliRunner
 from conftest import Served
 
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 

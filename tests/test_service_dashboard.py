@@ -25,7 +25,7 @@ from urllib.parse import quote
 from conftest import Served
 from test_html_report import FLAGS, chromium
 
-from saleflow.engine import Engine
+from saleflow.runtime.engine import Engine
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 MARKUP = '<img src=x onerror="document.title=1">&amp;'

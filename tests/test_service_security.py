@@ -19,7 +19,7 @@ from conftest import Served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saleflow.cli import main
+from saleflow.cli.app import main
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 LEAD = "victim"

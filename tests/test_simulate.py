@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from simhistory import DEMO_FLOW, record_history
 
 from saleflow import Engine
-from saleflow.cli import main
-from saleflow.parse import load_flow, parse_flow
-from saleflow.report import Period
-from saleflow.simulate import is_requested, simulate
+from saleflow.cli.app import main
+from saleflow.language.parse import load_flow, parse_flow
+from saleflow.views.report import Period
+from saleflow.views.simulate import is_requested, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = ROOT / "flows" / "the_model.flow"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saleflow.errors import BadInput
-from saleflow.model import (
+from saleflow.model.flow import (
     COMPARE_OPS,
     And,
     AtLeast,
@@ -25,7 +25,7 @@ from saleflow.model import (
     Ref,
     Window,
 )
-from saleflow.unparse import literal_text, shorten, unparse
+from saleflow.model.unparse import literal_text, shorten, unparse
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 
@@ -140,7 +140,7 @@ def test_non_finite_numbers_cannot_be_written(value: float) -> None:
 
 def test_example_flow_expressions_unparse_to_their_source_text() -> None:
     """Every gate in the example flow is already written canonically."""
-    from saleflow.parse import load_flow
+    from saleflow.language.parse import load_flow
 
     path = FLOWS / "the_model.flow"
     source = path.read_text(encoding="utf-8")
@@ -282,6 +282,6 @@ def test_unparse_is_canonical(expr: Expr) -> None:
 
 
 def _parser():  # type: ignore[no-untyped-def]
-    from saleflow.parse import parse_expr
+    from saleflow.language.parse import parse_expr
 
     return parse_expr

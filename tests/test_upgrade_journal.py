@@ -31,7 +31,7 @@ from conftest import dump
 from sqlalchemy import create_engine, text
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import StoreError
 from saleflow.journal import GENESIS_HASH, JournalEntry, key_fingerprint
 from saleflow.store import SCHEMA_HEAD, open_store

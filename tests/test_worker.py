@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from saleflow import Engine
-from saleflow.cli import main
+from saleflow.cli.app import main
 from saleflow.errors import BadInput, NotFound
-from saleflow.parse import parse_flow
+from saleflow.language.parse import parse_flow
 
 COMMAND = Path(sys.executable).parent / "saleflow"
 

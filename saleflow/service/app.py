@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..engine import Engine
 from ..errors import BadInput
+from ..runtime.engine import Engine
 from ..store import open_store
 from . import changes, dashboard, errors, flows, leads, reports
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimit

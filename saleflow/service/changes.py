@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from ..serialise import change_json
+from ..views.serialise import change_json
 from . import inputs
 from .auth import Caller, reader
 from .context import engine_of

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Header, Request
 
-from ..engine import Engine
+from ..runtime.engine import Engine
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 

@@ -21,12 +21,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from ..engine import Engine
 from ..errors import NotFound, SaleflowError
-from ..html import _CSS as REPORT_CSS
-from ..html import render_html
-from ..report import overdue_leads, report_for
-from ..serialise import report_json, value_text
+from ..runtime.engine import Engine
+from ..views.html import _CSS as REPORT_CSS
+from ..views.html import render_html
+from ..views.report import overdue_leads, report_for
+from ..views.serialise import report_json, value_text
 from .auth import COOKIE, Caller, from_cookie, identify
 from .context import engine_of
 from .errors import error_response

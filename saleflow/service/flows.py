@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import BadInput
+from ..language.parse import parse_flow
 from ..limits import check_text
-from ..parse import parse_flow
 from . import inputs
 from .auth import Caller, admin, reader
 from .context import IdempotencyKey, engine_of

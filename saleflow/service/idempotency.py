@@ -21,8 +21,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from ..engine import Engine
 from ..errors import SaleflowError
+from ..runtime.engine import Engine
 from ..store.service import KeyRow, KeyTaken, claim_key, find_key, finish_key
 from .errors import ApiError
 

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from ..engine import Engine
-from ..serialise import history_json, lead_json, overdue_json, show_json
+from ..runtime.engine import Engine
 from ..store.service import page_leads
+from ..views.serialise import history_json, lead_json, overdue_json, show_json
 from . import inputs
 from .auth import Caller, reader, writer
 from .context import IdempotencyKey, engine_of
@@ -111,7 +111,7 @@ def list_leads(
     size = inputs.page_size(limit)
     after = inputs.decode_cursor(cursor)
     if overdue:
-        from ..report import overdue_leads
+        from ..views.report import overdue_leads
 
         found = sorted(overdue_leads(engine, flow=flow, stage=stage, team=team), key=lambda o: o.lead.id)
         rows = [o for o in found if after is None or o.lead.id > after][: size + 1]

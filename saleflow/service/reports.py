@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import SaleflowError
-from ..report import Period, report_for
-from ..serialise import report_json
+from ..views.report import Period, report_for
+from ..views.serialise import report_json
 from . import inputs
 from .auth import Caller, reader
 from .context import engine_of

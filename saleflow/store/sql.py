@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import BadInput, Conflict, NotFound, WrongKey
-from ..identity import is_identity
 from ..journal import GENESIS_HASH, JournalEntry, key_fingerprint, key_from_environment
+from ..model.identity import is_identity
 from ..records import EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,

@@ -1,0 +1,1 @@
+"""Static checks of a parsed flow and of its test blocks."""

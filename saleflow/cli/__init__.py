@@ -1,0 +1,1 @@
+"""The `saleflow` command line."""

@@ -1,0 +1,1 @@
+"""Facts about one lead, and the evaluation and explanation of flow expressions."""

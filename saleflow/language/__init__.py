@@ -1,0 +1,1 @@
+"""The flow language: the only package that knows Lark."""

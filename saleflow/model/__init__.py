@@ -1,0 +1,1 @@
+"""The flow as frozen dataclasses, its move graph, its text and its identity."""

@@ -1,0 +1,437 @@
+"""The flow definition: frozen dataclasses with source spans.
+
+Layer 1.  `parse.py` builds these from text, `check.py` judges them,
+`guards.py` evaluates their expressions, `compile.py` turns them into a state
+machine.  Nothing here knows Lark, transitions or SQLAlchemy, and nothing
+mutates a `Flow` after it is built; lookups are computed once in
+``__post_init__``.
+
+Spans are excluded from equality so that two flows (or expressions) that say
+the same thing compare equal wherever they were written.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as attr
+from typing import Any
+from typing import Literal as TypingLiteral
+
+from ..errors import NO_SPAN, Span
+
+# --------------------------------------------------------------------------
+# Expressions
+# --------------------------------------------------------------------------
+
+CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
+COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=")
+# What each comparison does, for the evaluator and the report's targets.
+COMPARE: dict[CompareOp, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+# Names every flow knows without declaring them.
+BUILTINS = ("score", "days_in_stage", "days_since_created")
+
+Value = int | float | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A number, a "string" or true/false.  Bare enum values are `Ref`s."""
+
+    value: Value
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A bare name: a field, a condition, an event (its count in the current
+    cycle), a builtin (`score`, `days_in_stage`, `days_since_created`), or an
+    enum value where the other side of a comparison is an enum field."""
+
+    name: str
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+def duration_text(days: float, *, singular: bool = True) -> str:
+    """A duration as a flow file writes it: whole days as `N days`, whole
+    hours as `N hours` (`sla 4 hours` is stored as 4/24 of a day), any
+    other fraction as decimal days; `1 day`, `1 hour` in the singular
+    unless `singular` is false (expression text, which keys the values an
+    audit entry records, has always said `1 days`)."""
+    if float(days).is_integer():
+        number, unit = f"{int(days)}", "day"
+    elif abs(days * 24 - round(days * 24)) < 1e-9:
+        number, unit = f"{round(days * 24)}", "hour"
+    else:
+        number, unit = f"{days:g}", "day"
+    return f"{number} {unit}" if singular and number == "1" else f"{number} {unit}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """`EVENT in last N days` (or `N hours`): the event's count within the
+    window.  `days` is a whole number of days, or a fraction for hours."""
+
+    event: str
+    days: float
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DaysSince:
+    """`days_since EVENT`: days since its latest occurrence; unset if none."""
+
+    event: str
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: CompareOp
+    left: Expr
+    right: Expr
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class InList:
+    """`x in [a, b]` / `x not in [a, b]`."""
+
+    operand: Expr
+    items: tuple[Expr, ...]
+    negated: bool = False
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IsSet:
+    """`x is set` / `x is not set`."""
+
+    operand: Expr
+    negated: bool = False
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Expr
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Expr, ...]
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Expr, ...]
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """`at least N of { e1 e2 … }`."""
+
+    count: int
+    items: tuple[Expr, ...]
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast
+
+
+def children(expr: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of `expr`, in source order."""
+    if isinstance(expr, Compare):
+        return (expr.left, expr.right)
+    if isinstance(expr, InList):
+        return (expr.operand, *expr.items)
+    if isinstance(expr, (IsSet, Not)):
+        return (expr.operand,)
+    if isinstance(expr, (And, Or, AtLeast)):
+        return expr.items
+    return ()
+
+
+def walk(expr: Expr):  # type: ignore[no-untyped-def]
+    """Every node of `expr`, pre-order."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+# --------------------------------------------------------------------------
+# Declarations
+# --------------------------------------------------------------------------
+
+FieldKind = TypingLiteral["text", "int", "number", "money", "bool", "date", "enum"]
+NUMERIC_KINDS: tuple[FieldKind, ...] = ("int", "number", "money")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    kind: FieldKind
+    choices: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "enum":
+            return "one of [" + ", ".join(self.choices) + "]"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDef:
+    name: str
+    type: FieldType
+    default: Value | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    name: str
+    channel: str | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionDef:
+    name: str
+    expr: Expr
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRule:
+    """`+N each EVENT [in last D days]` (`each` is a `Ref` or `Window`) or
+    `+N if EXPR` (`condition`).  Exactly one of the two is set."""
+
+    points: int
+    each: Ref | Window | None = None
+    condition: Expr | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    team: str | None = None
+    initial: bool = False
+    final: bool = False
+    manual: bool = False
+    when: Expr | None = None
+    sla_days: float | None = None
+    capacity: int | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """`target conversion A -> B >= P%` (kind "conversion", value in percent)
+    or `target time in S <= N days` (kind "time", `stage` is S, value in days)."""
+
+    kind: TypingLiteral["conversion", "time"]
+    stage: str
+    to: str | None
+    op: CompareOp
+    value: float
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self.kind == "conversion":
+            return f"conversion {self.stage} -> {self.to} {self.op} {self.value:g}%"
+        return f"time in {self.stage} {self.op} {duration_text(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    name: str
+    title: str | None
+    stages: tuple[str, ...]
+    targets: tuple[Target, ...] = ()
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    source: str
+    target: str
+    when: Expr | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Recycle:
+    sources: tuple[str, ...]
+    target: str
+    when: Expr | None = None
+    auto: bool = False
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+# --------------------------------------------------------------------------
+# Test blocks (SPEC §7): scenarios at the end of a flow file.  They are not
+# part of the flow's meaning, so `Flow` keeps them out of its equality.
+# --------------------------------------------------------------------------
+
+StepKind = TypingLiteral[
+    "at",
+    "lead",
+    "use",
+    "set",
+    "event",
+    "wait",
+    "advance",
+    "force",
+    "expect_stage",
+    "expect_cycle",
+    "expect_waiting",
+    "expect_refused",
+    "expect_sla_breached",
+    "expect",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """`F = V` in `lead … with` and `set`; `bare` when V is an unquoted name
+    (an enum value)."""
+
+    field: str
+    value: Value
+    bare: bool = False
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTestStep:
+    """One step of a test block.  `name` is what the step names (the lead of
+    `lead`/`use`, the event of `event`, the stage of `advance`, `force`,
+    `expect stage|waiting|refused`); `number` is `x N`, `expect cycle N` or
+    the days of `wait` (hours as a fraction); `time` is the ISO text of `at`."""
+
+    kind: StepKind
+    name: str | None = None
+    assignments: tuple[Assignment, ...] = ()
+    number: float | None = None
+    channel: str | None = None
+    reason: str | None = None
+    time: str | None = None
+    expr: Expr | None = None
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTest:
+    """`test "name" { steps }`."""
+
+    name: str
+    steps: tuple[FlowTestStep, ...] = ()
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A parsed flow.  Collections keep declaration order; duplicates are kept
+    too (the checker reports them), the lookups keep the first of a name."""
+
+    name: str
+    version: int = 1
+    title: str | None = None
+    fields: tuple[FieldDef, ...] = ()
+    events: tuple[EventDef, ...] = ()
+    conditions: tuple[ConditionDef, ...] = ()
+    score_rules: tuple[ScoreRule, ...] = ()
+    teams: tuple[Team, ...] = ()
+    stages: tuple[Stage, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    recycles: tuple[Recycle, ...] = ()
+    tests: tuple[FlowTest, ...] = attr(default=(), compare=False, repr=False)
+    path: str = attr(default="<string>", compare=False)
+    source: str = attr(default="", compare=False, repr=False)
+    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+
+    _stages: dict[str, Stage] = attr(init=False, compare=False, repr=False)
+    _fields: dict[str, FieldDef] = attr(init=False, compare=False, repr=False)
+    _events: dict[str, EventDef] = attr(init=False, compare=False, repr=False)
+    _conditions: dict[str, ConditionDef] = attr(init=False, compare=False, repr=False)
+    _teams: dict[str, Team] = attr(init=False, compare=False, repr=False)
+    _main_line: tuple[str, ...] = attr(init=False, compare=False, repr=False)
+    _position: dict[str, int] = attr(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        def first_of(items):  # type: ignore[no-untyped-def]
+            table: dict = {}
+            for item in items:
+                table.setdefault(item.name, item)
+            return table
+
+        main = tuple(s.name for s in self.stages if s.team is not None)
+        position: dict[str, int] = {}
+        for index, name in enumerate(main):
+            position.setdefault(name, index)
+        setattr_ = object.__setattr__
+        setattr_(self, "_stages", first_of(self.stages))
+        setattr_(self, "_fields", first_of(self.fields))
+        setattr_(self, "_events", first_of(self.events))
+        setattr_(self, "_conditions", first_of(self.conditions))
+        setattr_(self, "_teams", first_of(self.teams))
+        setattr_(self, "_main_line", main)
+        setattr_(self, "_position", position)
+
+    # lookups ------------------------------------------------------------
+    def stage(self, name: str) -> Stage | None:
+        return self._stages.get(name)
+
+    def field(self, name: str) -> FieldDef | None:
+        return self._fields.get(name)
+
+    def event(self, name: str) -> EventDef | None:
+        return self._events.get(name)
+
+    def condition(self, name: str) -> ConditionDef | None:
+        return self._conditions.get(name)
+
+    def team(self, name: str) -> Team | None:
+        return self._teams.get(name)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(self._stages)
+
+    @property
+    def main_line(self) -> tuple[str, ...]:
+        """Stages declared inside teams, in declaration order."""
+        return self._main_line
+
+    def position(self, stage: str) -> int | None:
+        """Index of `stage` on the main line, or None for a side stage."""
+        return self._position.get(stage)
+
+    @property
+    def initial(self) -> Stage | None:
+        for stage in self.stages:
+            if stage.initial:
+                return stage
+        return None
+
+    def next_on_main_line(self, stage: str) -> str | None:
+        index = self._position.get(stage)
+        if index is None or index + 1 >= len(self._main_line):
+            return None
+        return self._main_line[index + 1]

@@ -1,0 +1,1 @@
+"""What saleflow shows: diagrams, reports, HTML pages, JSON and exports."""
