@@ -3,7 +3,7 @@
     python bench/workers.py                     # 100,000 due leads; 1, 2 and 4 workers
     python bench/workers.py --leads 20000 --workers 1,2 --runs 1
 
-A database of N leads of bench/flows/due.flow, every one due (a day in
+A database of N leads of bench/flows/workers.flow, every one due (a day in
 stage "a": one move to "b" and one SLA breach each), is built once with bulk
 SQL (COPY into `leads`, in a database whose schema `saleflow deploy`
 created; no journal rows, as after a bulk load) and then copied for every
@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOW = ROOT / "bench" / "flows" / "due.flow"
+FLOW = ROOT / "bench" / "flows" / "workers.flow"
 PG_URL = os.environ.get("SALEFLOW_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 CREATED = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 NOW = CREATED + timedelta(days=2)
@@ -105,7 +105,7 @@ def seed(name: str, n: int) -> float:
         then = (CREATED + timedelta(days=1)).isoformat()
         buffer = io.StringIO()
         for i in range(n):
-            row = [f"w-{i:08d}", "due", "1", "a", "{}", "1", at, at, at, "0", "1"]
+            row = [f"w-{i:08d}", "work", "1", "a", "{}", "1", at, at, at, "0", "1"]
             if due:
                 row.append(then)
             buffer.write("\t".join(row) + "\n")

@@ -9,6 +9,7 @@ inside that transaction live in `progress.py`.  Callbacks registered with
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import random
@@ -598,13 +599,19 @@ class Engine:
         chunk: int = 500,
         at: datetime | str | None = None,
         progress: Callable[[int], None] | None = None,
+        every: bool = False,
     ) -> TickResult:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
         (as of `at`, default now) of the leads whose due time has come (SPEC
         §8): every other lead would come out of it unchanged.  Returns the
         number of moves, with the number of SLA breaches recorded as its
-        `sla_breaches`.  `progress(n)` is called after each chunk."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress)
+        `sla_breaches`.  `progress(n)` is called after each chunk.
+
+        `every=True` visits every lead instead, as a tick did before due
+        times (a full scan: the same result, at the cost of all leads)."""
+        return self._batch(
+            flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress, every=every
+        )
 
     def work_due(
         self,
@@ -662,6 +669,7 @@ class Engine:
         sla: bool,
         at: datetime | str | None,
         progress: Callable[[int], None] | None = None,
+        every: bool = False,
     ) -> TickResult:
         if flow is not None:
             self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
@@ -670,9 +678,10 @@ class Engine:
         # A tick visits the leads due (in id order, as a visit of every lead
         # would meet them); a lead that comes due during the walk, after the
         # time it started at, waits for the next tick.
+        due_walk = sla and not every
         walk = (
             self.store.iter_due(when or self.now(), flow=flow, chunk=chunk)
-            if sla
+            if due_walk
             else self.store.iter_leads(flow=flow, chunk=chunk)
         )
         for leads in walk:
@@ -682,7 +691,7 @@ class Engine:
             def body(tx: Transaction, ids: list[str] = ids, entries: list[JournalEntry] = entries) -> int:
                 with write_behind(tx, ids) as work_tx:
                     work = self._work(work_tx, self._when(when), actor, entries)
-                    for lead_id in ids:
+                    for lead_id in _in_id_order(ids, work.due_now if due_walk else None):
                         lead = work_tx.lock_lead(lead_id)
                         if lead is not None:
                             work.reevaluate(lead, sla=sla)
@@ -948,6 +957,33 @@ def _shown(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return number_text(value)
     return f"{type(value).__name__} {one_line(repr(value)[:40])}"
+
+
+def _in_id_order(ids: list[str], due_now: list[str] | None) -> Iterator[str]:
+    """The leads of a chunk (`ids`, in id order) to visit, in id order.  A
+    walk over the due leads (`due_now` is its work's list of the leads it
+    made due at once, growing as it goes) takes on those that come due
+    within the chunk's range ahead of the visit, as a walk over every lead
+    meets them; the next chunk's query finds those beyond it."""
+    if due_now is None or not ids:
+        yield from ids
+        return
+    last = ids[-1]
+    pending = list(ids)
+    heapq.heapify(pending)
+    done: str | None = None
+    taken = 0
+    while pending:
+        lead_id = heapq.heappop(pending)
+        if done is not None and lead_id <= done:
+            continue
+        yield lead_id
+        done = lead_id
+        while taken < len(due_now):
+            other = due_now[taken]
+            taken += 1
+            if done < other <= last:
+                heapq.heappush(pending, other)
 
 
 def _name(value: Any, what: str) -> str:

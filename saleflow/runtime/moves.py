@@ -129,6 +129,9 @@ class Work:
         self.breaches = 0  # SLA breaches newly recorded
         # Breaches this work recorded or found recorded: (lead, stage, cycle, entry).
         self._breached: set[tuple[str, str, int, datetime]] = set()
+        # Leads this work saved as due at once (at or before `at`), in order:
+        # a walk over the due leads takes those ahead of it on (`Engine.tick`).
+        self.due_now: list[str] = []
         # Leads saved without automatic progress as far as the gates allow
         # (`progress=False`, or a run that stopped short of a stage it had
         # been in): due at once, for the next tick to take them on.
@@ -358,6 +361,12 @@ class Work:
         return self.tx.update_lead(lead)
 
     def _due(self, lead: Lead, cf: CompiledFlow, events: list[EventRecord]) -> datetime | None:
+        due = self._next_due(lead, cf, events)
+        if due is not None and due <= self.at:
+            self.due_now.append(lead.id)
+        return due
+
+    def _next_due(self, lead: Lead, cf: CompiledFlow, events: list[EventRecord]) -> datetime | None:
         """When `lead`, as it stands after this work, is next due (`due_time`).
         An operation dated after the engine's clock judged the gates at a
         time a tick has not reached yet: the lead is due at once then, so

@@ -896,8 +896,11 @@ class SqlStore(ReportQueries, ExportQueries):
         the last id yielded), so the caller may write between chunks (a lead
         it ticked gets a due time after `now` and is not seen again), no
         snapshot is held, memory stays flat, and the cost grows with the
-        leads due, not with all leads.  A lead that becomes due behind the
-        walk (an id already passed) is left for the next walk."""
+        leads due, not with all leads.  The walk ends at the first empty
+        chunk: a lead that becomes due ahead of it while the caller works
+        (an id above the last one yielded) is yielded too, as a walk over
+        every lead in id order would meet it; one that becomes due behind
+        it is left for the next walk."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
         params: dict[str, Any] = {"now": now, "chunk": chunk}
@@ -910,10 +913,9 @@ class SqlStore(ReportQueries, ExportQueries):
                 page = self._query(partial(_leads, stmt, params))
             except Corrupt as err:
                 raise self._culprit(err, stmt, params) from None
-            if page:
-                yield page
-            if len(page) < chunk:
+            if not page:
                 return
+            yield page
             first = False
             params["after"] = page[-1].id
 
