@@ -617,7 +617,7 @@ def _one_history(
 REPORT = """
 import json, resource, sys, time
 from saleflow.runtime.engine import Engine
-from saleflow.views.html import render_html
+from saleflow.views.page import render_html
 from saleflow.views.report import render_table, report_for
 
 def status(key):  # kB, from /proc/self/status (Linux)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from saleflow.journal import JournalEntry  # noqa: E402
 from saleflow.language.parse import load_flow  # noqa: E402
 from saleflow.runtime.engine import Engine  # noqa: E402
-from saleflow.views.simulate import Replay, simulate  # noqa: E402
 from saleflow.views.report import report_for  # noqa: E402
+from saleflow.views.simulate import Replay, simulate  # noqa: E402
 
 FLOW = ROOT / "flows" / "the_model.flow"
 START = datetime(2026, 1, 1, tzinfo=UTC)

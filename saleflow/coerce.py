@@ -92,9 +92,12 @@ def _as_number(field: FieldDef, raw: Any) -> int | float:
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
-def _loose(text: str) -> str:
-    """`text` lower case, every run of other characters one "_"."""
-    return _NOT_ALNUM.sub("_", text.lower()).strip("_")
+def normalise(name: str) -> str:
+    """How an outside name meets a name of the flow, ignoring case, spaces
+    and punctuation: lower case, every run of other characters one "_"
+    (``Lead Origin`` → ``lead_origin``).  A CSV column meets a field, a cell
+    a stage, a value an enum field's choice."""
+    return _NOT_ALNUM.sub("_", name.lower()).strip("_")
 
 
 def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue:
@@ -129,7 +132,7 @@ def coerce(field: FieldDef, raw: Any, nulls: Collection[str] = ()) -> FieldValue
     if value not in field.type.choices:
         # "Decision Maker" from a CRM means decision_maker, when only one
         # choice reads the same ignoring case, spaces and punctuation.
-        same = [choice for choice in field.type.choices if _loose(choice) == _loose(value)]
+        same = [choice for choice in field.type.choices if normalise(choice) == normalise(value)]
         if len(same) == 1:
             return same[0]
         hint = did_you_mean(value, field.type.choices)

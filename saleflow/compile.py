@@ -37,7 +37,6 @@ from .guards.evaluate import Evaluator, Facts
 from .model import flow as m
 from .model import graph
 
-GATED_KINDS = ("advance", "skip", "recycle", "exit")
 # Kinds that may set any stage (replay accepts them from anywhere);
 # "migrate" keeps the stage and moves the lead to another flow version.
 UNGATED_KINDS = ("create", "force", "import", "migrate")

@@ -28,12 +28,6 @@ from .jsontext import canonical, quote
 # The kinds of entry (`JournalEntry.entry`), in the glossary's words.
 ENTRY_KINDS: tuple[str, ...] = ("created", "set", "event", "moved", "migrated", "sla_breach")
 
-# The kinds of move of SPEC §3 (`JournalEntry.kind`), plus "create" (the
-# first entry of a lead made here) and "migrate" (a `migrated` entry): an
-# entry with a kind of move is what SPEC §3 calls an audit entry, and what
-# plain `history` shows.
-MOVE_KINDS: tuple[str, ...] = ("create", "advance", "skip", "recycle", "exit", "force", "import", "migrate")
-
 GENESIS_HASH = "0" * 64
 
 KEY_VARIABLE = "SALEFLOW_AUDIT_KEY"
@@ -47,7 +41,7 @@ class JournalEntry:
     - `seq`: global position, strictly increasing (the change feed's cursor);
     - `lead_seq`: 1, 2, 3… per lead;
     - `entry`: the kind of entry, one of `ENTRY_KINDS`;
-    - `kind`: the kind of move of SPEC §3 for ``created`` (create or
+    - `kind`: the kind of move of SPEC §3 (`records.MoveKind`) for ``created`` (create or
       import), ``moved`` and ``migrated`` (migrate) entries, None for the
       others: an entry with a `kind` is a §3 audit entry, and reads as one
       did before the journal (`history` keeps SPEC §4's keys);
@@ -220,7 +214,6 @@ __all__ = [
     "ENTRY_KINDS",
     "GENESIS_HASH",
     "KEY_VARIABLE",
-    "MOVE_KINDS",
     "JournalEntry",
     "key_fingerprint",
     "key_from_environment",

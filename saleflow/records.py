@@ -20,6 +20,10 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from .errors import NO_SPAN, Span
 from .journal import JournalEntry
 
+# The kinds of move of SPEC §3 (`JournalEntry.kind`), plus "create" (the
+# first entry of a lead made here) and "migrate" (a `migrated` entry): an
+# entry with a kind of move is what SPEC §3 calls an audit entry, and what
+# plain `history` shows.
 MoveKind = Literal["create", "advance", "skip", "recycle", "exit", "force", "import", "migrate"]
 
 FieldValue = int | float | str | bool | None
@@ -304,6 +308,11 @@ class ReportSource(Protocol):
     ) -> dict[str, int]: ...
 
 
+# Where a store is opened when no URL is given: `--db`, `SALEFLOW_DB`,
+# `Engine.open`, `open_store`, the service and the migrations all default to it.
+DEFAULT_URL = "sqlite:///saleflow.db"
+
+
 class Store(Protocol):
     url: str
 
@@ -348,6 +357,10 @@ class Store(Protocol):
         chunk: int = 1000,
     ) -> Iterator[list[Lead]]:
         """Leads in id order, a chunk (list) at a time: memory stays flat."""
+        ...
+
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now`."""
         ...
 
     def iter_due(self, now: datetime, flow: str | None = None, chunk: int = 500) -> Iterator[list[Lead]]:

@@ -34,7 +34,7 @@ from saleflow.limits import (
     MAX_VERSION,
     MIN_INT,
 )
-from saleflow.model.flow import (
+from saleflow.model.expr import (
     And,
     AtLeast,
     Compare,

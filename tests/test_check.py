@@ -15,7 +15,8 @@ import pytest
 from saleflow.check.rules import RULES, check
 from saleflow.errors import Diagnostic, FlowInvalid, Span
 from saleflow.language.parse import parse_flow
-from saleflow.model.flow import Compare, Flow, Literal, Ref, Skip, Stage, Team
+from saleflow.model.expr import Compare, Literal, Ref
+from saleflow.model.flow import Flow, Skip, Stage, Team
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -983,7 +984,8 @@ def test_a_flow_built_in_python_with_a_deep_chain_is_refused_not_crashed() -> No
     """A left-nested chain of 50,000 `or` nodes cannot come from flow text
     (SF007 in the parser), but a `Flow` built in Python may hold one: check
     reports it instead of recursing into a RecursionError."""
-    from saleflow.model.flow import Compare, Flow, Literal, Or, Ref, Stage, Team
+    from saleflow.model.expr import Compare, Literal, Or, Ref
+    from saleflow.model.flow import Flow, Stage, Team
 
     gate: Or | Compare = Compare("==", Ref("x"), Literal(0))
     for i in range(1, 50_000):

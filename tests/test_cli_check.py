@@ -11,8 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from saleflow.cli.app import DEFAULT_DB, SaleflowGroup, Settings, main
+from saleflow.cli.app import SaleflowGroup, Settings, main
 from saleflow.errors import BadInput, Conflict, NotFound, Rejected, StoreError
+from saleflow.records import DEFAULT_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = str(ROOT / "flows" / "the_model.flow")
@@ -284,9 +285,26 @@ def settings(*args: str, env: dict[str, str] | None = None) -> Settings:
 
 def test_global_defaults() -> None:
     got = settings(env={"SALEFLOW_DB": None, "SALEFLOW_NOW": None})  # type: ignore[dict-item]
-    assert got.db == DEFAULT_DB
+    assert got.db == DEFAULT_URL
     assert got.now is None
     assert got.actor
+
+
+def test_the_default_database_is_written_once() -> None:
+    """`--db`, `Engine.open`, `open_store`, the service and the migrations
+    all default to `records.DEFAULT_URL`; none spells the URL out again."""
+    import inspect
+
+    from saleflow.runtime.engine import Engine
+    from saleflow.store import open_store
+
+    assert inspect.signature(Engine.open).parameters["db"].default == DEFAULT_URL
+    assert inspect.signature(open_store).parameters["url"].default == DEFAULT_URL
+    package = Path(__file__).resolve().parent.parent / "saleflow"
+    spelled = [
+        str(p.relative_to(package)) for p in package.rglob("*.py") if DEFAULT_URL in p.read_text("utf-8")
+    ]
+    assert spelled == ["records.py"]
 
 
 def test_global_options() -> None:

@@ -19,7 +19,7 @@ from saleflow.check.rules import check
 from saleflow.cli.app import main
 from saleflow.errors import FlowInvalid
 from saleflow.language.parse import parse_flow
-from saleflow.model.flow import duration_text
+from saleflow.model.expr import duration_text
 from saleflow.model.identity import identity
 from saleflow.model.unparse import unparse
 from saleflow.runtime.testing import run_tests

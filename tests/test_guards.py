@@ -15,27 +15,22 @@ from hypothesis import strategies as st
 
 from saleflow.errors import BadInput
 from saleflow.guards.evaluate import Evaluator, Facts, format_value
-from saleflow.model.flow import (
+from saleflow.model.expr import (
     COMPARE_OPS,
     And,
     AtLeast,
     Compare,
-    ConditionDef,
     DaysSince,
-    EventDef,
     Expr,
-    FieldDef,
-    FieldType,
-    Flow,
     InList,
     IsSet,
     Literal,
     Not,
     Or,
     Ref,
-    ScoreRule,
     Window,
 )
+from saleflow.model.flow import ConditionDef, EventDef, FieldDef, FieldType, Flow, ScoreRule
 from saleflow.records import EventRecord, Lead
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

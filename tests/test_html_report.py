@@ -24,7 +24,7 @@ from conftest import kpi_day
 from saleflow.cli.app import main
 from saleflow.language.parse import parse_flow
 from saleflow.runtime.engine import Engine
-from saleflow.views.html import render_html
+from saleflow.views.page import render_html
 from saleflow.views.report import report_for
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,14 +10,15 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from saleflow import Engine
-from saleflow.journal import ENTRY_KINDS, MOVE_KINDS, JournalEntry, key_fingerprint
+from saleflow.journal import ENTRY_KINDS, JournalEntry, key_fingerprint
 from saleflow.jsontext import canonical
+from saleflow.records import MoveKind
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"
 
@@ -37,7 +38,7 @@ entries = st.fixed_dictionaries(
         "lead_id": st.text(min_size=1),
         "lead_seq": st.integers(min_value=1, max_value=10**9),
         "entry": st.sampled_from(ENTRY_KINDS),
-        "kind": st.none() | st.sampled_from(MOVE_KINDS),
+        "kind": st.none() | st.sampled_from(get_args(MoveKind)),
         "from_stage": st.none() | st.text(),
         "stage": st.text(),
         "cycle": st.integers(min_value=1),

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "jsontext": 0,
     "limits": 0,
     "csvcell": 0,
+    "wording": 0,
     "records": 1,
     "journal": 1,
     "model": 1,
@@ -162,7 +163,11 @@ def test_scanner_accepts_downward_imports(tmp_path: Path, files: dict[str, str])
     [
         ({"model.py": "from .parse import parse_flow\n", "parse.py": ""}, "model", "parse"),
         ({"runtime/engine.py": "def f():\n    import saleflow.cli\n", "cli/app.py": ""}, "runtime", "cli"),
-        ({"store/tables.py": "from ..runtime.engine import Engine\n", "runtime/engine.py": ""}, "store", "runtime"),
+        (
+            {"store/tables.py": "from ..runtime.engine import Engine\n", "runtime/engine.py": ""},
+            "store",
+            "runtime",
+        ),
         ({"guards.py": "from . import compile\n", "compile.py": ""}, "guards", "compile"),
         ({"cli.py": "from saleflow import Engine\n", "__init__.py": ""}, "cli", "__init__"),
         ({"check.py": "from .nowhere import x\n"}, "check", "nowhere"),
@@ -308,3 +313,23 @@ def test_type_checking_imports_make_no_cycle(tmp_path: Path) -> None:
         "store/bulk.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sql import S\n",
     }
     assert cycles(module_graph(_package(tmp_path, files))) == []
+
+
+def shadowing(root: Path) -> list[str]:
+    """Modules and packages named like a top-level module of the standard
+    library (`views/html.py` was one): run as a script or put on the path,
+    they hide the real one, and a reader must look twice at every import."""
+    import sys
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        name = path.parent.name if path.stem == "__init__" else path.stem
+        if name in sys.stdlib_module_names:
+            found.append(str(path.relative_to(root.parent)))
+    return found
+
+
+def test_no_module_shadows_the_standard_library(tmp_path: Path) -> None:
+    assert shadowing(PACKAGE) == []
+    planted = _package(tmp_path, {"views/html.py": "", "views/page/__init__.py": "", "token/__init__.py": ""})
+    assert shadowing(planted) == [f"{planted.name}/token/__init__.py", f"{planted.name}/views/html.py"]

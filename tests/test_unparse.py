@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saleflow.errors import BadInput
-from saleflow.model.flow import (
+from saleflow.model.expr import (
     COMPARE_OPS,
     And,
     AtLeast,

@@ -41,14 +41,15 @@ from ..errors import (
 from ..language.parse import parse_flow, read_source
 from ..limits import one_line
 from ..model.flow import Flow, duration_text
+from ..records import DEFAULT_URL
 from ..views import serialise
 from ..views.diagram import to_dot, to_mermaid
+from ..wording import plural as _plural
 
 if TYPE_CHECKING:
     from ..records import Lead
     from ..runtime.engine import Deployment, Engine
 
-DEFAULT_DB = "sqlite:///saleflow.db"
 
 # --------------------------------------------------------------------------
 # Plumbing: settings, errors, flow files
@@ -84,10 +85,6 @@ class TimeParam(click.ParamType):
 
 
 TIME = TimeParam()
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
@@ -208,7 +205,7 @@ def write_output(text: str, output: str | None) -> None:
 @click.option(
     "--db",
     envvar="SALEFLOW_DB",
-    default=DEFAULT_DB,
+    default=DEFAULT_URL,
     show_default=True,
     show_envvar=True,
     metavar="URL",
@@ -485,14 +482,17 @@ def _report_change(engine: Engine, before: Lead | None, lead: Lead, as_json: boo
 
 
 @contextmanager
-def batch_progress(engine: Engine, flow: str | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr while a batch or a report walks the leads,
-    when stderr is a terminal (never in a pipe, a file or a test); it calls
-    the function with the number of leads each chunk covered."""
+def batch_progress(
+    engine: Engine, flow: str | None, label: str, *, due: bool = False
+) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr while a batch or a report walks the leads
+    (`due`: the leads due now, which tick walks), when stderr is a terminal
+    (never in a pipe, a file or a test); it calls the function with the
+    number of leads each chunk covered."""
     if not sys.stderr.isatty():
         yield None
         return
-    total = engine.store.count_leads(flow)
+    total = engine.store.count_due(engine.now(), flow) if due else engine.store.count_leads(flow)
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
 
@@ -682,8 +682,8 @@ def advance_command(
 @click.option("--json", "as_json", is_flag=True, help='Print {"moves", "sla_breaches"} as JSON.')
 @pass_settings
 def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
-    """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
-    with open_engine(settings) as engine, batch_progress(engine, flow, "tick") as progress:
+    """Re-evaluate time for the leads due: windows, days in stage, auto recycles, SLAs (run it from cron)."""
+    with open_engine(settings) as engine, batch_progress(engine, flow, "tick", due=True) as progress:
         ticked = engine.tick(flow=flow, progress=progress)
     if as_json:
         echo_json({"moves": ticked.moves, "sla_breaches": ticked.sla_breaches})
@@ -1062,7 +1062,7 @@ def report_command(
     elif fmt == "csv":
         text = render_csv(report)
     elif fmt == "html":
-        from ..views.html import render_html
+        from ..views.page import render_html
 
         text = render_html(report)
     else:
@@ -1097,8 +1097,8 @@ def simulate_command(
     """What if: replay the recorded history of FLOW's leads through FLOW in a
     scratch store (nothing is written to the database) and show the
     simulated funnel beside the recorded one."""
-    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
     from ..views.report import Period
+    from ..views.simulate import render_simulation_html, render_simulation_table, simulate
 
     flow = load_checked_flow(flow_file)
     period = Period.parse(since, until)

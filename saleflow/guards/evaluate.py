@@ -61,7 +61,7 @@ _MAX_CACHED = 4096
 # --------------------------------------------------------------------------
 
 
-class _Tally:
+class _EventCounts:
     """What `Facts` derives from its events, computed on first use."""
 
     __slots__ = ("_by_name", "_events", "latest", "scores", "totals", "windows")
@@ -104,7 +104,7 @@ class Facts:
     now: datetime
     entered_at: datetime
     created_at: datetime
-    _tally: _Tally | None = attr(default=None, init=False, repr=False, compare=False)
+    _tally: _EventCounts | None = attr(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, lead: Lead, events: Sequence[EventRecord], now: datetime) -> Facts:
@@ -120,10 +120,10 @@ class Facts:
         moved._tally = self._tally
         return moved
 
-    def _counts(self) -> _Tally:
+    def _counts(self) -> _EventCounts:
         tally = self._tally
         if tally is None:
-            tally = self._tally = _Tally(self.events)
+            tally = self._tally = _EventCounts(self.events)
         return tally
 
     def count(self, event: str) -> int:

@@ -35,7 +35,7 @@ into a value within limits.py, `rows` judges rows (stages, times, order),
 
 from __future__ import annotations
 
-from .plan import normalise
+from ..coerce import normalise
 from .results import DEFAULT_NULLS, SHOWN_BAD_ROWS, BadRow, BadRows, ImportResult, one_line
 from .run import import_csv
 

@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..coerce import coerce, in_range
+from ..coerce import coerce, in_range, normalise
 from ..compile import CompiledFlow
 from ..errors import BadInput, NotFound, did_you_mean
 from ..limits import MAX_ID_LENGTH, MAX_TEXT_LENGTH, check_text
@@ -20,13 +20,6 @@ from ..records import FieldValue
 # --------------------------------------------------------------------------
 
 _CACHED_VALUES = 20_000  # distinct cells remembered per column (values repeat a lot in real exports)
-_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
-def normalise(name: str) -> str:
-    """How a column name meets a field or stage name: lower case, every run
-    of other characters one "_" (``Lead Origin`` → ``lead_origin``)."""
-    return _NOT_ALNUM.sub("_", name.strip().lower()).strip("_")
 
 
 def _close_column(name: str, columns: Collection[str]) -> str | None:

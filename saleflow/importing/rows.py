@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..coerce import as_utc, parse_time
+from ..coerce import as_utc, normalise, parse_time
 from ..compile import CompiledFlow
 from ..errors import BadInput, did_you_mean
 from ..limits import MAX_ID_LENGTH, MAX_TIME, MIN_TIME, check_time
 from ..records import FieldValue, Store
-from .plan import UNSEEN, Failure, Plan, bad_text, normalise
+from .plan import UNSEEN, Failure, Plan, bad_text
 from .results import BadRow
 from .seen import Known, Seen
 

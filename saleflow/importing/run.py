@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class _Tally:
+class _RowCounts:
+    """The rows of an import: read, imported, bad (and the bad ones shown)."""
+
     rows: int = 0
     imported: int = 0
     bad: int = 0
@@ -179,14 +181,14 @@ def import_csv(
     if found.bad and skip_to is None:
         raise BadRows(name, tuple(found.shown), found.bad)
     entries = _Entries(keep=engine.watching)
-    done: list[tuple[_Tally, Checker]] = []
+    done: list[tuple[_RowCounts, Checker]] = []
 
     def body(tx: Transaction) -> None:
         # The whole second pass, in the one transaction `engine.run_in_transaction` gives
         # (and retries whole on a conflict): the file is read again from
         # its start each time.
         done.clear()
-        tally = _Tally()
+        tally = _RowCounts()
         if not entries.keep and hasattr(tx, "spilling"):
             # Entries need not stay in memory until the commit (none is
             # handed to `on_enter` callbacks): the store may write or park
@@ -313,11 +315,11 @@ def _first_pass(
     chunk: int,
     report: _Reporter,
     rejects: _Rejects | None,
-) -> _Tally:
+) -> _RowCounts:
     """Judge every row; write nothing to the database, and the bad rows to
     `rejects` if given.  Up to `KEPT_ROWS` rows, the verdicts are kept for
     the second pass."""
-    found = _Tally(kept=[])
+    found = _RowCounts(kept=[])
     for raw_rows in chunked(rows, chunk):
         verdicts = checker.check(raw_rows)
         cells_of: dict[int, list[str]] | None = None
@@ -344,9 +346,9 @@ def _second_pass(
     tx: Transaction,
     chunks: Iterator[tuple[list[tuple[int, list[str]]], list[Row | BadRow]]],
     checker: Checker,
-    found: _Tally,
+    found: _RowCounts,
     report: _Reporter,
-    tally: _Tally,
+    tally: _RowCounts,
     entries: list[JournalEntry],
 ) -> None:
     """Apply the good rows in `tx`, chunk by chunk.  The bad rows must be

@@ -13,6 +13,7 @@ import os
 
 from alembic import context
 
+from saleflow.records import DEFAULT_URL
 from saleflow.store.connect import make_engine, parse_url
 from saleflow.store.schema import metadata
 
@@ -31,7 +32,7 @@ def _run(connection: object) -> None:
 
 
 if context.is_offline_mode():
-    url = config.get_main_option("sqlalchemy.url") or os.environ.get("SALEFLOW_DB", "sqlite:///saleflow.db")
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("SALEFLOW_DB", DEFAULT_URL)
     context.configure(url=str(parse_url(url)), target_metadata=metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -40,9 +41,7 @@ else:
     if connection is not None:
         _run(connection)
     else:
-        url = config.get_main_option("sqlalchemy.url") or os.environ.get(
-            "SALEFLOW_DB", "sqlite:///saleflow.db"
-        )
+        url = config.get_main_option("sqlalchemy.url") or os.environ.get("SALEFLOW_DB", DEFAULT_URL)
         engine = make_engine(parse_url(url))
         try:
             with engine.begin() as conn:

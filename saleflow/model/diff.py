@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .flow import Expr, FieldDef, Flow, Recycle, ScoreRule, Skip, Stage, duration_text
+from .expr import Expr, duration_text
+from .flow import FieldDef, Flow, Recycle, ScoreRule, Skip, Stage
 from .unparse import literal_text, unparse
 
 

@@ -1,177 +1,54 @@
-"""The flow definition: frozen dataclasses with source spans.
+"""The flow definition: its declarations as frozen dataclasses with source spans.
 
-Layer 1.  `parse.py` builds these from text, `check.py` judges them,
-`guards.py` evaluates their expressions, `compile.py` turns them into a state
-machine.  Nothing here knows Lark, transitions or SQLAlchemy, and nothing
-mutates a `Flow` after it is built; lookups are computed once in
-``__post_init__``.
+Layer 1.  Fields, events, conditions, score rules, teams, stages, skips,
+recycles, targets, the test blocks, and the `Flow` that holds them; the
+expressions inside them are `expr`'s.  The `language` package builds these
+from text, `check` judges them, `guards` evaluates their expressions,
+`compile.py` turns them into a state machine.  Nothing here knows Lark,
+transitions or SQLAlchemy, and nothing mutates a `Flow` after it is built;
+lookups are computed once in ``__post_init__``.
 
-Spans are excluded from equality so that two flows (or expressions) that say
-the same thing compare equal wherever they were written.
+Every name keeps the span of where it is written (`name_span`,
+`event_span`, `source_spans`, ...), and so do the numbers and words a
+diagnostic points at, so that the checker never searches the source again.
+Spans are excluded from equality (and so from hashing and from a flow's
+identity) so that two flows (or expressions) that say the same thing
+compare equal wherever they were written.
+
+The expression nodes are re-exported here, so that `model.flow` still names
+the whole definition for code that reads it as one vocabulary (the parser's
+``m.Compare``); new code imports them from `model.expr`.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as attr
-from typing import Any
 from typing import Literal as TypingLiteral
 
 from ..errors import NO_SPAN, Span
-
-# --------------------------------------------------------------------------
-# Expressions
-# --------------------------------------------------------------------------
-
-CompareOp = TypingLiteral["==", "!=", "<", "<=", ">", ">="]
-COMPARE_OPS: tuple[CompareOp, ...] = ("==", "!=", "<", "<=", ">", ">=")
-# What each comparison does, for the evaluator and the report's targets.
-COMPARE: dict[CompareOp, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-# Names every flow knows without declaring them.
-BUILTINS = ("score", "days_in_stage", "days_since_created")
-
-Value = int | float | str | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Literal:
-    """A number, a "string" or true/false.  Bare enum values are `Ref`s."""
-
-    value: Value
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A bare name: a field, a condition, an event (its count in the current
-    cycle), a builtin (`score`, `days_in_stage`, `days_since_created`), or an
-    enum value where the other side of a comparison is an enum field."""
-
-    name: str
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-def duration_text(days: float, *, singular: bool = True) -> str:
-    """A duration as a flow file writes it: whole days as `N days`, whole
-    hours as `N hours` (`sla 4 hours` is stored as 4/24 of a day), any
-    other fraction as decimal days; `1 day`, `1 hour` in the singular
-    unless `singular` is false (expression text, which keys the values an
-    audit entry records, has always said `1 days`)."""
-    if float(days).is_integer():
-        number, unit = f"{int(days)}", "day"
-    elif abs(days * 24 - round(days * 24)) < 1e-9:
-        number, unit = f"{round(days * 24)}", "hour"
-    else:
-        number, unit = f"{days:g}", "day"
-    return f"{number} {unit}" if singular and number == "1" else f"{number} {unit}s"
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """`EVENT in last N days` (or `N hours`): the event's count within the
-    window.  `days` is a whole number of days, or a fraction for hours."""
-
-    event: str
-    days: float
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class DaysSince:
-    """`days_since EVENT`: days since its latest occurrence; unset if none."""
-
-    event: str
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    op: CompareOp
-    left: Expr
-    right: Expr
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class InList:
-    """`x in [a, b]` / `x not in [a, b]`."""
-
-    operand: Expr
-    items: tuple[Expr, ...]
-    negated: bool = False
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class IsSet:
-    """`x is set` / `x is not set`."""
-
-    operand: Expr
-    negated: bool = False
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    operand: Expr
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class And:
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Or:
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AtLeast:
-    """`at least N of { e1 e2 … }`."""
-
-    count: int
-    items: tuple[Expr, ...]
-    span: Span = attr(default=NO_SPAN, compare=False, repr=False)
-
-
-Expr = Literal | Ref | Window | DaysSince | Compare | InList | IsSet | Not | And | Or | AtLeast
-
-
-def children(expr: Expr) -> tuple[Expr, ...]:
-    """The direct sub-expressions of `expr`, in source order."""
-    if isinstance(expr, Compare):
-        return (expr.left, expr.right)
-    if isinstance(expr, InList):
-        return (expr.operand, *expr.items)
-    if isinstance(expr, (IsSet, Not)):
-        return (expr.operand,)
-    if isinstance(expr, (And, Or, AtLeast)):
-        return expr.items
-    return ()
-
-
-def walk(expr: Expr):  # type: ignore[no-untyped-def]
-    """Every node of `expr`, pre-order."""
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(reversed(children(node)))
-
+from .expr import (
+    BUILTINS,
+    COMPARE,
+    COMPARE_OPS,
+    And,
+    AtLeast,
+    Compare,
+    CompareOp,
+    DaysSince,
+    Expr,
+    InList,
+    IsSet,
+    Literal,
+    Not,
+    Or,
+    Ref,
+    Value,
+    Window,
+    children,
+    duration_text,
+    walk,
+)
 
 # --------------------------------------------------------------------------
 # Declarations
@@ -185,6 +62,7 @@ NUMERIC_KINDS: tuple[FieldKind, ...] = ("int", "number", "money")
 class FieldType:
     kind: FieldKind
     choices: tuple[str, ...] = ()
+    choice_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "enum":
@@ -198,6 +76,10 @@ class FieldDef:
     type: FieldType
     default: Value | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    default_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # `default abc` rather than `default "abc"`: the same value, written as a name.
+    default_is_name: bool = attr(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +87,8 @@ class EventDef:
     name: str
     channel: str | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +96,7 @@ class ConditionDef:
     name: str
     expr: Expr
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +108,7 @@ class ScoreRule:
     each: Ref | Window | None = None
     condition: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    points_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +122,13 @@ class Stage:
     sla_days: float | None = None
     capacity: int | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    # Where the name, the words `initial` and `final`, and the numbers of
+    # `sla` and `capacity` are written.  `span` is the name's too.
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    initial_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    final_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    sla_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    capacity_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +142,9 @@ class Target:
     op: CompareOp
     value: float
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    stage_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    to_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     def __str__(self) -> str:
         if self.kind == "conversion":
@@ -263,6 +159,7 @@ class Team:
     stages: tuple[str, ...]
     targets: tuple[Target, ...] = ()
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +168,8 @@ class Skip:
     target: str
     when: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +179,8 @@ class Recycle:
     when: Expr | None = None
     auto: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    source_spans: tuple[Span, ...] = attr(default=(), compare=False, repr=False)
+    target_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------
@@ -315,6 +216,7 @@ class Assignment:
     bare: bool = False
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     value_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    field_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +236,7 @@ class FlowTestStep:
     expr: Expr | None = None
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
     name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    channel_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +268,8 @@ class Flow:
     path: str = attr(default="<string>", compare=False)
     source: str = attr(default="", compare=False, repr=False)
     span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    name_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
+    version_span: Span = attr(default=NO_SPAN, compare=False, repr=False)
 
     _stages: dict[str, Stage] = attr(init=False, compare=False, repr=False)
     _fields: dict[str, FieldDef] = attr(init=False, compare=False, repr=False)
@@ -435,3 +340,44 @@ class Flow:
         if index is None or index + 1 >= len(self._main_line):
             return None
         return self._main_line[index + 1]
+
+
+__all__ = [  # the declarations, and the expressions re-exported from expr.py
+    "BUILTINS",
+    "COMPARE",
+    "COMPARE_OPS",
+    "NUMERIC_KINDS",
+    "And",
+    "Assignment",
+    "AtLeast",
+    "Compare",
+    "CompareOp",
+    "ConditionDef",
+    "DaysSince",
+    "EventDef",
+    "Expr",
+    "FieldDef",
+    "FieldKind",
+    "FieldType",
+    "Flow",
+    "FlowTest",
+    "FlowTestStep",
+    "InList",
+    "IsSet",
+    "Literal",
+    "Not",
+    "Or",
+    "Recycle",
+    "Ref",
+    "ScoreRule",
+    "Skip",
+    "Stage",
+    "StepKind",
+    "Target",
+    "Team",
+    "Value",
+    "Window",
+    "children",
+    "duration_text",
+    "walk",
+]

@@ -28,7 +28,8 @@ from dataclasses import field as attr
 from itertools import pairwise
 
 from ..errors import NO_SPAN, Span
-from .flow import Expr, Flow
+from .expr import Expr
+from .flow import Flow
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import math
 from decimal import Decimal
 
 from ..errors import BadInput
-from .flow import (
+from .expr import (
     And,
     AtLeast,
     Compare,

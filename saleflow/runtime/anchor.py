@@ -54,6 +54,7 @@ from ..jsontext import canonical
 from ..records import Store
 from ..store.schema import journal
 from ..store.sql import JOURNAL_LOCK, SqlStore
+from ..wording import plural
 from .audit import FlowLookup, Problem, check_chain
 
 OLD_KEY_VARIABLE = "SALEFLOW_AUDIT_OLD_KEY"
@@ -257,10 +258,6 @@ def compute_anchor(store: Store, upto: int | None = None, *, chunk: int = 1000) 
     return Anchor(seq, tree.count, entries, tree.root().hex(), sealed)
 
 
-def _count(number: int, word: str, words: str) -> str:
-    return f"{number} {word if number == 1 else words}"
-
-
 def _differences(now: Anchor, then: Anchor) -> str:
     """E.g. "1 lead and 7 entries fewer than anchored"."""
     fewer, more = [], []
@@ -269,9 +266,9 @@ def _differences(now: Anchor, then: Anchor) -> str:
         (now.entries, then.entries, "entry", "entries"),
     ):
         if have < had:
-            fewer.append(_count(had - have, word, words))
+            fewer.append(plural(had - have, word, words))
         elif have > had:
-            more.append(_count(have - had, word, words))
+            more.append(plural(have - had, word, words))
     said = [
         f"{' and '.join(counts)} {how} than anchored"
         for counts, how in ((fewer, "fewer"), (more, "more"))
@@ -321,8 +318,8 @@ def check_anchor(
         guess = "entries inserted?"
     else:
         said = (
-            f"the same {_count(now.leads, 'lead', 'leads')} and "
-            f"{_count(now.entries, 'entry', 'entries')}, but other chain heads"
+            f"the same {plural(now.leads, 'lead')} and "
+            f"{plural(now.entries, 'entry', 'entries')}, but other chain heads"
         )
         guess = "a chain was re-sealed or rewritten"
     see = "; see the leads above" if chains_fail else ""

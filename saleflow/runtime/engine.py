@@ -33,6 +33,7 @@ from ..limits import MAX_INT, MAX_INT32, check_id, check_int, check_text, check_
 from ..model.flow import Flow
 from ..model.identity import identity
 from ..records import (
+    DEFAULT_URL,
     EventRecord,
     FieldValue,
     Lead,
@@ -148,7 +149,7 @@ class Engine:
     def open(
         cls,
         flow: str | os.PathLike[str] | Flow | None = None,
-        db: str = "sqlite:///saleflow.db",
+        db: str = DEFAULT_URL,
         *,
         actor: str | None = None,
         now: datetime | str | None = None,

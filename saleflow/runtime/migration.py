@@ -41,6 +41,7 @@ from ..model.diff import Change, diff
 from ..model.flow import Flow
 from ..model.identity import identity
 from ..records import EventRecord, Lead, SlaBreach, Store
+from ..wording import plural
 from .moves import Work
 
 if TYPE_CHECKING:
@@ -437,7 +438,7 @@ def migrate_flow(
     stranded = find_stranded(engine, target, mapping, on_stranded)
     if stranded:
         raise Stranded(
-            f'{stranded} lead{"s" if stranded != 1 else ""} of flow "{target.name}" would be stranded by '
+            f'{plural(stranded, "lead")} of flow "{target.name}" would be stranded by '
             f"migrating to version {target.version}; nothing was migrated (map their stages with "
             "--map-stage OLD=NEW, or move them first)",
             stranded,

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..errors import BadInput
+from ..records import DEFAULT_URL
 from ..runtime.engine import Engine
 from ..store import open_store
 from . import changes, dashboard, errors, flows, leads, reports
@@ -79,7 +80,7 @@ def create_app(db: str, *, now: datetime | str | None = None, max_body: int = DE
 
 def create_app_from_env() -> FastAPI:
     """`create_app` from the environment `saleflow serve` sets up."""
-    db = os.environ.get("SALEFLOW_DB") or "sqlite:///saleflow.db"
+    db = os.environ.get("SALEFLOW_DB") or DEFAULT_URL
     limit = os.environ.get("SALEFLOW_MAX_BODY")
     try:
         max_body = int(limit) if limit else DEFAULT_MAX_BODY

@@ -18,6 +18,7 @@ import click
 
 from ..errors import BadInput
 from ..limits import check_id
+from ..wording import plural
 from .tokens import SCOPES, new_token, token_hash
 
 _SQLITE_WORKERS = (
@@ -140,7 +141,7 @@ def token_list_command(ctx: click.Context, as_json: bool) -> None:
             else f"last used {row['last_used_at'] or 'never'}"
         )
         click.echo(f"{row['name']:<24} {row['scope']:<6} created {row['created_at']}  {state}")
-    click.echo(f"{len(listed)} token" + ("" if len(listed) == 1 else "s"))
+    click.echo(plural(len(listed), "token"))
 
 
 @token_group.command("revoke")

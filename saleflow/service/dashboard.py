@@ -1,6 +1,6 @@
 """The dashboard: the HTML report, live, plus overdue leads and a page per lead.
 
-The report is drawn by `saleflow.html.render_html`, the same code as
+The report is drawn by `saleflow.views.page.render_html`, the same code as
 `report --format html`, so there is one look: this module takes that page
 apart (its style and its body) and puts the body inside a frame of its own
 with a flow menu, the overdue leads by name and a live indicator.
@@ -23,8 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from ..errors import NotFound, SaleflowError
 from ..runtime.engine import Engine
-from ..views.html import _CSS as REPORT_CSS
-from ..views.html import render_html
+from ..views.page import CSS as REPORT_CSS
+from ..views.page import render_html
 from ..views.report import overdue_leads, report_for
 from ..views.serialise import report_json, value_text
 from .auth import COOKIE, Caller, from_cookie, identify

@@ -2,7 +2,7 @@
 the pages' Content-Security-Policy can forbid inline scripts outright).
 
 Every few seconds it asks /dashboard/live for the report, already rendered
-by `saleflow.html` and escaped on the server, and swaps it and the overdue
+by `saleflow.views.page` and escaped on the server, and swaps it and the overdue
 list into the open page: the counts change without a reload.  No library,
 no CDN, no font: it works offline.
 """

@@ -9,10 +9,7 @@ PostgreSQL, creating or migrating the schema (Alembic, shipped in
 from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
 from .sql import SqlStore, SqlTransaction, open_store
 
-DEFAULT_URL = "sqlite:///saleflow.db"
-
 __all__ = [
-    "DEFAULT_URL",
     "KNOWN_REVISIONS",
     "SCHEMA_HEAD",
     "Corrupt",

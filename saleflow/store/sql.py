@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import BadInput, Conflict, NotFound, WrongKey
 from ..journal import GENESIS_HASH, JournalEntry, key_fingerprint, key_from_environment
 from ..model.identity import is_identity
-from ..records import EventRecord, Lead, SlaBreach, Store, Transaction
+from ..records import DEFAULT_URL, EventRecord, Lead, SlaBreach, Store, Transaction
 from .connect import (
     BEGIN_OPTION,
     advisory_key,
@@ -934,6 +934,14 @@ class SqlStore(ReportQueries, ExportQueries):
                 return found
         return err
 
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now` (``due_at <= now``):
+        a count over the due index."""
+        stmt = select(func.count()).select_from(leads).where(leads.c.due_at <= now)
+        if flow is not None:
+            stmt = stmt.where(leads.c.flow == flow)
+        return self._query(lambda conn: int(conn.execute(stmt).scalar_one()))
+
     def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
         """How many leads (of a flow, in a stage): an index-only count."""
         stmt = select(func.count()).select_from(leads)
@@ -1040,9 +1048,7 @@ def _abandon(conn: Connection) -> None:
             conn.invalidate()
 
 
-def open_store(
-    url: str = "sqlite:///saleflow.db", *, lock_timeout: float = 5.0, key: bytes | None = None
-) -> SqlStore:
+def open_store(url: str = DEFAULT_URL, *, lock_timeout: float = 5.0, key: bytes | None = None) -> SqlStore:
     """Open the saleflow database at `url`, creating or migrating its schema
     on first use.
 

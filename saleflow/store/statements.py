@@ -19,7 +19,20 @@ from functools import cached_property
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case, func, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
@@ -241,11 +254,15 @@ class Statements:
         key = ("due", first, by_flow)
         stmt = self._due_pages.get(key)
         if stmt is None:
-            # SQLite's planner prefers walking the primary key in id order
-            # (no sort) and testing every lead's due_at; `id || ''` keeps the
-            # id's value and order but hides it from the primary key index,
-            # so the due range is read from the due index and sorted.
-            by_id: Any = L.id if self.pg else L.id.concat("")
+            # Both planners may prefer walking the primary key in id order
+            # (no sort) and testing every lead's due_at, which reads the
+            # whole table when few leads are due; `id || ''` keeps the id's
+            # value and order (byte-wise: collation "C" on PostgreSQL, as
+            # the column) but hides it from the primary key index, so the
+            # due range is read from the due index and sorted.
+            by_id: Any = L.id.concat(literal_column("''", Text))
+            if self.pg:
+                by_id = by_id.collate("C")
             stmt = (
                 select(*LEAD_COLUMNS)
                 .where(L.due_at <= bindparam("now", type_=L.due_at.type))

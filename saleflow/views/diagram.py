@@ -19,15 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..model import graph
-from ..model.flow import Expr, Flow, Stage, duration_text
+from ..model.expr import Expr, duration_text
+from ..model.flow import Flow, Stage
 from ..model.unparse import shorten, unparse
+from ..wording import plural
+from .colours import MOVE_COLOURS
 
 Counts = Mapping[str, int]
-
-# Colours shared by both formats.
-_SKIP_COLOUR = "#2a7ab0"
-_RECYCLE_COLOUR = "#c0392b"
-_EXIT_COLOUR = "#b0b0b0"
 
 # The flags of a stage that its node shows, in this order.
 _MARKS = ("initial", "final", "manual")
@@ -96,10 +94,6 @@ def _graph(flow: Flow, exits: bool) -> _Graph:
     return _Graph(tuple(teams), side, tuple(edges))
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def _label_lines(stage: Stage, counts: Counts | None) -> list[str]:
     """Name first, then what is special about the stage, one fact a line."""
     lines = [stage.name]
@@ -107,16 +101,12 @@ def _label_lines(stage: Stage, counts: Counts | None) -> list[str]:
     if marks:
         lines.append(", ".join(marks))
     if stage.sla_days is not None:
-        lines.append(f"SLA {_plural_days(stage.sla_days)}")
+        lines.append(f"SLA {duration_text(stage.sla_days)}")
     if stage.capacity is not None:
         lines.append(f"capacity {stage.capacity}")
     if counts is not None:
-        lines.append(_plural(counts.get(stage.name, 0), "lead"))
+        lines.append(plural(counts.get(stage.name, 0), "lead"))
     return lines
-
-
-def _plural_days(days: float) -> str:
-    return duration_text(days)
 
 
 # --------------------------------------------------------------------------
@@ -149,9 +139,9 @@ def _mermaid_node(stage: Stage, counts: Counts | None) -> str:
 
 _MERMAID_ARROWS = {"advance": "-->", "skip": "-.->", "recycle": "-.->", "exit": "-.->"}
 _MERMAID_LINK_STYLES = {
-    "skip": f"stroke:{_SKIP_COLOUR},stroke-dasharray:6 4",
-    "recycle": f"stroke:{_RECYCLE_COLOUR},stroke-dasharray:2 3",
-    "exit": f"stroke:{_EXIT_COLOUR},stroke-dasharray:2 3",
+    "skip": f"stroke:{MOVE_COLOURS['skip']},stroke-dasharray:6 4",
+    "recycle": f"stroke:{MOVE_COLOURS['recycle']},stroke-dasharray:2 3",
+    "exit": f"stroke:{MOVE_COLOURS['exit']},stroke-dasharray:2 3",
 }
 
 
@@ -231,11 +221,11 @@ def _dot_colour(colour: str) -> dict[str, str]:
 
 _DOT_EDGE_STYLES: dict[str, dict[str, str]] = {
     "advance": {},
-    "skip": {"style": "dashed", **_dot_colour(_SKIP_COLOUR)},
+    "skip": {"style": "dashed", **_dot_colour(MOVE_COLOURS["skip"])},
     # constraint=false: a move back must not pull its source before its
     # target in the left-to-right ranking.
-    "recycle": {"style": "dotted", **_dot_colour(_RECYCLE_COLOUR), "constraint": "false"},
-    "exit": {"style": "dotted", "color": _dot_quote(_EXIT_COLOUR), "arrowsize": "0.5"},
+    "recycle": {"style": "dotted", **_dot_colour(MOVE_COLOURS["recycle"]), "constraint": "false"},
+    "exit": {"style": "dotted", "color": _dot_quote(MOVE_COLOURS["exit"]), "arrowsize": "0.5"},
 }
 
 

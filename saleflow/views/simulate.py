@@ -38,14 +38,15 @@ from ..coerce import coerce
 from ..compile import CompiledFlow
 from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
-from ..model.flow import Compare, DaysSince, Expr, Flow, Literal, Ref, Window, walk
+from ..model.expr import Compare, DaysSince, Expr, Literal, Ref, Window, walk
+from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
+from ..runtime.engine import Engine
+from ..runtime.moves import Work
 from ..store import open_store
 from ..store.schema import journal
 from .report import Period, Report, StageFigures, days, percent
 from .report.build import build_report
-from ..runtime.engine import Engine
-from ..runtime.moves import Work
 
 DAY = timedelta(days=1)
 ACTOR = "saleflow-simulate"
@@ -718,7 +719,7 @@ def render_simulation_table(sim: Simulation, path: str | None = None) -> str:
 def render_simulation_html(sim: Simulation) -> str:
     """Both funnels side by side, then the comparison table, the queue and
     the refused requests; built from the report page's own parts."""
-    from . import html as page
+    from . import page
 
     a, s = sim.actual, sim.simulated
     e = page._e

@@ -5,7 +5,7 @@ streams each lead's history (`store/reporting.py`); this package knows what
 the numbers mean: which stage is further along the main line, which team
 owns which stages, what a target asks for.  The result is a `Report`, which
 renders as JSON (SPEC §4), a text table or CSV here, and as HTML in
-`saleflow.html`.  Memory does not grow with the number of leads, except by
+`saleflow.views.page`.  Memory does not grow with the number of leads, except by
 8 bytes per stage visit for exact medians.
 
 Definitions (also in README.md, "Reports: definitions").  The unit is a
@@ -38,7 +38,7 @@ recycle.  Every audit entry counts, whatever its kind (`import` included).
   lead's field (its default when unset).
 
 The package: `figures` (the period and the report's dataclasses), `build`
-(computing them from the store), `text` (table and CSV); `saleflow.html`
+(computing them from the store), `text` (table and CSV); `saleflow.views.page`
 draws the same report as a page.
 """
 

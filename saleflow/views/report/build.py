@@ -1,5 +1,5 @@
 """Computing the report: the store streams each lead's history, a chunk of
-leads at a time; `_Tally` folds it lead by lead into counters; the figures
+leads at a time; `_ReportCounts` folds it lead by lead into counters; the figures
 are read off those.  Also the leads past their SLA now.
 
 Why a fold and not window functions: see `saleflow.store.reporting`.
@@ -243,7 +243,7 @@ def _micros(value: datetime | None) -> int | None:
     return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
-class _Tally:
+class _ReportCounts:
     """What the report counts, folded one lead at a time.
 
     A lead's entries are walked twice: backwards, for the furthest main-line
@@ -369,7 +369,7 @@ def build_report(
         return _group_key(by_field, raw)
 
     with Medians() as medians:
-        tally = _Tally(layout, period, medians, norm if by is not None else None)
+        tally = _ReportCounts(layout, period, medians, norm if by is not None else None)
         for chunk in source.iter_histories(name, group=by, group_default=default, touches=True):
             for history in chunk:
                 tally.add(history)

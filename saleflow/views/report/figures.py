@@ -1,6 +1,6 @@
 """The report's figures: the period, and one frozen dataclass per table of
 the report, each with the JSON it turns into (SPEC §4: the keys of ``report
---format json``).  Built by `build.py`, rendered by `text.py` and `html.py`.
+--format json``).  Built by `build.py`, rendered by `text.py` and `views/page`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 from ...coerce import parse_time
 from ...errors import BadInput
-from ...model.flow import COMPARE, Flow, Target
+from ...model.expr import COMPARE
+from ...model.flow import Flow, Target
 from ...records import Lead
 
 # --------------------------------------------------------------------------

@@ -7,14 +7,10 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...csvcell import safe_row
-
-if TYPE_CHECKING:
-    pass
-
-
+from ...wording import decimal_text, plural
 from .figures import Report, StageFigures, TargetResult, short_time
 
 # --------------------------------------------------------------------------
@@ -31,7 +27,8 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 
 def days(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+    """A number of days for a table, to two decimals; `-` for none."""
+    return "-" if value is None else decimal_text(value, 2)
 
 
 def target_actual(result: TargetResult) -> str:
@@ -117,7 +114,7 @@ def render_table(report: Report) -> str:
     r = report.recycled
     out += [
         "",
-        f"Recycled: {r.lead_cycles} lead-cycle{'' if r.lead_cycles == 1 else 's'}, "
+        f"Recycled: {plural(r.lead_cycles, 'lead-cycle')}, "
         f"{r.later_advanced} later went further "
         f"({percent(r.conversion)})",
     ]

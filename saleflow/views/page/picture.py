@@ -1,18 +1,11 @@
-"""The report as one self-contained HTML page (`report --format html`).
+"""The report page's picture of the flow, drawn as inline SVG by our own layout.
 
-Layer 5, a read-only view of a `Report`.  The page works offline and alone:
-styles inline, charts as inline SVG drawn here, no script, no font, no
-request to anywhere.  It shows a funnel (one bar per main-line stage, with
-its entries and conversion), the flow itself (teams as columns, stages as
-boxes sized to their text with live counts, skips and recycles as arrows
-routed clear of the main line, and a legend; our own layout, no Mermaid or
-Graphviz at run time) and the KPI tables.  No font is shipped, so text is
-measured with the widths of a wide common face (`text_width`).
-
-Every bar, funnel label and stage box carries ``data-stage``,
-``data-entered`` and ``data-conversion`` (and boxes ``data-current``), so
-tests and scripts can read the figures from the DOM.  All text goes through
-`html.escape`.
+Layer 5.  Teams are columns, stages boxes sized to their text with live
+counts, skips and recycles arrows routed clear of the main line, with a
+legend; no Mermaid or Graphviz at run time.  Every stage box carries
+``data-stage``, ``data-entered``, ``data-conversion`` and ``data-current``.
+The moves drawn are the model's move graph (`model.graph`), the same one the
+checker, the compiler and `diagram` read.
 """
 
 from __future__ import annotations
@@ -20,157 +13,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from html import escape
 from math import ceil
 
-from ..model import graph
-from ..model.flow import Flow, duration_text
-from .report import Report, StageFigures, TargetResult, days, percent, target_actual, target_verdict
+from ...model import graph
+from ...model.expr import duration_text
+from ...model.flow import Flow
+from ...wording import plural
+from ..colours import MOVE_COLOURS
+from ..report import Report, StageFigures, percent
+from .markup import esc, figures_attrs
+from .metrics import text_width
 
-_MAIN = "#4a5568"
-_SKIP = "#2a7ab0"
-_RECYCLE = "#c0392b"
-_BAR = "#3b82c4"
-
-_CSS = """
-:root { color-scheme: light; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color: #1f2933; background: #f5f7fa; margin: 0; padding: 24px 32px 48px; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 18px; margin: 0 0 12px; }
-h3 { font-size: 15px; margin: 16px 0 8px; }
-.meta { color: #52606d; margin: 0 0 16px; }
-section { background: #fff; border: 1px solid #e4e7eb; border-radius: 8px; padding: 16px 20px;
-          margin: 0 0 20px; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 0 0 20px; }
-.card { background: #fff; border: 1px solid #e4e7eb; border-radius: 8px; padding: 10px 16px; min-width: 170px; }
-.card .value { font-size: 22px; font-weight: 600; }
-.card .what { color: #52606d; font-size: 12px; }
-table { border-collapse: collapse; width: 100%; }
-th, td { padding: 5px 10px; border-bottom: 1px solid #e4e7eb; text-align: left; vertical-align: top; }
-th { background: #f0f4f8; font-weight: 600; font-size: 13px; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.side td { color: #616e7c; }
-.met { background: #e3f9e5; color: #1f6f2a; font-weight: 600; }
-.missed { background: #ffe3e3; color: #a61b1b; font-weight: 600; }
-.nodata { background: #f0f4f8; color: #616e7c; }
-.late { color: #a61b1b; font-weight: 600; }
-.note { color: #616e7c; font-size: 12px; margin: 8px 0 0; }
-.meter { display: inline-block; width: 60px; height: 8px; background: #e4e7eb; border-radius: 4px;
-         margin-left: 6px; vertical-align: middle; overflow: hidden; }
-.meter span { display: block; height: 100%; background: #3b82c4; }
-svg { max-width: 100%; height: auto; display: block; }
-svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
-.legend { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 18px; color: #52606d; font-size: 12px;
-          margin: 8px 0 0; }
-.legend span { display: inline-flex; align-items: center; white-space: nowrap; }
-.legend span.explain { white-space: normal; }
-.legend svg.key { display: inline-block; width: 30px; height: 16px; margin-right: 6px; flex: none; }
-"""
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _num(value: float | None) -> str:
-    """A figure for a ``data-*`` attribute: empty when there is none."""
-    return "" if value is None else repr(value)
-
-
-def _data(stage: StageFigures) -> str:
-    return (
-        f'data-stage="{_e(stage.stage)}" data-entered="{stage.entered}" '
-        f'data-conversion="{_num(stage.conversion)}"'
-    )
-
-
-# --------------------------------------------------------------------------
-# Text widths
-# --------------------------------------------------------------------------
-
-# Advance widths of printable ASCII (" " to "~"), in hundredths of an em, in
-# DejaVu Sans Book and Bold: the face `system-ui` falls back to on most
-# Linux desktops and one of the widest sans-serif faces, so that a box sized
-# by these widths holds its text in the narrower faces of other systems too.
-# A character outside the table counts as a full em.
-_REGULAR_WIDTHS = (
-    "32 40 46 84 64 95 78 27 39 39 50 84 32 36 32 34 64 64 64 64 64 64 64 64 64 64 34 34 84 84 84 53 "
-    "100 68 69 70 77 63 58 77 75 29 29 66 56 86 75 79 60 79 69 63 61 73 68 99 69 61 69 39 34 39 84 50 "
-    "50 61 63 55 63 62 35 63 63 28 28 58 28 97 63 61 63 63 41 52 39 63 59 82 59 59 52 64 34 64 84"
-)
-_BOLD_WIDTHS = (
-    "35 46 52 84 70 100 87 31 46 46 52 84 38 42 38 37 70 70 70 70 70 70 70 70 70 70 40 40 84 84 84 58 "
-    "100 77 76 73 83 68 68 82 84 37 37 77 64 100 84 85 73 85 77 72 68 81 77 110 77 72 73 46 37 46 84 50 "
-    "50 67 72 59 72 68 44 72 71 34 34 67 34 104 71 69 72 72 49 60 48 71 65 92 65 65 58 71 37 71 84"
-)
-_WIDTHS = {
-    bold: {chr(32 + i): int(w) for i, w in enumerate(table.split())} | {"·": 38, "→": 84}
-    for bold, table in ((False, _REGULAR_WIDTHS), (True, _BOLD_WIDTHS))
-}
-
-
-def text_width(text: str, size: float, bold: bool = False) -> float:
-    """A generous estimate of the width in pixels of `text` set at `size`
-    pixels in the page's font (`bold`: weight 600)."""
-    widths = _WIDTHS[bold]
-    return sum(widths.get(char, 100) for char in text) * size / 100 * 1.04
-
-
-# --------------------------------------------------------------------------
-# Funnel
-# --------------------------------------------------------------------------
-
-
-def funnel_label(stage: StageFigures) -> str:
-    """The text beside a funnel bar."""
-    return f"{stage.entered:,} entered · {percent(stage.conversion)} advanced"
-
-
-def _funnel(report: Report) -> str:
-    stages = [s for s in report.stages if s.main_line]
-    if not stages:
-        return '<p class="note">This flow has no main line.</p>'
-    row, bar_w, text_w = 34, 560, 260
-    name_w = max(170, ceil(max(text_width(s.stage, 13) for s in stages)) + 20)
-    width, height = name_w + bar_w + text_w, row * len(stages) + 10
-    most = max((s.entered for s in stages), default=0) or 1
-    out = [
-        f'<svg class="funnel" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-label="Funnel: lead-cycles entering each main-line stage">'
-    ]
-    for index, s in enumerate(stages):
-        y = 5 + index * row
-        w = 0.0 if s.entered == 0 else max(2.0, bar_w * s.entered / most)
-        x = name_w + (bar_w - w) / 2
-        colour = "#9aa5b1" if s.entered == 0 else _BAR
-        out.append(f'<g class="bar" {_data(s)}>')
-        out.append(f"<title>{_e(s.stage)}: {_e(funnel_label(s))}</title>")
-        out.append(
-            f'<text class="stage-name" x="{name_w - 10}" y="{y + row / 2 + 5}" text-anchor="end" '
-            f'font-size="13" fill="#1f2933">{_e(s.stage)}</text>'
-        )
-        out.append(
-            f'<rect {_data(s)} x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" rx="3" '
-            f'fill="{colour}"/>'
-        )
-        out.append(
-            f'<text class="label" {_data(s)} x="{name_w + bar_w + 10}" y="{y + row / 2 + 5}" '
-            f'font-size="13" fill="#1f2933">{_e(funnel_label(s))}</text>'
-        )
-        out.append("</g>")
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------
-# The flow, drawn
-# --------------------------------------------------------------------------
+_RECYCLE = MOVE_COLOURS["recycle"]  # also the colour of a stage past its SLA
 
 # Geometry: teams are bands (columns) of boxes, every box as wide as the
 # widest text of any box needs (up to a limit; longer text is set smaller).
@@ -219,9 +73,9 @@ _BORDERS = {
 }
 _MANUAL_DASH = 'stroke-dasharray="5 3"'
 _MOVE_STYLES = {
-    "advance": f'stroke="{_MAIN}" stroke-width="1.6"',
-    "skip": f'stroke="{_SKIP}" stroke-width="1.6" stroke-dasharray="7 4"',
-    "recycle": f'stroke="{_RECYCLE}" stroke-width="1.6" stroke-dasharray="3 3"',
+    "advance": f'stroke="{MOVE_COLOURS["advance"]}" stroke-width="1.6"',
+    "skip": f'stroke="{MOVE_COLOURS["skip"]}" stroke-width="1.6" stroke-dasharray="7 4"',
+    "recycle": f'stroke="{MOVE_COLOURS["recycle"]}" stroke-width="1.6" stroke-dasharray="3 3"',
 }
 
 
@@ -328,7 +182,7 @@ class _Line:
         weight = f' font-weight="{self.weight}"' if self.weight != 400 else ""
         return (
             f'<text{css} x="{cx:.1f}" y="{y:.1f}" text-anchor="middle" font-size="{size:g}"{weight}'
-            f'{squeeze} fill="{self.fill}">{_e(self.text)}</text>'
+            f'{squeeze} fill="{self.fill}">{esc(self.text)}</text>'
         )
 
 
@@ -355,7 +209,7 @@ def _stage_text(stage: StageFigures, flow: Flow, report: Report) -> _StageText:
         detail = ", ".join(flags) or "side stage"
     if sla is not None:
         detail += f" · SLA {duration_text(sla.sla_days)}"
-        breaches = f"{sla.breaches:,} breach" + ("" if sla.breaches == 1 else "es")
+        breaches = plural(sla.breaches, "breach", "breaches", grouped=True)
         tooltip.append(f"SLA {duration_text(sla.sla_days)}: {breaches}, {sla.overdue_now:,} overdue now")
     # What kind of stage it is, each word once.
     kind = flags if stage.main_line else ["side stage", *flags]
@@ -517,8 +371,8 @@ def _stage_box(box: _Box, stage: StageFigures, text: _StageText) -> str:
     name, counts, detail = text.lines
     return "\n".join(
         [
-            f'<g class="stage" {_data(stage)} data-current="{stage.current}">',
-            f"<title>{_e(text.tooltip)}</title>",
+            f'<g class="stage" {figures_attrs(stage)} data-current="{stage.current}">',
+            f"<title>{esc(text.tooltip)}</title>",
             f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:g}" height="{_BOX_H}" rx="8" {text.style}/>',
             name.svg(cx, box.y + 20, room),
             counts.svg(cx, box.y + 38, room),
@@ -534,7 +388,7 @@ def _legend() -> str:
     def key(name: str, shape: str, label: str) -> str:
         return (
             f'<span data-legend="{name}"><svg class="key" width="30" height="16" viewBox="0 0 30 16" '
-            f'aria-hidden="true">{shape}</svg>{_e(label)}</span>'
+            f'aria-hidden="true">{shape}</svg>{esc(label)}</span>'
         )
 
     def line(kind: str) -> str:
@@ -565,7 +419,8 @@ def _legend() -> str:
     )
 
 
-def _flow_svg(report: Report) -> str:
+def flow_picture(report: Report) -> str:
+    """The flow as an SVG, then its legend."""
     flow = report.definition
     # The flow's move graph, exits left out (drawn, they would join every
     # stage to every final one); a move declared twice is drawn once.
@@ -585,10 +440,10 @@ def _flow_svg(report: Report) -> str:
         f'height="{canvas.height}" role="img" aria-label="The flow: teams, stages and moves, with counts">',
         "<defs>",
     ]
-    for kind, colour in (("advance", _MAIN), ("skip", _SKIP), ("recycle", _RECYCLE)):
+    for kind in ("advance", "skip", "recycle"):
         out.append(
             f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-            f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
+            f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{MOVE_COLOURS[kind]}"/></marker>'
         )
     out.append("</defs>")
     for title, x in canvas.bands:
@@ -615,9 +470,9 @@ def _flow_svg(report: Report) -> str:
             path = _edge(boxes[source], boxes[target], kind, lane, canvas)
             lane += _over_the_top(move, band_of)
         out.append(
-            f'<path class="move {kind}" data-from="{_e(source)}" data-to="{_e(target)}" '
+            f'<path class="move {kind}" data-from="{esc(source)}" data-to="{esc(target)}" '
             f'd="{path}" fill="none" {_MOVE_STYLES[kind]} marker-end="url(#arrow-{kind})">'
-            f"<title>{_e(kind)} {_e(source)} → {_e(target)}</title></path>"
+            f"<title>{esc(kind)} {esc(source)} → {esc(target)}</title></path>"
         )
     for stage in report.stages:
         if stage.stage in boxes:
@@ -625,248 +480,3 @@ def _flow_svg(report: Report) -> str:
     out.append("</svg>")
     out.append(_legend())
     return "\n".join(out)
-
-
-# --------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[tuple[str, bool]], rows: Iterable[str], css: str = "") -> str:
-    head = "".join(f"<th{' class=n' if numeric else ''}>{_e(h)}</th>" for h, numeric in headers)
-    body = "\n".join(rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
-
-
-def _td(value: object, numeric: bool = True, css: str = "") -> str:
-    classes = " ".join(c for c in ("n" if numeric else "", css) if c)
-    attr = f' class="{classes}"' if classes else ""
-    return f"<td{attr}>{_e(value)}</td>"
-
-
-def _meter(value: float | None) -> str:
-    if value is None:
-        return '<td class="n">-</td>'
-    width = max(0.0, min(1.0, value)) * 100
-    return f'<td class="n">{_e(percent(value))}<span class="meter"><span style="width:{width:.1f}%"></span></span></td>'
-
-
-_STAGE_HEADERS = (
-    ("stage", False),
-    ("team", False),
-    ("entered", True),
-    ("now", True),
-    ("advanced", True),
-    ("conversion", True),
-    ("median days", True),
-)
-
-
-def _stage_rows(stages: Iterable[StageFigures]) -> list[str]:
-    return [
-        f'<tr class="{"main" if s.main_line else "side"}" {_data(s)}>'
-        + _td(s.stage if s.main_line else f"{s.stage} (side)", False)
-        + _td(s.team or "-", False)
-        + _td(f"{s.entered:,}")
-        + _td(f"{s.current:,}")
-        + _td(f"{s.advanced:,}")
-        + _meter(s.conversion)
-        + _td(days(s.median_days))
-        + "</tr>"
-        for s in stages
-    ]
-
-
-def _teams(report: Report) -> str:
-    e2e = report.end_to_end
-    rows = [
-        f'<tr data-team="{_e(t.team)}">'
-        + _td(t.title, False)
-        + _td(", ".join(t.stages), False)
-        + _td(f"{t.entered:,}")
-        + _td("-" if t.handed_off is None else f"{t.handed_off:,}")
-        + _meter(t.conversion)
-        + _meter(t.end_to_end)
-        + "</tr>"
-        for t in report.teams
-    ]
-    headers = [
-        ("team", False),
-        ("stages", False),
-        ("entered", True),
-        ("handed off", True),
-        ("conversion", True),
-        (f"end-to-end from {e2e.start or '-'}", True),
-    ]
-    out = [_table(headers, rows)]
-    if e2e.last is not None:
-        out.append(
-            f'<p class="note" id="end-to-end">End to end: {e2e.entered:,} leads entered '
-            f"<b>{_e(e2e.start)}</b>; {e2e.last.reached:,} reached <b>{_e(e2e.last.stage)}</b> "
-            f"({_e(percent(e2e.last.conversion))}). A team with a high conversion but a low end-to-end "
-            "share is optimising locally.</p>"
-        )
-    return "\n".join(out)
-
-
-def _target_row(t: TargetResult) -> str:
-    verdict = target_verdict(t)
-    css = {"met": "met", "missed": "missed"}.get(verdict, "nodata")
-    met = "" if t.met is None else str(t.met).lower()
-    return (
-        f'<tr data-target="{_e(t.target)}" data-met="{met}">'
-        + _td(str(t.target), False)
-        + _td(t.team, False)
-        + _td(target_actual(t))
-        + _td(f"{t.basis:,}")
-        + _td(verdict, False, css)
-        + "</tr>"
-    )
-
-
-def _sla(report: Report) -> str:
-    if not report.sla:
-        return '<p class="note">No stage of this flow has an SLA.</p>'
-    rows = [
-        f'<tr data-stage="{_e(s.stage)}">'
-        + _td(s.stage, False)
-        + _td(s.team or "-", False)
-        + _td(duration_text(s.sla_days))
-        + _td(f"{s.breaches:,}")
-        + _td(f"{s.overdue_now:,}", css="late" if s.overdue_now else "")
-        + "</tr>"
-        for s in report.sla
-    ]
-    headers = [("stage", False), ("team", False), ("SLA", True), ("breaches", True), ("overdue now", True)]
-    return _table(headers, rows)
-
-
-def _recycled(report: Report) -> str:
-    r = report.recycled
-    text = (
-        f"<p>{_plural(r.lead_cycles, 'lead-cycle')} started by a recycle; {r.later_advanced:,} of them "
-        f"later went further along the main line than before ({_e(percent(r.conversion))}).</p>"
-    )
-    if not r.by_stage:
-        return text
-    rows = [
-        "<tr>" + _td(stage, False) + _td(f"{n:,}") + _td(f"{m:,}") + _meter(m / n if n else None) + "</tr>"
-        for stage, n, m in r.by_stage
-    ]
-    headers = [("recycled from", False), ("lead-cycles", True), ("later further", True), ("share", True)]
-    return text + _table(headers, rows)
-
-
-def _ratio_text(s: StageFigures) -> str:
-    return f"{s.advanced:,}/{s.entered:,} ({percent(s.conversion, 0)})"
-
-
-def _channels(report: Report) -> str:
-    if not report.channels:
-        return '<p class="note">No entries in the period.</p>'
-    if all(c.channel is None for c in report.channels):
-        return (
-            '<p class="note">No entry had an event with a channel before it, so there is nothing to '
-            "credit; events recorded with a channel (<code>saleflow event ID EVENT --channel web</code>) "
-            "show here.</p>"
-        )
-    names = [c.channel or "(none)" for c in report.channels]
-    cells: dict[str, dict[str, StageFigures]] = {}
-    for channel, name in zip(report.channels, names, strict=True):
-        for s in channel.stages:
-            cells.setdefault(s.stage, {})[name] = s
-    rows = []
-    for stage in report.stages:
-        if stage.stage not in cells:
-            continue
-        row = f'<tr data-stage="{_e(stage.stage)}">' + _td(stage.stage, False)
-        for name in names:
-            cell = cells[stage.stage].get(name)
-            row += "<td></td>" if cell is None else _td(_ratio_text(cell))
-        rows.append(row + "</tr>")
-    headers = [("stage", False), *((name, True) for name in names)]
-    return _table(headers, rows) + (
-        '<p class="note">Each entry into a stage is credited to the channel of the lead\'s last event '
-        "before it (last touch); cells are advanced/entered.</p>"
-    )
-
-
-def _groups(report: Report) -> str:
-    values = [g.value if g.value is not None else "(unset)" for g in report.groups]
-    rows = []
-    for stage in report.stages:
-        row = f'<tr data-stage="{_e(stage.stage)}">' + _td(stage.stage, False)
-        for group in report.groups:
-            s = next(x for x in group.stages if x.stage == stage.stage)
-            row += _td(_ratio_text(s) if s.entered else "")
-        rows.append(row + "</tr>")
-    headers = [("stage", False), *((v, True) for v in values)]
-    return _table(headers, rows) + '<p class="note">Cells are advanced/entered per value.</p>'
-
-
-def _cards(report: Report) -> str:
-    e2e = report.end_to_end
-    cards = [
-        (f"{e2e.entered:,}", f"leads entered {e2e.start or '-'}"),
-        (
-            percent(None if e2e.last is None else e2e.last.conversion),
-            f"end to end, to {e2e.last.stage if e2e.last else '-'}",
-        ),
-        (f"{sum(s.current for s in report.stages):,}", "leads now"),
-        (f"{report.sla_breaches:,}", "SLA breaches"),
-        (f"{report.recycled.lead_cycles:,}", "recycled lead-cycles"),
-    ]
-    met = sum(1 for t in report.targets if t.met)
-    if report.targets:
-        cards.append((f"{met} of {len(report.targets)}", "targets met"))
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card"><div class="value">{_e(v)}</div><div class="what">{_e(w)}</div></div>'
-            for v, w in cards
-        )
-        + "</div>"
-    )
-
-
-def render_html(report: Report) -> str:
-    """The whole page."""
-    title = f"{report.title} — saleflow report"
-    sections = [
-        ("funnel", "Funnel", _funnel(report)),
-        ("flow", "The flow", _flow_svg(report)),
-        ("stages", "Stages", _table(_STAGE_HEADERS, _stage_rows(report.stages))),
-        ("teams", "Teams and end-to-end conversion", _teams(report)),
-    ]
-    if report.targets:
-        headers = [("target", False), ("team", False), ("actual", True), ("basis", True), ("verdict", False)]
-        sections.append(("targets", "Targets", _table(headers, [_target_row(t) for t in report.targets])))
-    sections += [
-        (
-            "sla",
-            f"SLA: {report.sla_breaches:,} breach{'' if report.sla_breaches == 1 else 'es'}",
-            _sla(report),
-        ),
-        ("recycled", "Recycled", _recycled(report)),
-        ("channels", "Conversion by channel", _channels(report)),
-    ]
-    if report.by is not None:
-        sections.append(("groups", f"By {report.by}", _groups(report)))
-    body = "\n".join(
-        f'<section id="{sid}"><h2>{_e(heading)}</h2>\n{content}\n</section>'
-        for sid, heading, content in sections
-    )
-    meta = (
-        f"flow <code>{_e(report.flow)}</code> version {report.version} · period: {_e(report.period)} "
-        f"(by time of entry) · generated {_e(report.generated_at.isoformat(timespec='seconds'))}"
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f'<header><h1>{_e(report.title)}</h1><p class="meta">{meta}</p></header>\n'
-        f"{_cards(report)}\n{body}\n"
-        '<footer class="note">Generated by saleflow. Definitions: README, "Reports: definitions".</footer>\n'
-        "</body>\n</html>\n"
-    )
