@@ -31,6 +31,9 @@ MAX_NUMBER = 1e18  # money in any currency, with room to spare
 # (text fields, an event's content, a reason) may be long but not unbounded.
 MAX_ID_LENGTH = 255
 MAX_TEXT_LENGTH = 100_000
+# A webhook's URL (`saleflow webhook add`): what every browser and proxy
+# passes, and far more than any real endpoint needs.
+MAX_URL_LENGTH = 2_000
 
 # Times of operations (--at, --now, --since/--until, an import's time
 # column): a window or an SLA of up to MAX_DAYS added to any of them stays

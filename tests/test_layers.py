@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "runtime": 4,
     "importing": 4,
     "views": 5,
+    "webhooks": 5,
     "cli": 6,
     "service": 6,
     "__init__": 7,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 from ..errors import Diagnostic
 from ..model.flow import Flow
-from . import lint, names, numbers, structure, types
+from . import lint, names, ranges, structure, typecheck
 from .context import Context
 
 Rule = Callable[[Context], Iterable[Diagnostic]]
@@ -31,12 +31,12 @@ RULES: list[Rule] = [
     names.duplicate_names,
     names.long_names,
     names.enum_values,
-    types.field_defaults,
-    numbers.default_ranges,
-    types.expression_types,
-    numbers.expression_numbers,
+    typecheck.field_defaults,
+    ranges.default_ranges,
+    typecheck.expression_types,
+    ranges.expression_numbers,
     structure.condition_depth,
-    types.test_blocks,
+    typecheck.test_blocks,
     names.condition_cycles,
     names.unknown_stages,
     structure.initial_stage,
@@ -44,8 +44,8 @@ RULES: list[Rule] = [
     structure.skips,
     structure.recycles,
     structure.targets,
-    numbers.stage_limits,
-    numbers.flow_numbers,
+    ranges.stage_limits,
+    ranges.flow_numbers,
     lint.unreachable_stages,
     lint.dead_ends,
     lint.impossible_at_least,

@@ -1585,3 +1585,7 @@ main.add_command(token_group)
 from .worker import worker_command  # noqa: E402
 
 main.add_command(worker_command)
+
+from .webhook import webhook_group  # noqa: E402
+
+main.add_command(webhook_group)

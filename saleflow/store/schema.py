@@ -341,3 +341,48 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("owner", "key"),
 )
+
+# -- webhooks (saleflow/store/hooks.py, migration 0005, docs/webhooks.md) -----
+
+# One row per webhook.  `secret_env` is the NAME of the environment variable
+# holding the signing secret, never the secret.  `cursor`: every entry at or
+# below it that matches the filters is queued (or was delivered already).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("name", _key(), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("flow", _key()),
+    Column("kinds", Text),  # comma-separated kinds of entry; NULL: every kind
+    Column("stages", Text),  # JSON list of stage names; NULL: every stage
+    Column("secret_env", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("cursor", BigInteger, nullable=False),
+)
+
+# The entries a webhook still owes, one row each.  Per (hook, lead) the live
+# rows (failed_at NULL) form a queue delivered in order: exactly one of them,
+# the head, has `next_at` set (when it is due); the others wait behind it.
+# A row given up after 24 hours keeps failed_at (`webhook failures`) until
+# `webhook retry` re-queues it.  A worker claims a head with a lease
+# (lease_owner, lease_until on the wall clock) so that no other sends it.
+webhook_queue = Table(
+    "webhook_queue",
+    metadata,
+    Column("hook", _key(), ForeignKey("webhooks.name"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("lead_id", _key(), nullable=False),
+    Column("queued_at", UtcDateTime, nullable=False),
+    Column("next_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False),
+    Column("first_failed_at", UtcDateTime),
+    Column("last_attempt_at", UtcDateTime),
+    Column("last_error", Text),
+    Column("failed_at", UtcDateTime),
+    Column("lease_owner", Text),
+    Column("lease_until", UtcDateTime),
+    PrimaryKeyConstraint("hook", "seq"),
+    Index(None, "hook", "lead_id", "seq"),
+    Index(None, "hook", "next_at"),
+    Index(None, "hook", "failed_at"),
+)

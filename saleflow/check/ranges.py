@@ -28,7 +28,7 @@ from ..limits import (
 )
 from ..model.flow import AtLeast, Compare, DaysSince, Expr, FieldDef, Literal, Ref, Window, walk
 from .context import Context, at
-from .types import default_fits
+from .typecheck import default_fits
 
 
 def _finite_number(value: int | float) -> bool:
