@@ -482,14 +482,17 @@ def _report_change(engine: Engine, before: Lead | None, lead: Lead, as_json: boo
 
 
 @contextmanager
-def batch_progress(engine: Engine, flow: str | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr while a batch or a report walks the leads,
-    when stderr is a terminal (never in a pipe, a file or a test); it calls
-    the function with the number of leads each chunk covered."""
+def batch_progress(
+    engine: Engine, flow: str | None, label: str, *, due: bool = False
+) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr while a batch or a report walks the leads
+    (`due`: the leads due now, which tick walks), when stderr is a terminal
+    (never in a pipe, a file or a test); it calls the function with the
+    number of leads each chunk covered."""
     if not sys.stderr.isatty():
         yield None
         return
-    total = engine.store.count_leads(flow)
+    total = engine.store.count_due(engine.now(), flow) if due else engine.store.count_leads(flow)
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
 
@@ -679,8 +682,8 @@ def advance_command(
 @click.option("--json", "as_json", is_flag=True, help='Print {"moves", "sla_breaches"} as JSON.')
 @pass_settings
 def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
-    """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
-    with open_engine(settings) as engine, batch_progress(engine, flow, "tick") as progress:
+    """Re-evaluate time for the leads due: windows, days in stage, auto recycles, SLAs (run it from cron)."""
+    with open_engine(settings) as engine, batch_progress(engine, flow, "tick", due=True) as progress:
         ticked = engine.tick(flow=flow, progress=progress)
     if as_json:
         echo_json({"moves": ticked.moves, "sla_breaches": ticked.sla_breaches})
@@ -1578,6 +1581,10 @@ from ..service.commands import serve_command, token_group  # noqa: E402
 
 main.add_command(serve_command)
 main.add_command(token_group)
+
+from .worker import worker_command  # noqa: E402
+
+main.add_command(worker_command)
 
 from .webhook import webhook_group  # noqa: E402
 
