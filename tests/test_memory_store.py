@@ -180,3 +180,31 @@ def test_report_reads_times_to_the_microsecond(db_url: str) -> None:
         assert isinstance(store, ReportSource)
         read = {h.lead_id: h.entries[0][5] for chunk in store.iter_histories(flow.name) for h in chunk}
     assert read == {f"t{i}": micros(at) for i, at in enumerate(times)}
+
+
+def test_claim_due_matches_the_sql_claim(sqlite_url: str) -> None:
+    """The memory store's claim picks what the SQL store's claim picks:
+    due at `now` (never-due and later leads left), of the flow asked for,
+    earliest due first then by id, at most `limit`."""
+    at = datetime.fromisoformat("2026-03-02T09:00:00+00:00")
+    dues = {"b": at, "a": at, "c": at - timedelta(days=1), "late": at + timedelta(seconds=1), "never": None}
+    memory = MemoryStore()
+    sql = open_store(sqlite_url)
+    try:
+        for store in (memory, sql):
+            with store.transaction() as tx:
+                for lead_id, due in dues.items():
+                    lead = _lead(lead_id, at)
+                    lead.due_at = due
+                    tx.insert_lead(lead)
+                other = _lead("z-other", at)
+                other.flow, other.due_at = "g", at
+                tx.insert_lead(other)
+        for flow, limit in ((None, 10), ("f", 10), ("f", 2), ("g", 10)):
+            with memory.transaction() as mtx, sql.transaction() as stx:
+                claimed = [lead.id for lead in mtx.claim_due(at, flow, limit)]
+                assert claimed == [lead.id for lead in stx.claim_due(at, flow, limit)]
+        with memory.transaction() as tx:
+            assert [lead.id for lead in tx.claim_due(at, "f", 10)] == ["c", "a", "b"]
+    finally:
+        sql.close()

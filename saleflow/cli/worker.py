@@ -76,11 +76,13 @@ def worker_command(ctx: click.Context, flow: str | None, once: bool, batch: str,
     settings = ctx.find_root().obj
     from ..runtime.engine import Engine
     from ..store import open_store
+    from ..webhooks.delivery import worker_step
 
     with _log_to_stderr(), Engine(open_store(settings.db), actor=settings.actor, now=settings.now) as engine:
         if flow is not None:
             engine.compiled(flow)  # NotFound (exit 3) for a flow that is not deployed
         worker = Worker(engine, flow=flow, batch=size, interval=seconds)
+        worker.steps.append(worker_step(engine))
         with _stopped_by_signals(worker.stop):
             totals = worker.run(once=once, waiting=lambda text: click.echo(one_line(text), err=True))
     click.echo(

@@ -339,6 +339,19 @@ class MemoryTransaction:
         line = self._store._lines.get((flow, stage), [])
         return [(leads[lead_id].lead.copy(), since) for _, since, lead_id in line[:limit]]
 
+    def claim_due(self, now: datetime, flow: str | None = None, limit: int = 500) -> list[Lead]:
+        """Up to `limit` leads due at `now` (of `flow`), earliest due first,
+        then by id: the protocol's claim, by a scan (a replay ticks leads on
+        its own schedule and never claims; one thread holds the store, so
+        there is nothing to skip)."""
+        due = [
+            kept.lead
+            for kept in self._store._leads.values()
+            if kept.lead.due_at is not None and kept.lead.due_at <= now and flow in (None, kept.lead.flow)
+        ]
+        due.sort(key=lambda lead: (lead.due_at or now, lead.id))
+        return [lead.copy() for lead in due[:limit]]
+
     def record_breach(self, breach: SlaBreach) -> bool:
         key = (breach.lead_id, breach.stage, breach.cycle, breach.entered_at)
         breaches = self._store._breaches
