@@ -57,8 +57,6 @@ from ..views.serialise import change_json
 from .schedule import next_attempt
 from .signing import DELIVERY_HEADER, HEADER, signature
 
-LOG = logging.getLogger(__name__)
-
 if TYPE_CHECKING:
     import httpx
 
@@ -217,7 +215,9 @@ def worker_step(engine: Engine, *, timeout: float = TIMEOUT) -> Callable[[], int
             if str(err) != NEEDS_HTTPX:
                 raise
             if not warned:
-                LOG.warning("worker: %s; this worker delivers no webhooks", err)
+                logging.getLogger("saleflow.worker").warning(
+                    "worker: %s; this worker delivers no webhooks", err
+                )
                 warned = True
             return 0
 
