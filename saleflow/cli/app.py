@@ -1582,6 +1582,10 @@ from ..service.commands import serve_command, token_group  # noqa: E402
 main.add_command(serve_command)
 main.add_command(token_group)
 
+from .worker import worker_command  # noqa: E402
+
+main.add_command(worker_command)
+
 from .webhook import webhook_group  # noqa: E402
 
 main.add_command(webhook_group)

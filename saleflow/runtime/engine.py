@@ -57,6 +57,9 @@ _LOG = logging.getLogger("saleflow")
 
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
+# The most leads one chunk of `work_due` claims: one transaction holds them
+# all locked, and their journal entries wait in memory until its commit.
+MAX_CHUNK = 10_000
 Callback = Callable[[JournalEntry], Any]
 
 # A write of the caller's own to make in the same transaction as the next
@@ -101,6 +104,22 @@ class TickResult(int):
 
     def __repr__(self) -> str:
         return f"TickResult(moves={int(self)}, sla_breaches={self.sla_breaches})"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkDone:
+    """What one chunk of `Engine.work_due` did: the leads it claimed (and
+    re-evaluated), the moves and SLA breaches it recorded, and how long it
+    took in seconds."""
+
+    lead_ids: tuple[str, ...]
+    moves: int
+    sla_breaches: int
+    seconds: float
+
+    @property
+    def leads(self) -> int:
+        return len(self.lead_ids)
 
 
 class Engine:
@@ -594,6 +613,53 @@ class Engine:
         return self._batch(
             flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress, every=every
         )
+
+    def work_due(
+        self,
+        *,
+        flow: str | None = None,
+        limit: int = 500,
+        actor: str | None = None,
+        at: datetime | str | None = None,
+    ) -> WorkDone:
+        """One chunk of a worker's work (`saleflow worker`), in one
+        transaction: claim up to `limit` leads whose due time has come (of
+        `flow` only, if given), re-evaluate each as `tick` does (gates that
+        read time, auto recycles, SLA breaches; waiting leads enter room
+        that frees, best score now first), commit.  On PostgreSQL the claim
+        is ``FOR UPDATE SKIP LOCKED``: leads another worker holds are
+        skipped, not waited for, so workers take disjoint chunks; the row
+        locks last until the commit, so a worker killed mid-chunk rolls its
+        chunk back and leaves it to the next claim.  `WorkDone.leads` is 0
+        when nothing (not held by another worker) is due."""
+        if flow is not None:
+            self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CHUNK:
+            raise BadInput(f"a chunk holds from 1 to {MAX_CHUNK:,} leads, not {_shown(limit)}")
+        when = self._at(at)
+        started = time.perf_counter()
+        entries: list[JournalEntry] = []
+        claimed: list[str] = []
+
+        def body(tx: Transaction) -> int:
+            now = self._when(when)
+            claimed[:] = [lead.id for lead in tx.claim_due(now, flow, limit)]
+            if not claimed:
+                return 0
+            with write_behind(tx, claimed) as work_tx:
+                work = self._work(work_tx, now, actor, entries)
+                for lead_id in claimed:
+                    lead = work_tx.lock_lead(lead_id)
+                    if lead is not None:
+                        work.reevaluate(lead, sla=True)
+            return work.breaches
+
+        try:
+            breaches = self._run(body, entries)  # of the attempt that committed
+        except Corrupt as err:
+            raise self._which_corrupt(err, claimed) from None
+        moves = sum(1 for entry in entries if entry.entry == "moved")
+        return WorkDone(tuple(claimed), moves, breaches, time.perf_counter() - started)
 
     def _batch(
         self,
