@@ -481,7 +481,7 @@ def test_the_due_walk_reads_the_due_index(db_url: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# the migration from a 0004 database
+# the migration from a database before due times (0005)
 # ---------------------------------------------------------------------------
 
 
@@ -536,12 +536,12 @@ def outcome(url: str) -> dict[str, list[Any]]:
     return {"leads": leads, "journal": journal, "breaches": breaches}
 
 
-def test_a_0004_database_upgrades_with_every_lead_due_and_the_first_tick_sets_the_real_times(
+def test_a_0005_database_upgrades_with_every_lead_due_and_the_first_tick_sets_the_real_times(
     db_url: str, tmp_path: Path
 ) -> None:
     end = history_into(db_url)
-    alembic_to(db_url, "0004")
-    store = open_store(db_url)  # upgrades to 0005: back-fills due_at
+    alembic_to(db_url, "0005")
+    store = open_store(db_url)  # upgrades to 0006: back-fills due_at
     try:
         leads = [lead for chunk in store.iter_leads() for lead in chunk]
         assert leads and all(lead.due_at == lead.created_at for lead in leads)

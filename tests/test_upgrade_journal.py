@@ -340,7 +340,7 @@ def check_histories(url: str, name: str) -> None:
 
 
 def check_leads_kept(before: list[str], after: list[str]) -> None:
-    """Every lead row is as it was, with one column more (0005): its due
+    """Every lead row is as it was, with one column more (0006): its due
     time, the back-filled creation time ("due now": the next tick computes
     the real one)."""
     import ast
