@@ -371,22 +371,28 @@ def test_flow_takes_only_that_flows_leads(db_url: str) -> None:
     assert set(_moved(db_url).values()) == {1}
 
 
-def test_a_lead_that_stays_due_neither_stops_the_drain_nor_spins(db_url: str) -> None:
+def test_a_lead_in_a_stage_its_version_lacks_is_left_not_due(db_url: str) -> None:
     """A lead in a stage its version lacks (as after tampering) cannot be
-    re-evaluated, so its due time never moves on: the worker says so once,
-    drains the other leads around it, and ends."""
+    re-evaluated: the worker drains the other leads around it and leaves
+    it not due, so it never heads a claim again; a force gives it a stage
+    and a due time back."""
     due, _ = _build(db_url, due=20)
     engine = create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE leads SET stage = 'gone' WHERE id = 'due-000007'"))
-    engine.dispose()
-    result = CliRunner().invoke(
-        main, ["--db", db_url, "--now", NOW.isoformat(), "worker", "--once", "--batch", "5"]
-    )
+    args = ["--db", db_url, "--now", NOW.isoformat(), "worker", "--once", "--batch", "5"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert set(_moved(db_url)) == due - {"due-000007"}
-    warnings = [line for line in result.stderr.splitlines() if "still due after re-evaluation" in line]
-    assert len(warnings) == 1 and "due-000007" in warnings[0], result.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT due_at FROM leads WHERE id = 'due-000007'")).scalar_one() is None
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 leads in 0 chunks" in again.stdout, again.output
+    with Engine.open(db=db_url, now=NOW) as api:
+        api.advance("due-000007", to="a", force=True, reason="repair")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT due_at FROM leads WHERE id = 'due-000007'")).scalar_one() is not None
+    engine.dispose()
 
 
 # A stage that holds one lead; the holder moves on after a day in it.  The

@@ -314,7 +314,15 @@ class Work:
         """Batch work: progress as far as gates allow; with `sla`, record breaches."""
         cf = self.flows(lead.flow, lead.version)
         if not cf.has_stage(lead.stage):
-            return  # reported by `show` and `audit verify`; a batch must go on
+            # Reported by `show` and `audit verify`; a batch must go on.  It is
+            # due again only when a change (a force, a migration) gives it a
+            # stage its version has: due until then, it would come back to
+            # every tick and head every worker's claim.
+            if sla and lead.due_at is not None:
+                lead.due_at = None
+                lead.updated_at = self.at
+                self.tx.update_lead(lead)
+            return
         events = self.tx.events(lead.id, lead.cycle)
         lead = self._progress(lead, cf, events)
         if sla:
