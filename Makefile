@@ -49,11 +49,20 @@ bench: venv
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/scale.py --import
+	$(BIN)/python bench/due.py
 
-# Listings, tick and import at 100,000 and 1,000,000 leads on SQLite (minutes).
+# 1, 2 and 4 `saleflow worker` processes on 100,000 due leads on PostgreSQL
+# (SALEFLOW_BENCH_PG; minutes).
+.PHONY: bench-workers
+bench-workers: venv
+	$(BIN)/python bench/workers.py
+
+# Listings, tick and import at 100,000 and 1,000,000 leads on SQLite, and
+# tick with a fixed number of due leads as the database grows (minutes).
 .PHONY: bench-scale
 bench-scale: venv
 	$(BIN)/python bench/scale.py --import
+	$(BIN)/python bench/due.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis out

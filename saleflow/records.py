@@ -44,6 +44,9 @@ class Lead:
     updated_at: datetime
     score: float = 0
     revision: int = 0
+    # When one of its time-dependent conditions could next change value
+    # (`due.due_time`): `tick` and the workers visit it then; None: never.
+    due_at: datetime | None = None
     # What `on_enter` callbacks raised after the operation that returned
     # this lead committed (`Engine.on_enter`); not stored.
     callback_errors: tuple[Exception, ...] = field(default=(), compare=False, repr=False)
@@ -63,6 +66,7 @@ class Lead:
             self.updated_at,
             self.score,
             self.revision if revision is None else revision,
+            self.due_at,
         )
 
 
@@ -223,6 +227,13 @@ class Transaction(Protocol):
         """Store a breach once per (lead, stage, cycle, entry); True if new."""
         ...
 
+    def claim_due(self, now: datetime, flow: str | None = None, limit: int = 500) -> list[Lead]:
+        """Up to `limit` leads with ``due_at <= now`` (of `flow`), earliest
+        due first, then by id; on PostgreSQL locked for this transaction
+        with ``FOR UPDATE SKIP LOCKED`` (leads another transaction holds are
+        skipped), on SQLite the plain select.  See `SqlTransaction.claim_due`."""
+        ...
+
 
 GroupValue = str | None
 
@@ -346,6 +357,15 @@ class Store(Protocol):
         chunk: int = 1000,
     ) -> Iterator[list[Lead]]:
         """Leads in id order, a chunk (list) at a time: memory stays flat."""
+        ...
+
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now`."""
+        ...
+
+    def iter_due(self, now: datetime, flow: str | None = None, chunk: int = 500) -> Iterator[list[Lead]]:
+        """The leads with ``due_at <= now`` (of `flow`), in id order, a chunk
+        (list) at a time through the due index; see `SqlStore.iter_due`."""
         ...
 
     def journal(self, lead_id: str) -> list[JournalEntry]:

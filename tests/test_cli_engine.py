@@ -421,6 +421,9 @@ def test_batches_and_reports_say_how_far_they_are(db_url: str) -> None:
         assert seen == [3, 3, 1]
         ticked: list[int] = []
         engine.tick(chunk=5, progress=ticked.append)
+        assert ticked == []  # no lead is due: tick visits none (SPEC §8)
+        assert engine.store.count_due(engine.now()) == 0
+        engine.tick(chunk=5, progress=ticked.append, every=True)
         assert ticked == [5, 2]
         read: list[int] = []
         report_for(engine, "the_model", progress=read.append)

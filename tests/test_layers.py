@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "guards": 2,
     "coerce": 2,
     "compile": 3,
+    "due": 3,
     "store": 3,
     "migrations": 3,
     "runtime": 4,

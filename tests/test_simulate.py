@@ -21,9 +21,10 @@ from simhistory import DEMO_FLOW, record_history
 
 from saleflow import Engine
 from saleflow.cli.app import main
+from saleflow.compile import compile_flow
 from saleflow.language.parse import load_flow, parse_flow
 from saleflow.views.report import Period
-from saleflow.views.simulate import is_requested, simulate
+from saleflow.views.simulate import is_requested, simulate, stage_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = ROOT / "flows" / "the_model.flow"
@@ -315,3 +316,90 @@ def test_journal_marks_requested_moves(sqlite_url: str) -> None:
         ("lead", False, None),
         ("lost", True, True),
     ]
+
+
+# --------------------------------------------------------------------------
+# The replay's scratch store, and when it ticks
+# --------------------------------------------------------------------------
+
+
+def test_memory_store_and_sql_store_replays_agree(recorded: tuple[str, datetime], tmp_path: Path) -> None:
+    """The memory store (what `simulate` uses) gives the same simulation as
+    the engine's own SQL store, for the same flow and for changed ones:
+    funnels, queue, refusals, counts of replayed entries and ticks."""
+    url, end = recorded
+    flows = [
+        DEMO_FLOW,
+        variant(tmp_path, "one", ("capacity 3", "capacity 1")),
+        variant(tmp_path, "strict", ("manual  when score >= 20", "manual  when score >= 1000")),
+        variant(
+            tmp_path,
+            "quick",
+            (
+                "days_in_stage > 10 and meeting_held in last 5 days == 0",
+                "days_in_stage > 2 and meeting_held in last 5 days == 0",
+            ),
+            ("sla 2 days", "sla 1 day"),
+        ),
+    ]
+    before = dump(url)
+    with Engine.open(db=url, now=end) as engine:
+        for path in flows:
+            flow = load_flow(path)
+            memory = simulate(engine, flow).to_json()
+            sql = simulate(engine, flow, scratch="sqlite").to_json()
+            assert memory == sql, path.name
+    assert dump(url) == before
+
+
+NEGATIVE = """flow calming version 1
+field email text
+event complaint channel web
+score {
+  -10 each complaint in last 3 days
+}
+team t "T" {
+  stage awareness initial
+  stage calm  when email is set and score >= 0
+}
+"""
+
+
+def test_a_window_closing_that_raises_the_score_is_ticked(db_url: str, tmp_path: Path) -> None:
+    """A tick is skipped only when time cannot open a gate: a complaint
+    counted against the score leaves its 3-day window, the score rises to
+    0 and the next midnight moves the lead (a replay that skipped that
+    window would move it at the end, 10 days later)."""
+    day0 = datetime(2026, 3, 2, tzinfo=UTC)
+    end = day0 + timedelta(days=10)
+    path = tmp_path / "calming.flow"
+    path.write_text(NEGATIVE, encoding="utf-8")
+    with Engine.open(path, db=db_url, now=end) as engine:
+        engine.add_lead("a", at=day0 + timedelta(hours=9))
+        engine.record("a", "complaint", at=day0 + timedelta(hours=10))
+        engine.set("a", at=day0 + timedelta(hours=11), email="a@x.example")
+        for day in range(1, 11):
+            engine.tick(at=day0 + timedelta(days=day))  # a daily worker
+        assert engine.history("a")[-1].at == day0 + timedelta(days=4)
+    sim = run(db_url, path, end)
+    assert sim.simulated.to_json() == sim.actual.to_json()
+    awareness = sim.simulated.stage("awareness")
+    assert awareness is not None and awareness.median_days == 3.625  # 09:00 on day 0 to midnight on day 4
+    assert 0 < sim.ticks < 10
+
+
+def test_what_a_tick_watches() -> None:
+    """Per stage, the moments that can open a gate: the_model's nurturing
+    waits for `score >= 60`, whose windows only close, so none are watched
+    (unless the lead waits in a queue: then its score orders it);
+    opportunity's auto recycle watches 90 days in stage and the 60-day
+    meeting window."""
+    cf = compile_flow(load_flow(THE_MODEL), 1)
+    nurturing = stage_timing(cf, "nurturing", waiting=False)
+    assert nurturing.windows == () and nurturing.in_stage == () and not nurturing.daily
+    queued = stage_timing(cf, "nurturing", waiting=True)
+    assert {(event, w.days) for event, w in queued.windows} == {("web_visit", 30), ("content_download", 90)}
+    opportunity = stage_timing(cf, "opportunity", waiting=False)
+    assert [(event, w.days) for event, w in opportunity.windows] == [("meeting_held", 60)]
+    assert [k.days for k in opportunity.in_stage] == [90]
+    assert stage_timing(cf, "adoption", waiting=False).in_stage == (timedelta(days=365),)

@@ -863,3 +863,46 @@ def test_other_commands_refuse_bad_input_in_one_line(bad_input_db: str, command:
         return
     _one_line_error(result, (2, 3))
     assert dump(bad_input_db) == before
+
+
+def test_the_worker_delivers_webhooks_after_ticking(db_url: str, receiver: Receiver) -> None:
+    """`worker --once` runs the delivery step after its ticks: every entry
+    written before it ran, the worker's own moves included, arrives in seq
+    order per lead, exactly as `changes` prints it."""
+    setup(db_url)
+    ok(db_url, "webhook", "add", "crm", receiver.url("/w"))
+    activity(db_url, ["a", "b"])
+    result = ok(db_url, "worker", "--once")
+    assert "moves made" in result.stdout
+    printed = feed(db_url)
+    with receiver.lock:
+        got = sorted(b.decode() for p, _, b in receiver.accepted if p == "/w")
+    assert got == sorted(printed) and len(printed) == 10
+    in_order(receiver.by_lead("/w"))
+
+
+def test_a_worker_without_httpx_still_ticks(sqlite_url: str) -> None:
+    """With no webhook registered the worker's delivery step does nothing,
+    so a worker runs where httpx is not installed (checked in a subprocess
+    that cannot import httpx)."""
+    setup(sqlite_url)
+    activity(sqlite_url, ["a"])
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'httpx' or name.startswith('httpx.'):\n"
+        "            raise ImportError('no httpx here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from saleflow.cli.app import main\n"
+        f"main(['--db', {sqlite_url!r}, '--now', {NOW!r}, 'worker', '--once'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "httpx" not in done.stderr
+    # With a webhook registered, it says once that it delivers none, and
+    # still ticks and exits 0; the entries wait for a worker with httpx.
+    ok(sqlite_url, "webhook", "add", "crm", "http://127.0.0.1:9/never")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("this worker delivers no webhooks") == 1, done.stderr

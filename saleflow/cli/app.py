@@ -123,7 +123,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tick": (
         "saleflow.cli.batch",
         "tick_command",
-        "Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron).",
+        "Re-evaluate time for the leads due: windows, days in stage, auto recycles, SLAs (run it from cron).",
     ),
     "token": (
         "saleflow.service.commands",
@@ -134,6 +134,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "saleflow.cli.webhook",
         "webhook_group",
         "Webhooks: POST journal entries to other systems (add, list, remove, failures, retry, deliver).",
+    ),
+    "worker": (
+        "saleflow.cli.worker",
+        "worker_command",
+        "Tick due leads in chunks, letting waiting leads into room that frees.",
     ),
 }
 

@@ -20,8 +20,8 @@ from .output import echo_json
 @click.option("--json", "as_json", is_flag=True, help='Print {"moves", "sla_breaches"} as JSON.')
 @pass_settings
 def tick_command(settings: Settings, flow: str | None, as_json: bool) -> None:
-    """Re-evaluate time: windows, days in stage, auto recycles, SLAs (run it from cron)."""
-    with open_engine(settings) as engine, batch_progress(engine, flow, "tick") as progress:
+    """Re-evaluate time for the leads due: windows, days in stage, auto recycles, SLAs (run it from cron)."""
+    with open_engine(settings) as engine, batch_progress(engine, flow, "tick", due=True) as progress:
         ticked = engine.tick(flow=flow, progress=progress)
     if as_json:
         echo_json({"moves": ticked.moves, "sla_breaches": ticked.sla_breaches})

@@ -164,14 +164,17 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
 
 
 @contextmanager
-def batch_progress(engine: Engine, flow: str | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr while a batch or a report walks the leads,
-    when stderr is a terminal (never in a pipe, a file or a test); it calls
-    the function with the number of leads each chunk covered."""
+def batch_progress(
+    engine: Engine, flow: str | None, label: str, *, due: bool = False
+) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr while a batch or a report walks the leads
+    (`due`: the leads due now, which tick walks), when stderr is a terminal
+    (never in a pipe, a file or a test); it calls the function with the
+    number of leads each chunk covered."""
     if not sys.stderr.isatty():
         yield None
         return
-    total = engine.store.count_leads(flow)
+    total = engine.store.count_due(engine.now(), flow) if due else engine.store.count_leads(flow)
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
 

@@ -9,6 +9,7 @@ inside that transaction live in `progress.py`.  Callbacks registered with
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import random
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..coerce import as_utc, coerce, default_actor, parse_time
 from ..compile import CompiledFlow, compile_flow
+from ..due import sla_days, sla_due
 from ..errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
 from ..journal import ENTRY_KINDS, JournalEntry
 from ..language.cache import parse_cached
@@ -41,7 +43,7 @@ from ..records import (
 )
 from ..store import Corrupt, open_store
 from .batch import chunked, write_behind
-from .moves import Step, Work, sla_days, sla_due
+from .moves import Step, Work
 
 if TYPE_CHECKING:
     from ..importing import ImportResult
@@ -54,6 +56,9 @@ _LOG = logging.getLogger("saleflow")
 
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
+# The most leads one chunk of `work_due` claims: one transaction holds them
+# all locked, and their journal entries wait in memory until its commit.
+MAX_CHUNK = 10_000
 Callback = Callable[[JournalEntry], Any]
 
 # A write of the caller's own to make in the same transaction as the next
@@ -98,6 +103,22 @@ class TickResult(int):
 
     def __repr__(self) -> str:
         return f"TickResult(moves={int(self)}, sla_breaches={self.sla_breaches})"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkDone:
+    """What one chunk of `Engine.work_due` did: the leads it claimed (and
+    re-evaluated), the moves and SLA breaches it recorded, and how long it
+    took in seconds."""
+
+    lead_ids: tuple[str, ...]
+    moves: int
+    sla_breaches: int
+    seconds: float
+
+    @property
+    def leads(self) -> int:
+        return len(self.lead_ids)
 
 
 class Engine:
@@ -581,11 +602,66 @@ class Engine:
         chunk: int = 500,
         at: datetime | str | None = None,
         progress: Callable[[int], None] | None = None,
+        every: bool = False,
     ) -> TickResult:
         """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
-        for every lead (as of `at`, default now); returns the number of moves,
-        with the number of SLA breaches recorded as its `sla_breaches`."""
-        return self._batch(flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress)
+        (as of `at`, default now) of the leads whose due time has come (SPEC
+        §8): every other lead would come out of it unchanged.  Returns the
+        number of moves, with the number of SLA breaches recorded as its
+        `sla_breaches`.  `progress(n)` is called after each chunk.
+
+        `every=True` visits every lead instead, as a tick did before due
+        times (a full scan: the same result, at the cost of all leads)."""
+        return self._batch(
+            flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress, every=every
+        )
+
+    def work_due(
+        self,
+        *,
+        flow: str | None = None,
+        limit: int = 500,
+        actor: str | None = None,
+        at: datetime | str | None = None,
+    ) -> WorkDone:
+        """One chunk of a worker's work (`saleflow worker`), in one
+        transaction: claim up to `limit` leads whose due time has come (of
+        `flow` only, if given), re-evaluate each as `tick` does (gates that
+        read time, auto recycles, SLA breaches; waiting leads enter room
+        that frees, best score now first), commit.  On PostgreSQL the claim
+        is ``FOR UPDATE SKIP LOCKED``: leads another worker holds are
+        skipped, not waited for, so workers take disjoint chunks; the row
+        locks last until the commit, so a worker killed mid-chunk rolls its
+        chunk back and leaves it to the next claim.  `WorkDone.leads` is 0
+        when nothing (not held by another worker) is due."""
+        if flow is not None:
+            self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CHUNK:
+            raise BadInput(f"a chunk holds from 1 to {MAX_CHUNK:,} leads, not {_shown(limit)}")
+        when = self._at(at)
+        started = time.perf_counter()
+        entries: list[JournalEntry] = []
+        claimed: list[str] = []
+
+        def body(tx: Transaction) -> int:
+            now = self._when(when)
+            claimed[:] = [lead.id for lead in tx.claim_due(now, flow, limit)]
+            if not claimed:
+                return 0
+            with write_behind(tx, claimed) as work_tx:
+                work = self._work(work_tx, now, actor, entries)
+                for lead_id in claimed:
+                    lead = work_tx.lock_lead(lead_id)
+                    if lead is not None:
+                        work.reevaluate(lead, sla=True)
+            return work.breaches
+
+        try:
+            breaches = self._run(body, entries)  # of the attempt that committed
+        except Corrupt as err:
+            raise self._which_corrupt(err, claimed) from None
+        moves = sum(1 for entry in entries if entry.entry == "moved")
+        return WorkDone(tuple(claimed), moves, breaches, time.perf_counter() - started)
 
     def _batch(
         self,
@@ -596,19 +672,29 @@ class Engine:
         sla: bool,
         at: datetime | str | None,
         progress: Callable[[int], None] | None = None,
+        every: bool = False,
     ) -> TickResult:
         if flow is not None:
             self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
         when = self._at(at)
         moves = breaches = 0
-        for leads in self.store.iter_leads(flow=flow, chunk=chunk):
+        # A tick visits the leads due (in id order, as a visit of every lead
+        # would meet them); a lead that comes due during the walk, after the
+        # time it started at, waits for the next tick.
+        due_walk = sla and not every
+        walk = (
+            self.store.iter_due(when or self.now(), flow=flow, chunk=chunk)
+            if due_walk
+            else self.store.iter_leads(flow=flow, chunk=chunk)
+        )
+        for leads in walk:
             ids = [lead.id for lead in leads]
             entries: list[JournalEntry] = []
 
             def body(tx: Transaction, ids: list[str] = ids, entries: list[JournalEntry] = entries) -> int:
                 with write_behind(tx, ids) as work_tx:
                     work = self._work(work_tx, self._when(when), actor, entries)
-                    for lead_id in ids:
+                    for lead_id in _in_id_order(ids, work.due_now if due_walk else None):
                         lead = work_tx.lock_lead(lead_id)
                         if lead is not None:
                             work.reevaluate(lead, sla=sla)
@@ -885,6 +971,33 @@ def _shown(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return number_text(value)
     return f"{type(value).__name__} {one_line(repr(value)[:40])}"
+
+
+def _in_id_order(ids: list[str], due_now: list[str] | None) -> Iterator[str]:
+    """The leads of a chunk (`ids`, in id order) to visit, in id order.  A
+    walk over the due leads (`due_now` is its work's list of the leads it
+    made due at once, growing as it goes) takes on those that come due
+    within the chunk's range ahead of the visit, as a walk over every lead
+    meets them; the next chunk's query finds those beyond it."""
+    if due_now is None or not ids:
+        yield from ids
+        return
+    last = ids[-1]
+    pending = list(ids)
+    heapq.heapify(pending)
+    done: str | None = None
+    taken = 0
+    while pending:
+        lead_id = heapq.heappop(pending)
+        if done is not None and lead_id <= done:
+            continue
+        yield lead_id
+        done = lead_id
+        while taken < len(due_now):
+            other = due_now[taken]
+            taken += 1
+            if done < other <= last:
+                heapq.heappush(pending, other)
 
 
 def _name(value: Any, what: str) -> str:

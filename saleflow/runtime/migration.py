@@ -266,6 +266,10 @@ class Overlay:
                 line.append((lead, self.queue[lead_id][3]))
         return line
 
+    def claim_due(self, now: datetime, flow: str | None = None, limit: int = 500) -> list[Lead]:
+        # pragma: no cover - a dry run of a migration ticks no lead
+        raise AssertionError("a dry run claims no due lead")
+
     def record_breach(self, breach: SlaBreach) -> bool:
         key = (breach.stage, breach.cycle, breach.entered_at)
         seen = self._breaches[breach.lead_id]

@@ -12,15 +12,15 @@ waiting line, and lets waiting leads in, best score first, when room frees.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..coerce import coerce
 from ..compile import CompiledFlow, Move
+from ..due import due_time, sla_due
 from ..errors import BadInput, Rejected, did_you_mean
 from ..guards.evaluate import Facts
 from ..journal import JournalEntry
-from ..model.flow import Stage
 from ..records import (
     Blocker,
     EventRecord,
@@ -38,23 +38,6 @@ CountInStage = Callable[[str, str], int]
 # far shorter; a longer one is ranked among its best stored scores.
 RANKED_WAITING = 1000
 FlowLookup = Callable[[str, int], CompiledFlow]
-
-
-def sla_days(stage: Stage | None) -> float | None:
-    """The SLA of `stage` (None without one; a final stage has none)."""
-    return None if stage is None or stage.final else stage.sla_days
-
-
-def sla_due(stage: Stage | None, entered_at: datetime) -> datetime | None:
-    """When a lead that entered `stage` at `entered_at` is past its SLA;
-    None without an SLA or after the last representable instant (never)."""
-    days = sla_days(stage)
-    if days is None:
-        return None
-    try:
-        return entered_at + timedelta(days=days)
-    except OverflowError:
-        return None
 
 
 class Step:
@@ -144,6 +127,15 @@ class Work:
         self._freed: set[tuple[str, int, str]] = set()
         self._scores: dict[str, tuple[int, datetime, float]] = {}  # waiting lead -> revision, at, score
         self.breaches = 0  # SLA breaches newly recorded
+        # Breaches this work recorded or found recorded: (lead, stage, cycle, entry).
+        self._breached: set[tuple[str, str, int, datetime]] = set()
+        # Leads this work saved as due at once (at or before `at`), in order:
+        # a walk over the due leads takes those ahead of it on (`Engine.tick`).
+        self.due_now: list[str] = []
+        # Leads saved without automatic progress as far as the gates allow
+        # (`progress=False`, or a run that stopped short of a stage it had
+        # been in): due at once, for the next tick to take them on.
+        self._unprogressed: set[str] = set()
 
     # -- the operations ----------------------------------------------------
     def create(
@@ -167,6 +159,9 @@ class Work:
         lead = Lead(lead_id, cf.name, cf.version, stage or initial.name, fields, 1, self.at, self.at, self.at)
         step = Step(cf, lead, [], self.at)
         lead.score = step.score()  # inserted with its score: no update needed
+        if not progress:
+            self._unprogressed.add(lead_id)
+        lead.due_at = self._due(lead, cf, [])  # and its due time (progress may change both)
         self.tx.insert_lead(lead)
         self._journal(
             lead, "created", kind, None, reason if kind == "import" else None, {"fields": dict(fields)}
@@ -194,6 +189,8 @@ class Work:
             self._journal(lead, "set", None, None, None, {"fields": changed})
         events = self.tx.events(lead.id, lead.cycle)
         if not progress:
+            # Gates not tried: due at once, unless the caller progresses it (`place`).
+            self._unprogressed.add(lead.id)
             return self._save(lead, events)
         lead = self._progress(lead, cf, events, force_save=True)
         self._fill()
@@ -317,20 +314,35 @@ class Work:
         """Batch work: progress as far as gates allow; with `sla`, record breaches."""
         cf = self.flows(lead.flow, lead.version)
         if not cf.has_stage(lead.stage):
-            return  # reported by `show` and `audit verify`; a batch must go on
+            # Reported by `show` and `audit verify`; a batch must go on.  It is
+            # due again only when a change (a force, a migration) gives it a
+            # stage its version has: due until then, it would come back to
+            # every tick and head every worker's claim.
+            if sla and lead.due_at is not None:
+                lead.due_at = None
+                lead.updated_at = self.at
+                self.tx.update_lead(lead)
+            return
         events = self.tx.events(lead.id, lead.cycle)
         lead = self._progress(lead, cf, events)
         if sla:
             self._check_sla(lead, cf)
+            # Its next due time, now that the breach (if any) is recorded.
+            due = self._due(lead, cf, events)
+            if due != lead.due_at:
+                lead.due_at = due
+                lead.updated_at = self.at
+                lead = self.tx.update_lead(lead)
         self._fill()
 
     def place(self, lead: Lead, target: str, kind: str, reason: str | None) -> Lead:
         """Put a lead in `target` without gates (import); then progress."""
         cf = self.flows(lead.flow, lead.version)
         events = self.tx.events(lead.id, lead.cycle)
+        unprogressed = lead.id in self._unprogressed
         if target != lead.stage:
             lead, events = self._apply(lead, kind, target, reason, {}, events)
-        lead = self._progress(lead, cf, events)
+        lead = self._progress(lead, cf, events, force_save=unprogressed)
         self._fill()
         return lead
 
@@ -347,11 +359,33 @@ class Work:
         return self.tx.count_in_stage(cf.name, target) >= stage.capacity
 
     def _save(self, lead: Lead, events: list[EventRecord], score: float | None = None) -> Lead:
+        """Write `lead` with its score and due time as of now."""
+        cf = self.flows(lead.flow, lead.version)
         if score is None:
-            score = Step(self.flows(lead.flow, lead.version), lead, events, self.at).score()
+            score = Step(cf, lead, events, self.at).score()
         lead.score = score
         lead.updated_at = self.at
+        lead.due_at = self._due(lead, cf, events)
         return self.tx.update_lead(lead)
+
+    def _due(self, lead: Lead, cf: CompiledFlow, events: list[EventRecord]) -> datetime | None:
+        due = self._next_due(lead, cf, events)
+        if due is not None and due <= self.at:
+            self.due_now.append(lead.id)
+        return due
+
+    def _next_due(self, lead: Lead, cf: CompiledFlow, events: list[EventRecord]) -> datetime | None:
+        """When `lead`, as it stands after this work, is next due (`due_time`).
+        An operation dated after the engine's clock judged the gates at a
+        time a tick has not reached yet: the lead is due at once then, so
+        the next tick judges it at its own time."""
+        if lead.id in self._unprogressed:
+            return min(self.at, self.recorded_at)
+        key = (lead.id, lead.stage, lead.cycle, lead.entered_at)
+        due = due_time(cf, lead, events, self.at, sla_recorded=key in self._breached)
+        if self.at > self.recorded_at:
+            return self.recorded_at if due is None else min(due, self.recorded_at)
+        return due
 
     def _journal(
         self,
@@ -440,6 +474,7 @@ class Work:
         flow = cf.flow
         visited = {lead.stage}
         moved = False
+        self._unprogressed.discard(lead.id)  # progressed now
         # A move is recorded no earlier than the lead entered its stage (see
         # `_apply`); its gates are judged at that same moment, so a back-dated
         # fact cannot open a gate with windows or days that were only true
@@ -473,6 +508,10 @@ class Work:
             if chosen is None:
                 if wanted is not None:
                     self.tx.add_waiting(lead.id, lead.flow, wanted.target, step.score(), self.at)
+                if moved and self._turned_back(cf, lead.stage, visited, step.facts):
+                    # The next run (a tick) takes that move: due at once.
+                    self._unprogressed.add(lead.id)
+                    lead = self._save(lead, events, lead.score)
                 break
             score = step.score() if cf.score_ignores_stage else None
             lead, events = self._apply(
@@ -487,6 +526,12 @@ class Work:
             if force_save or score != lead.score:
                 lead = self._save(lead, events, score)
         return lead
+
+    def _turned_back(self, cf: CompiledFlow, stage: str, visited: set[str], facts: Facts) -> bool:
+        """Whether a run stopped in `stage` only because an enabled
+        automatic move leads to a stage it has already been in."""
+        moves = (*cf.forward_from(stage), *cf.recycles_from(stage))
+        return any(move.target in visited and cf.fire(move, facts) for move in moves)
 
     def _fill(self) -> None:
         """Let waiting leads into stages where room freed, best score first."""
@@ -558,12 +603,11 @@ class Work:
         its stage's SLA; once per lead, stage, cycle and entry."""
         at = self.at if at is None else at
         due = sla_due(cf.flow.stage(lead.stage), lead.entered_at)
-        if (
-            due is not None
-            and at > due
-            and self.tx.record_breach(
-                SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
-            )
+        if due is None or at <= due:
+            return
+        self._breached.add((lead.id, lead.stage, lead.cycle, lead.entered_at))
+        if self.tx.record_breach(
+            SlaBreach(lead.id, lead.flow, lead.stage, lead.cycle, lead.entered_at, due, at)
         ):
             self.breaches += 1
             data = {"entered_at": lead.entered_at.isoformat(), "due_at": due.isoformat()}

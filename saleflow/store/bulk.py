@@ -215,6 +215,17 @@ class BufferedTransaction:
         self.flush()
         return self._tx.waiting_line(flow, stage, limit)
 
+    def claim_due(self, now: datetime, flow: str | None = None, limit: int = 500) -> list[Lead]:
+        """`SqlTransaction.claim_due`, after writing what is held; the
+        claimed leads are then known to this transaction (no second read)."""
+        self.flush()
+        claimed = self._tx.claim_due(now, flow, limit)
+        for lead in claimed:
+            if lead.id not in self._leads:
+                self._leads[lead.id] = lead.copy()
+                self._stored[lead.id] = lead.revision
+        return claimed
+
     def record_breach(self, breach: SlaBreach) -> bool:
         self.flush()
         return self._tx.record_breach(breach)

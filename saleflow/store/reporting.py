@@ -36,7 +36,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -59,7 +59,7 @@ from sqlalchemy.sql import ColumnElement
 
 from ..limits import MAX_TIME, MIN_TIME
 from ..records import CountRow, History, Lead
-from .schema import Corrupt, UtcDateTime, events, journal, leads, sla_breaches
+from .schema import _DECODE_FAILURES, Corrupt, StoredJson, UtcDateTime, events, journal, leads, sla_breaches
 from .statements import LEAD_COLUMNS, Compiled, read_leads
 
 A, E, L, S = journal.c, events.c, leads.c, sla_breaches.c
@@ -109,7 +109,8 @@ def _unindexed(column: Any) -> ColumnElement[Any]:
     """`column`, written so that no index on it is used (``col || ''``):
     a chunk read must walk the primary key in order, not pick the flow
     index and sort every row of the flow for each chunk."""
-    return column.concat("")
+    unindexed: ColumnElement[Any] = column.concat("")
+    return unindexed
 
 
 class ReportQueries:
@@ -134,10 +135,11 @@ class ReportQueries:
         (NULL when there is no field to group by)."""
         if field is None:
             return null()
-        value = L.fields[field].as_string()
+        value: ColumnElement[Any] = L.fields[field].as_string()
         if default is None:
             return value
-        return func.coalesce(value, literal(self._json_text(default)))
+        defaulted: ColumnElement[Any] = func.coalesce(value, literal(self._json_text(default)))
+        return defaulted
 
     def _json_text(self, value: Any) -> str:
         """How this backend's JSON-to-text extraction spells `value`."""
@@ -150,8 +152,12 @@ class ReportQueries:
         if self.dialect == "sqlite":
             # Stored as fixed-width ISO text: 2026-03-01T09:30:00.123456+00:00
             # unixepoch() is SQLite 3.38+; strftime('%s') works everywhere, a little slower
+            # The whole seconds from the text without its fraction: given the
+            # fraction, SQLite rounds to the nearest second (its julian-day
+            # arithmetic), a second too many from .5 on.
             new = sqlite3.sqlite_version_info >= (3, 38)
-            whole = func.unixepoch(column) if new else func.strftime("%s", column)
+            seconds = func.substr(column, 1, 19)
+            whole = func.unixepoch(seconds) if new else func.strftime("%s", seconds)
             return cast(whole, BigInteger) * 1_000_000 + cast(func.substr(column, 21, 6), BigInteger)
         return cast(func.round(extract("epoch", column) * 1_000_000), BigInteger)
 
@@ -226,6 +232,64 @@ class ReportQueries:
                     if len(ids) < chunk:
                         return
                     params["after"] = params["last"]
+            finally:
+                cur.close()
+
+    # -- a replay's reads (saleflow simulate) ---------------------------------
+
+    def iter_recorded(
+        self, flow: str, until: datetime, entries: tuple[str, ...]
+    ) -> Iterator[tuple[str, str, str | None, str, datetime, str | None, dict[str, Any]]]:
+        """`flow`'s journal entries of the kinds `entries` up to `until`, in
+        time order (``at``, then ``seq``), streamed: (lead id, entry, kind,
+        stage, at, reason, data), only what a replay reads.  Rows are read
+        on the driver's cursor and decoded here (a time and a JSON object
+        per row, checked as the store's types check them): a simulation
+        reads every entry of a history, and SQLAlchemy's result processing
+        cost more than the replay of some of them."""
+        wanted = [A.entry == bindparam(f"entry{i}", type_=A.entry.type) for i in range(len(entries))]
+        stmt = (
+            select(A.lead_id, A.entry, A.kind, A.stage, A.at, A.reason, A.data)
+            .where(
+                # a scan in journal order is faster than the flow index's
+                # lookups into the table, which the sort does not need
+                _unindexed(A.flow) == bindparam("flow", type_=A.flow.type),
+                A.at <= bindparam("until", type_=A.at.type),
+            )
+            .where(or_(*wanted) if wanted else false())
+            .order_by(A.at, A.seq)
+        )
+        compiled = Compiled(stmt, self.engine.dialect)
+        params: dict[str, Any] = {"flow": flow, "until": until}
+        params.update({f"entry{i}": kind for i, kind in enumerate(entries)})
+        loads = json.loads
+        parse = datetime.fromisoformat
+        with self.read() as conn:
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                compiled.execute(cur, params)
+                while True:
+                    rows = cur.fetchmany(5000)
+                    if not rows:
+                        return
+                    for lead_id, entry, kind, stage, at, reason, data in rows:
+                        try:
+                            if isinstance(at, str):
+                                at = parse(at)
+                            if at.tzinfo is not UTC:
+                                at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+                            if not MIN_TIME <= at < MAX_TIME:
+                                raise ValueError(at)
+                        except _DECODE_FAILURES:
+                            raise Corrupt(UtcDateTime.what, lead_id) from None
+                        try:
+                            if isinstance(data, str | bytes):
+                                data = loads(data)
+                        except _DECODE_FAILURES:
+                            raise Corrupt(StoredJson.what, lead_id) from None
+                        if not isinstance(data, dict):
+                            raise Corrupt(StoredJson.what, lead_id)
+                        yield lead_id, entry, kind, stage, at, reason, data
             finally:
                 cur.close()
 

@@ -15,7 +15,7 @@ own date functions.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -42,8 +42,8 @@ from ..limits import MAX_TIME, MIN_TIME
 # The newest migration this code knows, and every one it can upgrade from.
 # Kept here (not read from the migration scripts) so that opening a store
 # never has to import Alembic; `tests/test_store.py` checks they agree.
-SCHEMA_HEAD = "0005"
-KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002", "0003", "0004", "0005"})
+SCHEMA_HEAD = "0006"
+KNOWN_REVISIONS: frozenset[str] = frozenset({"0001", "0002", "0003", "0004", "0005", "0006"})
 
 
 class Corrupt(StoreError):
@@ -134,7 +134,7 @@ class UtcDateTime(_Checked, TypeDecorator[datetime]):
             value = value.astimezone(UTC)
         if not MIN_TIME <= value < MAX_TIME:
             raise Corrupt(self.what)  # saleflow writes none: later arithmetic would overflow
-        return value
+        return cast(datetime, value)
 
 
 class JsonDoc(_Checked, TypeDecorator[Any]):
@@ -221,9 +221,15 @@ leads = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("revision", Integer, nullable=False),
+    # When the lead's time-dependent conditions could next change (SPEC §8,
+    # saleflow/due.py); NULL: never.  Written with every change to the lead.
+    Column("due_at", UtcDateTime, nullable=True),
     # Keyset pages by flow, and by flow and stage, in id order (migration 0004).
     Index(None, "flow", "id"),
     Index(None, "flow", "stage", "id"),
+    # The leads due at a time, of all flows or of one (migration 0006).
+    Index(None, "due_at", "id"),
+    Index(None, "flow", "due_at", "id"),
 )
 
 events = Table(

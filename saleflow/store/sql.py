@@ -427,6 +427,33 @@ class SqlTransaction:
             self._fail(exc)
         return [(Lead(*row[:-1]), row[-1]) for row in rows]
 
+    def claim_due(self, now: datetime, flow: str | None = None, limit: int = 500) -> list[Lead]:
+        """Claim up to `limit` leads whose due time has come, for this
+        transaction to tick.
+
+        Returns the leads (as `Lead` records, with every stored column) whose
+        ``due_at <= now`` (NULL is never due), of `flow` when it is given,
+        earliest ``due_at`` first and then by id; [] when none is due.  On
+        PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``: each
+        returned lead is locked until this transaction ends, and leads that
+        another transaction holds are skipped, so concurrent claimers get
+        disjoint sets.  On SQLite it is the plain select (the transaction
+        holds the database's write lock already: one claimer at a time).
+
+        Claiming changes nothing: ticking the leads (`Work.reevaluate(lead,
+        sla=True)`) stores each one's next due time, after `now` (or none);
+        a claimed lead left untouched stays due.  `limit` must be at least 1."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        params: dict[str, Any] = {"now": now, "limit": min(limit, 2**31 - 1)}
+        if flow is not None:
+            params["flow"] = flow
+        try:
+            rows = self._sql.claim_due(flow is not None).all(self._cur, params)
+        except self._sql.error as exc:
+            self._fail(exc, "the due leads are held by another process")
+        return [Lead(*row) for row in rows]
+
     def record_breach(self, breach: SlaBreach) -> bool:
         params = {
             "lead_id": breach.lead_id,
@@ -859,6 +886,39 @@ class SqlStore(ReportQueries, ExportQueries):
             first = False
             params["after"] = page[-1].id
 
+    def iter_due(self, now: datetime, flow: str | None = None, chunk: int = 500) -> Iterator[list[Lead]]:
+        """The leads due at `now`, a chunk at a time, in id order.
+
+        Yields lists of at most `chunk` `Lead` records (never an empty list)
+        whose ``due_at <= now`` (NULL is never due), of `flow` when it is
+        given, in ascending id order across all chunks.  Each chunk is one
+        query of its own through the due index (keyset pagination: ``id >``
+        the last id yielded), so the caller may write between chunks (a lead
+        it ticked gets a due time after `now` and is not seen again), no
+        snapshot is held, memory stays flat, and the cost grows with the
+        leads due, not with all leads.  The walk ends at the first empty
+        chunk: a lead that becomes due ahead of it while the caller works
+        (an id above the last one yielded) is yielded too, as a walk over
+        every lead in id order would meet it; one that becomes due behind
+        it is left for the next walk."""
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        params: dict[str, Any] = {"now": now, "chunk": chunk}
+        if flow is not None:
+            params["flow"] = flow
+        first = True
+        while True:
+            stmt = self._sql.due_page(first, flow is not None)
+            try:
+                page = self._query(partial(_leads, stmt, params))
+            except Corrupt as err:
+                raise self._culprit(err, stmt, params) from None
+            if not page:
+                return
+            yield page
+            first = False
+            params["after"] = page[-1].id
+
     def _culprit(self, err: Corrupt, stmt: Any, params: dict[str, Any]) -> Corrupt:
         """`err` naming its lead, when the driver refused a whole page: each
         lead of the page read alone (only on this error)."""
@@ -873,6 +933,14 @@ class SqlStore(ReportQueries, ExportQueries):
             except Corrupt as found:
                 return found
         return err
+
+    def count_due(self, now: datetime, flow: str | None = None) -> int:
+        """How many leads (of a flow) are due at `now` (``due_at <= now``):
+        a count over the due index."""
+        stmt = select(func.count()).select_from(leads).where(leads.c.due_at <= now)
+        if flow is not None:
+            stmt = stmt.where(leads.c.flow == flow)
+        return self._query(lambda conn: int(conn.execute(stmt).scalar_one()))
 
     def count_leads(self, flow: str | None = None, stage: str | None = None) -> int:
         """How many leads (of a flow, in a stage): an index-only count."""

@@ -19,11 +19,25 @@ from functools import cached_property
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, Table, and_, bindparam, case, func, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
-from ..records import JournalEntry, Lead
+from ..journal import JournalEntry
+from ..records import Lead
 from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, leads, sla_breaches, waiting
 
 L, E, J, W, F = leads.c, events.c, journal.c, waiting.c, flows.c
@@ -31,7 +45,7 @@ L, E, J, W, F = leads.c, events.c, journal.c, waiting.c, flows.c
 # Column orders match the dataclasses, so a row becomes `Lead(*row)` etc.
 LEAD_COLUMNS: tuple[Column[Any], ...] = (
     *(L.id, L.flow, L.version, L.stage, L.fields, L.cycle),
-    *(L.entered_at, L.created_at, L.updated_at, L.score, L.revision),
+    *(L.entered_at, L.created_at, L.updated_at, L.score, L.revision, L.due_at),
 )
 EVENT_COLUMNS: tuple[Column[Any], ...] = (E.name, E.at, E.channel, E.content, E.count, E.cycle)
 JOURNAL_COLUMNS: tuple[Column[Any], ...] = tuple(journal.c)
@@ -45,6 +59,7 @@ LEAD_UPDATED = (
     "entered_at",
     "created_at",
     "updated_at",
+    "due_at",
 )
 
 _Processor = Callable[[Any], Any] | None
@@ -167,6 +182,8 @@ class Statements:
         self.pg = dialect.name == "postgresql"
         self.error: type[Exception] = dialect.loaded_dbapi.Error
         self._lead_pages: dict[tuple[bool, bool, bool], Select[Any]] = {}
+        self._due_pages: dict[tuple[str, bool, bool], Select[Any]] = {}
+        self._claims: dict[bool, Compiled] = {}
 
     def _compile(self, stmt: ClauseElement, table: Table | None = None) -> Compiled:
         keys = None
@@ -230,6 +247,54 @@ class Statements:
                 stmt = stmt.where(L.stage.in_(bindparam("stages", expanding=True)))
             self._lead_pages[key] = stmt
         return stmt
+
+    def due_page(self, first: bool, by_flow: bool) -> Select[Any]:
+        """The leads due at ``:now`` (``due_at <= :now``) in id order after
+        ``:after``, at most ``:chunk`` of them; read through the due index
+        (the range of due leads is scanned, not every lead)."""
+        key = ("due", first, by_flow)
+        stmt = self._due_pages.get(key)
+        if stmt is None:
+            # Both planners may prefer walking the primary key in id order
+            # (no sort) and testing every lead's due_at, which reads the
+            # whole table when few leads are due; `id || ''` keeps the id's
+            # value and order (byte-wise: collation "C" on PostgreSQL, as
+            # the column) but hides it from the primary key index, so the
+            # due range is read from the due index and sorted.
+            by_id: Any = L.id.concat(literal_column("''", Text))
+            if self.pg:
+                by_id = by_id.collate("C")
+            stmt = (
+                select(*LEAD_COLUMNS)
+                .where(L.due_at <= bindparam("now", type_=L.due_at.type))
+                .order_by(by_id)
+                .limit(bindparam("chunk", type_=Integer))
+            )
+            if not first:
+                stmt = stmt.where(by_id > bindparam("after", type_=L.id.type))
+            if by_flow:
+                stmt = stmt.where(L.flow == bindparam("flow", type_=L.flow.type))
+            self._due_pages[key] = stmt
+        return stmt
+
+    def claim_due(self, by_flow: bool) -> Compiled:
+        """Up to ``:limit`` leads due at ``:now``, earliest due first (then
+        id), locked for this transaction skipping rows another holds
+        (PostgreSQL); the plain select on SQLite."""
+        found = self._claims.get(by_flow)
+        if found is None:
+            stmt = (
+                select(*LEAD_COLUMNS)
+                .where(L.due_at <= bindparam("now", type_=L.due_at.type))
+                .order_by(L.due_at, L.id)
+                .limit(bindparam("limit", type_=Integer))
+            )
+            if by_flow:
+                stmt = stmt.where(L.flow == bindparam("flow", type_=L.flow.type))
+            if self.pg:
+                stmt = stmt.with_for_update(skip_locked=True)
+            found = self._claims[by_flow] = self._compile(stmt)
+        return found
 
     # -- events -------------------------------------------------------------
 

@@ -2,24 +2,31 @@
 (SPEC §7, `saleflow simulate`).
 
 Layer 5.  The recorded entries of the flow's leads are read from the user's
-database in time order (`at`, then `seq`) and fed, one by one, to the real
-engine's `Work` on a scratch SQLite store in memory (gone when it ends):
-leads created with their first fields, fields set, events, imported placements, and the moves someone asked for (entries marked
+database in time order (`at`, then `seq`; `SqlStore.iter_recorded`, only
+the columns a replay reads) and fed, one by one, to the real engine's
+`Work` (runtime/moves.py: the move semantics are the engine's, not a copy)
+on a scratch `MemoryStore` (store/memory.py: plain dicts, gone when it
+ends): leads created with their first fields, fields set, events, imported
+placements, and the moves someone asked for (entries marked
 ``"requested": true`` by `Work.request`; in journals written before that
 mark, the kinds no gate makes on its own: force and exit).  Automatic moves
 and SLA breaches are not replayed: FLOW's own gates make them again.
 
-Time passes as it did: between entries the engine ticks at each midnight
-(UTC) at which a lead's time-dependent conditions could have changed — a
-window closing on one of its events, `days_in_stage`/`days_since…` crossing
-a number the flow compares them with, its stage's SLA running out — so a
-history that was ticked every midnight (a daily worker) is replayed exactly.
-Ticking a lead when nothing changed for it is a no-op, so only those leads
-are visited: the cost grows with the entries, not with leads times days.
+Time passes as it did: between entries the engine ticks a lead at each
+midnight (UTC) at which time could open one of the gates automatic
+progress tries from its stage — a window closing on one of that window's
+events, `days_in_stage`/`days_since…` reaching a number the flow compares
+them with, its stage's SLA running out — so a history that was ticked every
+midnight (a daily worker) is replayed exactly.  A value that time can only
+move the other way is not watched (a window closing under `score >= 60`
+with positive points: the score only falls); a lead waiting in a queue is
+watched for any change of its score, which orders the queue.  Ticking a
+lead when nothing can change is a no-op, so only due leads are visited:
+the cost grows with the entries, not with leads times days.
 
 The user's database is only read.  The recorded report and the simulated
-one are both built by `saleflow.report`; the queue for capacity is watched
-as the engine fills and empties it.
+one are both built by `saleflow.views.report`; the queue for capacity is
+watched as the engine fills and empties it.
 """
 
 from __future__ import annotations
@@ -27,24 +34,36 @@ from __future__ import annotations
 import heapq
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import select
+from typing import Any, NamedTuple, Protocol, Union, cast
 
 from ..coerce import coerce
-from ..compile import CompiledFlow
+from ..compile import CompiledFlow, compile_flow
 from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
-from ..model.expr import Compare, DaysSince, Expr, Literal, Ref, Window, walk
+from ..model.expr import (
+    And,
+    AtLeast,
+    Compare,
+    DaysSince,
+    Expr,
+    InList,
+    IsSet,
+    Literal,
+    Not,
+    Or,
+    Ref,
+    Window,
+)
 from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
 from ..runtime.engine import Engine
-from ..runtime.moves import Work
+from ..runtime.moves import FlowLookup, Work
 from ..store import open_store
-from ..store.schema import journal
+from ..store.memory import MemoryStore
 from .report import Period, Report, StageFigures, days, percent
 from .report.build import build_report
 
@@ -134,7 +153,10 @@ def _round(days: float) -> float:
     return round(days, 2)
 
 
-def is_requested(entry: JournalEntry) -> bool:
+Entry = Union["Recorded", JournalEntry]  # what a replay is fed
+
+
+def is_requested(entry: Entry) -> bool:
     """A move someone asked for, not one the gates made."""
     if entry.entry != "moved":
         return False
@@ -150,84 +172,165 @@ def is_requested(entry: JournalEntry) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Timing:
-    windows: tuple[timedelta, ...]  # every window length in the flow
-    offsets: tuple[timedelta, ...]  # every number compared with days_in_stage, days_since…
+    """The moments, relative to a lead's own times, at which passing time
+    can change what a tick decides for it."""
+
+    windows: tuple[tuple[str, timedelta], ...]  # (event, length): each such event leaving the window
+    since_event: tuple[tuple[str, timedelta], ...]  # (event, k): days since each such event reaching k
+    in_stage: tuple[timedelta, ...]  # days in stage reaching k
+    since_created: tuple[timedelta, ...]  # days since created reaching k
     daily: bool  # a time-dependent value the above cannot place: every midnight
 
 
-def _expand(flow: Flow, exprs: list[Expr]) -> list[Expr]:
-    """`exprs` and what they read through names: conditions, and the score
-    rules when they read `score`."""
-    out: list[Expr] = []
-    seen: set[str] = set()
-    stack = list(exprs)
-    while stack:
-        expr = stack.pop()
-        out.append(expr)
-        for node in walk(expr):
-            if not isinstance(node, Ref) or node.name in seen:
+# How a value moves as time passes (and nothing else happens): a window's
+# count can only fall, days in stage or since something only rise.  A tick
+# matters when a gate can turn true; `want` says which way of an expression
+# matters: +1 turning true (or rising), -1 turning false (or falling), 0
+# either.  A time-dependent value that can only move the other way is not
+# watched: `score >= 60` with positive points on windows cannot open as
+# windows close.
+
+
+class _Watch:
+    """What `timing` collects while walking the expressions."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.windows: set[tuple[str, float]] = set()
+        self.since_event: set[tuple[str, float]] = set()
+        self.in_stage: set[float] = set()
+        self.since_created: set[float] = set()
+        self.daily = False
+        self._seen: set[tuple[str, int, bool]] = set()  # (name, want, numeric) already walked
+
+    def truth(self, expr: Expr, want: int) -> None:
+        """`expr` in a boolean context; `want`: which change of its truth matters."""
+        if isinstance(expr, Not):
+            self.truth(expr.operand, -want)
+        elif isinstance(expr, And | Or | AtLeast):
+            for item in expr.items:
+                self.truth(item, want)
+        elif isinstance(expr, Compare):
+            self.compare(expr, want)
+        elif isinstance(expr, InList):
+            self.number(expr.operand, 0)
+            for item in expr.items:
+                self.number(item, 0)
+        elif isinstance(expr, IsSet):
+            self.number(expr.operand, 0)
+        elif isinstance(expr, Ref) and self.flow.condition(expr.name) is not None:
+            self.named(expr.name, want, False)
+        else:
+            # a value as a truth: set and non-zero; a count is true as it rises
+            self.number(expr, want if isinstance(expr, Window | DaysSince) or _is_time(expr) else 0)
+
+    def compare(self, expr: Compare, want: int) -> None:
+        for side, other, sign in ((expr.left, expr.right, 1), (expr.right, expr.left, -1)):
+            if not (
+                isinstance(other, Literal)
+                and isinstance(other.value, int | float)
+                and not isinstance(other.value, bool)
+            ):
                 continue
-            if node.name == "score":
-                seen.add("score")
-                for rule in flow.score_rules:
-                    stack.extend(x for x in (rule.each, rule.condition) if x is not None)
+            # which way `side` must move for the comparison to turn true
+            if expr.op in (">", ">="):
+                rises = sign
+            elif expr.op in ("<", "<="):
+                rises = -sign
             else:
-                condition = flow.condition(node.name)
-                if condition is not None:
-                    seen.add(node.name)
-                    stack.append(condition.expr)
-    return out
+                rises = 0
+            self.number(side, want * rises, float(other.value))
+            return
+        self.number(expr.left, 0)
+        self.number(expr.right, 0)
+
+    def number(self, expr: Expr, want: int, k: float | None = None) -> None:
+        """`expr` as a value; `want`: which way of moving matters; `k`: the
+        number it is compared with, when it is."""
+        if isinstance(expr, Window):
+            if want <= 0:  # it can only fall
+                self.windows.add((expr.event, expr.days))
+        elif _is_time(expr):
+            if want < 0:
+                return  # it can only rise (a new event resets it, and is replayed)
+            if k is None:
+                self.daily = True
+            elif isinstance(expr, DaysSince):
+                self.since_event.add((expr.event, k))
+            elif isinstance(expr, Ref) and expr.name == "days_in_stage":
+                self.in_stage.add(k)
+            else:
+                self.since_created.add(k)
+        elif isinstance(expr, Ref):
+            if expr.name == "score":
+                self.named("score", want, True)
+            elif self.flow.condition(expr.name) is not None:
+                self.named(expr.name, 0, False)
+        elif not isinstance(expr, Literal):
+            self.truth(expr, 0)
+
+    def named(self, name: str, want: int, numeric: bool) -> None:
+        key = (name, want, numeric)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if name == "score":
+            for rule in self.flow.score_rules:
+                way = want * (1 if rule.points > 0 else -1 if rule.points < 0 else 0)
+                if rule.points == 0:
+                    continue
+                if rule.each is not None:
+                    self.number(rule.each, way)
+                if rule.condition is not None:
+                    self.truth(rule.condition, way)
+            return
+        condition = self.flow.condition(name)
+        if condition is not None:
+            self.truth(condition.expr, want)
+
+    def timing(self) -> _Timing:
+        def spans(values: Iterable[float]) -> tuple[timedelta, ...]:
+            out = []
+            for value in sorted(values):
+                try:
+                    out.append(timedelta(days=value))
+                except OverflowError:
+                    continue
+            return tuple(out)
+
+        def pairs(values: set[tuple[str, float]]) -> tuple[tuple[str, timedelta], ...]:
+            out = []
+            for event, value in sorted(values):
+                try:
+                    out.append((event, timedelta(days=value)))
+                except OverflowError:
+                    continue
+            return tuple(out)
+
+        return _Timing(
+            pairs(self.windows),
+            pairs(self.since_event),
+            spans(self.in_stage),
+            spans(self.since_created),
+            self.daily,
+        )
 
 
 def _is_time(node: Any) -> bool:
     return isinstance(node, DaysSince) or (isinstance(node, Ref) and node.name in _TIME_REFS)
 
 
-def timing(exprs: list[Expr]) -> _Timing:
-    """When values read by `exprs` can change truth: the windows, and the
-    numbers compared with days in stage or since creation or an event."""
-    windows: set[float] = set()
-    offsets: set[float] = set()
-    placed: set[int] = set()
-    seen: list[Any] = []
-    for expr in exprs:
-        for node in walk(expr):
-            if isinstance(node, Window):
-                windows.add(node.days)
-            elif _is_time(node):
-                seen.append(node)
-            elif isinstance(node, Compare):
-                for side, other in ((node.left, node.right), (node.right, node.left)):
-                    if (
-                        _is_time(side)
-                        and isinstance(other, Literal)
-                        and isinstance(other.value, int | float)
-                        and not isinstance(other.value, bool)
-                    ):
-                        offsets.add(float(other.value))
-                        placed.add(id(side))
-    daily = any(id(node) not in placed for node in seen)
-
-    def spans(values: set[float]) -> tuple[timedelta, ...]:
-        out = []
-        for value in sorted(values):
-            try:
-                out.append(timedelta(days=value))
-            except OverflowError:
-                continue
-        return tuple(out)
-
-    return _Timing(spans(windows), spans(offsets), daily)
-
-
 def stage_timing(cf: CompiledFlow, stage: str, waiting: bool) -> _Timing:
-    """What a tick can find changed for a lead in `stage`: the gates of
-    the moves automatic progress tries from there (and, for a lead waiting
-    for room, the score that orders the queue)."""
-    exprs = [gate.expr for move in cf.moves_from(stage) for gate in move.gates]
+    """What a tick can find changed for a lead in `stage`: a gate of a move
+    automatic progress tries from there turning true (and, for a lead
+    waiting for room, any change of the score that orders the queue)."""
+    watch = _Watch(cf.flow)
+    for move in (*cf.forward_from(stage), *cf.recycles_from(stage)):
+        for gate in move.gates:
+            watch.truth(gate.expr, 1)
     if waiting:
-        exprs += [x for rule in cf.flow.score_rules for x in (rule.each, rule.condition) if x is not None]
-    return timing(_expand(cf.flow, exprs))
+        watch.named("score", 0, True)
+    return watch.timing()
 
 
 def _midnight_after(moment: datetime) -> datetime:
@@ -242,7 +345,7 @@ class _Lead:
     entered: datetime
     created: datetime
     cycle: int
-    events: list[datetime] = field(default_factory=list)  # of the current cycle
+    events: list[tuple[str, datetime]] = field(default_factory=list)  # (name, at), of the current cycle
     recycles: list[datetime] = field(default_factory=list)
 
 
@@ -254,9 +357,27 @@ class _Lead:
 class _Watched:
     """A store transaction that notes who joins and leaves the queue."""
 
+    _PASSED = (
+        "lock_lead",
+        "latest_version",
+        "insert_lead",
+        "update_lead",
+        "events",
+        "journal",
+        "insert_event",
+        "append",
+        "lock_stage",
+        "count_in_stage",
+        "waiting",
+        "waiting_line",
+        "record_breach",
+    )
+
     def __init__(self, tx: Transaction, replay: Replay) -> None:
         self._tx = tx
         self._replay = replay
+        for name in self._PASSED:  # bound once: the replay calls them millions of times
+            setattr(self, name, getattr(tx, name))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx, name)
@@ -275,14 +396,23 @@ class _Watched:
 # --------------------------------------------------------------------------
 
 
-class Replay:
-    """Feeds recorded entries, in time order, to `Work` on `scratch`'s store
-    (leads of the compiled flow `cf`), ticking due leads at midnights up to
-    `end`.  `run` is the whole of it; the bench also uses it to record a
-    large history quickly (a history the engine itself writes)."""
+class Scratch(Protocol):
+    """Where a replay writes: a `MemoryStore`, or a SQL store."""
 
-    def __init__(self, scratch: Engine, cf: CompiledFlow, end: datetime) -> None:
-        self.scratch = scratch
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+
+class Replay:
+    """Feeds recorded entries, in time order, to `Work` on `store` (a
+    `MemoryStore`, or any store's transactions: leads of the compiled flow
+    `cf`, whose versions `flows` gives), ticking due leads at midnights up to
+    `end`.  `run` is the whole of it; the bench also uses it to record a
+    large history quickly into a SQL store (a history the engine itself
+    writes)."""
+
+    def __init__(self, store: Scratch, flows: FlowLookup, cf: CompiledFlow, end: datetime) -> None:
+        self.store = store
+        self.flows = flows
         self.cf = cf
         self.flow = cf.flow
         self.end = end
@@ -298,6 +428,14 @@ class Replay:
         self.refused = 0
         self.refused_to: Counter[str] = Counter()
         self.replayed = self.skipped = self.ticks = 0
+        self._reschedule: set[str] = set()  # leads whose moments all need placing again
+        self.sla: dict[str, timedelta] = {}
+        for stage in self.flow.stages:
+            if stage.sla_days is not None and not stage.final:
+                try:
+                    self.sla[stage.name] = timedelta(days=stage.sla_days)
+                except OverflowError:
+                    continue
         self._ctx: Any = None
         self._tx: _Watched | None = None
         self._ops = 0
@@ -305,7 +443,7 @@ class Replay:
     # -- the scratch transaction, one per batch of operations ---------------
     def tx(self) -> Transaction:
         if self._tx is None:
-            self._ctx = self.scratch.store.transaction()
+            self._ctx = self.store.transaction()
             self._tx = _Watched(self._ctx.__enter__(), self)
         self._ops += 1
         return cast(Transaction, self._tx)
@@ -322,15 +460,19 @@ class Replay:
             ctx.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
     def work(self, at: datetime, entries: list[JournalEntry]) -> Work:
-        return Work(self.tx(), self.scratch.compiled, at, ACTOR, entries, at)
+        return Work(self.tx(), self.flows, at, ACTOR, entries, at)
 
     def after(self, entries: list[JournalEntry]) -> None:
-        """Follow what the engine did; schedule the leads it touched."""
-        touched: set[str] = set()
+        """Follow what the engine did; schedule the leads it touched: all of
+        a lead's moments when it was created, moved or joined or left a
+        queue, an event's own moments when it only had events."""
+        whole = self._reschedule
+        events: list[JournalEntry] = []
         for e in entries:
             state = self.leads.get(e.lead_id)
             if e.entry == "created":
-                self.leads[e.lead_id] = state = _Lead(e.stage, e.at, e.at, e.cycle)
+                self.leads[e.lead_id] = _Lead(e.stage, e.at, e.at, e.cycle)
+                whole.add(e.lead_id)
             elif state is None:
                 continue
             elif e.entry == "moved":
@@ -339,37 +481,74 @@ class Replay:
                     state.cycle = e.cycle
                     state.events = []
                     state.recycles.append(e.at)
+                whole.add(e.lead_id)
             elif e.entry == "event" and e.cycle == state.cycle:
-                state.events.append(e.at)
-            touched.add(e.lead_id)
-        for lead_id in touched:
-            self.schedule(lead_id)
+                state.events.append((e.data["event"], e.at))
+                events.append(e)
+        for e in events:
+            if e.lead_id not in whole:
+                self.schedule_event(e.lead_id, e.data["event"], e.at)
+        if whole:
+            for lead_id in whole:
+                self.schedule(lead_id)
+            whole.clear()
         if self._ops >= OPS_PER_TRANSACTION:
             self.commit()
 
-    def schedule(self, lead_id: str) -> None:
-        state = self.leads[lead_id]
+    def _timing(self, lead_id: str, state: _Lead) -> _Timing | None:
         stage = self.flow.stage(state.stage)
         if stage is None or stage.final or self.clock is None:
-            return
+            return None
         key = (state.stage, lead_id in self.queue)
         t = self.timings.get(key)
         if t is None:
             t = self.timings[key] = stage_timing(self.cf, *key)
+        return t
+
+    def schedule(self, lead_id: str) -> None:
+        """Every moment at which time can change what a tick decides for the lead."""
+        state = self.leads.get(lead_id)
+        t = None if state is None else self._timing(lead_id, state)
+        if state is None or t is None:
+            return
         moments: list[datetime] = []
         try:
-            for event_at in state.events:
-                moments.extend(event_at + w for w in t.windows)
-                moments.extend(event_at + k for k in t.offsets)
-            for k in t.offsets:
-                moments.extend((state.entered + k, state.created + k))
-            if stage.sla_days is not None:
-                moments.append(state.entered + timedelta(days=stage.sla_days))
+            for name, event_at in state.events:
+                moments.extend(event_at + w for event, w in t.windows if event == name)
+                moments.extend(event_at + k for event, k in t.since_event if event == name)
+            moments.extend(state.entered + k for k in t.in_stage)
+            moments.extend(state.created + k for k in t.since_created)
+            sla = self.sla.get(state.stage)
+            if sla is not None:
+                moments.append(state.entered + sla)
         except OverflowError:
             pass
         if t.daily:
-            moments.append(self.clock)
+            moments.append(self.clock)  # type: ignore[arg-type]
+        self._due(lead_id, moments)
+
+    def schedule_event(self, lead_id: str, name: str, at: datetime) -> None:
+        """The moments one new event adds (its stage and times unchanged)."""
+        state = self.leads[lead_id]
+        t = self._timing(lead_id, state)
+        if t is None:
+            return
+        moments: list[datetime] = []
+        try:
+            moments.extend(at + w for event, w in t.windows if event == name)
+            moments.extend(at + k for event, k in t.since_event if event == name)
+        except OverflowError:
+            pass
+        if t.daily:
+            moments.append(self.clock)  # type: ignore[arg-type]
+        self._due(lead_id, moments)
+
+    def _due(self, lead_id: str, moments: list[datetime]) -> None:
+        clock, end, due = self.clock, self.end, self.due
+        assert clock is not None
         for moment in moments:
+            if moment > end:
+                continue
             try:
                 first = _midnight_after(moment)
                 # a value that changes exactly at midnight may change just
@@ -379,11 +558,12 @@ class Replay:
             except OverflowError:
                 continue
             for b in both:
-                if b > self.clock and b <= self.end:
-                    if b not in self.due:
-                        self.due[b] = set()
+                if clock < b <= end:
+                    found = due.get(b)
+                    if found is None:
+                        found = due[b] = set()
                         heapq.heappush(self.heap, b)
-                    self.due[b].add(lead_id)
+                    found.add(lead_id)
 
     # -- the queue -------------------------------------------------------------
     def joined(self, lead_id: str, stage: str) -> None:
@@ -399,6 +579,7 @@ class Replay:
         if queue.still > queue.most:
             queue.most, queue.most_at = queue.still, self.clock
         self.most = max(self.most, len(self.queue))
+        self._reschedule.add(lead_id)  # a waiting lead's score orders the queue
 
     def left(self, lead_id: str) -> None:
         found = self.queue.pop(lead_id, None)
@@ -409,6 +590,7 @@ class Replay:
         queue.still -= 1
         assert self.clock is not None
         queue.waited.append((self.clock - since).total_seconds() / 86400)
+        self._reschedule.add(lead_id)
 
     # -- time ------------------------------------------------------------------
     def advance_to(self, moment: datetime) -> None:
@@ -434,7 +616,7 @@ class Replay:
             self.after(entries)
 
     # -- the recorded entries ----------------------------------------------
-    def feed(self, entry: JournalEntry) -> None:
+    def feed(self, entry: Entry) -> None:
         if entry.entry not in ("created", "set", "event", "moved"):
             return  # migrations are not the flow's doing; breaches are judged again
         if entry.entry == "moved" and entry.kind != "import" and not is_requested(entry):
@@ -474,7 +656,7 @@ class Replay:
                 continue
         return typed
 
-    def create(self, work: Work, entry: JournalEntry) -> bool:
+    def create(self, work: Work, entry: Entry) -> bool:
         if work.tx.lock_lead(entry.lead_id) is not None:
             return False
         fields = self._typed(entry.data.get("fields"))
@@ -487,7 +669,7 @@ class Replay:
             work.create(entry.lead_id, self.cf, fields, stage=stage, reason=entry.reason)
         return True
 
-    def set_fields(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def set_fields(self, work: Work, lead: Lead, entry: Entry) -> bool:
         changes = entry.data.get("fields")
         if not isinstance(changes, dict):
             return False
@@ -499,7 +681,7 @@ class Replay:
         work.set_fields(lead, typed)
         return True
 
-    def record(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def record(self, work: Work, lead: Lead, entry: Entry) -> bool:
         data = entry.data
         name = data.get("event")
         definition = self.flow.event(name) if isinstance(name, str) else None
@@ -518,7 +700,7 @@ class Replay:
         )
         return True
 
-    def move(self, work: Work, lead: Lead, entry: JournalEntry) -> bool:
+    def move(self, work: Work, lead: Lead, entry: Entry) -> bool:
         target = entry.stage
         kind = entry.kind or "advance"
         if kind == "import":
@@ -539,7 +721,7 @@ class Replay:
             self.refuse(lead, entry, err.message)
         return True
 
-    def refuse(self, lead: Lead, entry: JournalEntry, reason: str) -> None:
+    def refuse(self, lead: Lead, entry: Entry, reason: str) -> None:
         self.refused += 1
         self.refused_to[entry.stage] += 1
         if len(self.refusals) < LISTED:
@@ -547,7 +729,7 @@ class Replay:
                 Refusal(lead.id, entry.at, lead.stage, entry.stage, entry.kind or "", reason)
             )
 
-    def run(self, entries: Iterable[JournalEntry]) -> Replay:
+    def run(self, entries: Iterable[Entry]) -> Replay:
         try:
             for entry in entries:
                 self.feed(entry)
@@ -562,26 +744,45 @@ class Replay:
         self.commit()
 
 
-def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[JournalEntry]:
-    """The flow's recorded entries up to `end`, in time order, streamed."""
-    store: Any = engine.store
-    if not hasattr(store, "read"):
-        raise BadInput(f"the store {store!r} cannot be replayed")
-    query = (
-        select(*journal.c)
-        .where(journal.c.flow == name, journal.c.at <= end)
-        .order_by(journal.c.at, journal.c.seq)
-    )
-    with store.read() as conn:
-        for row in conn.execution_options(yield_per=5000, stream_results=True).execute(query):
-            yield JournalEntry(*row)
+class Recorded(NamedTuple):
+    """What the replay reads of one recorded journal entry (a
+    `JournalEntry` has these attributes too, and can be fed as well)."""
+
+    lead_id: str
+    entry: str
+    kind: str | None
+    stage: str
+    at: datetime
+    reason: str | None
+    data: Mapping[str, Any]
 
 
-def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Simulation:
+_REPLAYED = ("created", "set", "event", "moved")
+
+
+def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
+    """The flow's recorded entries up to `end` that a replay may feed
+    (not breaches nor migrations), in time order, streamed: only the
+    columns the replay reads, so the database sorts and sends less."""
+    read = getattr(engine.store, "iter_recorded", None)
+    if read is None:
+        raise BadInput(f"the store {engine.store!r} cannot be replayed")
+    make = Recorded._make
+    for row in read(name, end, _REPLAYED):
+        yield make(row)
+
+
+def simulate(
+    engine: Engine, flow: Flow, *, period: Period | None = None, scratch: str = "memory"
+) -> Simulation:
     """Replay the recorded journal of `flow`'s leads (all of it, up to the
     engine's now) through `flow`; the recorded and simulated reports over
-    `period`.  `engine`'s store is only
-    read; `flow` must have passed `check`."""
+    `period`.  `engine`'s store is only read; `flow` must have passed
+    `check`.  The replay runs in a `MemoryStore`; ``scratch="sqlite"`` runs
+    it in the engine's SQL store on an in-memory SQLite database instead
+    (slower: the reference the tests compare the memory store with)."""
+    if scratch not in ("memory", "sqlite"):
+        raise ValueError(f"scratch is memory or sqlite, not {scratch!r}")
     period = period or Period()
     name = flow.name
     if name not in engine.store.flow_names():
@@ -606,15 +807,29 @@ def simulate(engine: Engine, flow: Flow, *, period: Period | None = None) -> Sim
         period=period,
         definitions=lambda version: engine.compiled(name, version).flow,
     )
-    # The scratch store lives in memory: nothing of it reaches a disk.
-    scratch = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
-    try:
-        deployed = scratch.deploy(flow)
-        cf = scratch.compiled(name, deployed.version)
-        replay = Replay(scratch, cf, end).run(_recorded(engine, name, end))
-        simulated = build_report(scratch.store, cf.flow, version=cf.version, now=end, period=period)
-    finally:
-        scratch.close()
+    if scratch == "memory":
+        # Plain dicts: nothing of it reaches a disk or a SQL engine.
+        cf = compile_flow(flow, flow.version)
+        store = MemoryStore()
+
+        def flows(flow_name: str, version: int) -> CompiledFlow:
+            if flow_name != cf.name or version != cf.version:
+                raise NotFound(f'the replay knows only flow "{cf.name}" version {cf.version}')
+            return cf
+
+        replay = Replay(store, flows, cf, end).run(_recorded(engine, name, end))
+        simulated = build_report(store, cf.flow, version=cf.version, now=end, period=period)
+    else:
+        # The engine's own SQLite store, in memory: the reference the
+        # memory store is tested against.
+        sql = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
+        try:
+            deployed = sql.deploy(flow)
+            cf = sql.compiled(name, deployed.version)
+            replay = Replay(sql.store, sql.compiled, cf, end).run(_recorded(engine, name, end))
+            simulated = build_report(sql.store, cf.flow, version=cf.version, now=end, period=period)
+        finally:
+            sql.close()
     return Simulation(
         actual=actual,
         simulated=simulated,
@@ -722,18 +937,18 @@ def render_simulation_html(sim: Simulation) -> str:
     from . import page
 
     a, s = sim.actual, sim.simulated
-    e = page._e
+    e = page.esc
     rows = []
     for name, team, before, after in _pairs(sim):
-        cells = [page._td(name, False), page._td(team or "-", False)]
+        cells = [page.td(name, False), page.td(team or "-", False)]
         for f in (
             lambda x: f"{x.entered:,}",
             lambda x: f"{x.advanced:,}",
             lambda x: percent(x.conversion),
             lambda x: days(x.median_days),
         ):
-            cells.append(page._td("-" if before is None else f(before)))
-            cells.append(page._td("-" if after is None else f(after)))
+            cells.append(page.td("-" if before is None else f(before)))
+            cells.append(page.td("-" if after is None else f(after)))
         rows.append(f'<tr data-stage="{e(name)}">' + "".join(cells) + "</tr>")
     headers = [("stage", False), ("team", False)]
     for what in ("entered", "advanced", "conversion", "median days"):
@@ -750,16 +965,16 @@ def render_simulation_html(sim: Simulation) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{e(title)}</title>\n<style>{page._CSS}\n.pair {{ display: grid; "
+        f"<title>{e(title)}</title>\n<style>{page.CSS}\n.pair {{ display: grid; "
         "grid-template-columns: 1fr 1fr; gap: 20px; }}</style>\n</head>\n<body>\n"
         f'<header><h1>{e(title)}</h1><p class="meta">flow <code>{e(s.flow)}</code> version {s.version} '
         f"replayed over the recorded history (version {a.version}) · period: {e(s.period)} · "
         f"{sim.replayed:,} entries replayed, {sim.ticks:,} ticks</p></header>\n"
         '<div class="pair">'
-        f'<section id="recorded"><h2>Recorded (version {a.version})</h2>\n{page._funnel(a)}</section>'
-        f'<section id="simulated"><h2>Simulated (version {s.version})</h2>\n{page._funnel(s)}</section>'
+        f'<section id="recorded"><h2>Recorded (version {a.version})</h2>\n{page.funnel(a)}</section>'
+        f'<section id="simulated"><h2>Simulated (version {s.version})</h2>\n{page.funnel(s)}</section>'
         "</div>\n"
-        f'<section id="stages"><h2>Stages, recorded and simulated</h2>\n{page._table(headers, rows)}</section>\n'
+        f'<section id="stages"><h2>Stages, recorded and simulated</h2>\n{page.table(headers, rows)}</section>\n'
         f'<section id="sla"><h2>SLA breaches: {a.sla_breaches:,} recorded, {s.sla_breaches:,} simulated</h2></section>\n'
         f'<section id="waiting"><h2>Waiting for capacity: at most {sim.most_waiting:,} at once</h2>'
         f"<ul>{waiting}</ul></section>\n"

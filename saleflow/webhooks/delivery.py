@@ -34,6 +34,7 @@ take; another worker then sends the run again.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -193,6 +194,34 @@ def deliver(
     finally:
         if own:
             http.close()
+
+
+def worker_step(engine: Engine, *, timeout: float = TIMEOUT) -> Callable[[], int]:
+    """The worker's webhook step (`Worker.steps`): one delivery round per
+    pass, returning the number delivered; nothing, not even an HTTP
+    client, while no webhook is registered.  Without httpx the step says
+    so once, as a warning, and delivers nothing: the worker goes on
+    ticking, and the entries wait in the journal until a worker that has
+    httpx delivers them."""
+    warned = False
+
+    def step() -> int:
+        nonlocal warned
+        if not list_hooks(engine.store):
+            return 0
+        try:
+            return deliver(engine, timeout=timeout).delivered
+        except BadInput as err:
+            if str(err) != NEEDS_HTTPX:
+                raise
+            if not warned:
+                logging.getLogger("saleflow.worker").warning(
+                    "worker: %s; this worker delivers no webhooks", err
+                )
+                warned = True
+            return 0
+
+    return step
 
 
 def _wall_clock() -> datetime:

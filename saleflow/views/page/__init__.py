@@ -18,7 +18,3 @@ from .funnel import funnel
 from .markup import esc, table, td
 
 __all__ = ["CSS", "esc", "funnel", "render_html", "table", "td"]
-
-# The names `simulate`'s what-if page still reads (page._e, ...): another
-# branch is editing that module; the aliases go when it says page.esc, ...
-_e, _td, _table, _funnel, _CSS = esc, td, table, funnel, CSS
