@@ -709,6 +709,26 @@ def uncorrupt_fields(db: Db) -> None:
     _restore(db, "fields", _fields_sql(db)[1])
 
 
+def corrupt_fields_due(db: Db) -> None:
+    """acme's fields corrupted, and acme due: `tick` visits only due leads
+    (SPEC §8), so a lead that is not due is never read by it."""
+    corrupt_fields(db)
+    engine = create_engine(db.url)
+    try:
+        with engine.begin() as conn:
+            _KEPT[(db.url, "due_at")] = conn.execute(
+                text("SELECT due_at FROM leads WHERE id = 'acme'")
+            ).scalar_one()
+            conn.execute(text("UPDATE leads SET due_at = created_at WHERE id = 'acme'"))
+    finally:
+        engine.dispose()
+
+
+def uncorrupt_fields_due(db: Db) -> None:
+    _restore(db, "due_at", "UPDATE leads SET due_at = :v WHERE id = 'acme'")
+    uncorrupt_fields(db)
+
+
 _LAST_ENTRY = "lead_id = 'acme' AND seq = (SELECT max(seq) FROM journal WHERE lead_id = 'acme')"
 
 
@@ -816,8 +836,11 @@ CASES.update(
             f"corrupted fields ({command})": case(
                 command, code=2, fragment=CORRUPT, setup=corrupt_fields, teardown=uncorrupt_fields
             )
-            for command in ("show acme", "leads", "history acme", "tick", "advance --all", "audit verify")
+            for command in ("show acme", "leads", "history acme", "advance --all", "audit verify")
         },
+        "corrupted fields (tick)": case(
+            "tick", code=2, fragment=CORRUPT, setup=corrupt_fields_due, teardown=uncorrupt_fields_due
+        ),
         **{
             f"a corrupted time ({command})": case(
                 command, code=2, fragment=CORRUPT, setup=corrupt_time, teardown=uncorrupt_time
