@@ -46,6 +46,7 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/scale.py --import
 	$(BIN)/python bench/due.py

@@ -9,7 +9,6 @@ codes (SPEC §4).
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +127,8 @@ def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A `did you mean "x"?` hint for a near-miss name, or None."""
+    import difflib  # only when a name is wrong: every command imports this module
+
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f'did you mean "{close[0]}"?' if close else None
 

@@ -59,4 +59,4 @@ canonical: Encode = _encoder(sort_keys=True, ensure_ascii=True)
 compact: Encode = _encoder(sort_keys=False, ensure_ascii=False)
 
 # One JSON string literal, as `canonical` writes strings.
-quote: Encode = json.encoder.encode_basestring_ascii  # type: ignore[assignment]
+quote: Encode = json.encoder.encode_basestring_ascii

@@ -281,3 +281,27 @@ def service(db_url: str, tmp_path: Path) -> Iterator[Served]:
 def kpi_service(kpi_db: str, tmp_path: Path) -> Iterator[Served]:
     """`saleflow serve` over the KPI history of `build_kpi_history`."""
     yield from start_service(kpi_db, tmp_path)
+
+
+# --------------------------------------------------------------------------
+# The cache folder (saleflow/language/folder.py): one of the session's own
+# --------------------------------------------------------------------------
+#
+# Commands keep the built parser and parsed flows there.  A test run writes
+# into a private temporary folder, never the user's ~/.cache, and every
+# command of the suite runs through the cache as a user's would (a test
+# that wants another folder, or none, sets SALEFLOW_CACHE_DIR itself).
+
+
+def _session_cache() -> None:
+    import atexit
+    import shutil
+    import tempfile
+
+    if "SALEFLOW_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="saleflow-test-cache-")
+        os.environ["SALEFLOW_CACHE_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_session_cache()

@@ -406,7 +406,7 @@ def test_the_streamed_text_is_what_json_dumps_writes(rows: list[dict[str, Any]])
     import io
     import sys
 
-    from saleflow.cli import app as cli_module
+    from saleflow.cli import output as cli_module
 
     saved = sys.stdout
     sys.stdout = out = io.StringIO()

@@ -1,6 +1,6 @@
 """`saleflow worker`: the command over `saleflow.runtime.worker.Worker`.
 
-Layer 5.  Registered on the CLI's group by one line at the end of
+Layer 5.  Registered on the CLI's group by one line of `COMMANDS` in
 `saleflow/cli/app.py`; the global options (`--db`, `--now`, `--actor`) come
 from the click context the group sets up, and failures are `SaleflowError`s
 that the group turns into one `error: …` line and an exit code (SPEC §4).

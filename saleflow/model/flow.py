@@ -22,9 +22,11 @@ the whole definition for code that reads it as one vocabulary (the parser's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as attr
 from typing import Literal as TypingLiteral
+from typing import Protocol, TypeVar
 
 from ..errors import NO_SPAN, Span
 from .expr import (
@@ -56,6 +58,22 @@ from .expr import (
 
 FieldKind = TypingLiteral["text", "int", "number", "money", "bool", "date", "enum"]
 NUMERIC_KINDS: tuple[FieldKind, ...] = ("int", "number", "money")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def first_of(items: Iterable[_N]) -> dict[str, _N]:
+    """Each name's first declaration (a duplicate is the checker's SF101)."""
+    table: dict[str, _N] = {}
+    for item in items:
+        table.setdefault(item.name, item)
+    return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,12 +298,6 @@ class Flow:
     _position: dict[str, int] = attr(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        def first_of(items):  # type: ignore[no-untyped-def]
-            table: dict = {}
-            for item in items:
-                table.setdefault(item.name, item)
-            return table
-
         main = tuple(s.name for s in self.stages if s.team is not None)
         position: dict[str, int] = {}
         for index, name in enumerate(main):

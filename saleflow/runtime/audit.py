@@ -34,7 +34,7 @@ from datetime import datetime
 from ..compile import CompiledFlow
 from ..errors import SaleflowError
 from ..journal import ENTRY_KINDS, GENESIS_HASH, JournalEntry
-from ..language.parse import parse_flow
+from ..language.cache import parse_cached
 from ..model.identity import content_hash, identity, is_identity
 from ..records import EventRecord, FieldValue, Lead, Store
 from .moves import Step
@@ -314,7 +314,7 @@ def check_flows(store: Store) -> list[Problem]:
         for version, deployed, source in store.deployed_versions(name):
             if is_identity(deployed):
                 try:
-                    found = identity(parse_flow(source, f"{name} version {version}"))
+                    found = identity(parse_cached(source, f"{name} version {version}"))
                 except SaleflowError:
                     found = None
             else:

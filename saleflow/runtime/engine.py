@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..check.rules import check
 from ..coerce import as_utc, coerce, default_actor, parse_time
 from ..compile import CompiledFlow, compile_flow
 from ..errors import BadInput, Conflict, FlowInvalid, NotFound, SaleflowError, did_you_mean
 from ..journal import JournalEntry
-from ..language.parse import load_flow, parse_flow
+from ..language.cache import parse_cached
 from ..limits import MAX_INT32, check_int, check_text, check_time
 from ..model.flow import Flow
 from ..model.identity import identity
@@ -48,8 +47,6 @@ from ..records import (
     Transaction,
 )
 from ..store import open_store
-from . import anchor as anchor_mod
-from . import audit as audit_mod
 from .arguments import checked_lead_id, checked_name
 from .batch import chunked
 from .moves import Work
@@ -58,6 +55,8 @@ from .ticking import BatchWork
 
 if TYPE_CHECKING:
     from ..importing import ImportResult
+    from .anchor import Anchor, Rekeyed
+    from .audit import Problem
 
 T = TypeVar("T")
 _LOG = logging.getLogger("saleflow")
@@ -83,7 +82,7 @@ class Deployment:
 def _stored_identity(source: str) -> str | None:
     """The identity of a flow source stored with a raw-text hash."""
     try:
-        return identity(parse_flow(source))
+        return identity(parse_cached(source))
     except SaleflowError:
         return None
 
@@ -159,6 +158,9 @@ class Engine(BatchWork, LeadReads):
         that means what a deployed version means (tests, comments and
         layout aside) is that version; a changed one must declare a version
         above every deployed one, or `BadInput` says which to use."""
+        from ..check.rules import check  # the checker and the parser: only deploy needs them
+        from ..language.parse import load_flow
+
         parsed = flow if isinstance(flow, Flow) else load_flow(flow)
         diagnostics = check(parsed)
         if any(d.is_error for d in diagnostics):
@@ -187,7 +189,7 @@ class Engine(BatchWork, LeadReads):
         key = (name, version)
         if key not in self._compiled:
             stored_version, source, path = self.store.flow_source(name, version)
-            self._compiled[key] = compile_flow(parse_flow(source, path), stored_version)
+            self._compiled[key] = compile_flow(parse_cached(source, path), stored_version)
         return self._compiled[key]
 
     def _flow_for_new_lead(self, flow: str | Deployment | None) -> CompiledFlow:
@@ -575,23 +577,32 @@ class Engine(BatchWork, LeadReads):
             typed[name] = coerce(definition, value)
         return typed
 
-    def verify(self, anchor: anchor_mod.Anchor | None = None) -> list[audit_mod.Problem]:
+    # The audit's modules load with the audit commands, not with every engine.
+
+    def verify(self, anchor: Anchor | None = None) -> list[Problem]:
         """Recompute every hash chain and replay every lead's history; with
         an `anchor` (`Engine.anchor`, `anchor.read_anchor`), also prove that
         the journal up to its position is what it was then: a problem of
         no lead (`Problem.lead_id` None) if not.  Raises `WrongKey` if the
         journal is sealed with another key than the store's."""
+        from . import anchor as anchor_mod
+        from . import audit as audit_mod
+
         problems = audit_mod.check_flows(self.store) + audit_mod.verify(self.store, self.compiled)
         if anchor is not None:
             problems.extend(anchor_mod.check_anchor(self.store, anchor, chains_fail=bool(problems)))
         return problems
 
-    def anchor(self) -> anchor_mod.Anchor:
+    def anchor(self) -> Anchor:
         """A digest of the journal as of its published position, to be kept
         outside the database (`saleflow audit anchor`)."""
+        from . import anchor as anchor_mod
+
         return anchor_mod.compute_anchor(self.store)
 
-    def rekey(self, old_key: bytes | None) -> anchor_mod.Rekeyed:
+    def rekey(self, old_key: bytes | None) -> Rekeyed:
         """Move the journal from `old_key` (None: no key) to the store's key
         (`saleflow audit rekey`); see `anchor.rekey`."""
+        from . import anchor as anchor_mod
+
         return anchor_mod.rekey(self.store, self.compiled, old_key)

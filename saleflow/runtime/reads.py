@@ -18,12 +18,12 @@ from ..errors import BadInput, NotFound, Rejected, did_you_mean
 from ..journal import JournalEntry
 from ..limits import MAX_INT
 from ..records import Lead, LeadView, MoveVerdict, Store
-from ..store.feed import Changes, read_changes
 from .arguments import checked_kind, checked_lead_id, checked_name, shown
 from .moves import Step
 
 if TYPE_CHECKING:
     from ..compile import CompiledFlow
+    from ..store.feed import Changes
 
 
 class LeadReads:
@@ -194,4 +194,6 @@ class LeadReads:
         if flow is not None:
             flow = checked_name(flow, "a flow name")
             self.store.latest_version(flow)  # NotFound when it is not deployed
+        from ..store.feed import read_changes
+
         return read_changes(self.store, since, flow=flow, kinds=wanted, limit=limit)

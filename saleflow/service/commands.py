@@ -1,8 +1,8 @@
 """`saleflow serve` and `saleflow token add|list|revoke`.
 
-Registered on the CLI's group by the last lines of `saleflow/cli/app.py`.  This
+Registered on the CLI's group by two lines of `COMMANDS` in `saleflow/cli/app.py`.  This
 module imports neither FastAPI nor SQLAlchemy at import time (the CLI imports
-it on every run): `serve` imports uvicorn when it runs, and the token
+it for `token` too): `serve` imports uvicorn when it runs, and the token
 commands open the store when they run.  The global options (`--db`, `--now`)
 come from the click context the CLI group sets up.
 """

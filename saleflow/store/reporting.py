@@ -109,7 +109,8 @@ def _unindexed(column: Any) -> ColumnElement[Any]:
     """`column`, written so that no index on it is used (``col || ''``):
     a chunk read must walk the primary key in order, not pick the flow
     index and sort every row of the flow for each chunk."""
-    return column.concat("")
+    unindexed: ColumnElement[Any] = column.concat("")
+    return unindexed
 
 
 class ReportQueries:
@@ -134,10 +135,11 @@ class ReportQueries:
         (NULL when there is no field to group by)."""
         if field is None:
             return null()
-        value = L.fields[field].as_string()
+        value: ColumnElement[Any] = L.fields[field].as_string()
         if default is None:
             return value
-        return func.coalesce(value, literal(self._json_text(default)))
+        defaulted: ColumnElement[Any] = func.coalesce(value, literal(self._json_text(default)))
+        return defaulted
 
     def _json_text(self, value: Any) -> str:
         """How this backend's JSON-to-text extraction spells `value`."""

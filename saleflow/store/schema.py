@@ -15,7 +15,7 @@ own date functions.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -134,7 +134,7 @@ class UtcDateTime(_Checked, TypeDecorator[datetime]):
             value = value.astimezone(UTC)
         if not MIN_TIME <= value < MAX_TIME:
             raise Corrupt(self.what)  # saleflow writes none: later arithmetic would overflow
-        return value
+        return cast(datetime, value)
 
 
 class JsonDoc(_Checked, TypeDecorator[Any]):

@@ -36,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, Select
 
-from ..records import JournalEntry, Lead
+from ..journal import JournalEntry
+from ..records import Lead
 from .schema import JOURNAL_SEQUENCE, Corrupt, events, flows, journal, leads, sla_breaches, waiting
 
 L, E, J, W, F = leads.c, events.c, journal.c, waiting.c, flows.c

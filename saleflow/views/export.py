@@ -110,7 +110,7 @@ def export_rows(
     flow_name, _ = engine.lead_filter(flow=flow)  # a name checked, NotFound when not deployed
     teams = _Teams(engine)
     if table == "journal":
-        high = engine.store.high_water()  # type: ignore[attr-defined]
+        high = engine.store.high_water()
         pages = engine.store.export_journal(  # type: ignore[attr-defined]
             high, flow=flow_name, since=period.since, end=period.end, chunk=chunk
         )
@@ -125,7 +125,7 @@ def export_rows(
         )
         rows = (_lead_row(lead, teams, fields) for page in pages for lead in page)
         return Export(table, columns, rows)
-    high = engine.store.high_water()  # type: ignore[attr-defined]
+    high = engine.store.high_water()
     pages = engine.store.export_moves(high, flow=flow_name, chunk=chunk)  # type: ignore[attr-defined]
     now = engine.now()
     return Export(table, STAGE_KEYS, stage_rows(pages, now, teams, period))

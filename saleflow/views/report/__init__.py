@@ -42,7 +42,8 @@ The package: `figures` (the period and the report's dataclasses), `build`
 draws the same report as a page.
 """
 
-from .build import ReportSource, build_report, overdue_leads, report_for, sla_cutoffs
+from ...records import ReportSource
+from .build import build_report, overdue_leads, report_for, sla_cutoffs
 from .figures import (
     ChannelFigures,
     EndToEnd,
