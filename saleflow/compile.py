@@ -33,7 +33,8 @@ from transitions import Machine
 from transitions.core import MachineError
 
 from .errors import NO_SPAN, Span
-from .guards.evaluate import Evaluator, Facts
+from .guards.evaluate import Evaluator
+from .guards.facts import Facts
 from .model import flow as m
 from .model import graph
 

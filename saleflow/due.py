@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from .compile import CompiledFlow
-from .guards.evaluate import Facts
+from .guards.facts import Facts
 from .limits import MAX_TIME, MIN_TIME
 from .model.flow import And, AtLeast, Compare, DaysSince, Expr, InList, IsSet, Not, Or, Ref, Stage, Window
 from .records import EventRecord, FieldValue, Lead

@@ -9,7 +9,7 @@ as much as moves.  With a key (``SALEFLOW_AUDIT_KEY``) the hash is
 HMAC-SHA256, and an edited chain cannot be re-sealed without the key.
 
 The store assigns `seq`, `lead_seq` and `prev_hash` when it writes an entry
-(see `saleflow.store.sql`); `seal` is then the only way a hash is made, and
+(see `saleflow.store.transaction`); `seal` is then the only way a hash is made, and
 `audit verify` recomputes it with the same function.
 """
 

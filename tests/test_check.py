@@ -933,7 +933,8 @@ def test_empty_list_messages_match_the_evaluator() -> None:
     value; `not in []` true for a set value, false for an unset one."""
     from datetime import UTC, datetime
 
-    from saleflow.guards.evaluate import Evaluator, Facts
+    from saleflow.guards.evaluate import Evaluator
+    from saleflow.guards.facts import Facts
     from saleflow.language.parse import parse_expr
 
     parsed = parse_flow(flow(), "probe.flow")

@@ -12,7 +12,7 @@ from transitions.core import Condition
 
 from saleflow import Engine
 from saleflow.compile import CompiledFlow, compile_flow
-from saleflow.guards.evaluate import Facts
+from saleflow.guards.facts import Facts
 from saleflow.language.parse import load_flow
 
 THE_MODEL = Path(__file__).resolve().parent.parent / "flows" / "the_model.flow"

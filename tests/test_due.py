@@ -28,7 +28,7 @@ from saleflow.check.rules import check
 from saleflow.compile import compile_flow
 from saleflow.due import MICROSECOND, due_time
 from saleflow.errors import SaleflowError
-from saleflow.guards.evaluate import Facts
+from saleflow.guards.facts import Facts
 from saleflow.language.parse import parse_flow
 from saleflow.records import EventRecord, Lead
 from saleflow.store.sql import open_store

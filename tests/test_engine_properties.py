@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from saleflow import Engine
 from saleflow.compile import CompiledFlow, Move
 from saleflow.errors import SaleflowError
-from saleflow.guards.evaluate import Facts
+from saleflow.guards.facts import Facts
 from saleflow.journal import JournalEntry
 from saleflow.language.parse import parse_flow
 from saleflow.records import AuditEntry, EventRecord, FieldValue

@@ -39,7 +39,8 @@ from saleflow.check.rules import check
 from saleflow.cli.app import main
 from saleflow.compile import compile_flow
 from saleflow.errors import FlowInvalid
-from saleflow.guards.evaluate import Evaluator, Facts
+from saleflow.guards.evaluate import Evaluator
+from saleflow.guards.facts import Facts
 from saleflow.language.parse import parse_flow
 from saleflow.model.flow import Flow
 from saleflow.model.unparse import unparse

@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saleflow.errors import BadInput
-from saleflow.guards.evaluate import Evaluator, Facts, format_value
+from saleflow.guards.evaluate import Evaluator
+from saleflow.guards.explain import format_value
+from saleflow.guards.facts import Facts
 from saleflow.model.expr import (
     COMPARE_OPS,
     And,

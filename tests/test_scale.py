@@ -25,7 +25,7 @@ from saleflow.importing import BadRows
 from saleflow.importing import run as import_run
 from saleflow.importing import seen as import_seen
 from saleflow.language.parse import parse_flow
-from saleflow.store import sql as sql_store
+from saleflow.store import transaction as sql_transaction
 from saleflow.views import serialise
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -290,8 +290,8 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     those of a million-row import)."""
     monkeypatch.setattr(import_run, "KEPT_ROWS", 300)
     monkeypatch.setattr(import_seen, "MEMORY_IDS", 200)
-    monkeypatch.setattr(sql_store, "SPILL_ENTRIES", 400)
-    monkeypatch.setattr(sql_store, "KEPT_HEADS", 500)
+    monkeypatch.setattr(sql_transaction, "SPILL_ENTRIES", 400)
+    monkeypatch.setattr(sql_transaction, "KEPT_HEADS", 500)
 
 
 def test_import_memory_does_not_grow_with_the_number_of_ids(

@@ -24,7 +24,8 @@ from saleflow.cli.app import main
 from saleflow.compile import compile_flow
 from saleflow.language.parse import load_flow, parse_flow
 from saleflow.views.report import Period
-from saleflow.views.simulate import is_requested, simulate, stage_timing
+from saleflow.views.simulate import is_requested, simulate
+from saleflow.views.timing import stage_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 THE_MODEL = ROOT / "flows" / "the_model.flow"

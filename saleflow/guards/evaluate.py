@@ -5,9 +5,15 @@ no `eval`, `exec` or `compile`, and no name in a flow file can reach Python.
 An `Evaluator` turns each expression into a tree of small closures once per
 flow (names are resolved then, not on every call), because the engine
 evaluates gates on every lead operation and for batches of many thousands of
-leads.  The same evaluator answers the "why not": `explain` lists the failing
-parts of a false expression with the values they saw, and `reads` lists every
-value an expression read, for the audit entry.
+leads.  The same evaluator answers the "why not": `explain` (mixed in from
+`Explaining`, guards/explain.py) lists the failing parts of a false
+expression with the values they saw, and `reads` lists every value an
+expression read, for the audit entry.  The facts an expression reads are
+`Facts` (guards/facts.py).
+
+A little over 500 lines: the compiler (`Evaluator`), the value tests and the
+closures it builds are one job, each closure a few lines, kept together so
+the hot path reads in one place.
 
 Semantics (SPEC §2 and §3): an unset value (None) makes every comparison and
 `in` / `not in` false, and is false in boolean context; booleans are not
@@ -16,12 +22,8 @@ numbers; values of different types never compare equal, and never raise.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from dataclasses import field as attr
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime
 from functools import lru_cache
 
 from ..errors import BadInput
@@ -43,135 +45,17 @@ from ..model.flow import (
     Ref,
     Window,
 )
-from ..model.unparse import literal_text, unparse
-from ..records import EventRecord, FieldValue, Lead
+from ..model.unparse import unparse
+from ..records import FieldValue
+from .explain import Explaining, short_text
+from .facts import Facts, Number
 
-Number = int | float
 Compiled = Callable[["Facts"], FieldValue]
 Counted = Callable[["Facts"], int]
 Scored = Callable[["Facts"], Number]
 Test = Callable[[FieldValue, FieldValue], bool]
 
-_SECONDS_PER_DAY = 86400.0
 _MAX_CACHED = 4096
-
-
-# --------------------------------------------------------------------------
-# Facts
-# --------------------------------------------------------------------------
-
-
-class _EventCounts:
-    """What `Facts` derives from its events, computed on first use."""
-
-    __slots__ = ("_by_name", "_events", "latest", "scores", "totals", "windows")
-
-    def __init__(self, events: Sequence[EventRecord]) -> None:
-        totals: dict[str, int] = {}
-        get = totals.get
-        for event in events:
-            name = event.name
-            totals[name] = get(name, 0) + event.count
-        self.totals = totals
-        self._events = events
-        self._by_name: dict[str, list[EventRecord]] | None = None
-        self.windows: dict[tuple[str, float], int] = {}
-        self.latest: dict[str, float | None] = {}
-        self.scores: dict[Evaluator, Number] = {}
-
-    def of(self, name: str) -> list[EventRecord]:
-        """The events called `name`."""
-        by_name = self._by_name
-        if by_name is None:
-            by_name = {}
-            for event in self._events:
-                by_name.setdefault(event.name, []).append(event)
-            self._by_name = by_name
-        return by_name.get(name, [])
-
-
-@dataclass(slots=True)
-class Facts:
-    """Everything a gate may read about one lead at one moment.  `events`
-    are the current cycle's only (the engine filters them).
-
-    Read-only by convention, not frozen: facts are built a few times per
-    lead and move (an import builds some 25,000), and a frozen dataclass
-    costs several times as much to build."""
-
-    fields: Mapping[str, FieldValue]
-    events: Sequence[EventRecord]
-    now: datetime
-    entered_at: datetime
-    created_at: datetime
-    _tally: _EventCounts | None = attr(default=None, init=False, repr=False, compare=False)
-
-    @classmethod
-    def of(cls, lead: Lead, events: Sequence[EventRecord], now: datetime) -> Facts:
-        """The facts of `lead` at `now`, keeping only its current cycle's events."""
-        current = [event for event in events if event.cycle == lead.cycle]
-        return cls(lead.fields, current, now, lead.entered_at, lead.created_at)
-
-    def entering(self, entered_at: datetime) -> Facts:
-        """The same facts after a move into a stage at `entered_at`.  The
-        derived counts and scores are shared: only `days_in_stage` differs,
-        so callers use this when no score rule reads it."""
-        moved = Facts(self.fields, self.events, self.now, entered_at, self.created_at)
-        moved._tally = self._tally
-        return moved
-
-    def _counts(self) -> _EventCounts:
-        tally = self._tally
-        if tally is None:
-            tally = self._tally = _EventCounts(self.events)
-        return tally
-
-    def count(self, event: str) -> int:
-        """How often `event` happened in the current cycle."""
-        return self._counts().totals.get(event, 0)
-
-    def window(self, event: str, days: float) -> int:
-        """How often `event` happened in the `days` days (a fraction for hours) up to now."""
-        tally = self._counts()
-        if event not in tally.totals:
-            return 0
-        key = (event, days)
-        found = tally.windows.get(key)
-        if found is None:
-            try:
-                since = self.now - timedelta(days=days)
-            except OverflowError:  # a window reaching back past year 1 holds everything
-                since = datetime.min.replace(tzinfo=UTC)
-            now = self.now
-            found = 0
-            for record in tally.of(event):
-                if since <= record.at <= now:
-                    found += record.count
-            tally.windows[key] = found
-        return found
-
-    def days_since(self, event: str) -> float | None:
-        """Days since the latest `event` at or before now; None if none."""
-        tally = self._counts()
-        if event not in tally.totals:
-            return None
-        if event not in tally.latest:
-            now = self.now
-            times = [e.at for e in tally.of(event) if e.at <= now]
-            tally.latest[event] = _days(now - max(times)) if times else None
-        return tally.latest[event]
-
-    @property
-    def days_in_stage(self) -> float:
-        return _days(self.now - self.entered_at)
-
-    @property
-    def days_since_created(self) -> float:
-        return _days(self.now - self.created_at)
-
-
-def _days(delta: timedelta) -> float:
-    return delta.total_seconds() / _SECONDS_PER_DAY
 
 
 # --------------------------------------------------------------------------
@@ -237,32 +121,12 @@ _VALUE_TESTS = {op: _value_test(op) for op in _OPERATORS}
 _DATE_TESTS = {op: _date_test(op) for op in _OPERATORS}
 
 
-def format_value(value: FieldValue) -> str:
-    """A value as explanations show it: `5000`, `"user"`, `true`, `not set`."""
-    if value is None:
-        return "not set"
-    if isinstance(value, float):
-        return _format_float(value)
-    if isinstance(value, (bool, int, str)):
-        return literal_text(value)
-    return json.dumps(value, default=str)
-
-
-def _format_float(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    if value.is_integer():
-        return str(int(value))
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text if text not in ("0", "-0") else f"{value:.3g}"
-
-
 # --------------------------------------------------------------------------
 # The evaluator
 # --------------------------------------------------------------------------
 
 
-class Evaluator:
+class Evaluator(Explaining):
     """Evaluates, explains and lists the reads of expressions of one flow.
 
     Build it once per `Flow`; it compiles each expression it is given on
@@ -286,7 +150,7 @@ class Evaluator:
         try:
             return run(facts)
         except RecursionError:
-            raise BadInput(f"expression nests too deeply to evaluate: {_short(expr)}") from None
+            raise BadInput(f"expression nests too deeply to evaluate: {short_text(expr)}") from None
 
     def test(self, expr: Expr, facts: Facts) -> bool:
         """`expr` in boolean context: unset and zero are false."""
@@ -317,15 +181,6 @@ class Evaluator:
             tally.scores[self] = found
         return found
 
-    def explain(self, expr: Expr, facts: Facts) -> list[str]:
-        """Why `expr` is false, one line per failing part; [] when it is true."""
-        if self.test(expr, facts):
-            return []
-        try:
-            return self._why(expr, facts) or [self._failed(expr, facts)]
-        except RecursionError:
-            raise BadInput(f"expression nests too deeply to explain: {_short(expr)}") from None
-
     def reads(self, expr: Expr, facts: Facts) -> dict[str, FieldValue]:
         """Every name `expr` reads (conditions expanded) and its value now."""
         return {key: read(facts) for key, read in self._reads(expr)}
@@ -338,7 +193,7 @@ class Evaluator:
         try:
             run = self._compile(expr)
         except RecursionError:
-            raise BadInput(f"expression nests too deeply to evaluate: {_short(expr)}") from None
+            raise BadInput(f"expression nests too deeply to evaluate: {short_text(expr)}") from None
         if len(self._compiled) >= _MAX_CACHED:
             self._compiled.clear()
         self._compiled[id(expr)] = (expr, run)
@@ -448,15 +303,6 @@ class Evaluator:
     def _opening(self, what: str) -> _Opening:
         return _Opening(self._open, what)
 
-    def _is_condition(self, expr: Expr) -> bool:
-        """True when `expr` is a name that resolves to a condition."""
-        return (
-            isinstance(expr, Ref)
-            and expr.name not in BUILTINS
-            and self.flow.field(expr.name) is None
-            and self.flow.condition(expr.name) is not None
-        )
-
     # reads ---------------------------------------------------------------
     def _reads(self, expr: Expr) -> tuple[tuple[str, Compiled], ...]:
         cached = self._read_lists.get(id(expr))
@@ -466,7 +312,7 @@ class Evaluator:
         try:
             self._collect_reads(expr, table)
         except RecursionError:
-            raise BadInput(f"expression nests too deeply to evaluate: {_short(expr)}") from None
+            raise BadInput(f"expression nests too deeply to evaluate: {short_text(expr)}") from None
         found = tuple(table.items())
         if len(self._read_lists) >= _MAX_CACHED:
             self._read_lists.clear()
@@ -505,44 +351,6 @@ class Evaluator:
             self._condition_reads[name] = found
         return found
 
-    # explaining ----------------------------------------------------------
-    def _why(self, expr: Expr, facts: Facts) -> list[str]:
-        """The failing parts of `expr`, which is false."""
-        if isinstance(expr, And):
-            failing = [item for item in expr.items if not self.test(item, facts)]
-            return [line for item in failing for line in self._why(item, facts)]
-        if isinstance(expr, Or):
-            return [line for item in expr.items for line in self._why(item, facts)]
-        if isinstance(expr, AtLeast):
-            return self._why_at_least(expr, facts)
-        if isinstance(expr, Ref) and self._is_condition(expr):
-            return self._why_condition(expr.name, facts)
-        return [self._failed(expr, facts)]
-
-    def _why_at_least(self, expr: AtLeast, facts: Facts) -> list[str]:
-        failing = [item for item in expr.items if not self.test(item, facts)]
-        true = len(expr.items) - len(failing)
-        lines = [f"at least {expr.count} of {{…}}: {true} of {len(expr.items)} true"]
-        for item in failing:
-            lines.extend(self._why(item, facts))
-        return lines
-
-    def _why_condition(self, name: str, facts: Facts) -> list[str]:
-        condition = self.flow.condition(name)
-        assert condition is not None
-        with self._opening(f"condition {name}"):
-            lines = self._why(condition.expr, facts)
-        return [f"{name}: {line}" for line in lines]
-
-    def _failed(self, expr: Expr, facts: Facts) -> str:
-        """`budget >= 10000 is false (budget is 5000)`."""
-        seen = self.reads(expr, facts)
-        head = f"{unparse(expr)} is false"
-        if not seen or (isinstance(expr, Ref) and len(seen) == 1 and seen.get(expr.name) is False):
-            return head
-        detail = ", ".join(f"{key} is {format_value(value)}" for key, value in seen.items())
-        return f"{head} ({detail})"
-
 
 class _Opening:
     """Marks a condition (or the score) as being compiled, to report a cycle
@@ -575,14 +383,6 @@ def _children(expr: Expr) -> Iterator[Expr]:
         yield expr.operand
     elif isinstance(expr, (And, Or, AtLeast)):
         yield from expr.items
-
-
-def _short(expr: Expr) -> str:
-    try:
-        text = unparse(expr)
-    except RecursionError:
-        return type(expr).__name__
-    return text if len(text) <= 60 else text[:59] + "…"
 
 
 # --------------------------------------------------------------------------

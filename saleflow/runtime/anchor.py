@@ -53,7 +53,8 @@ from ..journal import GENESIS_HASH, JournalEntry, key_fingerprint
 from ..jsontext import canonical
 from ..records import Store
 from ..store.schema import journal
-from ..store.sql import JOURNAL_LOCK, SqlStore
+from ..store.sql import SqlStore
+from ..store.transaction import JOURNAL_LOCK
 from ..wording import plural
 from .audit import FlowLookup, Problem, check_chain
 
@@ -380,7 +381,7 @@ def rekey(store: Store, flows: FlowLookup, old_key: bytes | None, *, chunk: int 
     fingerprint.  Streams: one lead's entries in memory at a time.
 
     Run it with the writers stopped: a process that stays open keeps the
-    key it checked at its first write (see `saleflow.store.sql.Seal`)."""
+    key it checked at its first write (see `saleflow.store.seal.Seal`)."""
     sql_store = _sql_store(store)
     new_key = store.key
     J = journal.c

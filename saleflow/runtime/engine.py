@@ -3,13 +3,21 @@
 Layer 4.  `Engine` is what programs embed and what the CLI wraps.  Each
 public operation is one store transaction holding the lead (retried on
 conflict, `Conflict` only if it persists); the semantics of a single lead
-inside that transaction live in `progress.py`.  Callbacks registered with
+inside that transaction live in `moves.py`.  Callbacks registered with
 `on_enter` run after the commit, never inside it.
+
+`Engine` is the one public class; its jobs are split by module: batch work
+(`advance_all`, `tick`, `work_due`) is `BatchWork` in ticking.py, the read
+views (`lead`, `leads`, `history`, `changes`) are `LeadReads` in reads.py,
+and argument checks are in arguments.py.  This module keeps the setup
+(deploy, compiled flows, callbacks), the transaction runner and the
+single-lead write operations; it is a little over 500 lines because those
+operations share the runner and the flow cache, and splitting them from it
+would leave each half reaching into the other.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import random
@@ -24,11 +32,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..coerce import as_utc, coerce, default_actor, parse_time
 from ..compile import CompiledFlow, compile_flow
-from ..due import sla_days, sla_due
-from ..errors import BadInput, Conflict, FlowInvalid, NotFound, Rejected, SaleflowError, did_you_mean
-from ..journal import ENTRY_KINDS, JournalEntry
+from ..errors import BadInput, Conflict, FlowInvalid, NotFound, SaleflowError, did_you_mean
+from ..journal import JournalEntry
 from ..language.cache import parse_cached
-from ..limits import MAX_INT, MAX_INT32, check_id, check_int, check_text, check_time, number_text, one_line
+from ..limits import MAX_INT32, check_int, check_text, check_time
 from ..model.flow import Flow
 from ..model.identity import identity
 from ..records import (
@@ -36,18 +43,18 @@ from ..records import (
     EventRecord,
     FieldValue,
     Lead,
-    LeadView,
-    MoveVerdict,
     Store,
     Transaction,
 )
-from ..store import Corrupt, open_store
-from .batch import chunked, write_behind
-from .moves import Step, Work
+from ..store import open_store
+from .arguments import checked_lead_id, checked_name
+from .batch import chunked
+from .moves import Work
+from .reads import LeadReads
+from .ticking import BatchWork
 
 if TYPE_CHECKING:
     from ..importing import ImportResult
-    from ..store.feed import Changes
     from .anchor import Anchor, Rekeyed
     from .audit import Problem
 
@@ -56,9 +63,6 @@ _LOG = logging.getLogger("saleflow")
 
 ATTEMPTS = 8
 MAX_COUNT = 2**31 - 1  # what the events table's count column holds on every backend
-# The most leads one chunk of `work_due` claims: one transaction holds them
-# all locked, and their journal entries wait in memory until its commit.
-MAX_CHUNK = 10_000
 Callback = Callable[[JournalEntry], Any]
 
 # A write of the caller's own to make in the same transaction as the next
@@ -83,45 +87,7 @@ def _stored_identity(source: str) -> str | None:
         return None
 
 
-class TickResult(int):
-    """What `Engine.tick` did: the number of moves it made (an int, as it
-    always was) and, as `sla_breaches`, how many SLA breaches it recorded."""
-
-    sla_breaches: int
-
-    def __new__(cls, moves: int, sla_breaches: int = 0) -> TickResult:
-        result = super().__new__(cls, moves)
-        result.sla_breaches = sla_breaches
-        return result
-
-    @property
-    def moves(self) -> int:
-        return int(self)
-
-    def __str__(self) -> str:  # printed and formatted as the number it is
-        return int.__repr__(self)
-
-    def __repr__(self) -> str:
-        return f"TickResult(moves={int(self)}, sla_breaches={self.sla_breaches})"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkDone:
-    """What one chunk of `Engine.work_due` did: the leads it claimed (and
-    re-evaluated), the moves and SLA breaches it recorded, and how long it
-    took in seconds."""
-
-    lead_ids: tuple[str, ...]
-    moves: int
-    sla_breaches: int
-    seconds: float
-
-    @property
-    def leads(self) -> int:
-        return len(self.lead_ids)
-
-
-class Engine:
+class Engine(BatchWork, LeadReads):
     """A saleflow engine over one store."""
 
     def __init__(
@@ -133,7 +99,7 @@ class Engine:
         default_flow: str | None = None,
     ) -> None:
         self.store = store
-        self.actor = _name(actor, "the actor") if actor else default_actor()
+        self.actor = checked_name(actor, "the actor") if actor else default_actor()
         fixed = parse_time(now, "--now") if isinstance(now, str) else (as_utc(now, "--now") if now else None)
         self._fixed_now = None if fixed is None else check_time(fixed, "--now")
         self.default_flow = default_flow
@@ -229,7 +195,7 @@ class Engine:
     def _flow_for_new_lead(self, flow: str | Deployment | None) -> CompiledFlow:
         if isinstance(flow, Deployment):  # a file's own version (`lead add --flow FILE`)
             return self.compiled(flow.name, flow.version)
-        name = _name(flow, "a flow name") if flow else self.default_flow
+        name = checked_name(flow, "a flow name") if flow else self.default_flow
         if name is None:
             names = self.store.flow_names()
             if len(names) == 1:
@@ -276,7 +242,7 @@ class Engine:
         ``saleflow``) and collected on the returned lead's
         `callback_errors` (and on `Engine.callback_errors` for batch
         operations), never raised as if the operation had failed."""
-        stage = _name(stage, "a stage name")
+        stage = checked_name(stage, "a stage name")
         known: list[str] = []
         for flow in self.store.flow_names():
             known.extend(self.compiled(flow).flow.stage_names)
@@ -351,7 +317,7 @@ class Engine:
         return self.callback_errors
 
     def _work(self, tx: Transaction, at: datetime, actor: str | None, entries: list[JournalEntry]) -> Work:
-        who = _name(actor, "the actor") if actor else self.actor
+        who = checked_name(actor, "the actor") if actor else self.actor
         return Work(tx, self.compiled, at, who, entries, self.now())
 
     def _locked(self, tx: Transaction, lead_id: str) -> Lead:
@@ -375,7 +341,7 @@ class Engine:
         """Create a lead in its flow's initial stage, then let it progress.
         `flow` is a flow's name (its latest version) or what `deploy`
         returned (that version)."""
-        lead_id = _lead_id(lead_id)
+        lead_id = checked_lead_id(lead_id)
         cf = self._flow_for_new_lead(flow)
         pinned = isinstance(flow, Deployment)  # that version, not the latest
         when = self._at(at)
@@ -408,7 +374,9 @@ class Engine:
         when = self._at(at)
         created = 0
         for batch in chunked(rows, chunk):
-            typed = [(_lead_id(lead_id), self._coerce(cf, values, lead_id)) for lead_id, values in batch]
+            typed = [
+                (checked_lead_id(lead_id), self._coerce(cf, values, lead_id)) for lead_id, values in batch
+            ]
             entries: list[JournalEntry] = []
 
             def body(
@@ -454,7 +422,7 @@ class Engine:
         **more: Any,
     ) -> Lead:
         """Set (or, with None, unset) fields of a lead, then let it progress."""
-        lead_id = _lead_id(lead_id)
+        lead_id = checked_lead_id(lead_id)
         when = self._at(at)
         raw = {**(values or {}), **more}
         entries: list[JournalEntry] = []
@@ -480,9 +448,9 @@ class Engine:
         actor: str | None = None,
     ) -> Lead:
         """Record an event on a lead, then let it progress."""
-        lead_id = _lead_id(lead_id)
-        event = _name(event, "an event name")
-        channel = _name(channel, "an event's channel") if channel is not None else None
+        lead_id = checked_lead_id(lead_id)
+        event = checked_name(event, "an event name")
+        channel = checked_name(channel, "an event's channel") if channel is not None else None
         content = check_text(content, "an event's content") if content is not None else None
         when = self._at(at)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
@@ -526,8 +494,8 @@ class Engine:
         stage by its defined move (advance, skip, exit, recycle).  `force`
         makes any move, gates ignored, and needs a reason.  Raises
         `Rejected` with the blockers when a gate fails."""
-        lead_id = _lead_id(lead_id)
-        to = _name(to, "a stage name") if to is not None else None
+        lead_id = checked_lead_id(lead_id)
+        to = checked_name(to, "a stage name") if to is not None else None
         reason = check_text(reason, "a reason") if reason is not None else None
         if force and not (reason and reason.strip()):
             raise BadInput("a forced move needs a reason (--reason)")
@@ -561,7 +529,7 @@ class Engine:
     ) -> Lead:
         """Move a lead to another deployed version of its flow (the latest
         when `version` is None), keeping its stage, fields and cycle."""
-        lead_id = _lead_id(lead_id)
+        lead_id = checked_lead_id(lead_id)
         if version is not None:
             if isinstance(version, bool) or not isinstance(version, int):
                 raise BadInput(f"a flow version is a whole number, not {version!r}")
@@ -581,148 +549,6 @@ class Engine:
 
         return self._run(body, entries)
 
-    def advance_all(
-        self,
-        *,
-        flow: str | None = None,
-        actor: str | None = None,
-        chunk: int = 500,
-        at: datetime | str | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Every lead, as far as its gates allow; returns the number of moves.
-        `progress(n)` is called after each chunk with its number of leads."""
-        return int(self._batch(flow=flow, actor=actor, chunk=chunk, sla=False, at=at, progress=progress))
-
-    def tick(
-        self,
-        *,
-        flow: str | None = None,
-        actor: str | None = None,
-        chunk: int = 500,
-        at: datetime | str | None = None,
-        progress: Callable[[int], None] | None = None,
-        every: bool = False,
-    ) -> TickResult:
-        """Re-evaluate time-dependent gates, windows, auto recycles and SLAs
-        (as of `at`, default now) of the leads whose due time has come (SPEC
-        §8): every other lead would come out of it unchanged.  Returns the
-        number of moves, with the number of SLA breaches recorded as its
-        `sla_breaches`.  `progress(n)` is called after each chunk.
-
-        `every=True` visits every lead instead, as a tick did before due
-        times (a full scan: the same result, at the cost of all leads)."""
-        return self._batch(
-            flow=flow, actor=actor, chunk=chunk, sla=True, at=at, progress=progress, every=every
-        )
-
-    def work_due(
-        self,
-        *,
-        flow: str | None = None,
-        limit: int = 500,
-        actor: str | None = None,
-        at: datetime | str | None = None,
-    ) -> WorkDone:
-        """One chunk of a worker's work (`saleflow worker`), in one
-        transaction: claim up to `limit` leads whose due time has come (of
-        `flow` only, if given), re-evaluate each as `tick` does (gates that
-        read time, auto recycles, SLA breaches; waiting leads enter room
-        that frees, best score now first), commit.  On PostgreSQL the claim
-        is ``FOR UPDATE SKIP LOCKED``: leads another worker holds are
-        skipped, not waited for, so workers take disjoint chunks; the row
-        locks last until the commit, so a worker killed mid-chunk rolls its
-        chunk back and leaves it to the next claim.  `WorkDone.leads` is 0
-        when nothing (not held by another worker) is due."""
-        if flow is not None:
-            self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CHUNK:
-            raise BadInput(f"a chunk holds from 1 to {MAX_CHUNK:,} leads, not {_shown(limit)}")
-        when = self._at(at)
-        started = time.perf_counter()
-        entries: list[JournalEntry] = []
-        claimed: list[str] = []
-
-        def body(tx: Transaction) -> int:
-            now = self._when(when)
-            claimed[:] = [lead.id for lead in tx.claim_due(now, flow, limit)]
-            if not claimed:
-                return 0
-            with write_behind(tx, claimed) as work_tx:
-                work = self._work(work_tx, now, actor, entries)
-                for lead_id in claimed:
-                    lead = work_tx.lock_lead(lead_id)
-                    if lead is not None:
-                        work.reevaluate(lead, sla=True)
-            return work.breaches
-
-        try:
-            breaches = self._run(body, entries)  # of the attempt that committed
-        except Corrupt as err:
-            raise self._which_corrupt(err, claimed) from None
-        moves = sum(1 for entry in entries if entry.entry == "moved")
-        return WorkDone(tuple(claimed), moves, breaches, time.perf_counter() - started)
-
-    def _batch(
-        self,
-        *,
-        flow: str | None,
-        actor: str | None,
-        chunk: int,
-        sla: bool,
-        at: datetime | str | None,
-        progress: Callable[[int], None] | None = None,
-        every: bool = False,
-    ) -> TickResult:
-        if flow is not None:
-            self.compiled(_name(flow, "a flow name"))  # NotFound for an unknown flow
-        when = self._at(at)
-        moves = breaches = 0
-        # A tick visits the leads due (in id order, as a visit of every lead
-        # would meet them); a lead that comes due during the walk, after the
-        # time it started at, waits for the next tick.
-        due_walk = sla and not every
-        walk = (
-            self.store.iter_due(when or self.now(), flow=flow, chunk=chunk)
-            if due_walk
-            else self.store.iter_leads(flow=flow, chunk=chunk)
-        )
-        for leads in walk:
-            ids = [lead.id for lead in leads]
-            entries: list[JournalEntry] = []
-
-            def body(tx: Transaction, ids: list[str] = ids, entries: list[JournalEntry] = entries) -> int:
-                with write_behind(tx, ids) as work_tx:
-                    work = self._work(work_tx, self._when(when), actor, entries)
-                    for lead_id in _in_id_order(ids, work.due_now if due_walk else None):
-                        lead = work_tx.lock_lead(lead_id)
-                        if lead is not None:
-                            work.reevaluate(lead, sla=sla)
-                return work.breaches
-
-            try:
-                breaches += self._run(body, entries)  # of the attempt that committed
-            except Corrupt as err:
-                raise self._which_corrupt(err, ids) from None
-            moves += sum(1 for entry in entries if entry.entry == "moved")
-            if progress is not None:
-                progress(len(ids))
-        return TickResult(moves, breaches)
-
-    def _which_corrupt(self, err: Corrupt, ids: list[str]) -> Corrupt:
-        """`err` naming its lead: batch reads fetch a chunk's rows at once,
-        so the lead is found by reading each one alone (only on this error)."""
-        if err.lead_id is not None:
-            return err
-        for lead_id in ids:
-            try:
-                self.store.get_lead(lead_id)
-                self.store.journal(lead_id)
-                self.store.events_of(lead_id)
-            except Corrupt as found:
-                return found
-        return err
-
     # ---------------------------------------------------------------- reads
     def _lead_flow(self, lead: Lead, *, stranded_ok: bool = False) -> CompiledFlow:
         try:
@@ -741,7 +567,7 @@ class Engine:
     def _coerce(self, cf: CompiledFlow, raw: Mapping[str, Any], lead_id: str) -> dict[str, FieldValue]:
         typed: dict[str, FieldValue] = {}
         for name, value in raw.items():
-            definition = cf.flow.field(_name(name, "a field name"))
+            definition = cf.flow.field(checked_name(name, "a field name"))
             if definition is None:
                 hint = did_you_mean(name, [f.name for f in cf.flow.fields])
                 raise NotFound(
@@ -750,167 +576,6 @@ class Engine:
                 )
             typed[name] = coerce(definition, value)
         return typed
-
-    def lead(self, lead_id: str) -> LeadView:
-        """The lead with its team, score, event counts and next moves."""
-        lead_id = _lead_id(lead_id)
-        lead = self.store.get_lead(lead_id)
-        if lead is None:
-            raise NotFound(f'lead "{lead_id}" does not exist')
-        cf = self._lead_flow(lead)
-        events = [e for e in self.store.events_of(lead_id) if e.cycle == lead.cycle]
-        step = Step(cf, lead, events, self.now())
-        verdicts = tuple(step.verdicts(lambda flow, stage: self.store.count_leads(flow, stage)))
-        stage = cf.flow.stage(lead.stage)
-        counts: dict[str, int] = {e.name: 0 for e in cf.flow.events}
-        for event in events:
-            counts[event.name] = counts.get(event.name, 0) + event.count
-        due_at = sla_due(stage, lead.entered_at)
-        return LeadView(
-            id=lead.id,
-            flow=lead.flow,
-            version=lead.version,
-            stage=lead.stage,
-            team=stage.team if stage else None,
-            score=step.score(),
-            fields=step.fields(),
-            events=counts,
-            cycle=lead.cycle,
-            entered_at=lead.entered_at,
-            created_at=lead.created_at,
-            next=verdicts,
-            sla_days=sla_days(stage),
-            due_at=due_at,
-            overdue=due_at is not None and self.now() > due_at,
-        )
-
-    def allowed(self, lead_id: str) -> list[MoveVerdict]:
-        """Every move defined from the lead's stage, with its verdict."""
-        return list(self.lead(lead_id).next)
-
-    def enabled(self, lead_id: str) -> list[MoveVerdict]:
-        """The moves that can be made now."""
-        return [v for v in self.lead(lead_id).next if v.allowed]
-
-    def blockers(self, lead_id: str, to: str) -> list[Any]:
-        """Why the lead cannot move to `to` now ([] when it can)."""
-        to = _name(to, "a stage name")
-        for verdict in self.lead(lead_id).next:
-            if verdict.to == to:
-                return list(verdict.blockers)
-        raise Rejected(f'lead "{lead_id}" has no move to "{to}"', lead_id=lead_id, stage=to)
-
-    def leads(
-        self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
-    ) -> Iterator[Lead]:
-        """Stored leads, streamed, optionally by flow, stage or team.
-        `NotFound` for a flow, stage or team no deployed flow has, raised
-        by this call, not by the first `next()`."""
-        flow, stages = self.lead_filter(flow=flow, stage=stage, team=team)
-        return (
-            lead for chunk in self.store.iter_leads(flow=flow, stages=stages) for lead in self.scored(chunk)
-        )
-
-    def scored(self, leads: list[Lead]) -> list[Lead]:
-        """`leads` (as read) with their scores as of now: a score that time
-        alone can change (its rules count events in a window, or read days)
-        is computed again, so a listing never shows one that windows closing
-        have made stale; the others are the stored ones, which every change
-        to a lead keeps current.  One query for the events of the whole list."""
-        timed = [lead for lead in leads if self._score_reads_time(lead)]
-        if not timed:
-            return leads
-        now = self.now()
-        events = self.store.events_of_leads([lead.id for lead in timed])
-        for lead in timed:
-            cf = self.compiled(lead.flow, lead.version)
-            current = [e for e in events[lead.id] if e.cycle == lead.cycle]
-            if current or cf.score_reads_days:  # else: the same at any time
-                lead.score = Step(cf, lead, current, now).score()
-        return leads
-
-    def _score_reads_time(self, lead: Lead) -> bool:
-        try:
-            return self.compiled(lead.flow, lead.version).score_reads_time
-        except NotFound:
-            return False  # a flow version not deployed: `show` says so; a listing goes on
-
-    def lead_filter(
-        self, *, flow: str | None = None, stage: str | None = None, team: str | None = None
-    ) -> tuple[str | None, list[str] | None]:
-        """What a listing by flow, stage or team reads: the flow, and the
-        stages (None: all of them).  `NotFound`, with a hint, for a flow,
-        stage or team no deployed flow has."""
-        flow = _name(flow, "a flow name") if flow is not None else None
-        stage = _name(stage, "a stage name") if stage is not None else None
-        team = _name(team, "a team name") if team is not None else None
-        names = self.store.flow_names() if flow is None else [flow]
-        if flow is not None:
-            self.compiled(flow)  # NotFound when it is not deployed
-        if stage is not None:
-            known = {s for name in names for s in self.compiled(name).flow.stage_names}
-            # a stage dropped by a newer version may still hold leads of an older one
-            if stage not in known and not self.store.count_leads(flow, stage):
-                hint = did_you_mean(stage, sorted(known))
-                where = f'flow "{flow}" has no' if flow else "no deployed flow has a"
-                raise NotFound(f'{where} stage "{stage}"' + (f"; {hint}" if hint else ""))
-        stages: list[str] | None = [stage] if stage else None
-        if team is not None:
-            team_stages: set[str] = set()
-            for name in names:
-                found = self.compiled(name).flow.team(team)
-                if found is not None:
-                    team_stages.update(found.stages)
-            if not team_stages:
-                raise NotFound(f'no deployed flow has a team "{team}"')
-            stages = sorted(s for s in (stages or team_stages) if s in team_stages)
-        return flow, stages
-
-    def history(self, lead_id: str, *, moves_only: bool = True) -> list[JournalEntry]:
-        """A lead's journal, oldest first: its moves (SPEC §3's audit
-        entries, the first one its creation) or, with ``moves_only=False``,
-        every entry (fields set, events, SLA breaches too)."""
-        lead_id = _lead_id(lead_id)
-        if self.store.get_lead(lead_id) is None:
-            raise NotFound(f'lead "{lead_id}" does not exist')
-        entries = self.store.journal(lead_id)
-        return [e for e in entries if e.kind is not None] if moves_only else entries
-
-    def changes(
-        self,
-        since: int = 0,
-        *,
-        flow: str | None = None,
-        kinds: Iterable[str] | str | None = None,
-        limit: int | None = None,
-    ) -> Changes:
-        """The change feed (SPEC §6): journal entries with a `seq` above
-        `since`, in `seq` order, up to the journal's published position,
-        of one flow and some kinds of entry (`ENTRY_KINDS`) if asked, at
-        most `limit` of them.  Resuming from the last `seq` seen (or from
-        the iterator's `position` once it is spent) misses nothing and
-        repeats nothing, whatever commits meanwhile (`saleflow.store.feed`
-        says why).  `BadInput` and `NotFound` are raised by this call, not
-        by the first `next()`; the entries are read a page at a time."""
-        if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_INT:
-            raise BadInput(
-                f"since (the last seq seen) must be a whole number from 0 to {MAX_INT:,}, not {_shown(since)}"
-            )
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_INT
-        ):
-            raise BadInput(f"a limit must be a whole number from 1 to {MAX_INT:,}, not {_shown(limit)}")
-        wanted: list[str] | None = None
-        if kinds is not None:
-            wanted = [_kind(kind) for kind in ([kinds] if isinstance(kinds, str) else kinds)]
-            if not wanted:
-                raise BadInput("name at least one kind of entry, or none for all of them")
-        if flow is not None:
-            flow = _name(flow, "a flow name")
-            self.store.latest_version(flow)  # NotFound when it is not deployed
-        from ..store.feed import read_changes
-
-        return read_changes(self.store, since, flow=flow, kinds=wanted, limit=limit)
 
     # The audit's modules load with the audit commands, not with every engine.
 
@@ -941,67 +606,3 @@ class Engine:
         from . import anchor as anchor_mod
 
         return anchor_mod.rekey(self.store, self.compiled, old_key)
-
-
-def _lead_id(value: Any) -> str:
-    """A lead id from a caller: non-empty text a database can store as a key."""
-    if not isinstance(value, str):
-        raise BadInput(f"a lead id is text, not {type(value).__name__}")
-    return check_id(value, "a lead id")
-
-
-def _kind(value: Any) -> str:
-    """A kind of journal entry from a caller: one of `ENTRY_KINDS`."""
-    known = ", ".join(ENTRY_KINDS)
-    if not isinstance(value, str):
-        raise BadInput(f"a kind of entry is text ({known}), not {type(value).__name__}")
-    check_id(value, "a kind of entry")
-    if value not in ENTRY_KINDS:
-        hint = did_you_mean(value, ENTRY_KINDS)
-        raise BadInput(
-            f'no kind of entry is called "{value}"'
-            + (f" ({hint})" if hint else "")
-            + f"; the kinds are {known}"
-        )
-    return value
-
-
-def _shown(value: Any) -> str:
-    """A value a caller passed where a whole number belongs, for a message."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return number_text(value)
-    return f"{type(value).__name__} {one_line(repr(value)[:40])}"
-
-
-def _in_id_order(ids: list[str], due_now: list[str] | None) -> Iterator[str]:
-    """The leads of a chunk (`ids`, in id order) to visit, in id order.  A
-    walk over the due leads (`due_now` is its work's list of the leads it
-    made due at once, growing as it goes) takes on those that come due
-    within the chunk's range ahead of the visit, as a walk over every lead
-    meets them; the next chunk's query finds those beyond it."""
-    if due_now is None or not ids:
-        yield from ids
-        return
-    last = ids[-1]
-    pending = list(ids)
-    heapq.heapify(pending)
-    done: str | None = None
-    taken = 0
-    while pending:
-        lead_id = heapq.heappop(pending)
-        if done is not None and lead_id <= done:
-            continue
-        yield lead_id
-        done = lead_id
-        while taken < len(due_now):
-            other = due_now[taken]
-            taken += 1
-            if done < other <= last:
-                heapq.heappush(pending, other)
-
-
-def _name(value: Any, what: str) -> str:
-    """A name (flow, stage, event, field, channel, actor) from a caller."""
-    if not isinstance(value, str):
-        raise BadInput(f"{what} is text, not {type(value).__name__}")
-    return check_id(value, what)

@@ -19,7 +19,7 @@ from ..coerce import coerce
 from ..compile import CompiledFlow, Move
 from ..due import due_time, sla_due
 from ..errors import BadInput, Rejected, did_you_mean
-from ..guards.evaluate import Facts
+from ..guards.facts import Facts
 from ..journal import JournalEntry
 from ..records import (
     Blocker,

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 from ..errors import BadInput, Conflict, Unavailable
 
 if TYPE_CHECKING:
-    from .engine import Engine, WorkDone
+    from .engine import Engine
+    from .ticking import WorkDone
 
 LOG = logging.getLogger("saleflow.worker")
 

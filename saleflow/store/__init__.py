@@ -7,7 +7,8 @@ PostgreSQL, creating or migrating the schema (Alembic, shipped in
 """
 
 from .schema import KNOWN_REVISIONS, SCHEMA_HEAD, Corrupt
-from .sql import SqlStore, SqlTransaction, open_store
+from .sql import SqlStore, open_store
+from .transaction import SqlTransaction
 
 __all__ = [
     "KNOWN_REVISIONS",

@@ -41,7 +41,8 @@ from .statements import (
 )
 
 if TYPE_CHECKING:
-    from .sql import SqlStore, SqlTransaction
+    from .sql import SqlStore
+    from .transaction import SqlTransaction
 
 L, E = leads.c, events.c
 

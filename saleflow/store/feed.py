@@ -55,7 +55,8 @@ from ..journal import JournalEntry
 from ..records import Store
 from .connect import translate
 from .schema import Corrupt, journal
-from .sql import JOURNAL_CHANNEL, SqlStore
+from .sql import SqlStore
+from .transaction import JOURNAL_CHANNEL
 
 J = journal.c
 PAGE = 500  # entries per query

@@ -24,8 +24,9 @@ from ..errors import BadInput, NotFound
 from ..records import Lead, Store
 from .connect import describe, parse_url, translate
 from .schema import api_tokens, idempotency_keys, leads
-from .sql import SqlStore, SqlTransaction
+from .sql import SqlStore
 from .statements import LEAD_COLUMNS
+from .transaction import SqlTransaction
 
 T = TypeVar("T")
 

@@ -27,12 +27,17 @@ the cost grows with the entries, not with leads times days.
 The user's database is only read.  The recorded report and the simulated
 one are both built by `saleflow.views.report`; the queue for capacity is
 watched as the engine fills and empties it.
+
+Which moments can change a lead is views/timing.py (`stage_timing`); the
+results and their table and page are views/whatif.py.  This module is the
+replay itself, a little over 500 lines because `Replay` is one piece of
+state (the scratch store, the clock, every lead's times and the queues)
+that each kind of entry updates; split, its halves would share all of it.
 """
 
 from __future__ import annotations
 
 import heapq
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -44,113 +49,22 @@ from ..coerce import coerce
 from ..compile import CompiledFlow, compile_flow
 from ..errors import BadInput, NotFound, Rejected
 from ..journal import JournalEntry
-from ..model.expr import (
-    And,
-    AtLeast,
-    Compare,
-    DaysSince,
-    Expr,
-    InList,
-    IsSet,
-    Literal,
-    Not,
-    Or,
-    Ref,
-    Window,
-)
 from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
 from ..runtime.engine import Engine
 from ..runtime.moves import FlowLookup, Work
 from ..store import open_store
 from ..store.memory import MemoryStore
-from .report import Period, Report, StageFigures, days, percent
+from .report import Period
 from .report.build import build_report
+from .timing import Timing, stage_timing
+from .whatif import Refusal, Simulation, Waiting, render_simulation_html, render_simulation_table
 
 DAY = timedelta(days=1)
 ACTOR = "saleflow-simulate"
 SCRATCH = "sqlite:///:memory:"
 LISTED = 20  # refused requests listed by name (all are counted)
 OPS_PER_TRANSACTION = 2000
-_TIME_REFS = ("days_in_stage", "days_since_created")
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A recorded request the simulated flow refused."""
-
-    lead: str
-    at: datetime
-    stage: str  # where the simulated lead was
-    to: str
-    kind: str
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "lead": self.lead,
-            "at": self.at.isoformat(),
-            "from": self.stage,
-            "to": self.to,
-            "kind": self.kind,
-            "reason": self.reason,
-        }
-
-
-@dataclass(slots=True)
-class Waiting:
-    """The queue for room in one capacity stage, as the replay saw it."""
-
-    stage: str
-    most: int = 0
-    most_at: datetime | None = None
-    waited: list[float] = field(default_factory=list)  # days, of the leads that got out of the queue
-    still: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "most_at_once": self.most,
-            "most_at": None if self.most_at is None else self.most_at.isoformat(),
-            "leads_waited": len(self.waited) + self.still,
-            "still_waiting": self.still,
-            "median_days": _round(statistics.median(self.waited)) if self.waited else None,
-            "max_days": _round(max(self.waited)) if self.waited else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Simulation:
-    actual: Report
-    simulated: Report
-    refused_requests: int
-    refused: tuple[Refusal, ...]  # the first `LISTED`
-    refused_by_stage: dict[str, int]  # refused requests per stage asked for
-    most_waiting: int
-    waiting: tuple[Waiting, ...]
-    replayed: int
-    skipped: int
-    ticks: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "flow": self.simulated.flow,
-            "version": self.simulated.version,
-            "actual": self.actual.to_json(),
-            "simulated": self.simulated.to_json(),
-            "refused_requests": self.refused_requests,
-            "refused": [r.to_json() for r in self.refused],
-            "refused_by_stage": dict(self.refused_by_stage),
-            "most_waiting": self.most_waiting,
-            "waiting": [w.to_json() for w in self.waiting],
-            "replayed": self.replayed,
-            "skipped": self.skipped,
-            "ticks": self.ticks,
-        }
-
-
-def _round(days: float) -> float:
-    return round(days, 2)
 
 
 Entry = Union["Recorded", JournalEntry]  # what a replay is fed
@@ -163,174 +77,6 @@ def is_requested(entry: Entry) -> bool:
     if entry.data.get("requested") is True:
         return True
     return entry.kind in ("force", "exit")  # journals from before the mark
-
-
-# --------------------------------------------------------------------------
-# When a lead's time-dependent conditions can change
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Timing:
-    """The moments, relative to a lead's own times, at which passing time
-    can change what a tick decides for it."""
-
-    windows: tuple[tuple[str, timedelta], ...]  # (event, length): each such event leaving the window
-    since_event: tuple[tuple[str, timedelta], ...]  # (event, k): days since each such event reaching k
-    in_stage: tuple[timedelta, ...]  # days in stage reaching k
-    since_created: tuple[timedelta, ...]  # days since created reaching k
-    daily: bool  # a time-dependent value the above cannot place: every midnight
-
-
-# How a value moves as time passes (and nothing else happens): a window's
-# count can only fall, days in stage or since something only rise.  A tick
-# matters when a gate can turn true; `want` says which way of an expression
-# matters: +1 turning true (or rising), -1 turning false (or falling), 0
-# either.  A time-dependent value that can only move the other way is not
-# watched: `score >= 60` with positive points on windows cannot open as
-# windows close.
-
-
-class _Watch:
-    """What `timing` collects while walking the expressions."""
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.windows: set[tuple[str, float]] = set()
-        self.since_event: set[tuple[str, float]] = set()
-        self.in_stage: set[float] = set()
-        self.since_created: set[float] = set()
-        self.daily = False
-        self._seen: set[tuple[str, int, bool]] = set()  # (name, want, numeric) already walked
-
-    def truth(self, expr: Expr, want: int) -> None:
-        """`expr` in a boolean context; `want`: which change of its truth matters."""
-        if isinstance(expr, Not):
-            self.truth(expr.operand, -want)
-        elif isinstance(expr, And | Or | AtLeast):
-            for item in expr.items:
-                self.truth(item, want)
-        elif isinstance(expr, Compare):
-            self.compare(expr, want)
-        elif isinstance(expr, InList):
-            self.number(expr.operand, 0)
-            for item in expr.items:
-                self.number(item, 0)
-        elif isinstance(expr, IsSet):
-            self.number(expr.operand, 0)
-        elif isinstance(expr, Ref) and self.flow.condition(expr.name) is not None:
-            self.named(expr.name, want, False)
-        else:
-            # a value as a truth: set and non-zero; a count is true as it rises
-            self.number(expr, want if isinstance(expr, Window | DaysSince) or _is_time(expr) else 0)
-
-    def compare(self, expr: Compare, want: int) -> None:
-        for side, other, sign in ((expr.left, expr.right, 1), (expr.right, expr.left, -1)):
-            if not (
-                isinstance(other, Literal)
-                and isinstance(other.value, int | float)
-                and not isinstance(other.value, bool)
-            ):
-                continue
-            # which way `side` must move for the comparison to turn true
-            if expr.op in (">", ">="):
-                rises = sign
-            elif expr.op in ("<", "<="):
-                rises = -sign
-            else:
-                rises = 0
-            self.number(side, want * rises, float(other.value))
-            return
-        self.number(expr.left, 0)
-        self.number(expr.right, 0)
-
-    def number(self, expr: Expr, want: int, k: float | None = None) -> None:
-        """`expr` as a value; `want`: which way of moving matters; `k`: the
-        number it is compared with, when it is."""
-        if isinstance(expr, Window):
-            if want <= 0:  # it can only fall
-                self.windows.add((expr.event, expr.days))
-        elif _is_time(expr):
-            if want < 0:
-                return  # it can only rise (a new event resets it, and is replayed)
-            if k is None:
-                self.daily = True
-            elif isinstance(expr, DaysSince):
-                self.since_event.add((expr.event, k))
-            elif isinstance(expr, Ref) and expr.name == "days_in_stage":
-                self.in_stage.add(k)
-            else:
-                self.since_created.add(k)
-        elif isinstance(expr, Ref):
-            if expr.name == "score":
-                self.named("score", want, True)
-            elif self.flow.condition(expr.name) is not None:
-                self.named(expr.name, 0, False)
-        elif not isinstance(expr, Literal):
-            self.truth(expr, 0)
-
-    def named(self, name: str, want: int, numeric: bool) -> None:
-        key = (name, want, numeric)
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        if name == "score":
-            for rule in self.flow.score_rules:
-                way = want * (1 if rule.points > 0 else -1 if rule.points < 0 else 0)
-                if rule.points == 0:
-                    continue
-                if rule.each is not None:
-                    self.number(rule.each, way)
-                if rule.condition is not None:
-                    self.truth(rule.condition, way)
-            return
-        condition = self.flow.condition(name)
-        if condition is not None:
-            self.truth(condition.expr, want)
-
-    def timing(self) -> _Timing:
-        def spans(values: Iterable[float]) -> tuple[timedelta, ...]:
-            out = []
-            for value in sorted(values):
-                try:
-                    out.append(timedelta(days=value))
-                except OverflowError:
-                    continue
-            return tuple(out)
-
-        def pairs(values: set[tuple[str, float]]) -> tuple[tuple[str, timedelta], ...]:
-            out = []
-            for event, value in sorted(values):
-                try:
-                    out.append((event, timedelta(days=value)))
-                except OverflowError:
-                    continue
-            return tuple(out)
-
-        return _Timing(
-            pairs(self.windows),
-            pairs(self.since_event),
-            spans(self.in_stage),
-            spans(self.since_created),
-            self.daily,
-        )
-
-
-def _is_time(node: Any) -> bool:
-    return isinstance(node, DaysSince) or (isinstance(node, Ref) and node.name in _TIME_REFS)
-
-
-def stage_timing(cf: CompiledFlow, stage: str, waiting: bool) -> _Timing:
-    """What a tick can find changed for a lead in `stage`: a gate of a move
-    automatic progress tries from there turning true (and, for a lead
-    waiting for room, any change of the score that orders the queue)."""
-    watch = _Watch(cf.flow)
-    for move in (*cf.forward_from(stage), *cf.recycles_from(stage)):
-        for gate in move.gates:
-            watch.truth(gate.expr, 1)
-    if waiting:
-        watch.named("score", 0, True)
-    return watch.timing()
 
 
 def _midnight_after(moment: datetime) -> datetime:
@@ -416,7 +162,7 @@ class Replay:
         self.cf = cf
         self.flow = cf.flow
         self.end = end
-        self.timings: dict[tuple[str, bool], _Timing] = {}
+        self.timings: dict[tuple[str, bool], Timing] = {}
         self.leads: dict[str, _Lead] = {}
         self.due: dict[datetime, set[str]] = {}
         self.heap: list[datetime] = []
@@ -495,7 +241,7 @@ class Replay:
         if self._ops >= OPS_PER_TRANSACTION:
             self.commit()
 
-    def _timing(self, lead_id: str, state: _Lead) -> _Timing | None:
+    def _timing(self, lead_id: str, state: _Lead) -> Timing | None:
         stage = self.flow.stage(state.stage)
         if stage is None or stage.final or self.clock is None:
             return None
@@ -844,141 +590,13 @@ def simulate(
     )
 
 
-# --------------------------------------------------------------------------
-# Rendering: a text table and an HTML page, recorded beside simulated
-# --------------------------------------------------------------------------
-
-
-def _pairs(sim: Simulation) -> list[tuple[str, str | None, StageFigures | None, StageFigures | None]]:
-    """Stage rows in the simulated flow's order, then stages only the
-    recorded flow has."""
-    Row = tuple[str, str | None, StageFigures | None, StageFigures | None]
-    rows: list[Row] = [(s.stage, s.team, sim.actual.stage(s.stage), s) for s in sim.simulated.stages]
-    known = {s.stage for s in sim.simulated.stages}
-    rows += [(s.stage, s.team, s, None) for s in sim.actual.stages if s.stage not in known]
-    return rows
-
-
-def _both(before: str, after: str) -> str:
-    return before if before == after else f"{before} → {after}"
-
-
-def _waiting_line(w: Waiting) -> str:
-    data = w.to_json()
-    median = "-" if data["median_days"] is None else days(data["median_days"])
-    longest = "-" if data["max_days"] is None else days(data["max_days"])
-    when = "" if w.most_at is None else f" on {w.most_at.date().isoformat()}"
-    return (
-        f"{w.stage}: at most {w.most:,} at once{when}; {data['leads_waited']:,} waited, "
-        f"median {median} days, longest {longest} days, {w.still:,} still waiting"
-    )
-
-
-def render_simulation_table(sim: Simulation, path: str | None = None) -> str:
-    a, s = sim.actual, sim.simulated
-    where = f" ({path})" if path else ""
-    lines = [
-        f"Simulation of flow {s.flow} version {s.version}{where} over the recorded history "
-        f"(recorded: version {a.version}); period: {s.period}",
-        f"{sim.replayed:,} recorded entries replayed, {sim.skipped:,} skipped, {sim.ticks:,} ticks",
-        "",
-        "Funnel, recorded → simulated:",
-    ]
-    headers = ["stage", "team", "entered", "advanced", "conversion", "median days"]
-    rows = []
-    for name, team, before, after in _pairs(sim):
-
-        def cell(f: Any, stage: StageFigures | None) -> str:
-            return "-" if stage is None else str(f(stage))
-
-        rows.append(
-            [
-                name,
-                team or "-",
-                _both(cell(lambda x: f"{x.entered:,}", before), cell(lambda x: f"{x.entered:,}", after)),
-                _both(cell(lambda x: f"{x.advanced:,}", before), cell(lambda x: f"{x.advanced:,}", after)),
-                _both(
-                    cell(lambda x: percent(x.conversion), before),
-                    cell(lambda x: percent(x.conversion), after),
-                ),
-                _both(
-                    cell(lambda x: days(x.median_days), before), cell(lambda x: days(x.median_days), after)
-                ),
-            ]
-        )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    for row in [headers, ["-" * w for w in widths], *rows]:
-        lines.append(
-            "  "
-            + "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
-    lines += [
-        "",
-        f"SLA breaches: {_both(f'{a.sla_breaches:,}', f'{s.sla_breaches:,}')}",
-        f"recycled lead-cycles: {_both(f'{a.recycled.lead_cycles:,}', f'{s.recycled.lead_cycles:,}')}",
-        f"most leads waiting for capacity at once (simulated): {sim.most_waiting:,}",
-        *(f"  {_waiting_line(w)}" for w in sim.waiting),
-        f"requested moves the simulated flow refuses: {sim.refused_requests:,}",
-        *(
-            f"  {r.lead} at {r.at.isoformat(timespec='seconds')}: {r.stage} -> {r.to} ({r.kind}): {r.reason}"
-            for r in sim.refused
-        ),
-    ]
-    if sim.refused_requests > len(sim.refused):
-        lines.append(f"  … and {sim.refused_requests - len(sim.refused):,} more")
-    return "\n".join(lines) + "\n"
-
-
-def render_simulation_html(sim: Simulation) -> str:
-    """Both funnels side by side, then the comparison table, the queue and
-    the refused requests; built from the report page's own parts."""
-    from . import page
-
-    a, s = sim.actual, sim.simulated
-    e = page.esc
-    rows = []
-    for name, team, before, after in _pairs(sim):
-        cells = [page.td(name, False), page.td(team or "-", False)]
-        for f in (
-            lambda x: f"{x.entered:,}",
-            lambda x: f"{x.advanced:,}",
-            lambda x: percent(x.conversion),
-            lambda x: days(x.median_days),
-        ):
-            cells.append(page.td("-" if before is None else f(before)))
-            cells.append(page.td("-" if after is None else f(after)))
-        rows.append(f'<tr data-stage="{e(name)}">' + "".join(cells) + "</tr>")
-    headers = [("stage", False), ("team", False)]
-    for what in ("entered", "advanced", "conversion", "median days"):
-        headers += [(f"{what} (recorded)", True), (f"{what} (simulated)", True)]
-    waiting = "".join(f"<li>{e(_waiting_line(w))}</li>" for w in sim.waiting) or "<li>no lead waited</li>"
-    refused = "".join(
-        f"<li><code>{e(r.lead)}</code> at {e(r.at.isoformat(timespec='seconds'))}: {e(r.stage)} → {e(r.to)} "
-        f"({e(r.kind)}): {e(r.reason)}</li>"
-        for r in sim.refused
-    )
-    more = sim.refused_requests - len(sim.refused)
-    title = f"{s.title} — what if (saleflow simulate)"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{e(title)}</title>\n<style>{page.CSS}\n.pair {{ display: grid; "
-        "grid-template-columns: 1fr 1fr; gap: 20px; }}</style>\n</head>\n<body>\n"
-        f'<header><h1>{e(title)}</h1><p class="meta">flow <code>{e(s.flow)}</code> version {s.version} '
-        f"replayed over the recorded history (version {a.version}) · period: {e(s.period)} · "
-        f"{sim.replayed:,} entries replayed, {sim.ticks:,} ticks</p></header>\n"
-        '<div class="pair">'
-        f'<section id="recorded"><h2>Recorded (version {a.version})</h2>\n{page.funnel(a)}</section>'
-        f'<section id="simulated"><h2>Simulated (version {s.version})</h2>\n{page.funnel(s)}</section>'
-        "</div>\n"
-        f'<section id="stages"><h2>Stages, recorded and simulated</h2>\n{page.table(headers, rows)}</section>\n'
-        f'<section id="sla"><h2>SLA breaches: {a.sla_breaches:,} recorded, {s.sla_breaches:,} simulated</h2></section>\n'
-        f'<section id="waiting"><h2>Waiting for capacity: at most {sim.most_waiting:,} at once</h2>'
-        f"<ul>{waiting}</ul></section>\n"
-        f'<section id="refused"><h2>Requested moves refused: {sim.refused_requests:,}</h2>'
-        f"<ul>{refused}</ul>{f'<p class=note>… and {more:,} more</p>' if more > 0 else ''}</section>\n"
-        "</body>\n</html>\n"
-    )
+# The renderers live in whatif.py; `saleflow simulate` (cli) imports them from here.
+__all__ = [
+    "ACTOR",
+    "Replay",
+    "Simulation",
+    "is_requested",
+    "render_simulation_html",
+    "render_simulation_table",
+    "simulate",
+]
