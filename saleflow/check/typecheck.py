@@ -187,7 +187,7 @@ class Expressions:
     def enum_value_candidate(self, expr: Expr, enum: FieldDef) -> bool:
         """Whether `expr` stands for a value of `enum`: a string, or a bare
         name that is not a known name.  A known name means what it names,
-        even when it is also one of the values (SF305), as in `guards.py`."""
+        even when it is also one of the values (SF305), as in `guards`."""
         if isinstance(expr, Literal):
             # `true`/`false` as values are refused where declared (SF103).
             reserved = isinstance(expr.value, bool) and literal_text(expr.value) in enum.type.choices

@@ -41,7 +41,7 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings)
 
 
-class TimeParam(click.ParamType):
+class TimeParam(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2; 8.1 is supported
     """An ISO 8601 date or date-time option (`--now`, `--at`): an aware UTC
     `datetime`; a time without an offset is UTC."""
 

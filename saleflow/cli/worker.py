@@ -40,7 +40,7 @@ from ..runtime.worker import (
     check_interval,
 )
 
-MAX_BATCH = 10_000  # as `engine.MAX_CHUNK`: checked here before the database is opened
+MAX_BATCH = 10_000  # as `ticking.MAX_CHUNK`: checked here before the database is opened
 
 
 @click.command("worker")

@@ -24,7 +24,8 @@ from ..errors import BadInput, Diagnostic, FlowInvalid, Span
 from ..limits import MAX_FLOW_BYTES
 from ..model import flow as m
 from .build import Builder
-from .grammar import grammar_path, parser
+from .files import grammar_path
+from .grammar import parser
 from .syntax import nul_character, syntax_diagnostic, too_deep
 
 __all__ = ["grammar_path", "load_flow", "parse_expr", "parse_flow", "parser", "read_source"]

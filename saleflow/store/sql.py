@@ -378,7 +378,7 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
         """The waiting line of every stage of `flow`: (lead, stage, score, since)."""
         W = waiting.c
         stmt = select(W.lead_id, W.stage, W.score, W.since).where(W.flow == flow).order_by(W.lead_id)
-        return self._query(lambda conn: [tuple(row) for row in conn.execute(stmt)])  # type: ignore[misc]
+        return self._query(lambda conn: [tuple(row) for row in conn.execute(stmt)])
 
 
 def _cursor(conn: Connection) -> Any:

@@ -10,6 +10,7 @@ views/simulate.py; this module only reads one.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -187,12 +188,13 @@ def render_simulation_html(sim: Simulation) -> str:
     rows = []
     for name, team, before, after in _pairs(sim):
         cells = [page.td(name, False), page.td(team or "-", False)]
-        for f in (
+        figures: tuple[Callable[[StageFigures], str], ...] = (
             lambda x: f"{x.entered:,}",
             lambda x: f"{x.advanced:,}",
             lambda x: percent(x.conversion),
             lambda x: days(x.median_days),
-        ):
+        )
+        for f in figures:
             cells.append(page.td("-" if before is None else f(before)))
             cells.append(page.td("-" if after is None else f(after)))
         rows.append(f'<tr data-stage="{e(name)}">' + "".join(cells) + "</tr>")
