@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from ..errors import BadInput, NotFound, did_you_mean
 from ..journal import ENTRY_KINDS
 from ..limits import MAX_URL_LENGTH, check_id, check_text
+from ..runtime.arguments import checked_kind
 from ..store.hooks import Hook
 
 if TYPE_CHECKING:
@@ -83,15 +84,7 @@ def check_env_name(name: str) -> str:
 
 def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     found: list[str] = []
-    for kind in kinds:
-        check_id(kind, "a kind of entry")
-        if kind not in ENTRY_KINDS:
-            hint = did_you_mean(kind, ENTRY_KINDS)
-            raise BadInput(
-                f'no kind of entry is called "{kind}"'
-                + (f" ({hint})" if hint else "")
-                + f"; the kinds are {', '.join(ENTRY_KINDS)}"
-            )
+    for kind in map(checked_kind, kinds):
         if kind not in found:
             found.append(kind)
     if len(found) > MAX_FILTERS:
