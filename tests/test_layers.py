@@ -334,3 +334,19 @@ def test_no_module_shadows_the_standard_library(tmp_path: Path) -> None:
     assert shadowing(PACKAGE) == []
     planted = _package(tmp_path, {"views/html.py": "", "views/page/__init__.py": "", "token/__init__.py": ""})
     assert shadowing(planted) == [f"{planted.name}/token/__init__.py", f"{planted.name}/views/html.py"]
+
+
+# -- size: a module per job ------------------------------------------------
+
+
+def test_a_module_over_500_lines_says_why() -> None:
+    """Issue 10: no module is over about 500 lines without the reason in its
+    docstring (a sentence saying "over 500 lines" and why)."""
+    silent = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 500:
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            if "over 500 lines" not in docstring.lower():
+                silent.append(f"{path.relative_to(PACKAGE.parent)} ({text.count(chr(10))} lines)")
+    assert not silent, "split these by job, or say in the docstring why not: " + ", ".join(silent)

@@ -7,6 +7,11 @@ inside an open `Transaction`: every change it makes is a journal entry
 transaction; it applies moves, runs automatic progress (furthest enabled move first, manual
 stages never entered automatically, auto recycles), keeps the capacity
 waiting line, and lets waiting leads in, best score first, when room frees.
+
+Over 500 lines on purpose: `Work` is one state machine's worth of rules
+(apply a move, progress, recycle, capacity and its waiting line, SLAs, the
+due time), and each rule reads the others' results inside the same
+transaction; split across modules they would share `Work`'s private state.
 """
 
 from __future__ import annotations

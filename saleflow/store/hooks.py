@@ -30,6 +30,10 @@ this lead have a live row?" cannot change between the question and the
 insert that depends on the answer.  `claim` takes no hook lock; it only
 leases rows that are due, and leased rows are touched by their lessee
 alone.  The engine's transactions never touch these tables.
+
+Over 500 lines on purpose: the queue's invariant (one head per hook and
+lead, moved only under the hook's lock or the caller's lease) is kept by
+every function here together; apart, no module could be read alone.
 """
 
 from __future__ import annotations

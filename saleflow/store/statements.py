@@ -10,6 +10,9 @@ metadata), which otherwise costs several times what SQLite spends on the
 statement; the SQL, the types and the transaction stay SQLAlchemy's.
 Statements whose shape varies (``IN`` lists, optional filters) go through
 `Connection.execute` as usual.
+
+Over 500 lines on purpose: one statement per line of the store's work,
+compiled together so that every one is built once per dialect in one place.
 """
 
 from __future__ import annotations
