@@ -22,3 +22,8 @@ def decimal_text(value: float, digits: int, *, grouped: bool = False) -> str:
     thousands."""
     text = f"{value:,.{digits}f}" if grouped else f"{value:.{digits}f}"
     return text.rstrip("0").rstrip(".")
+
+
+def counted(count: int, word: str, words: str | None = None) -> str:
+    """`plural` with the thousands separated: `1,234 leads`."""
+    return plural(count, word, words, grouped=True)

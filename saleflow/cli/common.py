@@ -21,7 +21,7 @@ import click
 from ..coerce import parse_time
 from ..errors import EXIT_BAD_INPUT, BadInput, FlowInvalid, NotFound, SaleflowError
 from ..limits import one_line
-from ..wording import plural
+from ..wording import decimal_text, plural
 
 if TYPE_CHECKING:
     from ..model.flow import Flow
@@ -185,7 +185,7 @@ def days_text(value: float, digits: int = 1) -> str:
     smallest = 10**-digits
     if 0 < value < smallest / 2:
         return f"<{smallest:.{digits}f} days"
-    text = f"{value:,.{digits}f}".rstrip("0").rstrip(".")
+    text = decimal_text(value, digits, grouped=True)
     return f"{text} day" if text == "1" else f"{text} days"
 
 

@@ -39,6 +39,7 @@ from ..runtime.worker import (
     Worker,
     check_interval,
 )
+from ..wording import counted as _counted
 
 MAX_BATCH = 10_000  # as `ticking.MAX_CHUNK`: checked here before the database is opened
 
@@ -86,13 +87,9 @@ def worker_command(ctx: click.Context, flow: str | None, once: bool, batch: str,
         with _stopped_by_signals(worker.stop):
             totals = worker.run(once=once, waiting=lambda text: click.echo(one_line(text), err=True))
     click.echo(
-        f"{_plural(totals.moves, 'move')} made, {_plural(totals.sla_breaches, 'SLA breach', 'es')} recorded "
-        f"({_plural(totals.leads, 'lead')} in {_plural(totals.chunks, 'chunk')})"
+        f"{_counted(totals.moves, 'move')} made, {_counted(totals.sla_breaches, 'SLA breach', 'SLA breaches')} recorded "
+        f"({_counted(totals.leads, 'lead')} in {_counted(totals.chunks, 'chunk')})"
     )
-
-
-def _plural(count: int, word: str, ending: str = "s") -> str:
-    return f"{count:,} {word}" + ("" if count == 1 else ending)
 
 
 def parse_batch(text: str) -> int:

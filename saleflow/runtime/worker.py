@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput, Conflict, Unavailable
+from ..wording import counted as _counted
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -117,7 +118,7 @@ class Worker:
             if again and not warned:
                 LOG.warning(
                     "worker: %s still due after re-evaluation (%s); `saleflow audit verify` says why",
-                    _plural(len(again), "lead was", "leads were"),
+                    _counted(len(again), "lead was", "leads were"),
                     ", ".join(sorted(again)[:3]) + (", …" if len(again) > 3 else ""),
                 )
                 warned = True
@@ -134,9 +135,9 @@ class Worker:
         totals.sla_breaches += chunk.sla_breaches
         LOG.info(
             "worker: %s, %s, %s in %.2f s",
-            _plural(chunk.leads, "lead"),
-            _plural(chunk.moves, "move"),
-            _plural(chunk.sla_breaches, "SLA breach", "SLA breaches"),
+            _counted(chunk.leads, "lead"),
+            _counted(chunk.moves, "move"),
+            _counted(chunk.sla_breaches, "SLA breach", "SLA breaches"),
             chunk.seconds,
         )
 
@@ -164,7 +165,7 @@ class Worker:
             LOG.info(
                 "worker: started (pid %d, %s per chunk%s)",
                 os.getpid(),
-                _plural(self.batch, "lead"),
+                _counted(self.batch, "lead"),
                 "" if once else f", {self.interval:g} s between polls when idle",
             )
             while not self.stopping:
@@ -269,10 +270,6 @@ def _holder(fd: int) -> str:
         pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
         return f" (pid {pid})"
     return ""
-
-
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
 def _shown(value: object) -> str:
