@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "jsontext": 0,
     "limits": 0,
     "csvcell": 0,
+    "collecting": 0,
     "wording": 0,
     "records": 1,
     "journal": 1,

@@ -15,9 +15,9 @@ SF1xx names and types, SF2xx structure, SF3xx warnings.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable
 
+from .. import collecting
 from ..errors import Diagnostic
 from ..model.flow import Flow
 from . import lint, names, ranges, structure, typecheck
@@ -59,11 +59,9 @@ RULES: list[Rule] = [
 
 def check(flow: Flow) -> list[Diagnostic]:
     """Every diagnostic of every rule for `flow`, sorted by position."""
-    # As in parse.py: the cyclic collector would walk the big flow's nodes
-    # again and again while the rules make their small objects.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # The cyclic collector would walk the big flow's nodes again and again
+    # while the rules make their small objects.
+    with collecting.paused():
         ctx = Context(flow)
         found: dict[tuple[object, ...], Diagnostic] = {}
         too_deep = list(structure.too_deep(ctx))
@@ -74,9 +72,6 @@ def check(flow: Flow) -> list[Diagnostic]:
                 key = (diagnostic.code, diagnostic.span, diagnostic.message)
                 found.setdefault(key, diagnostic)
         return sorted(found.values(), key=_position)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _position(d: Diagnostic) -> tuple[str, int, int, int, str]:

@@ -13,13 +13,13 @@ a `FlowInvalid`.
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Any
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
+from .. import collecting
 from ..errors import BadInput, Diagnostic, FlowInvalid, Span
 from ..limits import MAX_FLOW_BYTES
 from ..model import flow as m
@@ -37,11 +37,8 @@ def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
         raise FlowInvalid(path, [nul], text)
     p = parser()
     # A big flow makes millions of small objects that all live until the
-    # parse ends; the cyclic collector would walk them again and again
-    # (superlinear time), and they hold no cycles worth collecting early.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # parse ends (see collecting.py).
+    with collecting.paused():
         try:
             tree = p.parse(text, start=start)
         except (UnexpectedCharacters, UnexpectedToken, UnexpectedEOF) as err:
@@ -51,9 +48,6 @@ def _parse(text: str, path: str, start: str) -> tuple[Any, list[Diagnostic]]:
             raise FlowInvalid(path, [deep], text)
         builder = Builder(path)
         return builder.build(tree), builder.problems
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def parse_flow(text: str, path: str = "<string>") -> m.Flow:
