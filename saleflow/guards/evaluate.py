@@ -23,8 +23,9 @@ numbers; values of different types never compare equal, and never raise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Any, TypeVar
 
 from ..errors import BadInput
 from ..model.flow import (
@@ -251,21 +252,65 @@ class Evaluator(Explaining):
             with self._opening(f"condition {name}"):
                 body = self._compile(condition.expr)
             found = _truth(body)
+            names = self._fields_only(condition.expr)
+            if names is not None:
+                found = _by_fields(found, names)
             self._conditions[name] = found
         return found
 
     def _score_function(self) -> Scored:
         if self._score is None:
             with self._opening("score"):
-                rules = [self._score_rule(r.points, r.each, r.condition) for r in self.flow.score_rules]
-            self._score = _sum(rules)
+                counted: dict[str, list[tuple[int, float | None]]] = {}
+                others: list[Scored] = []
+                still: list[Scored] = []  # rules that read only fields
+                read: set[str] = set()
+                for rule in self.flow.score_rules:
+                    if isinstance(rule.each, Window):
+                        counted.setdefault(rule.each.event, []).append((rule.points, rule.each.days))
+                    elif isinstance(rule.each, Ref):
+                        counted.setdefault(rule.each.name, []).append((rule.points, None))
+                    elif rule.condition is not None:
+                        names = self._fields_only(rule.condition)
+                        target = others if names is None else still
+                        target.append(self._score_rule(rule.points, rule.condition))
+                        read.update(names or ())
+                if still:
+                    # The points the field rules give, once per combination
+                    # of the values they read.
+                    others.append(_by_fields(_total(still), tuple(sorted(read))))
+            self._score = _score(counted, others)
         return self._score
 
-    def _score_rule(self, points: int, each: Ref | Window | None, condition: Expr | None) -> Scored:
-        if isinstance(each, Window):
-            return _times(points, _window(each.event, each.days))
-        if isinstance(each, Ref):
-            return _times(points, _count(each.name))
+    def _fields_only(self, expr: Expr) -> tuple[str, ...] | None:
+        """The fields `expr` reads, when it reads nothing else (no event,
+        window, day count or score; conditions expanded): its value is then
+        a function of those fields' values.  None otherwise."""
+        flow, found, seen = self.flow, set[str](), set[str]()
+        stack: list[Expr] = [expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Window | DaysSince):
+                return None
+            if isinstance(node, Ref):
+                name = node.name
+                if name in BUILTINS:
+                    return None
+                if flow.field(name) is not None:
+                    found.add(name)
+                elif flow.condition(name) is not None:
+                    if name not in seen:
+                        seen.add(name)
+                        condition = flow.condition(name)
+                        assert condition is not None
+                        stack.append(condition.expr)
+                elif flow.event(name) is not None:
+                    return None  # a count of events
+            else:
+                stack.extend(_children(node))
+        return tuple(sorted(found))
+
+    def _score_rule(self, points: int, condition: Expr | None) -> Scored:
         if condition is None:
             return _no_points
         return _points_if(points, self._compile(condition))
@@ -518,8 +563,55 @@ def _at_least(count: int, items: list[Compiled]) -> Compiled:
     return run
 
 
-def _times(points: int, counted: Counted) -> Scored:
-    return lambda facts: points * counted(facts)
+def _score(counted: dict[str, list[tuple[int, float | None]]], others: list[Scored]) -> Scored:
+    """The score: `+N each EVENT [in last D days]` rules, counted in one
+    pass over the events (as `Facts.count` and `Facts.window` count them:
+    an event is in a window of D days when it happened at or after now
+    minus D days and at or before now), plus the `+N if EXPR` rules."""
+    spans: list[timedelta | None] = []  # None: reaches back past year 1, holds everything
+    index: dict[float, int] = {}
+    table: dict[str, tuple[tuple[int, int], ...]] = {}  # event -> (points, window's index or -1)
+    for event, rules in counted.items():
+        row = []
+        for points, days in rules:
+            if days is None:
+                row.append((points, -1))
+                continue
+            if days not in index:
+                index[days] = len(spans)
+                try:
+                    spans.append(timedelta(days=days))
+                except OverflowError:
+                    spans.append(None)
+            row.append((points, index[days]))
+        table[event] = tuple(row)
+    oldest = datetime.min.replace(tzinfo=UTC)
+
+    def run(facts: Facts) -> Number:
+        now = facts.now
+        starts: list[datetime] = []
+        for span in spans:
+            if span is None:
+                starts.append(oldest)
+                continue
+            try:
+                starts.append(now - span)
+            except OverflowError:
+                starts.append(oldest)
+        total: Number = 0
+        for event in facts.events:
+            rules = table.get(event.name)
+            if rules is None:
+                continue
+            at = event.at
+            for points, window in rules:
+                if window < 0 or starts[window] <= at <= now:
+                    total += points * event.count
+        for rule in others:
+            total += rule(facts)
+        return total
+
+    return run
 
 
 def _points_if(points: int, condition: Compiled) -> Scored:
@@ -530,7 +622,7 @@ def _no_points(facts: Facts) -> Number:
     return 0
 
 
-def _sum(rules: list[Scored]) -> Scored:
+def _total(rules: list[Scored]) -> Scored:
     def run(facts: Facts) -> Number:
         total: Number = 0
         for rule in rules:
@@ -538,3 +630,28 @@ def _sum(rules: list[Scored]) -> Scored:
         return total
 
     return run
+
+
+_T = TypeVar("_T")
+_UNSEEN: Any = object()
+_MAX_REMEMBERED = 4096
+
+
+def _by_fields(run: Callable[[Facts], _T], names: tuple[str, ...]) -> Callable[[Facts], _T]:
+    """`run`, for an expression that reads only the fields `names`,
+    remembered per combination of their values (and types: true is not 1,
+    as the language's rules say), so a condition or score rule over a few
+    fields is computed once per combination, not once per evaluation."""
+    known: dict[tuple[tuple[FieldValue, ...], tuple[type, ...]], _T] = {}
+
+    def remembered(facts: Facts) -> _T:
+        values = tuple(map(facts.fields.get, names))
+        key = (values, tuple(map(type, values)))
+        found = known.get(key, _UNSEEN)
+        if found is _UNSEEN:
+            if len(known) >= _MAX_REMEMBERED:
+                known.clear()
+            found = known[key] = run(facts)
+        return found  # type: ignore[no-any-return]
+
+    return remembered

@@ -25,22 +25,43 @@ _SECONDS_PER_DAY = 86400.0
 
 
 class _EventCounts:
-    """What `Facts` derives from its events, computed on first use."""
+    """What `Facts` derives from its events, each part computed on first use."""
 
-    __slots__ = ("_by_name", "_events", "latest", "scores", "totals", "windows")
+    __slots__ = ("_by_name", "_events", "_latest", "_totals", "_windows", "scores")
 
     def __init__(self, events: Sequence[EventRecord]) -> None:
-        totals: dict[str, int] = {}
-        get = totals.get
-        for event in events:
-            name = event.name
-            totals[name] = get(name, 0) + event.count
-        self.totals = totals
         self._events = events
+        self._totals: dict[str, int] | None = None
         self._by_name: dict[str, list[EventRecord]] | None = None
-        self.windows: dict[tuple[str, float], int] = {}
-        self.latest: dict[str, float | None] = {}
+        self._windows: dict[tuple[str, float], int] | None = None
+        self._latest: dict[str, float | None] | None = None
         self.scores: dict[Evaluator, Number] = {}
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """How often each event happened."""
+        totals = self._totals
+        if totals is None:
+            totals = self._totals = {}
+            get = totals.get
+            for event in self._events:
+                name = event.name
+                totals[name] = get(name, 0) + event.count
+        return totals
+
+    @property
+    def windows(self) -> dict[tuple[str, float], int]:
+        """Counts in windows, as they are computed: (event, days) -> count."""
+        if self._windows is None:
+            self._windows = {}
+        return self._windows
+
+    @property
+    def latest(self) -> dict[str, float | None]:
+        """Days since each event's latest time, as they are computed."""
+        if self._latest is None:
+            self._latest = {}
+        return self._latest
 
     def of(self, name: str) -> list[EventRecord]:
         """The events called `name`."""
