@@ -35,14 +35,29 @@ due.  The time returned may be early (one extra visit) but never late.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from .compile import CompiledFlow
 from .guards.facts import Facts
 from .limits import MAX_TIME, MIN_TIME
-from .model.flow import And, AtLeast, Compare, DaysSince, Expr, InList, IsSet, Not, Or, Ref, Stage, Window
+from .model.flow import (
+    And,
+    AtLeast,
+    Compare,
+    DaysSince,
+    Expr,
+    InList,
+    IsSet,
+    Literal,
+    Not,
+    Or,
+    Ref,
+    Stage,
+    Window,
+)
 from .records import EventRecord, FieldValue, Lead
 
 MICROSECOND = timedelta(microseconds=1)
@@ -98,31 +113,64 @@ def due_time(
             breach = _plus(sla, MICROSECOND)
             if breach is not None:
                 found.append(breach)
-    exprs = _watched(cf, lead.stage)
-    if exprs:
+    plan = _plan(cf, lead.stage)
+    if plan is not None:
         at = max(now, lead.entered_at)  # when automatic progress judges the gates
-        current = [event for event in events if event.cycle == lead.cycle]
-        facts = Facts(lead.fields, current, at, lead.entered_at, lead.created_at)
-        _Finder(cf, facts, current, found).watch(exprs)
+        plan.times(cf, lead, events, at, found)
     return min(found) if found else None
 
 
 @lru_cache(maxsize=256)
-def _watched(cf: CompiledFlow, stage_name: str) -> tuple[Expr, ...]:
+def _plan(cf: CompiledFlow, stage_name: str) -> _Plan | None:
     """What automatic progress from `stage_name` reads, if any of it reads
     time: the score rules' conditions and windows, and the gates of the
-    automatic moves (none from a final stage).  () when none of it does."""
-    exprs: list[Expr] = []
-    for rule in cf.flow.score_rules:
-        if rule.each is not None:
-            exprs.append(rule.each)
-        if rule.condition is not None:
-            exprs.append(rule.condition)
+    automatic moves (none from a final stage), walked once into a `_Plan`.
+    None when none of it reads time."""
+    exprs = list(_score_exprs(cf))
     stage = cf.flow.stage(stage_name)
     if stage is not None and not stage.final:
         for move in (*cf.forward_from(stage_name), *cf.recycles_from(stage_name)):
             exprs.extend(gate.expr for gate in move.gates)
-    return tuple(exprs) if any(_reads_time(cf, expr, set()) for expr in exprs) else ()
+    return _planned(cf, exprs)
+
+
+def score_until(cf: CompiledFlow, lead: Lead, events: Sequence[EventRecord], at: datetime) -> datetime | None:
+    """The first time after `at` at which `lead`'s score (as it stands,
+    with `events`, judged at `at`) could change with time alone: a rule's
+    window gaining or losing an event, days it reads crossing a value.
+    None when nothing but a change to the lead can change it.  A score
+    computed at `at` holds from `at` up to (not at) this time, for the same
+    revision of the lead: what lets a waiting line be ranked without
+    scoring every waiting lead again each time room frees."""
+    plan = _score_plan(cf)
+    if plan is None:
+        return None
+    found: list[datetime] = []
+    plan.times(cf, lead, events, at, found)
+    return min(found) if found else None
+
+
+@lru_cache(maxsize=64)
+def _score_plan(cf: CompiledFlow) -> _Plan | None:
+    return _planned(cf, list(_score_exprs(cf)))
+
+
+def _score_exprs(cf: CompiledFlow) -> Iterator[Expr]:
+    """What the score reads: each rule's counted events and its condition."""
+    for rule in cf.flow.score_rules:
+        if rule.each is not None:
+            yield rule.each
+        if rule.condition is not None:
+            yield rule.condition
+
+
+def _planned(cf: CompiledFlow, exprs: list[Expr]) -> _Plan | None:
+    if not any(_reads_time(cf, expr, set()) for expr in exprs):
+        return None
+    planner = _Planner(cf)
+    for expr in exprs:
+        planner.walk(expr)
+    return planner.plan()
 
 
 def _reads_time(cf: CompiledFlow, expr: Expr, seen: set[str]) -> bool:
@@ -162,34 +210,123 @@ def _children(expr: Expr) -> tuple[Expr, ...]:
     return ()
 
 
-class _Finder:
-    """Collects the times at which the expressions it is shown could change
-    value for one lead (see the module docstring), into `found`."""
+# A growing value: what its days count from ("in_stage", "created", or the
+# latest event of a name), and what it is compared with (an expression read
+# from the facts, or a constant).
+_IN_STAGE = "days_in_stage"
+_CREATED = "days_since_created"
 
-    def __init__(
-        self, cf: CompiledFlow, facts: Facts, events: list[EventRecord], found: list[datetime]
+
+@dataclass(frozen=True, slots=True)
+class _Growing:
+    origin: str  # _IN_STAGE, _CREATED, or "event" (then `event` names it)
+    event: str | None
+    other: Expr | None  # None: compared with `constant`
+    constant: FieldValue
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The walk of one stage's expressions, done once (`_Planner`): which
+    events' times enter and leave which windows, which events' arrivals
+    matter, and which growing days cross which values.  `times` applies it
+    to one lead, which costs a pass over its events and a few bisections,
+    not a walk of the expressions."""
+
+    windows: tuple[tuple[str, timedelta | None], ...]  # (event, window length + 1 µs; None: never leaves)
+    arrivals: tuple[str, ...]
+    growing: tuple[_Growing, ...]
+    names: frozenset[str]  # every event name the above reads
+    reads_facts: bool  # a growing value is compared with something read from the facts
+
+    def times(
+        self, cf: CompiledFlow, lead: Lead, events: Sequence[EventRecord], at: datetime, found: list[datetime]
     ) -> None:
-        self.cf = cf
+        """Add to `found` every time after `at` at which the plan's values
+        could change for `lead` (its events of other cycles ignored)."""
+        cycle, names = lead.cycle, self.names
+        by_name: dict[str, list[datetime]] = {}
+        for event in events:
+            if event.cycle == cycle and event.name in names:
+                by_name.setdefault(event.name, []).append(event.at)
+        add = found.append
+        for name, span in self.windows:
+            for when in by_name.get(name, ()):
+                if at < when < MAX_TIME:
+                    add(when)
+                if span is not None:
+                    leaves = _plus(when, span)
+                    if leaves is not None and at < leaves:
+                        add(leaves)
+        for name in self.arrivals:
+            for when in by_name.get(name, ()):
+                if at < when < MAX_TIME:
+                    add(when)
+        if not self.growing:
+            return
+        facts: Facts | None = None
+        if self.reads_facts:
+            current = [event for event in events if event.cycle == cycle]
+            facts = Facts(lead.fields, current, at, lead.entered_at, lead.created_at)
+        for growing in self.growing:
+            if growing.other is None:
+                against = growing.constant
+            else:
+                assert facts is not None
+                against = cf.evaluator.value(growing.other, facts)
+            if isinstance(against, bool) or not isinstance(against, int | float):
+                continue  # never compares with days (unset, text, a truth)
+            if against != against or against in (float("inf"), float("-inf")):
+                continue
+            if growing.origin == _IN_STAGE:
+                origin = lead.entered_at
+            elif growing.origin == _CREATED:
+                origin = lead.created_at
+            else:
+                latest = max(
+                    (when for when in by_name.get(growing.event or "", ()) if when <= at), default=None
+                )
+                if latest is None:
+                    continue  # unset until an event comes (an arrival)
+                origin = latest
+            for strict in (False, True):
+                flips = _first_true(_crossing(origin, against, strict), origin, against)
+                if flips is not None and at < flips < MAX_TIME:
+                    add(flips)
+
+
+class _Planner:
+    """Walks the expressions a stage's automatic progress reads, once, and
+    notes what `_Plan.times` must look at for a lead (see the module
+    docstring): the same walk for every lead, so it is done per stage."""
+
+    def __init__(self, cf: CompiledFlow) -> None:
         self.flow = cf.flow
-        self.facts = facts
-        self.at = facts.now
-        self.events = events
-        self.found = found
         self._seen: set[str] = set()
         self._times: set[tuple[str, float | None]] = set()
+        self._windows: list[tuple[str, timedelta | None]] = []
+        self._arrived: list[str] = []
+        self._growing: dict[_Growing, None] = {}
 
-    def watch(self, exprs: Sequence[Expr]) -> None:
-        for expr in exprs:
-            self._walk(expr)
+    def plan(self) -> _Plan:
+        names = {name for name, _ in self._windows} | set(self._arrived)
+        names |= {g.event for g in self._growing if g.event is not None}
+        return _Plan(
+            tuple(self._windows),
+            tuple(self._arrived),
+            tuple(self._growing),
+            frozenset(names),
+            any(g.other is not None for g in self._growing),
+        )
 
     # -- the tree ------------------------------------------------------------
-    def _walk(self, expr: Expr) -> None:
+    def walk(self, expr: Expr) -> None:
         """`expr`, read as a value or in boolean context."""
         if isinstance(expr, Window):
             self._window(expr.event, expr.days)
         elif isinstance(expr, DaysSince):
             self._arrivals(expr.event)
-            self._growing(expr, 0)  # as a truth: true once non-zero
+            self._grow(expr, None)  # as a truth: true once non-zero
         elif isinstance(expr, Ref):
             self._ref(expr)
         elif isinstance(expr, Compare):
@@ -203,51 +340,42 @@ class _Finder:
             operand = expr.operand
             if isinstance(operand, DaysSince):
                 self._arrivals(operand.event)  # set once one has happened
-            elif not self._grows(operand):
-                self._walk(operand)
+            elif not _grows(operand):
+                self.walk(operand)
         else:
             for child in _children(expr):
-                self._walk(child)
+                self.walk(child)
 
     def _ref(self, ref: Ref) -> None:
         name = ref.name
         if name in _DAYS:
-            self._growing(ref, 0)
+            self._grow(ref, None)
         elif name == "score":
             if "score" not in self._seen:
                 self._seen.add("score")
                 for rule in self.flow.score_rules:
                     for part in (rule.each, rule.condition):
                         if part is not None:
-                            self._walk(part)
+                            self.walk(part)
         elif self.flow.field(name) is None and name not in self._seen:
             condition = self.flow.condition(name)
             if condition is not None:
                 self._seen.add(name)
-                self._walk(condition.expr)
+                self.walk(condition.expr)
 
     def _pair(self, side: Expr, others: list[Expr]) -> None:
         """One side of a comparison (or `in` list) against the others: a
         growing side flips when it crosses another's value now (which the
         other changes only at times found elsewhere); two growing sides grow
         alike, so their order changes only when a reference event comes."""
-        if not self._grows(side):
-            self._walk(side)
+        if not _grows(side):
+            self.walk(side)
             return
         if isinstance(side, DaysSince):
             self._arrivals(side.event)
         for other in others:
-            if self._grows(other):
-                continue
-            self._growing(side, self.cf.evaluator.value(other, self.facts))
-
-    def _grows(self, expr: Expr) -> bool:
-        return isinstance(expr, DaysSince) or (isinstance(expr, Ref) and expr.name in _DAYS)
-
-    # -- times -----------------------------------------------------------------
-    def _add(self, when: datetime | None) -> None:
-        if when is not None and self.at < when < MAX_TIME:
-            self.found.append(when)
+            if not _grows(other):
+                self._grow(side, other)
 
     def _window(self, event: str, days: float) -> None:
         """An event enters a window at its time and leaves it when the
@@ -257,15 +385,10 @@ class _Finder:
             return
         self._times.add((event, days))
         try:
-            span: timedelta | None = timedelta(days=days)
+            span: timedelta | None = timedelta(days=days) + MICROSECOND
         except OverflowError:
             span = None  # reaches back past year 1: no event ever leaves
-        for record in self.events:
-            if record.name != event:
-                continue
-            self._add(record.at)
-            if span is not None:
-                self._add(_plus(record.at, span + MICROSECOND))
+        self._windows.append((event, span))
 
     def _arrivals(self, event: str) -> None:
         """`days_since EVENT` takes a new reference when an event still
@@ -273,30 +396,26 @@ class _Finder:
         if (event, None) in self._times:
             return
         self._times.add((event, None))
-        for record in self.events:
-            if record.name == event:
-                self._add(record.at)
+        self._arrived.append(event)
 
-    def _growing(self, expr: Expr, against: FieldValue) -> None:
-        """When days counted from the reference of `expr` cross `against`."""
-        if isinstance(against, bool) or not isinstance(against, int | float):
-            return  # never compares with days (unset, text, a truth)
-        if against != against or against in (float("inf"), float("-inf")):
-            return
-        facts = self.facts
-        if isinstance(expr, DaysSince):
-            latest = max(
-                (e.at for e in self.events if e.name == expr.event and e.at <= facts.now), default=None
-            )
-            if latest is None:
-                return  # unset until an event comes (`_arrivals`)
-            origin = latest
-        elif isinstance(expr, Ref) and expr.name == "days_in_stage":
-            origin = facts.entered_at
+    def _grow(self, side: Expr, other: Expr | None) -> None:
+        """Days counted from the reference of `side` crossing the value of
+        `other` (0 when None, a truth: true once non-zero)."""
+        if isinstance(side, DaysSince):
+            origin, event = "event", side.event
         else:
-            origin = facts.created_at
-        for strict in (False, True):
-            self._add(_first_true(_crossing(origin, against, strict), origin, against))
+            assert isinstance(side, Ref)
+            origin, event = side.name, None
+        if other is None or isinstance(other, Literal):
+            constant: FieldValue = 0 if other is None else other.value
+            key = _Growing(origin, event, None, constant)
+        else:
+            key = _Growing(origin, event, other, None)
+        self._growing.setdefault(key, None)
+
+
+def _grows(expr: Expr) -> bool:
+    return isinstance(expr, DaysSince) or (isinstance(expr, Ref) and expr.name in _DAYS)
 
 
 def _days(delta: timedelta) -> float:
@@ -367,4 +486,4 @@ def _span(days: float) -> timedelta:
         return timedelta.max if days > 0 else timedelta.min
 
 
-__all__ = ["MICROSECOND", "due_time", "sla_days", "sla_due"]
+__all__ = ["MICROSECOND", "due_time", "score_until", "sla_days", "sla_due"]
