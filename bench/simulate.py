@@ -140,7 +140,7 @@ def record(url: str, n: int) -> float:
     t = time.perf_counter()
     with Engine.open(FLOW, db=url, now=END, actor="bench") as engine:
         cf = engine.compiled("the_model")
-        Replay(engine.store, engine.compiled, cf, END).run(inputs(n))
+        Replay(engine.store, engine.compiled, cf, END, keep_due=True).run(inputs(n))
     return time.perf_counter() - t
 
 

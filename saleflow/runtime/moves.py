@@ -22,7 +22,7 @@ from typing import Any
 
 from ..coerce import coerce
 from ..compile import CompiledFlow, Move
-from ..due import due_time, sla_due
+from ..due import due_time, score_until, sla_due
 from ..errors import BadInput, Rejected, did_you_mean
 from ..guards.facts import Facts
 from ..journal import JournalEntry
@@ -43,6 +43,9 @@ CountInStage = Callable[[str, str], int]
 # far shorter; a longer one is ranked among its best stored scores.
 RANKED_WAITING = 1000
 FlowLookup = Callable[[str, int], CompiledFlow]
+# A waiting lead's score: lead id -> (revision, computed at, holds until
+# (None: until the lead changes), score).
+ScoreCache = dict[str, tuple[int, datetime, datetime | None, float]]
 
 
 class Step:
@@ -122,6 +125,9 @@ class Work:
         actor: str,
         entries: list[JournalEntry],
         recorded_at: datetime | None = None,
+        *,
+        scores: ScoreCache | None = None,
+        keep_due: bool = True,
     ) -> None:
         self.tx = tx
         self.flows = flows
@@ -130,7 +136,13 @@ class Work:
         self.actor = actor
         self.entries = entries
         self._freed: set[tuple[str, int, str]] = set()
-        self._scores: dict[str, tuple[int, datetime, float]] = {}  # waiting lead -> revision, at, score
+        # Waiting leads' scores, with the times they hold for (`_ranked`);
+        # a caller running many works on one store (a replay) may share one.
+        self._scores: ScoreCache = {} if scores is None else scores
+        # Whether leads are saved with their due time (`due_time`): a store
+        # that is never walked for due leads (a replay's, which keeps its own
+        # clock) need not pay for computing it.
+        self._keep_due = keep_due
         self.breaches = 0  # SLA breaches newly recorded
         # Breaches this work recorded or found recorded: (lead, stage, cycle, entry).
         self._breached: set[tuple[str, str, int, datetime]] = set()
@@ -374,6 +386,8 @@ class Work:
         return self.tx.update_lead(lead)
 
     def _due(self, lead: Lead, cf: CompiledFlow, events: list[EventRecord]) -> datetime | None:
+        if not self._keep_due:
+            return None
         due = self._next_due(lead, cf, events)
         if due is not None and due <= self.at:
             self.due_now.append(lead.id)
@@ -568,21 +582,29 @@ class Work:
         score that time cannot change (no window or days in its rules) is
         the one stored with the lead, kept current by every change."""
         ranked: list[tuple[float, datetime, str]] = []
-        known = self._scores
+        known, at = self._scores, self.at
         for lead, since in self.tx.waiting_line(flow_name, stage_name, limit):
             cf = self.flows(lead.flow, lead.version)
             score = lead.score
             if cf.score_reads_time:
-                # Computed once per revision and time: room freeing again and
-                # again in a batch does not score the whole line each time.
+                # A score holds, for the same revision of the lead, from when
+                # it was computed until one of its windows or days could
+                # change it (`score_until`): room freeing again and again
+                # does not score the whole line each time.
                 found = known.get(lead.id)
-                if found is not None and found[0] == lead.revision and found[1] == self.at:
-                    score = found[2]
+                if (
+                    found is not None
+                    and found[0] == lead.revision
+                    and found[1] <= at
+                    and (found[2] is None or at < found[2])
+                ):
+                    score = found[3]
                 else:
-                    score = Step(cf, lead, self.tx.events(lead.id, lead.cycle), self.at).score()
-                    if len(known) >= RANKED_WAITING * 4:
+                    events = self.tx.events(lead.id, lead.cycle)
+                    score = Step(cf, lead, events, at).score()
+                    if len(known) >= RANKED_WAITING * 8:
                         known.clear()
-                    known[lead.id] = (lead.revision, self.at, score)
+                    known[lead.id] = (lead.revision, at, score_until(cf, lead, events, at), score)
             ranked.append((-score, since, lead.id))
         ranked.sort()
         return [lead_id for _, _, lead_id in ranked]

@@ -274,7 +274,7 @@ class ReportQueries:
                         return
                     for lead_id, entry, kind, stage, at, reason, data in rows:
                         try:
-                            if isinstance(at, str):
+                            if type(at) is str:
                                 at = parse(at)
                             if at.tzinfo is not UTC:
                                 at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
@@ -282,13 +282,13 @@ class ReportQueries:
                                 raise ValueError(at)
                         except _DECODE_FAILURES:
                             raise Corrupt(UtcDateTime.what, lead_id) from None
-                        try:
-                            if isinstance(data, str | bytes):
+                        if type(data) is not dict:
+                            try:
                                 data = loads(data)
-                        except _DECODE_FAILURES:
-                            raise Corrupt(StoredJson.what, lead_id) from None
-                        if not isinstance(data, dict):
-                            raise Corrupt(StoredJson.what, lead_id)
+                            except _DECODE_FAILURES:
+                                raise Corrupt(StoredJson.what, lead_id) from None
+                            if type(data) is not dict:
+                                raise Corrupt(StoredJson.what, lead_id)
                         yield lead_id, entry, kind, stage, at, reason, data
             finally:
                 cur.close()

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, Union, cast
 
+from .. import collecting
 from ..coerce import coerce
 from ..compile import CompiledFlow, compile_flow
 from ..errors import BadInput, NotFound, Rejected
@@ -52,7 +53,7 @@ from ..journal import JournalEntry
 from ..model.flow import Flow
 from ..records import EventRecord, FieldValue, Lead, Transaction
 from ..runtime.engine import Engine
-from ..runtime.moves import FlowLookup, Work
+from ..runtime.moves import FlowLookup, ScoreCache, Work
 from ..store import open_store
 from ..store.memory import MemoryStore
 from .report import Period
@@ -154,9 +155,13 @@ class Replay:
     `cf`, whose versions `flows` gives), ticking due leads at midnights up to
     `end`.  `run` is the whole of it; the bench also uses it to record a
     large history quickly into a SQL store (a history the engine itself
-    writes)."""
+    writes: `keep_due` then saves each lead's due time, as the engine does;
+    a replay's own store is never walked for due leads, so by default it
+    is not computed)."""
 
-    def __init__(self, store: Scratch, flows: FlowLookup, cf: CompiledFlow, end: datetime) -> None:
+    def __init__(
+        self, store: Scratch, flows: FlowLookup, cf: CompiledFlow, end: datetime, *, keep_due: bool = False
+    ) -> None:
         self.store = store
         self.flows = flows
         self.cf = cf
@@ -185,6 +190,8 @@ class Replay:
         self._ctx: Any = None
         self._tx: _Watched | None = None
         self._ops = 0
+        self._keep_due = keep_due
+        self._scores: ScoreCache = {}  # waiting leads' scores and how long they hold, across works
 
     # -- the scratch transaction, one per batch of operations ---------------
     def tx(self) -> Transaction:
@@ -206,7 +213,9 @@ class Replay:
             ctx.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
     def work(self, at: datetime, entries: list[JournalEntry]) -> Work:
-        return Work(self.tx(), self.flows, at, ACTOR, entries, at)
+        return Work(
+            self.tx(), self.flows, at, ACTOR, entries, at, scores=self._scores, keep_due=self._keep_due
+        )
 
     def after(self, entries: list[JournalEntry]) -> None:
         """Follow what the engine did; schedule the leads it touched: all of
@@ -476,13 +485,16 @@ class Replay:
             )
 
     def run(self, entries: Iterable[Entry]) -> Replay:
-        try:
-            for entry in entries:
-                self.feed(entry)
-            self.finish()
-        except BaseException:
-            self.abort()
-            raise
+        # Every lead, event and entry of the history lives until the replay
+        # ends: the cyclic collector would walk them over and over.
+        with collecting.paused():
+            try:
+                for entry in entries:
+                    self.feed(entry)
+                self.finish()
+            except BaseException:
+                self.abort()
+                raise
         return self
 
     def finish(self) -> None:
@@ -513,9 +525,7 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
     read = getattr(engine.store, "iter_recorded", None)
     if read is None:
         raise BadInput(f"the store {engine.store!r} cannot be replayed")
-    make = Recorded._make
-    for row in read(name, end, _REPLAYED):
-        yield make(row)
+    return map(Recorded._make, read(name, end, _REPLAYED))
 
 
 def simulate(
