@@ -238,11 +238,15 @@ class ReportQueries:
     # -- a replay's reads (saleflow simulate) ---------------------------------
 
     def iter_recorded(
-        self, flow: str, until: datetime, entries: tuple[str, ...]
+        self, flow: str, until: datetime, entries: tuple[str, ...], moves: tuple[str, ...] | None = None
     ) -> Iterator[tuple[str, str, str | None, str, datetime, str | None, dict[str, Any]]]:
         """`flow`'s journal entries of the kinds `entries` up to `until`, in
         time order (``at``, then ``seq``), streamed: (lead id, entry, kind,
-        stage, at, reason, data), only what a replay reads.  Rows are read
+        stage, at, reason, data), only what a replay reads.  With `moves`,
+        a `moved` entry is read only when someone asked for it (its data
+        says ``"requested": true``) or its kind of move is one of `moves`:
+        the automatic moves, a fifth of a history, are not sent nor
+        decoded for a replay that makes them again.  Rows are read
         on the driver's cursor and decoded here (a time and a JSON object
         per row, checked as the store's types check them): a simulation
         reads every entry of a history, and SQLAlchemy's result processing
@@ -259,8 +263,18 @@ class ReportQueries:
             .where(or_(*wanted) if wanted else false())
             .order_by(A.at, A.seq)
         )
+        if moves is not None:
+            kinds = [A.kind == bindparam(f"move{i}", type_=A.kind.type) for i in range(len(moves))]
+            stmt = stmt.where(
+                or_(
+                    A.entry != literal("moved", A.entry.type),
+                    *kinds,
+                    A.data["requested"].as_boolean() == true(),
+                )
+            )
         compiled = Compiled(stmt, self.engine.dialect)
         params: dict[str, Any] = {"flow": flow, "until": until}
+        params.update({f"move{i}": kind for i, kind in enumerate(moves or ())})
         params.update({f"entry{i}": kind for i, kind in enumerate(entries)})
         loads = json.loads
         parse = datetime.fromisoformat

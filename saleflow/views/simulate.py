@@ -516,6 +516,9 @@ class Recorded(NamedTuple):
 
 
 _REPLAYED = ("created", "set", "event", "moved")
+# Moves replayed though not marked requested: imports, and (journals from
+# before the mark) the kinds no gate makes on its own (`is_requested`).
+_UNMARKED = ("import", "force", "exit")
 
 
 def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
@@ -525,7 +528,7 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
     read = getattr(engine.store, "iter_recorded", None)
     if read is None:
         raise BadInput(f"the store {engine.store!r} cannot be replayed")
-    return map(Recorded._make, read(name, end, _REPLAYED))
+    return map(Recorded._make, read(name, end, _REPLAYED, _UNMARKED))
 
 
 def simulate(
