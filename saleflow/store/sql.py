@@ -110,6 +110,13 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
         """``"sqlite"`` or ``"postgresql"``."""
         return self._engine.dialect.name
 
+    @property
+    def threads_share(self) -> bool:
+        """Whether another thread's reads see this store's database: a
+        server or a SQLite file, not an in-memory SQLite database (which
+        each thread's connection would open afresh)."""
+        return self._engine.dialect.name != "sqlite" or sqlite_file(self._engine.url) is not None
+
     def _writer(self) -> Connection | None:
         """This thread's write connection, kept between transactions: a pool
         checkout and return per operation cost about a third of a small

@@ -40,7 +40,8 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, Union, cast
@@ -56,7 +57,7 @@ from ..runtime.engine import Engine
 from ..runtime.moves import FlowLookup, ScoreCache, Work
 from ..store import open_store
 from ..store.memory import MemoryStore
-from .report import Period
+from .report import Period, Report
 from .report.build import build_report
 from .timing import Timing, stage_timing
 from .whatif import Refusal, Simulation, Waiting, render_simulation_html, render_simulation_table
@@ -268,9 +269,11 @@ class Replay:
             return
         moments: list[datetime] = []
         try:
+            after_event = t.after_event
             for name, event_at in state.events:
-                moments.extend(event_at + w for event, w in t.windows if event == name)
-                moments.extend(event_at + k for event, k in t.since_event if event == name)
+                spans = after_event.get(name)
+                if spans is not None:
+                    moments.extend(event_at + span for span in spans)
             moments.extend(state.entered + k for k in t.in_stage)
             moments.extend(state.created + k for k in t.since_created)
             sla = self.sla.get(state.stage)
@@ -288,12 +291,12 @@ class Replay:
         t = self._timing(lead_id, state)
         if t is None:
             return
+        spans = t.after_event.get(name)
+        if spans is None and not t.daily:
+            return  # nothing time does after this event matters
         moments: list[datetime] = []
-        try:
-            moments.extend(at + w for event, w in t.windows if event == name)
-            moments.extend(at + k for event, k in t.since_event if event == name)
-        except OverflowError:
-            pass
+        with suppress(OverflowError):
+            moments.extend(at + span for span in spans or ())
         if t.daily:
             moments.append(self.clock)  # type: ignore[arg-type]
         self._due(lead_id, moments)
@@ -531,6 +534,34 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
     return map(Recorded._make, read(name, end, _REPLAYED, _UNMARKED))
 
 
+def _replay(engine: Engine, flow: Flow, end: datetime, period: Period, scratch: str) -> tuple[Replay, Report]:
+    """The replay of the recorded journal of `flow`'s leads up to `end`
+    through `flow`, and the simulated report over `period`."""
+    name = flow.name
+    if scratch == "memory":
+        # Plain dicts: nothing of it reaches a disk or a SQL engine.
+        cf = compile_flow(flow, flow.version)
+        store = MemoryStore()
+
+        def flows(flow_name: str, version: int) -> CompiledFlow:
+            if flow_name != cf.name or version != cf.version:
+                raise NotFound(f'the replay knows only flow "{cf.name}" version {cf.version}')
+            return cf
+
+        replay = Replay(store, flows, cf, end).run(_recorded(engine, name, end))
+        return replay, build_report(store, cf.flow, version=cf.version, now=end, period=period)
+    # The engine's own SQLite store, in memory: the reference the memory
+    # store is tested against.
+    sql = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
+    try:
+        deployed = sql.deploy(flow)
+        cf = sql.compiled(name, deployed.version)
+        replay = Replay(sql.store, sql.compiled, cf, end).run(_recorded(engine, name, end))
+        return replay, build_report(sql.store, cf.flow, version=cf.version, now=end, period=period)
+    finally:
+        sql.close()
+
+
 def simulate(
     engine: Engine, flow: Flow, *, period: Period | None = None, scratch: str = "memory"
 ) -> Simulation:
@@ -558,37 +589,28 @@ def simulate(
     # whether they advanced later), not what happened.
     end = now
     recorded = engine.compiled(name)
-    actual = build_report(
-        engine.store,
-        recorded.flow,
-        version=recorded.version,
-        now=end,
-        period=period,
-        definitions=lambda version: engine.compiled(name, version).flow,
-    )
-    if scratch == "memory":
-        # Plain dicts: nothing of it reaches a disk or a SQL engine.
-        cf = compile_flow(flow, flow.version)
-        store = MemoryStore()
 
-        def flows(flow_name: str, version: int) -> CompiledFlow:
-            if flow_name != cf.name or version != cf.version:
-                raise NotFound(f'the replay knows only flow "{cf.name}" version {cf.version}')
-            return cf
+    def recorded_report() -> Report:
+        return build_report(
+            engine.store,
+            recorded.flow,
+            version=recorded.version,
+            now=end,
+            period=period,
+            definitions=lambda version: engine.compiled(name, version).flow,
+        )
 
-        replay = Replay(store, flows, cf, end).run(_recorded(engine, name, end))
-        simulated = build_report(store, cf.flow, version=cf.version, now=end, period=period)
+    if getattr(engine.store, "threads_share", False):
+        # The recorded report is mostly the database's work: where another
+        # thread can read the store, it runs beside the replay (which is
+        # Python's work) rather than before it.
+        with ThreadPoolExecutor(1, thread_name_prefix="saleflow-report") as pool:
+            pending = pool.submit(recorded_report)
+            replay, simulated = _replay(engine, flow, end, period, scratch)
+            actual = pending.result()
     else:
-        # The engine's own SQLite store, in memory: the reference the
-        # memory store is tested against.
-        sql = Engine(open_store(SCRATCH), actor=ACTOR, now=end)
-        try:
-            deployed = sql.deploy(flow)
-            cf = sql.compiled(name, deployed.version)
-            replay = Replay(sql.store, sql.compiled, cf, end).run(_recorded(engine, name, end))
-            simulated = build_report(sql.store, cf.flow, version=cf.version, now=end, period=period)
-        finally:
-            sql.close()
+        actual = recorded_report()
+        replay, simulated = _replay(engine, flow, end, period, scratch)
     return Simulation(
         actual=actual,
         simulated=simulated,

@@ -9,8 +9,8 @@ time can only move the other way is not watched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +44,9 @@ class Timing:
     in_stage: tuple[timedelta, ...]  # days in stage reaching k
     since_created: tuple[timedelta, ...]  # days since created reaching k
     daily: bool  # a time-dependent value the above cannot place: every midnight
+    # `windows` and `since_event` by event: the spans after one event's time
+    # at which it matters (most events have none)
+    after_event: Mapping[str, tuple[timedelta, ...]] = field(default_factory=dict)
 
 
 # How a value moves as time passes (and nothing else happens): a window's
@@ -171,12 +174,17 @@ class _Watch:
                     continue
             return tuple(out)
 
+        windows, since_event = pairs(self.windows), pairs(self.since_event)
+        after_event: dict[str, tuple[timedelta, ...]] = {}
+        for event, span in (*windows, *since_event):
+            after_event[event] = (*after_event.get(event, ()), span)
         return Timing(
-            pairs(self.windows),
-            pairs(self.since_event),
+            windows,
+            since_event,
             spans(self.in_stage),
             spans(self.since_created),
             self.daily,
+            after_event,
         )
 
 
