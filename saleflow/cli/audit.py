@@ -10,7 +10,7 @@ import click
 from ..errors import EXIT_REJECTED, BadInput
 from ..views import serialise
 from ..wording import plural
-from .common import Settings, open_engine, pass_settings, write_output
+from .common import Settings, open_engine, output_option, pass_settings, write_output
 from .output import echo_json
 
 
@@ -151,7 +151,7 @@ def audit_verify_command(ctx: click.Context, anchor_file: str | None, as_json: b
 
 
 @audit_group.command("anchor")
-@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@output_option()
 @pass_settings
 def audit_anchor_command(settings: Settings, output: str | None) -> None:
     """Print a digest of the journal (one line of JSON) to keep outside the

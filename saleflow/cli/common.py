@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ from ..coerce import parse_time
 from ..errors import EXIT_BAD_INPUT, BadInput, FlowInvalid, NotFound, SaleflowError
 from ..limits import one_line
 from ..wording import decimal_text, plural
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from ..model.flow import Flow
@@ -110,6 +112,23 @@ def load_checked_flow(path: str) -> Flow:
     if any(d.is_error for d in diagnostics):
         raise FlowInvalid(path, diagnostics, text)
     return flow
+
+
+def output_option(help_text: str = "Write to FILE instead of stdout") -> Callable[[F], F]:
+    """`-o/--output FILE`; ``-`` (or no option) is stdout, as in most
+    command-line tools: `-o -` must not write a file called "-"."""
+
+    def stdout_dash(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        return None if value == "-" else value
+
+    return click.option(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=None,
+        callback=stdout_dash,
+        help=f"{help_text} (- for stdout).",
+    )
 
 
 def write_output(text: str, output: str | None) -> None:

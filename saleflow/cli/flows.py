@@ -16,6 +16,7 @@ from .common import (
     Settings,
     load_checked_flow,
     open_engine,
+    output_option,
     pass_settings,
     read_flow_text,
     report_error,
@@ -90,7 +91,7 @@ def check_command(ctx: click.Context, flows: tuple[str, ...], as_json: bool, str
     show_default=True,
     help="Mermaid flowchart or Graphviz DOT.",
 )
-@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@output_option()
 @click.option("--exits/--no-exits", default=False, show_default=True, help="Draw exits to final side stages.")
 def graph_command(flow_path: str, fmt: str, output: str | None, exits: bool) -> None:
     """Draw a flow: teams, the main line, skips, recycles."""

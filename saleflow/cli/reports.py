@@ -14,7 +14,15 @@ import click
 from ..errors import BadInput
 from ..views import serialise
 from ..wording import plural
-from .common import Settings, batch_progress, load_checked_flow, open_engine, pass_settings, write_output
+from .common import (
+    Settings,
+    batch_progress,
+    load_checked_flow,
+    open_engine,
+    output_option,
+    pass_settings,
+    write_output,
+)
 
 
 @click.command("report")
@@ -30,7 +38,7 @@ from .common import Settings, batch_progress, load_checked_flow, open_engine, pa
     show_default=True,
     help="Text table, JSON, CSV (a row per stage) or a self-contained HTML page.",
 )
-@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@output_option()
 @pass_settings
 def report_command(
     settings: Settings,
@@ -75,7 +83,7 @@ def report_command(
     show_default=True,
     help="Text tables, JSON, or a self-contained HTML page.",
 )
-@click.option("-o", "--output", metavar="FILE", default=None, help="Write to FILE instead of stdout.")
+@output_option()
 @pass_settings
 def simulate_command(
     settings: Settings, flow_file: str, since: str | None, until: str | None, fmt: str, output: str | None
@@ -120,9 +128,7 @@ def simulate_command(
     show_default=True,
     help="CSV with a header row, or JSON Lines (one object per row, the same keys).",
 )
-@click.option(
-    "-o", "--output", metavar="FILE", default=None, help="Write to FILE (all or nothing) instead of stdout."
-)
+@output_option("Write to FILE (all or nothing) instead of stdout")
 @pass_settings
 def export_command(
     settings: Settings,
