@@ -143,6 +143,7 @@ class Evaluator(Explaining):
         self._condition_reads: dict[str, dict[str, Compiled]] = {}
         self._score: Scored | None = None
         self._open: list[str] = []
+        self._fields_of: dict[str, tuple[str, ...] | None] = {}  # condition -> the fields it reads
 
     # public -------------------------------------------------------------
     def value(self, expr: Expr, facts: Facts) -> FieldValue:
@@ -252,7 +253,7 @@ class Evaluator(Explaining):
             with self._opening(f"condition {name}"):
                 body = self._compile(condition.expr)
             found = _truth(body)
-            names = self._fields_only(condition.expr)
+            names = self._condition_fields(name)
             if names is not None:
                 found = _by_fields(found, names)
             self._conditions[name] = found
@@ -286,7 +287,7 @@ class Evaluator(Explaining):
         """The fields `expr` reads, when it reads nothing else (no event,
         window, day count or score; conditions expanded): its value is then
         a function of those fields' values.  None otherwise."""
-        flow, found, seen = self.flow, set[str](), set[str]()
+        flow, found = self.flow, set[str]()
         stack: list[Expr] = [expr]
         while stack:
             node = stack.pop()
@@ -299,16 +300,26 @@ class Evaluator(Explaining):
                 if flow.field(name) is not None:
                     found.add(name)
                 elif flow.condition(name) is not None:
-                    if name not in seen:
-                        seen.add(name)
-                        condition = flow.condition(name)
-                        assert condition is not None
-                        stack.append(condition.expr)
+                    inner = self._condition_fields(name)
+                    if inner is None:
+                        return None
+                    found.update(inner)
                 elif flow.event(name) is not None:
                     return None  # a count of events
             else:
                 stack.extend(_children(node))
         return tuple(sorted(found))
+
+    def _condition_fields(self, name: str) -> tuple[str, ...] | None:
+        """`_fields_only` of a condition, once per condition (a chain of
+        conditions is walked once, not once per link)."""
+        if name in self._fields_of:
+            return self._fields_of[name]
+        self._fields_of[name] = None  # a cycle reads nothing static (check refuses cycles)
+        condition = self.flow.condition(name)
+        found = None if condition is None else self._fields_only(condition.expr)
+        self._fields_of[name] = found
+        return found
 
     def _score_rule(self, points: int, condition: Expr | None) -> Scored:
         if condition is None:
