@@ -259,14 +259,15 @@ class CompiledFlow:
             holds = self._holds[id(move)] = self.evaluator.conjunction([gate.expr for gate in move.gates])
         return holds(facts)
 
-    def fire(self, move: Move, facts: Facts) -> bool:
+    def fire(self, move: Move, facts: Facts, *, judged: bool = False) -> bool:
         """Fire `move`'s trigger on a fresh token in the move's source; True
         when the machine moved it to the target (its conditions, the gates,
-        held).  The gates are tried first without the machine: most
+        held).  The gates are tried first without the machine (unless the
+        caller has just seen them hold on these facts: `judged`): most
         evaluations find a gate closed, and an event costs more than the
         gate itself; the conditions then know the gates just held
         (`held`) and do not evaluate them twice."""
-        if not self.passes(move, facts):
+        if not judged and not self.passes(move, facts):
             return False
         token = _Token(move.source)
         try:

@@ -511,14 +511,17 @@ class Work:
             step = Step(cf, lead, events, at, carried)
             chosen: Move | None = None
             wanted: Move | None = None
+            # The gates are judged first; the machine fires only the move
+            # that happens (a full stage queues the lead instead).
             for move in cf.forward_from(lead.stage):
-                if move.target in visited or not cf.fire(move, step.facts):
+                if move.target in visited or not cf.passes(move, step.facts):
                     continue
                 if self._full(cf, move.target):
                     wanted = wanted or move
                     continue
-                chosen = move
-                break
+                if cf.fire(move, step.facts, judged=True):
+                    chosen = move
+                    break
             if chosen is None:
                 for move in cf.recycles_from(lead.stage):
                     if move.target not in visited and cf.fire(move, step.facts):
@@ -550,7 +553,7 @@ class Work:
         """Whether a run stopped in `stage` only because an enabled
         automatic move leads to a stage it has already been in."""
         moves = (*cf.forward_from(stage), *cf.recycles_from(stage))
-        return any(move.target in visited and cf.fire(move, facts) for move in moves)
+        return any(move.target in visited and cf.passes(move, facts) for move in moves)
 
     def _fill(self) -> None:
         """Let waiting leads into stages where room freed, best score first."""
