@@ -154,6 +154,14 @@ class Work:
         # been in): due at once, for the next tick to take them on.
         self._unprogressed: set[str] = set()
 
+    def moment(self, at: datetime, entries: list[JournalEntry]) -> Work:
+        """This work, for a next operation at `at` (its own time, recorded
+        as such) whose journal entries go to `entries`: a replay runs many
+        operations, each at its recorded time, in one transaction."""
+        self.at = self.recorded_at = at
+        self.entries = entries
+        return self
+
     # -- the operations ----------------------------------------------------
     def create(
         self,

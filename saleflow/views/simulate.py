@@ -193,6 +193,7 @@ class Replay:
         self._ops = 0
         self._keep_due = keep_due
         self._scores: ScoreCache = {}  # waiting leads' scores and how long they hold, across works
+        self._work: Work | None = None  # the current transaction's
 
     # -- the scratch transaction, one per batch of operations ---------------
     def tx(self) -> Transaction:
@@ -204,19 +205,26 @@ class Replay:
 
     def commit(self) -> None:
         if self._ctx is not None:
-            ctx, self._ctx, self._tx = self._ctx, None, None
+            ctx, self._ctx, self._tx, self._work = self._ctx, None, None, None
             ctx.__exit__(None, None, None)
         self._ops = 0
 
     def abort(self) -> None:
         if self._ctx is not None:
-            ctx, self._ctx, self._tx = self._ctx, None, None
+            ctx, self._ctx, self._tx, self._work = self._ctx, None, None, None
             ctx.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
     def work(self, at: datetime, entries: list[JournalEntry]) -> Work:
-        return Work(
-            self.tx(), self.flows, at, ACTOR, entries, at, scores=self._scores, keep_due=self._keep_due
-        )
+        """The engine's work for one operation at `at`: one `Work` per
+        transaction, moved on to each operation's time (as a batch of the
+        engine's runs many operations in one)."""
+        tx = self.tx()
+        if self._work is None:
+            self._work = Work(
+                tx, self.flows, at, ACTOR, entries, at, scores=self._scores, keep_due=self._keep_due
+            )
+            return self._work
+        return self._work.moment(at, entries)
 
     def after(self, entries: list[JournalEntry]) -> None:
         """Follow what the engine did; schedule the leads it touched: all of
