@@ -404,3 +404,34 @@ def test_what_a_tick_watches() -> None:
     assert [(event, w.days) for event, w in opportunity.windows] == [("meeting_held", 60)]
     assert [k.days for k in opportunity.in_stage] == [90]
     assert stage_timing(cf, "adoption", waiting=False).in_stage == (timedelta(days=365),)
+
+
+def test_the_recorded_report_beside_the_replay_is_the_same(
+    recorded: tuple[str, datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where another thread can read the store, the recorded report is built
+    beside the replay; where it cannot (an in-memory SQLite database), before
+    it: the same figures either way."""
+    from saleflow.store.sql import SqlStore
+
+    url, end = recorded
+    beside = run(url, DEMO_FLOW, end).to_json()
+    with Engine.open(db=url, now=end) as engine:
+        assert engine.store.threads_share
+    monkeypatch.setattr(SqlStore, "threads_share", property(lambda self: False))
+    assert run(url, DEMO_FLOW, end).to_json() == beside
+
+
+def test_which_stores_threads_share(sqlite_url: str, tmp_path: Path) -> None:
+    from saleflow.store import open_store
+
+    for url, shared in (
+        (sqlite_url, True),
+        ("sqlite:///:memory:", False),
+        (f"sqlite:///{tmp_path}/x.db", True),
+    ):
+        store = open_store(url)
+        try:
+            assert store.threads_share is shared, url
+        finally:
+            store.close()
