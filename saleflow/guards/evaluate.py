@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar
 
 from ..errors import BadInput
 from ..model.flow import (
@@ -143,7 +142,6 @@ class Evaluator(Explaining):
         self._condition_reads: dict[str, dict[str, Compiled]] = {}
         self._score: Scored | None = None
         self._open: list[str] = []
-        self._fields_of: dict[str, tuple[str, ...] | None] = {}  # condition -> the fields it reads
 
     # public -------------------------------------------------------------
     def value(self, expr: Expr, facts: Facts) -> FieldValue:
@@ -253,9 +251,6 @@ class Evaluator(Explaining):
             with self._opening(f"condition {name}"):
                 body = self._compile(condition.expr)
             found = _truth(body)
-            names = self._condition_fields(name)
-            if names is not None:
-                found = _by_fields(found, names)
             self._conditions[name] = found
         return found
 
@@ -264,62 +259,15 @@ class Evaluator(Explaining):
             with self._opening("score"):
                 counted: dict[str, list[tuple[int, float | None]]] = {}
                 others: list[Scored] = []
-                still: list[Scored] = []  # rules that read only fields
-                read: set[str] = set()
                 for rule in self.flow.score_rules:
                     if isinstance(rule.each, Window):
                         counted.setdefault(rule.each.event, []).append((rule.points, rule.each.days))
                     elif isinstance(rule.each, Ref):
                         counted.setdefault(rule.each.name, []).append((rule.points, None))
-                    elif rule.condition is not None:
-                        names = self._fields_only(rule.condition)
-                        target = others if names is None else still
-                        target.append(self._score_rule(rule.points, rule.condition))
-                        read.update(names or ())
-                if still:
-                    # The points the field rules give, once per combination
-                    # of the values they read.
-                    others.append(_by_fields(_total(still), tuple(sorted(read))))
+                    else:
+                        others.append(self._score_rule(rule.points, rule.condition))
             self._score = _score(counted, others)
         return self._score
-
-    def _fields_only(self, expr: Expr) -> tuple[str, ...] | None:
-        """The fields `expr` reads, when it reads nothing else (no event,
-        window, day count or score; conditions expanded): its value is then
-        a function of those fields' values.  None otherwise."""
-        flow, found = self.flow, set[str]()
-        stack: list[Expr] = [expr]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, Window | DaysSince):
-                return None
-            if isinstance(node, Ref):
-                name = node.name
-                if name in BUILTINS:
-                    return None
-                if flow.field(name) is not None:
-                    found.add(name)
-                elif flow.condition(name) is not None:
-                    inner = self._condition_fields(name)
-                    if inner is None:
-                        return None
-                    found.update(inner)
-                elif flow.event(name) is not None:
-                    return None  # a count of events
-            else:
-                stack.extend(_children(node))
-        return tuple(sorted(found))
-
-    def _condition_fields(self, name: str) -> tuple[str, ...] | None:
-        """`_fields_only` of a condition, once per condition (a chain of
-        conditions is walked once, not once per link)."""
-        if name in self._fields_of:
-            return self._fields_of[name]
-        self._fields_of[name] = None  # a cycle reads nothing static (check refuses cycles)
-        condition = self.flow.condition(name)
-        found = None if condition is None else self._fields_only(condition.expr)
-        self._fields_of[name] = found
-        return found
 
     def _score_rule(self, points: int, condition: Expr | None) -> Scored:
         if condition is None:
@@ -631,38 +579,3 @@ def _points_if(points: int, condition: Compiled) -> Scored:
 
 def _no_points(facts: Facts) -> Number:
     return 0
-
-
-def _total(rules: list[Scored]) -> Scored:
-    def run(facts: Facts) -> Number:
-        total: Number = 0
-        for rule in rules:
-            total += rule(facts)
-        return total
-
-    return run
-
-
-_T = TypeVar("_T")
-_UNSEEN: Any = object()
-_MAX_REMEMBERED = 4096
-
-
-def _by_fields(run: Callable[[Facts], _T], names: tuple[str, ...]) -> Callable[[Facts], _T]:
-    """`run`, for an expression that reads only the fields `names`,
-    remembered per combination of their values (and types: true is not 1,
-    as the language's rules say), so a condition or score rule over a few
-    fields is computed once per combination, not once per evaluation."""
-    known: dict[tuple[tuple[FieldValue, ...], tuple[type, ...]], _T] = {}
-
-    def remembered(facts: Facts) -> _T:
-        values = tuple(map(facts.fields.get, names))
-        key = (values, tuple(map(type, values)))
-        found = known.get(key, _UNSEEN)
-        if found is _UNSEEN:
-            if len(known) >= _MAX_REMEMBERED:
-                known.clear()
-            found = known[key] = run(facts)
-        return found  # type: ignore[no-any-return]
-
-    return remembered
