@@ -223,6 +223,9 @@ class _Growing:
     event: str | None
     other: Expr | None  # None: compared with `constant`
     constant: FieldValue
+    # The constant's type: the planner keeps one of each growing value, and
+    # true == 1 in Python (not in the flow language: true never crosses days)
+    constant_type: type
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +411,9 @@ class _Planner:
             origin, event = side.name, None
         if other is None or isinstance(other, Literal):
             constant: FieldValue = 0 if other is None else other.value
-            key = _Growing(origin, event, None, constant)
+            key = _Growing(origin, event, None, constant, type(constant))
         else:
-            key = _Growing(origin, event, other, None)
+            key = _Growing(origin, event, other, None, type(None))
         self._growing.setdefault(key, None)
 
 

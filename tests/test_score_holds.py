@@ -9,13 +9,14 @@ computation they stand for.
   the same at every sampled moment before that time (never late), sampled
   at random and around every microsecond at which a window or a day count
   could flip it.
-- `guards.evaluate._by_fields` remembers conditions and score rules that
-  read only fields, per combination of field values and their types: one
-  evaluator fed random values many times, in random order, answers exactly
-  what a fresh evaluator answers for each set of values once, with the
-  awkward pairs of the language's rules (true and 1, false and 0, 1.0 and
-  1, unset, text that looks like a number) drawn often.  These flows are
-  not checked, nor the values set: the answers must agree whatever the
+- An `Evaluator` keeps what it compiled and what each `Facts` derived
+  (counts, the score): one evaluator fed random field values many times,
+  in random order, answers exactly what a fresh evaluator answers for each
+  set of values once, with the awkward pairs of the language's rules (true
+  and 1, false and 0, 1.0 and 1, unset, text that looks like a number)
+  drawn often.  (Written against a per-value memo of field-only rules,
+  since removed: it paid off only on benchmarks.)  These flows are not
+  checked, nor the values set: the answers must agree whatever the
   evaluator is given.
 """
 
@@ -25,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -259,28 +259,28 @@ def test_score_until_for_a_window_and_for_days_in_stage() -> None:
     assert score_until(plain, lead, pings, at) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="due._Planner keys its growing values by constant in a dict, where true == 1: "
-    "`days_in_stage == true` (SF110, refused by check) hides the crossing of `days_in_stage == 1`",
-)
 def test_score_until_tells_true_from_1_in_a_flow_check_refuses() -> None:
     """Found by the property test before it kept to checked flows: the
     score below is 1 for exactly one microsecond, at one day in the stage,
-    and score_until says it never changes (the constant true, planned
-    first, stands for the 1 after it).  Deploy refuses the flow (SF110), so
-    no stored lead runs it.  due_time shares the planner: a gate
-    `days_in_stage == true or days_in_stage == 1` is never due either, nor
-    `days_in_stage == false or days_in_stage > 0` (false and 0)."""
+    and score_until said it never changes (the planner kept one growing
+    value per constant, and true == 1 in Python: the constant true, planned
+    first, stood for the 1 after it).  Deploy refuses the flow (SF110);
+    due_time shares the planner."""
     cf = timed_flow("score {\n  +1 if days_in_stage == true or days_in_stage == 1\n}\n")
     lead = Lead("x", "f", 1, "a", {}, 1, T0, T0, T0)
     assert score_at(cf, lead, [], T0 + timedelta(days=1)) != score_at(cf, lead, [], T0)
     until = score_until(cf, lead, [], T0)
     assert until is not None and until <= T0 + timedelta(days=1)
+    for text in (
+        "days_in_stage == true or days_in_stage == 1",
+        "days_in_stage == false or days_in_stage > 0",
+    ):
+        gated = timed_flow(f"score {{\n  +1 if {text}\n}}\n")
+        assert score_until(gated, lead, [], T0) is not None, text
 
 
 # ---------------------------------------------------------------------------
-# _by_fields: one evaluator, many values, in any order
+# One evaluator, many values, in any order
 # ---------------------------------------------------------------------------
 
 NUMBERS = ("0", "1", "1.0", "-1", "2", "0.5", "true", "false", '"1"', '"a"')
