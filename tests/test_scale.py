@@ -312,10 +312,12 @@ def test_import_memory_does_not_grow_with_the_number_of_ids(
         assert engine.verify() == []  # every chain sealed in order across the spills
         engine.close()
     # 4x the ids, far less than 4x the memory (what grows is SQLite's and
-    # the driver's own caches, not a record per id; on PostgreSQL the timed
-    # file measured 1.56-1.60x, so the bound leaves that noise room)
-    assert peaks[1] < 1.75 * peaks[0], peaks
-    assert peaks[2] < 1.75 * peaks[0], peaks
+    # the driver's own caches, not a record per id).  On PostgreSQL the timed
+    # file measured 1.50-1.60x alone, and 1.76x in a full run of the suite
+    # with the same code (what earlier tests leave filled moves the first,
+    # smaller import's peak); a record kept per id would add about 1x.
+    assert peaks[1] < 1.9 * peaks[0], peaks
+    assert peaks[2] < 1.9 * peaks[0], peaks
 
 
 def _another_database(
