@@ -315,9 +315,11 @@ def test_import_memory_does_not_grow_with_the_number_of_ids(
     # the driver's own caches, not a record per id).  On PostgreSQL the timed
     # file measured 1.50-1.60x alone, and 1.76x in a full run of the suite
     # with the same code (what earlier tests leave filled moves the first,
-    # smaller import's peak); a record kept per id would add about 1x.
-    assert peaks[1] < 1.9 * peaks[0], peaks
-    assert peaks[2] < 1.9 * peaks[0], peaks
+    # smaller import's peak): its bound is looser, and weaker there (a set of
+    # the ids alone would add about a quarter).
+    bound = 1.75 if db_url.startswith("sqlite") else 1.9
+    assert peaks[1] < bound * peaks[0], peaks
+    assert peaks[2] < bound * peaks[0], peaks
 
 
 def _another_database(
