@@ -44,9 +44,15 @@ class Timing:
     in_stage: tuple[timedelta, ...]  # days in stage reaching k
     since_created: tuple[timedelta, ...]  # days since created reaching k
     daily: bool  # a time-dependent value the above cannot place: every midnight
-    # `windows` and `since_event` by event: the spans after one event's time
-    # at which it matters (most events have none)
-    after_event: Mapping[str, tuple[timedelta, ...]] = field(default_factory=dict)
+    # `windows` and `since_event` by event, derived from them: the spans
+    # after one event's time at which it matters (most events have none)
+    after_event: Mapping[str, tuple[timedelta, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        after_event: dict[str, tuple[timedelta, ...]] = {}
+        for event, span in (*self.windows, *self.since_event):
+            after_event[event] = (*after_event.get(event, ()), span)
+        object.__setattr__(self, "after_event", after_event)
 
 
 # How a value moves as time passes (and nothing else happens): a window's
@@ -174,17 +180,12 @@ class _Watch:
                     continue
             return tuple(out)
 
-        windows, since_event = pairs(self.windows), pairs(self.since_event)
-        after_event: dict[str, tuple[timedelta, ...]] = {}
-        for event, span in (*windows, *since_event):
-            after_event[event] = (*after_event.get(event, ()), span)
         return Timing(
-            windows,
-            since_event,
+            pairs(self.windows),
+            pairs(self.since_event),
             spans(self.in_stage),
             spans(self.since_created),
             self.daily,
-            after_event,
         )
 
 
