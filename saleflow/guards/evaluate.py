@@ -48,7 +48,7 @@ from ..model.flow import (
 from ..model.unparse import unparse
 from ..records import FieldValue
 from .explain import Explaining, short_text
-from .facts import Facts, Number
+from .facts import Facts, Number, window_span, window_start
 
 Compiled = Callable[["Facts"], FieldValue]
 Counted = Callable[["Facts"], int]
@@ -527,7 +527,7 @@ def _score(counted: dict[str, list[tuple[int, float | None]]], others: list[Scor
     pass over the events (as `Facts.count` and `Facts.window` count them:
     an event is in a window of D days when it happened at or after now
     minus D days and at or before now), plus the `+N if EXPR` rules."""
-    spans: list[timedelta | None] = []  # None: reaches back past year 1, holds everything
+    spans: list[timedelta] = []  # `window_span`s; timedelta.max for one that holds everything
     index: dict[float, int] = {}
     table: dict[str, tuple[tuple[int, int], ...]] = {}  # event -> (points, window's index or -1)
     for event, rules in counted.items():
@@ -538,25 +538,19 @@ def _score(counted: dict[str, list[tuple[int, float | None]]], others: list[Scor
                 continue
             if days not in index:
                 index[days] = len(spans)
-                try:
-                    spans.append(timedelta(days=days))
-                except OverflowError:
-                    spans.append(None)
+                span = window_span(days)
+                spans.append(timedelta.max if span is None else span)
             row.append((points, index[days]))
         table[event] = tuple(row)
-    oldest = datetime.min.replace(tzinfo=UTC)
 
     def run(facts: Facts) -> Number:
         now = facts.now
         starts: list[datetime] = []
-        for span in spans:
-            if span is None:
-                starts.append(oldest)
-                continue
-            try:
+        try:
+            for span in spans:
                 starts.append(now - span)
-            except OverflowError:
-                starts.append(oldest)
+        except OverflowError:  # a window reaching back past year 1
+            starts = [window_start(now, span) for span in spans]
         total: Number = 0
         for event in facts.events:
             rules = table.get(event.name)

@@ -122,10 +122,7 @@ class Facts:
         key = (event, days)
         found = tally.windows.get(key)
         if found is None:
-            try:
-                since = self.now - timedelta(days=days)
-            except OverflowError:  # a window reaching back past year 1 holds everything
-                since = datetime.min.replace(tzinfo=UTC)
+            since = window_start(self.now, window_span(days))
             now = self.now
             found = 0
             for record in tally.of(event):
@@ -152,6 +149,29 @@ class Facts:
     @property
     def days_since_created(self) -> float:
         return _days(self.now - self.created_at)
+
+
+def window_span(days: float) -> timedelta | None:
+    """The length of a window of `days` (a fraction for hours); None when
+    it reaches back past year 1: such a window holds everything."""
+    try:
+        return timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def window_start(now: datetime, span: timedelta | None) -> datetime:
+    """The first moment of a window of length `span` (`window_span`) that
+    ends at `now`: an event is in it at or after this and at or before now."""
+    if span is None:
+        return _OLDEST
+    try:
+        return now - span
+    except OverflowError:  # reaching back past year 1 holds everything
+        return _OLDEST
+
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _days(delta: timedelta) -> float:
