@@ -23,7 +23,9 @@ from saleflow import Engine
 from saleflow.cli.app import main
 from saleflow.compile import compile_flow
 from saleflow.language.parse import load_flow, parse_flow
+from saleflow.views.apart import start_report
 from saleflow.views.report import Period
+from saleflow.views.report.build import build_report
 from saleflow.views.simulate import is_requested, simulate
 from saleflow.views.timing import stage_timing
 
@@ -406,23 +408,39 @@ def test_what_a_tick_watches() -> None:
     assert stage_timing(cf, "adoption", waiting=False).in_stage == (timedelta(days=365),)
 
 
-def test_the_recorded_report_beside_the_replay_is_the_same(
-    recorded: tuple[str, datetime], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where another thread can read the store, the recorded report is built
-    beside the replay; where it cannot (an in-memory SQLite database), before
-    it: the same figures either way."""
-    from saleflow.store.sql import SqlStore
-
+def test_the_recorded_report_built_apart_is_the_same(recorded: tuple[str, datetime]) -> None:
+    """On a file or a server, the recorded report can be built by another
+    process while the replay runs; it gives the same figures as the one
+    built in this process, and simulate's result is the same either way."""
     url, end = recorded
-    beside = run(url, DEMO_FLOW, end).to_json()
     with Engine.open(db=url, now=end) as engine:
-        assert engine.store.threads_share
-    monkeypatch.setattr(SqlStore, "threads_share", property(lambda self: False))
-    assert run(url, DEMO_FLOW, end).to_json() == beside
+        flow = load_flow(DEMO_FLOW)
+        recorded_flow = engine.compiled(flow.name)
+        assert engine.store.shared_url == url
+        here = build_report(
+            engine.store, recorded_flow.flow, version=recorded_flow.version, now=end, period=Period()
+        )
+        there = start_report(url, flow.name, recorded_flow.version, end, Period()).result(recorded_flow.flow)
+        assert there is not None, "the other process gave no report"
+        assert there.definition is recorded_flow.flow
+        assert there.to_json() == here.to_json()
+        apart = simulate(engine, flow, apart=True).to_json()
+        assert simulate(engine, flow, apart=False).to_json() == apart
 
 
-def test_which_stores_threads_share(sqlite_url: str, tmp_path: Path) -> None:
+def test_a_report_apart_that_fails_is_built_here(tmp_path: Path) -> None:
+    """When the other process cannot give the report (no such database, a
+    stopped process), `result` is None: simulate builds it itself, and an
+    error reaches the user as it would have without the other process."""
+    missing = f"sqlite:///{tmp_path}/missing/x.db"
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    assert start_report(missing, "demo", 1, now, Period()).result(load_flow(DEMO_FLOW)) is None
+    stopped = start_report(missing, "demo", 1, now, Period())
+    stopped.cancel()
+    assert stopped.result(load_flow(DEMO_FLOW)) is None
+
+
+def test_which_stores_are_shared(sqlite_url: str, tmp_path: Path) -> None:
     from saleflow.store import open_store
 
     for url, shared in (
@@ -432,6 +450,6 @@ def test_which_stores_threads_share(sqlite_url: str, tmp_path: Path) -> None:
     ):
         store = open_store(url)
         try:
-            assert store.threads_share is shared, url
+            assert store.shared_url == (url if shared else None), url
         finally:
             store.close()

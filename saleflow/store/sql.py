@@ -111,11 +111,12 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
         return self._engine.dialect.name
 
     @property
-    def threads_share(self) -> bool:
-        """Whether another thread's reads see this store's database: a
-        server or a SQLite file, not an in-memory SQLite database (which
-        each thread's connection would open afresh)."""
-        return self._engine.dialect.name != "sqlite" or sqlite_file(self._engine.url) is not None
+    def shared_url(self) -> str | None:
+        """The URL another process (or thread) opens this same database
+        with: a server's or a SQLite file's; None for an in-memory SQLite
+        database, which every connection would open afresh and empty."""
+        shared = self._engine.dialect.name != "sqlite" or sqlite_file(self._engine.url) is not None
+        return self.url if shared else None
 
     def _writer(self) -> Connection | None:
         """This thread's write connection, kept between transactions: a pool

@@ -40,7 +40,6 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +56,7 @@ from ..runtime.engine import Engine
 from ..runtime.moves import FlowLookup, ScoreCache, Work
 from ..store import open_store
 from ..store.memory import MemoryStore
+from .apart import start_report
 from .report import Period, Report
 from .report.build import build_report
 from .timing import Timing, stage_timing
@@ -67,6 +67,10 @@ ACTOR = "saleflow-simulate"
 SCRATCH = "sqlite:///:memory:"
 LISTED = 20  # refused requests listed by name (all are counted)
 OPS_PER_TRANSACTION = 2000
+# From how many leads the recorded report is built in another process
+# (`simulate`'s `apart`): starting one costs about as much as reporting on a
+# few thousand leads.
+APART_LEADS = 5000
 
 
 Entry = Union["Recorded", JournalEntry]  # what a replay is fed
@@ -570,15 +574,29 @@ def _replay(engine: Engine, flow: Flow, end: datetime, period: Period, scratch: 
         sql.close()
 
 
+def _leads(engine: Engine, name: str) -> int:
+    counts = getattr(engine.store, "stage_counts", None)
+    return 0 if counts is None else sum(row.leads for row in counts(name))
+
+
 def simulate(
-    engine: Engine, flow: Flow, *, period: Period | None = None, scratch: str = "memory"
+    engine: Engine,
+    flow: Flow,
+    *,
+    period: Period | None = None,
+    scratch: str = "memory",
+    apart: bool | None = None,
 ) -> Simulation:
     """Replay the recorded journal of `flow`'s leads (all of it, up to the
     engine's now) through `flow`; the recorded and simulated reports over
     `period`.  `engine`'s store is only read; `flow` must have passed
     `check`.  The replay runs in a `MemoryStore`; ``scratch="sqlite"`` runs
     it in the engine's SQL store on an in-memory SQLite database instead
-    (slower: the reference the tests compare the memory store with)."""
+    (slower: the reference the tests compare the memory store with).
+    `apart` builds the recorded report in another process while the replay
+    runs (where the store is a file or a server): by default from
+    `APART_LEADS` leads on, below which starting a process costs more than
+    it saves; True and False force it."""
     if scratch not in ("memory", "sqlite"):
         raise ValueError(f"scratch is memory or sqlite, not {scratch!r}")
     period = period or Period()
@@ -608,17 +626,21 @@ def simulate(
             definitions=lambda version: engine.compiled(name, version).flow,
         )
 
-    if getattr(engine.store, "threads_share", False):
-        # The recorded report is mostly the database's work: where another
-        # thread can read the store, it runs beside the replay (which is
-        # Python's work) rather than before it.
-        with ThreadPoolExecutor(1, thread_name_prefix="saleflow-report") as pool:
-            pending = pool.submit(recorded_report)
-            replay, simulated = _replay(engine, flow, end, period, scratch)
-            actual = pending.result()
-    else:
-        actual = recorded_report()
+    url = getattr(engine.store, "shared_url", None)
+    if apart is None:
+        apart = url is not None and _leads(engine, name) >= APART_LEADS
+    # The recorded report is mostly the database's work and its decoding:
+    # on a large history it is built by another process, on another core,
+    # while this one replays (views/apart.py says why not a thread).
+    pending = start_report(url, name, recorded.version, end, period) if apart and url else None
+    try:
         replay, simulated = _replay(engine, flow, end, period, scratch)
+        actual = None if pending is None else pending.result(recorded.flow)
+    finally:
+        if pending is not None:
+            pending.cancel()
+    if actual is None:
+        actual = recorded_report()
     return Simulation(
         actual=actual,
         simulated=simulated,
