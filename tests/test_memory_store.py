@@ -149,6 +149,18 @@ def test_the_transaction_refuses_what_the_sql_one_refuses() -> None:
         breach = SlaBreach("x", "f", "b", 1, at, at + timedelta(days=1), at + timedelta(days=2))
         assert tx.record_breach(breach) is True
         assert tx.record_breach(breach) is False  # once per lead, stage, cycle and entry
+        hour = timedelta(hours=1)
+        for event in (EventRecord("v", at + hour, "web"), EventRecord("v", at, "phone")):
+            tx.insert_event("x", event)
+        tx.insert_event("x", EventRecord("v", at, "mail"))
+    # a report reads the events with a channel in time order (recording
+    # order for equal times), however they were recorded
+    [[history]] = list(store.iter_histories("f", touches=True))
+    assert history.touches == [
+        ("x", micros(at), "phone"),
+        ("x", micros(at), "mail"),
+        ("x", micros(at + hour), "web"),
+    ]
     # an error inside a transaction abandons the store: there is no rollback
     with pytest.raises(ZeroDivisionError), store.transaction():
         _ = 1 / 0

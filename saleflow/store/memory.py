@@ -54,6 +54,10 @@ def _at(event: EventRecord) -> datetime:
     return event.at
 
 
+def _micros(touch: tuple[str, int, str]) -> int:
+    return touch[1]
+
+
 @dataclass(slots=True)
 class _Kept:
     """One lead and what is kept of it."""
@@ -61,6 +65,9 @@ class _Kept:
     lead: Lead
     cycles: dict[int, list[EventRecord]] = field(default_factory=dict)  # time order
     events: list[EventRecord] = field(default_factory=list)  # recording order
+    # Its events with a channel as a report reads them, (lead, micros,
+    # channel), in time order (equal times: in recording order).
+    touches: list[tuple[str, int, str]] = field(default_factory=list)
     moves: list[ReportEntry] = field(default_factory=list)  # created and moved entries
     journal: list[JournalEntry] = field(default_factory=list)  # only with journal=True
 
@@ -146,14 +153,8 @@ class MemoryStore:
             out = []
             for lead_id in ids[start : start + chunk]:
                 kept = self._leads[lead_id]
-                found: list[tuple[str, int, str]] = []
-                if touches:
-                    found = [
-                        (lead_id, micros(e.at), e.channel)
-                        for e in sorted(kept.events, key=_at)
-                        if e.channel is not None
-                    ]
                 value = _group_text(kept.lead, group, group_default)
+                found = list(kept.touches) if touches else []
                 out.append(History(lead_id, value, list(kept.moves), found))
             yield out
 
@@ -279,6 +280,13 @@ class MemoryTransaction:
             raise Conflict(f'lead "{lead_id}" does not exist (an event needs its lead)')
         kept.events.append(event)
         insort(kept.cycles.setdefault(event.cycle, []), event, key=_at)
+        if event.channel is not None:
+            touch = (lead_id, micros(event.at), event.channel)
+            touches = kept.touches
+            if touches and touches[-1][1] > touch[1]:
+                insort(touches, touch, key=_micros)  # an event back-dated behind others
+            else:
+                touches.append(touch)
 
     def append(self, entry: JournalEntry) -> None:
         store = self._store
