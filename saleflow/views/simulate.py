@@ -56,7 +56,7 @@ from ..runtime.engine import Engine
 from ..runtime.moves import FlowLookup, ScoreCache, Work
 from ..store import open_store
 from ..store.memory import MemoryStore
-from .apart import start_report
+from .apart import Apart, Lost
 from .report import Period, Report
 from .report.build import build_report
 from .timing import Timing, stage_timing
@@ -546,10 +546,19 @@ def _recorded(engine: Engine, name: str, end: datetime) -> Iterator[Recorded]:
     return map(Recorded._make, read(name, end, _REPLAYED, _UNMARKED))
 
 
-def _replay(engine: Engine, flow: Flow, end: datetime, period: Period, scratch: str) -> tuple[Replay, Report]:
+def _replay(
+    engine: Engine,
+    flow: Flow,
+    end: datetime,
+    period: Period,
+    scratch: str,
+    recorded: Iterable[Entry] | None = None,
+) -> tuple[Replay, Report]:
     """The replay of the recorded journal of `flow`'s leads up to `end`
-    through `flow`, and the simulated report over `period`."""
+    through `flow` (`recorded`, when another process reads it), and the
+    simulated report over `period`."""
     name = flow.name
+    entries = _recorded(engine, name, end) if recorded is None else recorded
     if scratch == "memory":
         # Plain dicts: nothing of it reaches a disk or a SQL engine.
         cf = compile_flow(flow, flow.version)
@@ -560,7 +569,7 @@ def _replay(engine: Engine, flow: Flow, end: datetime, period: Period, scratch: 
                 raise NotFound(f'the replay knows only flow "{cf.name}" version {cf.version}')
             return cf
 
-        replay = Replay(store, flows, cf, end).run(_recorded(engine, name, end))
+        replay = Replay(store, flows, cf, end).run(entries)
         return replay, build_report(store, cf.flow, version=cf.version, now=end, period=period)
     # The engine's own SQLite store, in memory: the reference the memory
     # store is tested against.
@@ -568,7 +577,7 @@ def _replay(engine: Engine, flow: Flow, end: datetime, period: Period, scratch: 
     try:
         deployed = sql.deploy(flow)
         cf = sql.compiled(name, deployed.version)
-        replay = Replay(sql.store, sql.compiled, cf, end).run(_recorded(engine, name, end))
+        replay = Replay(sql.store, sql.compiled, cf, end).run(entries)
         return replay, build_report(sql.store, cf.flow, version=cf.version, now=end, period=period)
     finally:
         sql.close()
@@ -629,13 +638,21 @@ def simulate(
     url = getattr(engine.store, "shared_url", None)
     if apart is None:
         apart = url is not None and _leads(engine, name) >= APART_LEADS
-    # The recorded report is mostly the database's work and its decoding:
-    # on a large history it is built by another process, on another core,
-    # while this one replays (views/apart.py says why not a thread).
-    pending = start_report(url, name, recorded.version, end, period) if apart and url else None
+    # On a large history another process reads and decodes the journal and
+    # builds the recorded report, on another core, while this one replays
+    # (views/apart.py says why not a thread); if it fails, all is done here.
+    pending = (
+        Apart.start(url, name, recorded.version, end, period, _REPLAYED, _UNMARKED) if apart and url else None
+    )
     try:
-        replay, simulated = _replay(engine, flow, end, period, scratch)
-        actual = None if pending is None else pending.result(recorded.flow)
+        done: tuple[Replay, Report] | None = None
+        if pending is not None:
+            try:
+                done = _replay(engine, flow, end, period, scratch, map(Recorded._make, pending.entries()))
+            except Lost:
+                pending.cancel()
+        replay, simulated = done or _replay(engine, flow, end, period, scratch)
+        actual = None if pending is None else pending.report(recorded.flow)
     finally:
         if pending is not None:
             pending.cancel()
