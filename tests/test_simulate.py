@@ -23,10 +23,10 @@ from saleflow import Engine
 from saleflow.cli.app import main
 from saleflow.compile import compile_flow
 from saleflow.language.parse import load_flow, parse_flow
-from saleflow.views.apart import start_report
+from saleflow.views.apart import Apart, Lost
 from saleflow.views.report import Period
 from saleflow.views.report.build import build_report
-from saleflow.views.simulate import is_requested, simulate
+from saleflow.views.simulate import _REPLAYED, _UNMARKED, is_requested, simulate
 from saleflow.views.timing import stage_timing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -408,10 +408,15 @@ def test_what_a_tick_watches() -> None:
     assert stage_timing(cf, "adoption", waiting=False).in_stage == (timedelta(days=365),)
 
 
-def test_the_recorded_report_built_apart_is_the_same(recorded: tuple[str, datetime]) -> None:
-    """On a file or a server, the recorded report can be built by another
-    process while the replay runs; it gives the same figures as the one
-    built in this process, and simulate's result is the same either way."""
+def _apart(url: str, name: str, version: int, end: datetime) -> Apart:
+    return Apart.start(url, name, version, end, Period(), _REPLAYED, _UNMARKED)
+
+
+def test_the_journal_and_report_read_apart_are_the_same(recorded: tuple[str, datetime]) -> None:
+    """On a file or a server, another process can read the recorded journal
+    and build the recorded report while the replay runs: the same entries,
+    in the same order, as this process reads, and the same report; and
+    simulate's result is the same either way."""
     url, end = recorded
     with Engine.open(db=url, now=end) as engine:
         flow = load_flow(DEMO_FLOW)
@@ -420,24 +425,46 @@ def test_the_recorded_report_built_apart_is_the_same(recorded: tuple[str, dateti
         here = build_report(
             engine.store, recorded_flow.flow, version=recorded_flow.version, now=end, period=Period()
         )
-        there = start_report(url, flow.name, recorded_flow.version, end, Period()).result(recorded_flow.flow)
-        assert there is not None, "the other process gave no report"
-        assert there.definition is recorded_flow.flow
-        assert there.to_json() == here.to_json()
+        there = _apart(url, flow.name, recorded_flow.version, end)
+        assert list(there.entries()) == list(engine.store.iter_recorded(flow.name, end, _REPLAYED, _UNMARKED))
+        report = there.report(recorded_flow.flow)
+        assert report is not None, "the other process gave no report"
+        assert report.definition is recorded_flow.flow
+        assert report.to_json() == here.to_json()
         apart = simulate(engine, flow, apart=True).to_json()
         assert simulate(engine, flow, apart=False).to_json() == apart
 
 
-def test_a_report_apart_that_fails_is_built_here(tmp_path: Path) -> None:
-    """When the other process cannot give the report (no such database, a
-    stopped process), `result` is None: simulate builds it itself, and an
-    error reaches the user as it would have without the other process."""
+def test_what_the_other_process_cannot_give_is_done_here(
+    recorded: tuple[str, datetime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the other process fails (no such database, killed while it
+    sends, or before the journal is read), `entries` raises `Lost` and
+    `report` is None: simulate then reads and reports itself, and gives
+    the same result (an error reaches the user as it would have)."""
+    from saleflow.views import apart as apart_module
+
+    url, end = recorded
     missing = f"sqlite:///{tmp_path}/missing/x.db"
-    now = datetime(2026, 3, 1, tzinfo=UTC)
-    assert start_report(missing, "demo", 1, now, Period()).result(load_flow(DEMO_FLOW)) is None
-    stopped = start_report(missing, "demo", 1, now, Period())
-    stopped.cancel()
-    assert stopped.result(load_flow(DEMO_FLOW)) is None
+    gone = _apart(missing, "demo", 1, end)
+    with pytest.raises(Lost):
+        list(gone.entries())
+    assert gone.report(load_flow(DEMO_FLOW)) is None
+    with Engine.open(db=url, now=end) as engine:
+        flow = load_flow(DEMO_FLOW)
+        version = engine.compiled(flow.name).version
+        killed = _apart(url, flow.name, version, end)
+        entries = killed.entries()
+        next(entries)
+        killed.cancel()  # kills it mid-stream
+        with pytest.raises(Lost):
+            list(entries)
+        unread = _apart(url, flow.name, version, end)
+        assert unread.report(flow) is None  # the journal comes first
+        expected = simulate(engine, flow, apart=False).to_json()
+        # a child that dies at once: simulate does it all here
+        monkeypatch.setattr(apart_module.sys, "executable", "/bin/false")
+        assert simulate(engine, flow, apart=True).to_json() == expected
 
 
 def test_which_stores_are_shared(sqlite_url: str, tmp_path: Path) -> None:

@@ -172,14 +172,16 @@ class Apart:
 
 
 def _frame(source: IO[bytes]) -> bytes:
-    head = source.read(_FRAME.size)
-    if len(head) != _FRAME.size:
-        raise Lost("the stream ended early")
-    (size,) = _FRAME.unpack(head)
-    body = source.read(size)
-    if len(body) != size:
-        raise Lost("the stream ended early")
-    return body
+    try:
+        head = source.read(_FRAME.size)
+        if len(head) == _FRAME.size:
+            (size,) = _FRAME.unpack(head)
+            body = source.read(size)
+            if len(body) == size:
+                return body
+    except (OSError, ValueError) as err:  # the pipe was closed (`cancel`)
+        raise Lost("the stream was closed") from err
+    raise Lost("the stream ended early")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
