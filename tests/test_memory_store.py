@@ -137,6 +137,13 @@ def test_the_transaction_refuses_what_the_sql_one_refuses() -> None:
         assert saved.revision == 1 and tx.count_in_stage("f", "b") == 1 and tx.count_in_stage("f", "a") == 0
         with pytest.raises(Conflict):
             tx.update_lead(lead)  # revision 0 is stale now
+        # a lead is counted in the stage it was saved in, not one a change left unsaved
+        moving = tx.lock_lead("x")
+        assert moving is not None
+        moving.stage = "c"
+        assert tx.count_in_stage("f", "c") == 0 and tx.count_in_stage("f", "b") == 1
+        assert tx.update_lead(moving).revision == 2
+        assert tx.count_in_stage("f", "c") == 1 and tx.count_in_stage("f", "b") == 0
         with pytest.raises(Conflict):
             tx.insert_event("nobody", EventRecord("e", at))
         # events come back in time order, recording order for equal times, by cycle
