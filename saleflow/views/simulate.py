@@ -26,7 +26,9 @@ the cost grows with the entries, not with leads times days.
 
 The user's database is only read.  The recorded report and the simulated
 one are both built by `saleflow.views.report`; the queue for capacity is
-watched as the engine fills and empties it.
+watched as the engine fills and empties it.  On a large history another
+process reads the journal and builds the recorded report while this one
+replays (views/apart.py); if it fails, this process does it all.
 
 Which moments can change a lead is views/timing.py (`stage_timing`); the
 results and their table and page are views/whatif.py.  This module is the
