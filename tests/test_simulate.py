@@ -438,21 +438,27 @@ def test_the_journal_and_report_read_apart_are_the_same(recorded: tuple[str, dat
 def test_what_the_other_process_cannot_give_is_done_here(
     recorded: tuple[str, datetime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When the other process fails (no such database, killed while it
-    sends, or before the journal is read), `entries` raises `Lost` and
-    `report` is None: simulate then reads and reports itself, and gives
+    """When the other process fails (no such database, no such flow
+    version, killed while it sends, asked for the report before the
+    journal) `entries` raises `Lost` and `report` is None; where no Python
+    can be started none is.  Simulate then reads and reports itself, with
     the same result (an error reaches the user as it would have)."""
     from saleflow.views import apart as apart_module
 
     url, end = recorded
-    missing = f"sqlite:///{tmp_path}/missing/x.db"
-    gone = _apart(missing, "demo", 1, end)
+    folder = tmp_path / "missing"
+    folder.mkdir()
+    gone = _apart(f"sqlite:///{folder}/x.db", "demo", 1, end)
+    assert gone.started
     with pytest.raises(Lost):
         list(gone.entries())
     assert gone.report(load_flow(DEMO_FLOW)) is None
+    assert not list(folder.iterdir()), "the other process created a database"
     with Engine.open(db=url, now=end) as engine:
         flow = load_flow(DEMO_FLOW)
         version = engine.compiled(flow.name).version
+        with pytest.raises(Lost):
+            next(_apart(url, flow.name, version + 1, end).entries())  # checked before anything is sent
         killed = _apart(url, flow.name, version, end)
         entries = killed.entries()
         next(entries)
@@ -462,9 +468,66 @@ def test_what_the_other_process_cannot_give_is_done_here(
         unread = _apart(url, flow.name, version, end)
         assert unread.report(flow) is None  # the journal comes first
         expected = simulate(engine, flow, apart=False).to_json()
-        # a child that dies at once: simulate does it all here
-        monkeypatch.setattr(apart_module.sys, "executable", "/bin/false")
+        # no Python to start (an embedding host's binary): simulate does it all here
+        monkeypatch.setattr(apart_module.sys, "executable", "/usr/bin/uwsgi")
+        assert not _apart(url, flow.name, version, end).started
         assert simulate(engine, flow, apart=True).to_json() == expected
+
+
+def test_simulate_apart_uses_the_other_process(
+    recorded: tuple[str, datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`apart=True` really takes the journal and the report from the other
+    process (a fallback would give the same figures, only slower)."""
+    answers: list[object] = []
+    report = Apart.report
+
+    def spied(self: Apart, definition: object) -> object:
+        answers.append(report(self, definition))  # type: ignore[arg-type]
+        return answers[-1]
+
+    monkeypatch.setattr(Apart, "report", spied)
+    url, end = recorded
+    with Engine.open(db=url, now=end) as engine:
+        simulate(engine, load_flow(DEMO_FLOW), apart=True)
+    assert len(answers) == 1 and answers[0] is not None
+
+
+def test_the_other_process_finds_the_database_and_modules_this_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative SQLite URL is the file where the store was opened, even
+    after this process changes directory; and the child imports nothing
+    from the current folder (a stray `json.py` or `random.py` there)."""
+    path = tmp_path / "here" / "recorded.db"
+    path.parent.mkdir()
+    end = record_history(f"sqlite:///{path}", days=10)
+    monkeypatch.chdir(path.parent)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    marker = tmp_path / "imported"
+    for name in ("json", "random", "marshal", "pickle"):
+        (elsewhere / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('{name}')\n")
+    with Engine.open(db=f"sqlite:///{path.name}", now=end) as engine:
+        flow = load_flow(DEMO_FLOW)
+        expected = simulate(engine, flow, apart=False).to_json()
+        monkeypatch.chdir(elsewhere)
+        assert engine.store.shared_url == f"sqlite:///{path}"
+        there = _apart(
+            engine.store.shared_url,
+            flow.name,
+            engine.compiled(flow.name).version,
+            end,
+        )
+        assert (
+            len(list(there.entries()))
+            == len(list(engine.store.iter_recorded(flow.name, end, _REPLAYED, _UNMARKED)))
+            > 50
+        )
+        assert there.report(flow) is not None
+        assert simulate(engine, flow, apart=True).to_json() == expected
+    assert not marker.exists(), marker.read_text()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["json.py", "marshal.py", "pickle.py", "random.py"]
 
 
 def test_which_stores_are_shared(sqlite_url: str, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ writer.  Reports that need one consistent snapshot over several queries use
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -97,6 +98,17 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
         self._sql = statements(engine.dialect)
         self._errors = db_errors(engine)
         self._pinned = threading.local()
+        # The URL another process opens the same database with, fixed now:
+        # a relative SQLite path is the file in this directory, wherever
+        # the process goes later.
+        path = sqlite_file(engine.url)
+        self._shared_url: str | None = (
+            url
+            if engine.dialect.name != "sqlite"
+            else None
+            if path is None
+            else engine.url.set(database=os.path.abspath(path)).render_as_string(hide_password=False)
+        )
 
     # -- plumbing -----------------------------------------------------------
 
@@ -112,11 +124,11 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
 
     @property
     def shared_url(self) -> str | None:
-        """The URL another process (or thread) opens this same database
-        with: a server's or a SQLite file's; None for an in-memory SQLite
-        database, which every connection would open afresh and empty."""
-        shared = self._engine.dialect.name != "sqlite" or sqlite_file(self._engine.url) is not None
-        return self.url if shared else None
+        """The URL another process opens this same database with: a
+        server's, or a SQLite file's by its absolute path as it was when
+        the store was opened; None for an in-memory SQLite database, which
+        every connection would open afresh and empty."""
+        return self._shared_url
 
     def _writer(self) -> Connection | None:
         """This thread's write connection, kept between transactions: a pool

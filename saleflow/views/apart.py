@@ -17,36 +17,40 @@ the two one after the other.  A second process has its own interpreter:
    journal waits on the pipe, at the pace of the replay), and sends it
    after the journal (a pickle).
 
-`Apart.start` starts ``python -m saleflow.views.apart`` on the same
-database (a SQLite file or a server: a URL another process can open).
-`entries()` yields the journal as `iter_recorded` would; it raises `Lost`
-when the stream breaks off (the other process failed: the database refused
-it, an entry did not decode, it was killed).  `report()` is the report, or
-None when the other process gave none.  Either way the caller does the
-work itself then, so an error reaches the user exactly as it would have
-without this module.
+`Apart.start` starts a Python child (``python -P``, with this process's
+module path, so it imports what this process imports from where it does,
+and nothing from the current folder) on the same database: a SQLite file by
+its absolute path, or a server (`SqlStore.shared_url`).  `entries()`
+yields the journal as `iter_recorded` would; it raises `Lost` when the
+stream breaks off (the other process failed: the database refused it, the
+file or the flow is not there, an entry did not decode, it was killed).
+`report()` is the report, or None when the other process gave none.
+Either way the caller does the work itself then, so an error reaches the
+user exactly as it would have without this module.  The child never
+creates a database, checks the flow before it sends anything, and exits at
+once when its parent stops reading.
 
-The request is a pickle in a temporary file given as the child's stdin;
-the frames and the report come back on its stdout.  Both ends are this
-package, started by this process, and nothing else writes to those pipes.
-The report's flow definition is not sent back: the caller's own `Flow` is
-put in its place.
+The request (a pickle: the URL may hold a password) goes on the child's
+stdin; the frames and the report come back on a pipe of their own, so
+nothing printed on stdout can mix into them.  Both ends are this package,
+started by this process, and nothing else writes to those pipes.  The
+report's flow definition is not sent back: the caller's own `Flow` is put
+in its place.
 """
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import pickle
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..model.flow import Flow
@@ -55,9 +59,16 @@ from .report import Period, Report
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 _FRAME = struct.Struct("<I")  # the length of the frame that follows; 0 ends the journal
 _ENTRIES_PER_FRAME = 4000
+# The child: with -P nothing of the current folder comes before the standard
+# library; then exactly the parent's module path, so it imports this same
+# package and what it imports, from where the parent does.
+_CHILD = (
+    "import json, os, sys; sys.path[:] = json.loads(os.environ['SALEFLOW_APART_PATH']); "
+    "from saleflow.views.apart import _answer; sys.exit(_answer())"
+)
+_PYTHONS = ("python", "pypy")  # what `sys.executable` may be called to be started as a child
 
 Row = tuple[str, str, "str | None", str, datetime, "str | None", dict[str, Any]]
 
@@ -80,9 +91,17 @@ class _Request:
 class Apart:
     """The other process (`start`): the journal, then the report."""
 
-    def __init__(self, process: subprocess.Popen[bytes] | None) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes] | None = None, source: IO[bytes] | None = None
+    ) -> None:
         self._process = process
+        self._source = source  # the pipe the frames come on
         self._read = False  # the journal was read to its end
+
+    @property
+    def started(self) -> bool:
+        """Whether another process was started (and not yet stopped)."""
+        return self._process is not None
 
     @classmethod
     def start(
@@ -98,33 +117,50 @@ class Apart:
         """Start reading `flow`'s recorded entries of the kinds `entries`
         (and `moves`, as `iter_recorded` takes them) up to `now`, then
         building its report (deployed `version`, over `period`) from the
-        database at `url`, in another process."""
-        environment = dict(os.environ)
-        # The child imports this same package, wherever it was imported from.
-        path = environment.get("PYTHONPATH")
-        environment["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        database at `url`, in another process.  Where no Python can be
+        started (this process is not one: an embedding host's binary,
+        say), none is, and the caller does the work itself."""
+        executable = sys.executable or ""
+        if not os.path.basename(executable).lower().startswith(_PYTHONS):
+            return cls()
+        request = pickle.dumps(_Request(url, flow, version, now, period, entries, moves))
+        path = [entry for entry in sys.path if isinstance(entry, str)]
+        # The frames come on a pipe of their own: nothing the interpreter or
+        # a site hook prints on stdout can mix into them.
+        read_end, write_end = os.pipe()
+        environment = dict(os.environ, SALEFLOW_APART_PATH=json.dumps(path), SALEFLOW_APART_FD=str(write_end))
         try:
-            # The request waits in a file, read when the child is ready.
-            with tempfile.TemporaryFile() as request:
-                pickle.dump(_Request(url, flow, version, now, period, entries, moves), request)
-                request.seek(0)
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "saleflow.views.apart"],
-                    stdin=request,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    env=environment,
-                )
+            process = subprocess.Popen(
+                [executable, "-P", "-c", _CHILD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=environment,
+                pass_fds=(write_end,),
+            )
+        except (OSError, ValueError):  # no such program; no pass_fds on this system
+            os.close(read_end)
+            return cls()
+        finally:
+            os.close(write_end)
+        source = os.fdopen(read_end, "rb")
+        apart = cls(process, source)
+        try:
+            # The request (the URL may hold a password) goes on the child's
+            # stdin, never to a file or a command line; it fits the pipe.
+            assert process.stdin is not None
+            process.stdin.write(request)
+            process.stdin.close()
         except OSError:
-            return cls(None)
-        return cls(process)
+            apart.cancel()
+            return cls()
+        return apart
 
     def entries(self) -> Iterator[Row]:
         """The recorded entries, in the order `iter_recorded` gives them."""
-        process = self._process
-        if process is None or process.stdout is None:
+        source = self._source
+        if self._process is None or source is None:
             raise Lost("no other process")
-        source = process.stdout
         parse = datetime.fromisoformat
         while True:
             frame = _frame(source)
@@ -142,21 +178,21 @@ class Apart:
         """The report, waiting for it, with `definition` as its flow (the
         caller's own); None when the other process gave none.  Reading the
         journal to its end comes first."""
-        process, self._process = self._process, None
-        if process is None or process.stdout is None or not self._read:
-            if process is not None:
-                _stop(process)
+        process, source = self._process, self._source
+        if process is None or source is None or not self._read:
+            self.cancel()
             return None
         try:
-            answer = _frame(process.stdout)
-            process.communicate()
+            answer = _frame(source)
+            code = process.wait()
         except Lost:
-            _stop(process)
+            self.cancel()
             return None
         except BaseException:
-            _stop(process)
+            self.cancel()
             raise
-        if process.returncode != 0:
+        self.cancel()
+        if code != 0:
             return None
         try:
             report = pickle.loads(answer)  # our own child's answer, on a private pipe
@@ -165,10 +201,15 @@ class Apart:
         return replace(report, definition=definition) if isinstance(report, Report) else None
 
     def cancel(self) -> None:
-        """Stop the other process if it is still working (nothing waits for it)."""
-        process, self._process = self._process, None
+        """Stop the other process if it is still working (nothing waits for
+        it), and close the pipe."""
+        process, source, self._process, self._source = self._process, self._source, None, None
+        if source is not None:
+            source.close()
         if process is not None:
-            _stop(process)
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 def _frame(source: IO[bytes]) -> bytes:
@@ -182,12 +223,6 @@ def _frame(source: IO[bytes]) -> bytes:
     except (OSError, ValueError) as err:  # the pipe was closed (`cancel`)
         raise Lost("the stream was closed") from err
     raise Lost("the stream ended early")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.communicate()
 
 
 def _send(out: IO[bytes], frame: bytes) -> None:
@@ -227,34 +262,36 @@ def _report(engine: Engine, request: _Request) -> Report:
 
 def _answer() -> int:
     """The child: read a request on stdin; send the journal's frames, the
-    end of the journal, and the report's pickle on stdout."""
+    end of the journal, and the report's pickle on the pipe it was given.
+    It never creates a database: a SQLite file that is not there is an
+    error (the parent then does the work and says so)."""
     from ..runtime.engine import Engine
     from ..store import open_store
+    from ..store.connect import parse_url, sqlite_file
 
     request = pickle.loads(sys.stdin.buffer.read())  # sent by the parent process
     if not isinstance(request, _Request):
         return 2
-    out = sys.stdout.buffer
+    path = sqlite_file(parse_url(request.url))
+    if path is not None and not os.path.isfile(path):
+        return 3
+    out = os.fdopen(int(os.environ["SALEFLOW_APART_FD"]), "wb")
     engine = Engine(open_store(request.url), now=request.now)
     try:
+        engine.compiled(request.flow, request.version)  # there, before anything is sent
         # The report is built in a thread while the journal is sent: sending
         # waits on the pipe at the replay's pace (and waiting lets the
         # report run), so the report is ready when the replay is done.
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(_report, engine, request)
-            _send_journal(out, engine, request)
-            report = pending.result()
+            try:
+                _send_journal(out, engine, request)
+                report = pending.result()
+                bare = replace(report, definition=cast(Any, None))  # the caller puts its own back
+                _send(out, pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL))
+                out.flush()
+            except BrokenPipeError:  # the parent is gone or gave up: so is its report
+                os._exit(1)
     finally:
         engine.close()
-    bare = replace(report, definition=cast(Any, None))  # the caller puts its own back
-    _send(out, pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL))
-    out.flush()
     return 0
-
-
-if __name__ == "__main__":
-    # Run as `python -m`, this file is `__main__`; the request's classes are
-    # the package module's, so that is the one that answers.
-    from saleflow.views.apart import _answer as answer
-
-    sys.exit(answer())
