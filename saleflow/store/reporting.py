@@ -250,7 +250,8 @@ class ReportQueries:
         on the driver's cursor and decoded here (a time and a JSON object
         per row, checked as the store's types check them): a simulation
         reads every entry of a history, and SQLAlchemy's result processing
-        cost more than the replay of some of them."""
+        cost more than the replay of some of them.  Memory stays flat: the
+        rows are streamed on both backends."""
         wanted = [A.entry == bindparam(f"entry{i}", type_=A.entry.type) for i in range(len(entries))]
         stmt = (
             select(A.lead_id, A.entry, A.kind, A.stage, A.at, A.reason, A.data)
@@ -279,7 +280,12 @@ class ReportQueries:
         loads = json.loads
         parse = datetime.fromisoformat
         with self.read() as conn:
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            dbapi: Any = conn.connection.dbapi_connection
+            # On PostgreSQL a named (server-side) cursor: the rows come as
+            # they are read, a few thousand at a time, where a plain cursor
+            # would hold the whole journal in memory before the first one.
+            server = self.engine.dialect.name == "postgresql"
+            cur = dbapi.cursor(name="saleflow_recorded") if server else dbapi.cursor()
             try:
                 compiled.execute(cur, params)
                 while True:
