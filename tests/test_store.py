@@ -889,3 +889,26 @@ def test_an_unloadable_timestamp_is_named(pg_url: str) -> None:
             with pytest.raises(StoreError, match='the database is corrupted: lead "inf"') as caught:
                 read()
             assert one_sentence(str(caught.value))
+
+
+def test_a_relative_sqlite_path_stays_the_file_it_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative SQLite URL is the file in the directory the store was
+    opened in: a connection opened after the process changes directory
+    (the pool opens the file again) is the same database, and no empty one
+    appears where the process went."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    store = open_store("sqlite:///leads.db")
+    try:
+        store.deploy_flow("f", 1, "hash", "flow f version 1", "f.flow")
+        monkeypatch.chdir(elsewhere)
+        store.engine.dispose()  # every later read opens a new connection
+        assert store.flow_names() == ["f"]
+        assert store.shared_url == f"sqlite:///{here / 'leads.db'}"
+    finally:
+        store.close()
+    assert list(elsewhere.iterdir()) == []

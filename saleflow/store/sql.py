@@ -98,16 +98,14 @@ class SqlStore(LeadQueries, ReportQueries, ExportQueries):
         self._sql = statements(engine.dialect)
         self._errors = db_errors(engine)
         self._pinned = threading.local()
-        # The URL another process opens the same database with, fixed now:
-        # a relative SQLite path is the file in this directory, wherever
-        # the process goes later.
-        path = sqlite_file(engine.url)
+        # The URL another process opens the same database with (a SQLite
+        # file's path is absolute: `open_store`).
         self._shared_url: str | None = (
             url
             if engine.dialect.name != "sqlite"
             else None
-            if path is None
-            else engine.url.set(database=os.path.abspath(path)).render_as_string(hide_password=False)
+            if sqlite_file(engine.url) is None
+            else engine.url.render_as_string(hide_password=False)
         )
 
     # -- plumbing -----------------------------------------------------------
@@ -433,6 +431,9 @@ def open_store(url: str = DEFAULT_URL, *, lock_timeout: float = 5.0, key: bytes 
     path = sqlite_file(parsed)
     if path is not None:
         check_sqlite_file(path)
+        # Every pooled connection opens the file again: a relative path is
+        # the file in this directory, wherever the process goes later.
+        parsed = parsed.set(database=os.path.abspath(path))
     engine = make_engine(parsed, busy_timeout_ms=max(1, round(lock_timeout * 1000)))
     try:
         ensure_schema(engine, where)
