@@ -69,9 +69,9 @@ ACTOR = "saleflow-simulate"
 SCRATCH = "sqlite:///:memory:"
 LISTED = 20  # refused requests listed by name (all are counted)
 OPS_PER_TRANSACTION = 2000
-# From how many leads the recorded report is built in another process
-# (`simulate`'s `apart`): starting one costs about as much as reporting on a
-# few thousand leads.
+# From how many leads another process reads the journal and builds the
+# recorded report (`simulate`'s `apart`): starting one costs about as much
+# as reporting on a few thousand leads.
 APART_LEADS = 5000
 
 
@@ -608,10 +608,11 @@ def simulate(
     `check`.  The replay runs in a `MemoryStore`; ``scratch="sqlite"`` runs
     it in the engine's SQL store on an in-memory SQLite database instead
     (slower: the reference the tests compare the memory store with).
-    `apart` builds the recorded report in another process while the replay
-    runs (where the store is a file or a server): by default from
-    `APART_LEADS` leads on, below which starting a process costs more than
-    it saves; True and False force it."""
+    `apart` has another process read the journal and build the recorded
+    report while the replay runs (where the store is a file or a server;
+    views/apart.py): by default from `APART_LEADS` leads on, below which
+    starting a process costs more than it saves; True and False force it.
+    Whatever that process cannot give, this one does itself."""
     if scratch not in ("memory", "sqlite"):
         raise ValueError(f"scratch is memory or sqlite, not {scratch!r}")
     period = period or Period()
