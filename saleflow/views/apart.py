@@ -186,12 +186,9 @@ class Apart:
             answer = _frame(source)
             code = process.wait()
         except Lost:
-            self.cancel()
             return None
-        except BaseException:
+        finally:
             self.cancel()
-            raise
-        self.cancel()
         if code != 0:
             return None
         try:
@@ -247,17 +244,9 @@ def _send_journal(out: IO[bytes], engine: Engine, request: _Request) -> None:
 
 
 def _report(engine: Engine, request: _Request) -> Report:
-    from .report.build import build_report
+    from .report.build import report_for
 
-    recorded = engine.compiled(request.flow, request.version)
-    return build_report(
-        engine.store,
-        recorded.flow,
-        version=recorded.version,
-        now=request.now,
-        period=request.period,
-        definitions=lambda version: engine.compiled(request.flow, version).flow,
-    )
+    return report_for(engine, request.flow, period=request.period, version=request.version, now=request.now)
 
 
 def _answer() -> int:

@@ -501,8 +501,12 @@ def report_for(
     period: Period | None = None,
     by: str | None = None,
     progress: Callable[[int], None] | None = None,
+    version: int | None = None,
+    now: datetime | None = None,
 ) -> Report:
-    """The report of the deployed flow `flow` (the only one when None)."""
+    """The report of the deployed flow `flow` (the only one when None), as
+    its `version` defines it (the latest when None), as of `now` (the
+    engine's clock when None)."""
     if flow is None:
         names = engine.store.flow_names()
         if not names:
@@ -510,13 +514,13 @@ def report_for(
         if len(names) > 1:
             raise BadInput(f"several flows are deployed ({', '.join(names)}); say which with --flow")
         flow = names[0]
-    compiled = engine.compiled(flow)
+    compiled = engine.compiled(flow, version)
     name = compiled.name
     return build_report(
         engine.store,
         compiled.flow,
         version=compiled.version,
-        now=engine.now(),
+        now=engine.now() if now is None else now,
         period=period,
         by=by,
         definitions=lambda version: engine.compiled(name, version).flow,
