@@ -33,11 +33,11 @@ replays (views/apart.py); if it fails, this process does it all.
 Which moments can change a lead is views/timing.py (`stage_timing`); the
 results and their table and page are views/whatif.py; the other process
 is views/apart.py.  This module is the replay itself and `simulate`, which
-runs it: near 700 lines, `Replay` about 450 of them, because it is one
-piece of state (the scratch store, the clock, every lead's times and the
-queues) that each kind of entry updates; split, its halves would share all
-of it.  `simulate` and its journal reading (about 150 lines) could stand in
-a module of their own.
+runs it: over 500 lines (near 700), `Replay` about 450 of them, because it
+is one piece of state (the scratch store, the clock, every lead's times and
+the queues) that each kind of entry updates; split, its halves would share
+all of it.  `simulate` and its journal reading (about 150 lines) could
+stand in a module of their own.
 """
 
 from __future__ import annotations
